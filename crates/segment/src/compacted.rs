@@ -1,0 +1,304 @@
+//! Compacted segments, the storage format sent to backends: a `CompactedHeader`, then the newest
+//! version of each page once, in increasing page order, each frame chained to the previous one by
+//! its running checksum, the last one flagged `FRAME_LAST`. The page index travels beside the data
+//! as its own byte string (see `index`).
+//!
+//! `merge` writes one from N consecutive sealed segments; `CompactedReader` streams one back,
+//! verifying every frame as it goes, so a backend download can be checked without holding it in
+//! memory.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE, FRAME_HEADER_SIZE, FRAME_LAST, FRAME_SIZE,
+    PAGE_SIZE,
+};
+use crate::index::PageIndex;
+use crate::io::FileExt;
+use crate::sealed::SealedSegment;
+
+/// What `merge` wrote.
+#[derive(Debug, Clone)]
+pub struct CompactedSegment {
+    /// The header at the start of the data.
+    pub header: CompactedHeader,
+    /// page_no -> byte offset of its frame in the data.
+    pub index: PageIndex,
+    /// Number of data bytes written.
+    pub data_len: u64,
+}
+
+/// Returns the byte offset of the `i`th frame of compacted data.
+fn compacted_frame_offset(i: usize) -> u64 {
+    (COMPACTED_HEADER_SIZE + i * FRAME_SIZE) as u64
+}
+
+/// Merges consecutive sealed segments (oldest first; each must start right after the previous
+/// one's last frame, all of the same log) into one compacted segment written to `out`: the newest
+/// version of every page that is inside the database after the last segment. Every frame copied
+/// is checked against its checksum on the way.
+///
+/// Uploads (one or more segments queued for a namespace) and remote compaction both use it.
+#[tracing::instrument(skip_all, fields(segments = segments.len()), level = "debug")]
+pub fn merge<F: FileExt>(
+    segments: &[&SealedSegment<F>],
+    mut out: impl Write,
+) -> Result<CompactedSegment> {
+    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
+        return Err(Error::invalid_state("<merge>", "no segment to merge"));
+    };
+    for pair in segments.windows(2) {
+        let (previous, next) = (pair[0], pair[1]);
+        if previous.header().log_id != next.header().log_id {
+            return Err(Error::invalid_state(
+                next.path(),
+                format!(
+                    "belongs to log {}, {} to log {}",
+                    next.header().log_id,
+                    previous.path().display(),
+                    previous.header().log_id
+                ),
+            ));
+        }
+        if previous.last_committed_frame_no().checked_add(1) != Some(next.start_frame_no()) {
+            return Err(Error::NotConsecutive {
+                previous: previous.path().to_path_buf(),
+                previous_end: previous.last_committed_frame_no(),
+                next: next.path().to_path_buf(),
+                next_start: next.start_frame_no(),
+            });
+        }
+    }
+    let size_after = last.size_after();
+    // page_no -> (segment, offset of its newest frame); newest segment first, so the first
+    // version seen of a page is the newest.
+    let mut newest: HashMap<u32, (usize, u64)> = HashMap::new();
+    for (i, segment) in segments.iter().enumerate().rev() {
+        for (page_no, offset) in segment.index().entries() {
+            if page_no <= size_after {
+                newest.entry(page_no).or_insert((i, offset));
+            }
+        }
+    }
+    let mut pages: Vec<(u32, (usize, u64))> = newest.into_iter().collect();
+    pages.sort_unstable_by_key(|&(page_no, _)| page_no);
+    let frame_count = u32::try_from(pages.len())
+        .map_err(|_| Error::invalid_state(last.path(), "too many pages to compact"))?;
+    let header = CompactedHeader {
+        log_id: first.header().log_id,
+        start_frame_no: first.start_frame_no(),
+        end_frame_no: last.last_committed_frame_no(),
+        size_after,
+        frame_count,
+        timestamp_ms: last.header().sealed_at_ms,
+    };
+    let out_name = Path::new("<compacted output>");
+    let encoded = header.encode();
+    out.write_all(&encoded)
+        .map_err(|e| Error::io(out_name, e))?;
+    let mut previous = CompactedHeader::checksum_seed(&encoded);
+    let mut entries = Vec::with_capacity(pages.len());
+    let mut frame = vec![0; FRAME_SIZE];
+    for (i, &(page_no, (segment, offset))) in pages.iter().enumerate() {
+        let source = segments[segment];
+        let source_header = source.read_verified_frame(offset, &mut frame)?;
+        if source_header.page_no != page_no {
+            return Err(Error::corrupt(
+                source.path(),
+                offset,
+                format!(
+                    "index says page {page_no}, frame holds page {}",
+                    source_header.page_no
+                ),
+            ));
+        }
+        let header = FrameHeader {
+            checksum: 0,
+            page_no,
+            size_after: 0,
+            flags: if i + 1 == pages.len() { FRAME_LAST } else { 0 },
+            frame_no: source_header.frame_no,
+        };
+        previous = header.write_with_checksum(previous, &mut frame);
+        out.write_all(&frame).map_err(|e| Error::io(out_name, e))?;
+        entries.push((page_no, compacted_frame_offset(i)));
+    }
+    out.flush().map_err(|e| Error::io(out_name, e))?;
+    Ok(CompactedSegment {
+        header,
+        index: PageIndex::build(&entries, last.path())?,
+        data_len: compacted_frame_offset(pages.len()),
+    })
+}
+
+/// Streams the frames of compacted data from any reader, verifying each: header, running
+/// checksum, strictly increasing page numbers, frame numbers inside the header's range, the
+/// `FRAME_LAST` flag on the last frame only, and nothing after it.
+#[derive(Debug)]
+pub struct CompactedReader<R> {
+    /// The data being read.
+    reader: R,
+    /// Names the data in errors (a file path or an object key).
+    name: PathBuf,
+    /// The validated header.
+    header: CompactedHeader,
+    /// Checksum of the previous frame (or the header's seed).
+    previous: u32,
+    /// Frames read so far.
+    frames_read: u32,
+    /// Page of the previous frame (0 before the first).
+    previous_page: u32,
+    /// Reused frame buffer.
+    buf: Vec<u8>,
+}
+
+impl<R: Read> CompactedReader<R> {
+    /// Reads and validates the header; `name` names the data in errors.
+    pub fn new(mut reader: R, name: impl Into<PathBuf>) -> Result<Self> {
+        let name = name.into();
+        let mut encoded = [0; COMPACTED_HEADER_SIZE];
+        read_exact_or_corrupt(&mut reader, &mut encoded, &name, 0, "header")?;
+        let header = CompactedHeader::decode(&encoded, &name)?;
+        Ok(CompactedReader {
+            reader,
+            name,
+            header,
+            previous: CompactedHeader::checksum_seed(&encoded),
+            frames_read: 0,
+            previous_page: 0,
+            buf: vec![0; FRAME_SIZE],
+        })
+    }
+
+    /// Returns the validated header.
+    pub fn header(&self) -> &CompactedHeader {
+        &self.header
+    }
+
+    /// Returns the byte offset in the data of the next frame.
+    pub fn next_offset(&self) -> u64 {
+        compacted_frame_offset(self.frames_read as usize)
+    }
+
+    /// Reads the next frame's page into `page` (`PAGE_SIZE` bytes) and returns its header, or
+    /// `None` after the last frame (having checked that nothing follows it).
+    pub fn next_frame(&mut self, page: &mut [u8]) -> Result<Option<FrameHeader>> {
+        if page.len() != PAGE_SIZE {
+            return Err(Error::invalid_state(
+                &self.name,
+                format!("page buffer is {} bytes, pages are {PAGE_SIZE}", page.len()),
+            ));
+        }
+        let offset = self.next_offset();
+        if self.frames_read == self.header.frame_count {
+            let mut extra = [0; 1];
+            return match read_full(&mut self.reader, &mut extra) {
+                Ok(0) => Ok(None),
+                Ok(_) => Err(Error::corrupt(
+                    &self.name,
+                    offset,
+                    "bytes after the last frame",
+                )),
+                Err(e) => Err(Error::io(&self.name, e)),
+            };
+        }
+        let what = format!(
+            "frame {} of {}",
+            self.frames_read + 1,
+            self.header.frame_count
+        );
+        read_exact_or_corrupt(&mut self.reader, &mut self.buf, &self.name, offset, &what)?;
+        let bad = |what: String| Err(Error::corrupt(&self.name, offset, what));
+        let Some(header) = FrameHeader::decode_verified(self.previous, &self.buf) else {
+            return bad("frame checksum mismatch".into());
+        };
+        let is_last = self.frames_read + 1 == self.header.frame_count;
+        if header.flags != if is_last { FRAME_LAST } else { 0 } {
+            return bad(format!("frame flags {:#x} on {what}", header.flags));
+        }
+        if header.page_no <= self.previous_page {
+            return bad(format!(
+                "page {} follows page {}: pages must increase",
+                header.page_no, self.previous_page
+            ));
+        }
+        if header.page_no > self.header.size_after {
+            return bad(format!(
+                "page {} is beyond the database size {}",
+                header.page_no, self.header.size_after
+            ));
+        }
+        if !(self.header.start_frame_no..=self.header.end_frame_no).contains(&header.frame_no) {
+            return bad(format!(
+                "frame_no {} outside {}..={}",
+                header.frame_no, self.header.start_frame_no, self.header.end_frame_no
+            ));
+        }
+        if header.size_after != 0 {
+            return bad("compacted frame carries a commit size".into());
+        }
+        page.copy_from_slice(&self.buf[FRAME_HEADER_SIZE..]);
+        self.previous = header.checksum;
+        self.previous_page = header.page_no;
+        self.frames_read += 1;
+        Ok(Some(header))
+    }
+
+    /// Reads every frame, checking each and that `index` points at exactly those frames. Returns
+    /// the header.
+    pub fn verify_with_index(mut self, index: &PageIndex) -> Result<CompactedHeader> {
+        let mut page = vec![0; PAGE_SIZE];
+        let mut entries = Vec::with_capacity(self.header.frame_count as usize);
+        loop {
+            let offset = self.next_offset();
+            match self.next_frame(&mut page)? {
+                Some(frame) => entries.push((frame.page_no, offset)),
+                None => break,
+            }
+        }
+        if index.entries() != entries {
+            return Err(Error::corrupt(
+                &self.name,
+                0,
+                "page index does not match the frames of the compacted segment",
+            ));
+        }
+        Ok(self.header)
+    }
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Fills `buf`; a stream that ends early is corruption (truncated data), not an I/O error.
+fn read_exact_or_corrupt(
+    reader: &mut impl Read,
+    buf: &mut [u8],
+    name: &Path,
+    offset: u64,
+    what: &str,
+) -> Result<()> {
+    match read_full(reader, buf) {
+        Ok(n) if n == buf.len() => Ok(()),
+        Ok(n) => Err(Error::corrupt(
+            name,
+            offset,
+            format!("truncated: {what} needs {} bytes, {n} remain", buf.len()),
+        )),
+        Err(e) => Err(Error::io(name, e)),
+    }
+}

@@ -1,0 +1,553 @@
+//! The current segment: the one appendable segment of a log. It appends the frames of write
+//! transactions, keeps an in-memory index of every version of every page so readers at older
+//! snapshots keep their view, recovers after a crash, and seals itself into a `SealedSegment`.
+//!
+//! Concurrency: one writer (the caller serialises write transactions) and any number of readers
+//! share a `CurrentSegment` through `&self`. Readers only ever read committed frames at or below
+//! their snapshot, which are never rewritten, so page reads happen outside the lock.
+//!
+//! Failure: a failed write or fsync is returned to the caller and leaves the in-memory state at
+//! the last good frame; the frames of the failed call are not part of the segment, and the next
+//! write goes to the same place. On disk, recovery keeps exactly the frames up to the last
+//! complete commit frame.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE, SEGMENT_HEADER_SIZE,
+    SEGMENT_SEALED,
+};
+use crate::index::PageIndex;
+use crate::io::{FileExt, Io, OpenMode};
+use crate::scan::{frame_offset, scan_frames, FrameMeta};
+use crate::sealed::SealedSegment;
+
+/// What `CurrentSegment::recover` found and repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// frame_no of the last commit kept (`start_frame_no - 1` when none was).
+    pub last_committed_frame_no: u64,
+    /// Frames that were kept.
+    pub kept_frames: u64,
+    /// Frame slots dropped after the last commit: uncommitted frames, a torn frame, garbage.
+    pub dropped_frames: u64,
+    /// Bytes cut off the end of the file.
+    pub truncated_bytes: u64,
+}
+
+/// The mutable part of a current segment, behind its lock.
+#[derive(Debug)]
+struct State {
+    /// Every frame written, committed or not, in file order.
+    frames: Vec<FrameMeta>,
+    /// page_no -> positions (in `frames`) of its versions, oldest first.
+    versions: HashMap<u32, Vec<u32>>,
+    /// Number of leading frames that are committed.
+    committed: usize,
+    /// Database size in pages after the last commit.
+    size_after: u32,
+    /// Set once the segment is sealed; no frame may be appended after.
+    sealed: bool,
+    /// Reused buffer for the frames of one `insert_frames` call.
+    write_buf: Vec<u8>,
+}
+
+impl State {
+    fn from_frames(frames: Vec<FrameMeta>, committed: usize, size_after: u32) -> Self {
+        let mut versions: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (position, frame) in frames.iter().enumerate() {
+            versions
+                .entry(frame.page_no)
+                .or_default()
+                .push(position as u32);
+        }
+        State {
+            frames,
+            versions,
+            committed,
+            size_after,
+            sealed: false,
+            write_buf: Vec::new(),
+        }
+    }
+
+    /// Drops every frame from `position` on from the in-memory state.
+    fn truncate(&mut self, position: usize) {
+        for frame in self.frames.drain(position..).rev() {
+            if let Some(versions) = self.versions.get_mut(&frame.page_no) {
+                versions.pop();
+                if versions.is_empty() {
+                    self.versions.remove(&frame.page_no);
+                }
+            }
+        }
+    }
+}
+
+/// The appendable segment of a log.
+#[derive(Debug)]
+pub struct CurrentSegment<F> {
+    /// Where the segment lives.
+    path: PathBuf,
+    /// The open file, shared with the `SealedSegment` this one turns into.
+    file: Arc<F>,
+    /// The header as written at creation.
+    header: SegmentHeader,
+    /// Frames and index.
+    state: RwLock<State>,
+}
+
+impl<F: FileExt> CurrentSegment<F> {
+    /// Creates an empty segment at `path` whose first frame will be `start_frame_no`.
+    ///
+    /// The header is written to a temporary sibling, fsynced, and renamed into place (then the
+    /// directory is fsynced), so `path` either does not exist or holds a valid header.
+    #[tracing::instrument(skip(io), level = "debug")]
+    pub fn create<I: Io<File = F>>(
+        io: &I,
+        path: &Path,
+        start_frame_no: u64,
+        log_id: Uuid,
+    ) -> Result<Self> {
+        if start_frame_no == 0 {
+            return Err(Error::invalid_state(path, "frames are numbered from 1"));
+        }
+        let header = SegmentHeader {
+            flags: 0,
+            start_frame_no,
+            last_committed_frame_no: start_frame_no - 1,
+            frame_count: 0,
+            size_after: 0,
+            page_size: PAGE_SIZE as u32,
+            index_offset: 0,
+            index_size: 0,
+            salt: io.random_u32(),
+            log_id,
+            sealed_at_ms: 0,
+        };
+        let tmp = path.with_extension("creating");
+        match io.remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&tmp, e)),
+        }
+        let file = io
+            .open(&tmp, OpenMode::CreateNew)
+            .map_err(|e| Error::io(&tmp, e))?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(|e| Error::io(&tmp, e))?;
+        file.sync_data().map_err(|e| Error::io(&tmp, e))?;
+        io.rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        if let Some(dir) = path.parent() {
+            io.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(CurrentSegment {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            header,
+            state: RwLock::new(State::from_frames(Vec::new(), 0, 0)),
+        })
+    }
+
+    /// Opens an unsealed segment after a crash or a clean stop: scans its frames, keeps every
+    /// frame up to the last complete commit frame, truncates the rest of the file (a torn frame,
+    /// uncommitted frames, a half-written index) and rebuilds the in-memory index.
+    ///
+    /// Fails with `Corrupt` if the header is damaged, and with `InvalidState` if the segment is
+    /// sealed (open it with `SealedSegment::open`).
+    #[tracing::instrument(skip(io), level = "debug")]
+    pub fn recover<I: Io<File = F>>(io: &I, path: &Path) -> Result<(Self, RecoveryReport)> {
+        let file = io
+            .open(path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io(path, e))?;
+        let header = read_header(&file, path)?;
+        if header.is_sealed() {
+            return Err(Error::invalid_state(
+                path,
+                "segment is sealed: open it as a sealed segment",
+            ));
+        }
+        let len = file.len().map_err(|e| Error::io(path, e))?;
+        let mut scan = scan_frames(&file, path, &header, len)?;
+        scan.frames.truncate(scan.committed);
+        let kept_end = frame_offset(scan.committed);
+        let report = RecoveryReport {
+            last_committed_frame_no: scan
+                .frames
+                .last()
+                .map_or(header.start_frame_no - 1, |f| f.frame_no),
+            kept_frames: scan.committed as u64,
+            dropped_frames: (len - kept_end).div_ceil(FRAME_SIZE as u64),
+            truncated_bytes: len - kept_end,
+        };
+        if report.truncated_bytes > 0 {
+            let reason = scan.stop.as_ref().map_or("uncommitted frames", |s| &s.what);
+            warn!(
+                path = %path.display(),
+                dropped_frames = report.dropped_frames,
+                truncated_bytes = report.truncated_bytes,
+                reason,
+                "recovery dropped frames after the last commit"
+            );
+            file.set_len(kept_end).map_err(|e| Error::io(path, e))?;
+            file.sync_data().map_err(|e| Error::io(path, e))?;
+        }
+        info!(path = %path.display(), kept_frames = report.kept_frames, "segment recovered");
+        let segment = CurrentSegment {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            header,
+            state: RwLock::new(State::from_frames(
+                scan.frames,
+                scan.committed,
+                scan.size_after,
+            )),
+        };
+        Ok((segment, report))
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock leaves the state at the last consistent point: every
+        // mutation is done after the I/O it depends on succeeded.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns the segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Returns the header as written at creation.
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+
+    /// Returns the id of the log this segment belongs to.
+    pub fn log_id(&self) -> Uuid {
+        self.header.log_id
+    }
+
+    /// Returns the frame_no of the first frame of the segment.
+    pub fn start_frame_no(&self) -> u64 {
+        self.header.start_frame_no
+    }
+
+    /// Returns the frame_no of the last committed frame, or `start_frame_no - 1` if none is.
+    pub fn last_committed_frame_no(&self) -> u64 {
+        let state = self.read_state();
+        last_committed(&self.header, &state)
+    }
+
+    /// Returns the database size in pages after the last commit (0 if nothing is committed).
+    pub fn size_after(&self) -> u32 {
+        self.read_state().size_after
+    }
+
+    /// Returns the number of committed frames.
+    pub fn committed_frame_count(&self) -> u64 {
+        self.read_state().committed as u64
+    }
+
+    /// Returns the number of bytes the committed frames take in the file (header included).
+    pub fn committed_len(&self) -> u64 {
+        frame_offset(self.read_state().committed)
+    }
+
+    /// Returns true once `seal` succeeded.
+    pub fn is_sealed(&self) -> bool {
+        self.read_state().sealed
+    }
+
+    /// Returns true while frames written since the last commit are pending.
+    pub fn in_transaction(&self) -> bool {
+        let state = self.read_state();
+        state.frames.len() > state.committed
+    }
+
+    /// Appends one frame per `(page_no, page)` of a write transaction. With `commit =
+    /// Some(size_after)` the last frame commits the transaction, with the database then
+    /// `size_after` pages long. Returns the frame_no of the last frame written.
+    ///
+    /// The frames are written with one positional write, without fsync (see `sync`). On error
+    /// nothing of this call is part of the segment.
+    pub fn insert_frames<'a>(
+        &self,
+        pages: impl IntoIterator<Item = (u32, &'a [u8])>,
+        commit: Option<u32>,
+    ) -> Result<u64> {
+        let mut guard = self.write_state();
+        let state = &mut *guard;
+        if state.sealed {
+            return Err(Error::invalid_state(
+                &self.path,
+                "cannot append to a sealed segment",
+            ));
+        }
+        let first = state.frames.len();
+        let mut next_frame_no = state
+            .frames
+            .last()
+            .map_or(self.header.start_frame_no, |f| f.frame_no + 1);
+        state.write_buf.clear();
+        let mut metas = Vec::new();
+        for (page_no, page) in pages {
+            if page.len() != PAGE_SIZE {
+                return Err(Error::invalid_state(
+                    &self.path,
+                    format!(
+                        "page {page_no} is {} bytes, pages are {PAGE_SIZE}",
+                        page.len()
+                    ),
+                ));
+            }
+            if page_no == 0 {
+                return Err(Error::invalid_state(&self.path, "page numbers start at 1"));
+            }
+            state.write_buf.extend_from_slice(&[0; FRAME_HEADER_SIZE]);
+            state.write_buf.extend_from_slice(page);
+            metas.push(FrameMeta {
+                frame_no: next_frame_no,
+                page_no,
+                checksum: 0,
+            });
+            next_frame_no += 1;
+        }
+        if metas.is_empty() {
+            return Err(Error::invalid_state(&self.path, "no frame to append"));
+        }
+        if first + metas.len() > u32::MAX as usize {
+            return Err(Error::invalid_state(
+                &self.path,
+                "segment cannot hold more frames",
+            ));
+        }
+        let mut previous = state.frames.last().map_or(self.header.salt, |f| f.checksum);
+        let last = metas.len() - 1;
+        for (i, (meta, frame)) in metas
+            .iter_mut()
+            .zip(state.write_buf.chunks_exact_mut(FRAME_SIZE))
+            .enumerate()
+        {
+            let header = FrameHeader {
+                checksum: 0,
+                page_no: meta.page_no,
+                size_after: if i == last { commit.unwrap_or(0) } else { 0 },
+                flags: 0,
+                frame_no: meta.frame_no,
+            };
+            previous = header.write_with_checksum(previous, frame);
+            meta.checksum = previous;
+        }
+        self.file
+            .write_all_at(&state.write_buf, frame_offset(first))
+            .map_err(|e| Error::io(&self.path, e))?;
+        for (position, meta) in (first..).zip(&metas) {
+            state
+                .versions
+                .entry(meta.page_no)
+                .or_default()
+                .push(position as u32);
+        }
+        state.frames.extend_from_slice(&metas);
+        if let Some(size_after) = commit {
+            state.committed = state.frames.len();
+            state.size_after = size_after;
+        }
+        Ok(next_frame_no - 1)
+    }
+
+    /// Drops the frames written after `frame_no` by the transaction in progress (a savepoint
+    /// rollback). `frame_no` must not be below the last committed frame.
+    pub fn rollback_to(&self, frame_no: u64) -> Result<()> {
+        let mut state = self.write_state();
+        let committed = last_committed(&self.header, &state);
+        if frame_no < committed {
+            return Err(Error::invalid_state(
+                &self.path,
+                format!("cannot roll back to frame {frame_no}: frame {committed} is committed"),
+            ));
+        }
+        let keep = state.frames.partition_point(|f| f.frame_no <= frame_no);
+        state.truncate(keep);
+        Ok(())
+    }
+
+    /// Drops every frame of the transaction in progress.
+    pub fn rollback(&self) {
+        let mut state = self.write_state();
+        let committed = state.committed;
+        state.truncate(committed);
+    }
+
+    /// Makes every written frame durable (fsync).
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Returns the frame_no of the newest version of `page_no` at or below `max_frame_no`, if this
+    /// segment holds one. A reader passes its snapshot; the writer may pass `u64::MAX` to see its
+    /// own uncommitted frames.
+    pub fn find_frame(&self, page_no: u32, max_frame_no: u64) -> Option<u64> {
+        let state = self.read_state();
+        let versions = state.versions.get(&page_no)?;
+        let visible =
+            versions.partition_point(|&p| state.frames[p as usize].frame_no <= max_frame_no);
+        let position = *versions.get(visible.checked_sub(1)?)?;
+        Some(state.frames[position as usize].frame_no)
+    }
+
+    /// Reads the page of frame `frame_no` into `page` (`PAGE_SIZE` bytes).
+    pub fn read_frame(&self, frame_no: u64, page: &mut [u8]) -> Result<()> {
+        let position = {
+            let state = self.read_state();
+            let position = state.frames.partition_point(|f| f.frame_no < frame_no);
+            match state.frames.get(position) {
+                Some(f) if f.frame_no == frame_no => position,
+                _ => {
+                    return Err(Error::invalid_state(
+                        &self.path,
+                        format!("segment holds no frame {frame_no}"),
+                    ))
+                }
+            }
+        };
+        self.read_page_at(position, page)
+    }
+
+    /// Reads the newest version of `page_no` at or below `max_frame_no` into `page`. Returns
+    /// false if this segment holds no such version.
+    pub fn read_page(&self, page_no: u32, max_frame_no: u64, page: &mut [u8]) -> Result<bool> {
+        let position = {
+            let state = self.read_state();
+            let Some(versions) = state.versions.get(&page_no) else {
+                return Ok(false);
+            };
+            let visible =
+                versions.partition_point(|&p| state.frames[p as usize].frame_no <= max_frame_no);
+            match visible.checked_sub(1) {
+                Some(i) => versions[i] as usize,
+                None => return Ok(false),
+            }
+        };
+        self.read_page_at(position, page)?;
+        Ok(true)
+    }
+
+    fn read_page_at(&self, position: usize, page: &mut [u8]) -> Result<()> {
+        if page.len() != PAGE_SIZE {
+            return Err(Error::invalid_state(
+                &self.path,
+                format!("page buffer is {} bytes, pages are {PAGE_SIZE}", page.len()),
+            ));
+        }
+        let offset = frame_offset(position) + FRAME_HEADER_SIZE as u64;
+        self.file
+            .read_exact_at(page, offset)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Seals the segment: writes the page index after the committed frames, fsyncs, then writes
+    /// the final header with `SEALED` and fsyncs again. Returns `None`, and leaves the segment
+    /// current, when it holds no committed frame.
+    ///
+    /// Fails with `InvalidState` while a transaction is in progress. A crash at any point leaves
+    /// either the unsealed segment (recovery drops the partial index) or the sealed one.
+    #[tracing::instrument(skip(self), fields(path = %self.path.display()), level = "debug")]
+    pub fn seal(&self, now: DateTime<Utc>) -> Result<Option<SealedSegment<F>>> {
+        let mut state = self.write_state();
+        if state.sealed {
+            return Err(Error::invalid_state(
+                &self.path,
+                "segment is already sealed",
+            ));
+        }
+        if state.frames.len() > state.committed {
+            return Err(Error::invalid_state(
+                &self.path,
+                "cannot seal while a transaction is in progress",
+            ));
+        }
+        if state.committed == 0 {
+            return Ok(None);
+        }
+        let mut entries: Vec<(u32, u64)> = state
+            .versions
+            .iter()
+            .filter_map(|(&page_no, versions)| {
+                versions
+                    .last()
+                    .map(|&position| (page_no, frame_offset(position as usize)))
+            })
+            .collect();
+        entries.sort_unstable();
+        let index = PageIndex::build(&entries, &self.path)?;
+        let index_bytes = index.encode();
+        let index_offset = frame_offset(state.committed);
+        let io_err = |e| Error::io(&self.path, e);
+        self.file
+            .write_all_at(&index_bytes, index_offset)
+            .map_err(io_err)?;
+        self.file
+            .set_len(index_offset + index_bytes.len() as u64)
+            .map_err(io_err)?;
+        self.file.sync_data().map_err(io_err)?;
+        let header = SegmentHeader {
+            flags: self.header.flags | SEGMENT_SEALED,
+            last_committed_frame_no: last_committed(&self.header, &state),
+            frame_count: state.committed as u64,
+            size_after: state.size_after,
+            index_offset,
+            index_size: index_bytes.len() as u64,
+            sealed_at_ms: u64::try_from(now.timestamp_millis()).unwrap_or(0),
+            ..self.header
+        };
+        self.file
+            .write_all_at(&header.encode(), 0)
+            .map_err(io_err)?;
+        self.file.sync_data().map_err(io_err)?;
+        state.sealed = true;
+        debug!(
+            frames = header.frame_count,
+            pages = index.len(),
+            last_committed_frame_no = header.last_committed_frame_no,
+            "segment sealed"
+        );
+        Ok(Some(SealedSegment::from_parts(
+            self.path.clone(),
+            self.file.clone(),
+            header,
+            index,
+        )))
+    }
+}
+
+fn last_committed(header: &SegmentHeader, state: &State) -> u64 {
+    match state.committed.checked_sub(1) {
+        Some(last) => state.frames[last].frame_no,
+        None => header.start_frame_no - 1,
+    }
+}
+
+/// Reads and validates the header of the segment file `file` at `path`.
+pub(crate) fn read_header<F: FileExt>(file: &F, path: &Path) -> Result<SegmentHeader> {
+    let mut buf = [0; SEGMENT_HEADER_SIZE];
+    file.read_exact_at(&mut buf, 0).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corrupt(path, 0, "file is shorter than a segment header")
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    SegmentHeader::decode(&buf, path)
+}

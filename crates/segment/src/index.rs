@@ -1,0 +1,204 @@
+//! The page index: an fst map from page_no (4 big-endian bytes, so keys sort by page) to the byte
+//! offset of the newest frame of that page, wrapped in a checksummed envelope.
+//!
+//! Layout: magic `u64` | version `u32` | reserved `u32` | fst length `u64` | fst bytes | CRC32 of
+//! everything before it. Sealed segments store it after their frames; compacted segments carry it
+//! as a separate byte string (the backend stores it as its own object).
+
+use std::path::Path;
+
+use fst::{Map, MapBuilder, Streamer};
+
+use crate::error::{Error, Result};
+
+/// Magic number of a page index ("LSQLWIDX").
+pub const INDEX_MAGIC: u64 = u64::from_le_bytes(*b"LSQLWIDX");
+/// Format version of page indexes written by this build.
+pub const INDEX_VERSION: u32 = 1;
+/// Bytes before the fst: magic, version, reserved, fst length.
+const INDEX_PREFIX_SIZE: usize = 24;
+/// Bytes after the fst: the CRC32.
+const INDEX_SUFFIX_SIZE: usize = 4;
+
+/// A validated, immutable map from page_no to frame offset.
+#[derive(Clone)]
+pub struct PageIndex {
+    /// The fst; keys are big-endian page numbers.
+    map: Map<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PageIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageIndex")
+            .field("pages", &self.map.len())
+            .finish()
+    }
+}
+
+impl PageIndex {
+    /// Builds an index from `(page_no, offset)` pairs sorted by strictly increasing page_no.
+    /// `path` names the segment the index is for, in errors.
+    pub fn build(entries: &[(u32, u64)], path: &Path) -> Result<Self> {
+        let mut builder = MapBuilder::memory();
+        for &(page_no, offset) in entries {
+            builder.insert(page_no.to_be_bytes(), offset).map_err(|e| {
+                Error::invalid_state(path, format!("cannot index page {page_no}: {e}"))
+            })?;
+        }
+        let bytes = builder
+            .into_inner()
+            .map_err(|e| Error::invalid_state(path, format!("cannot finish page index: {e}")))?;
+        let map = Map::new(bytes)
+            .map_err(|e| Error::invalid_state(path, format!("cannot load page index: {e}")))?;
+        Ok(PageIndex { map })
+    }
+
+    /// Returns the offset of the newest frame of `page_no`, if the index holds the page.
+    pub fn get(&self, page_no: u32) -> Option<u64> {
+        self.map.get(page_no.to_be_bytes())
+    }
+
+    /// Returns the number of pages in the index.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Returns true if the index holds no page.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Returns every `(page_no, offset)` pair in increasing page order.
+    pub fn entries(&self) -> Vec<(u32, u64)> {
+        let mut entries = Vec::with_capacity(self.map.len());
+        let mut stream = self.map.stream();
+        while let Some((key, offset)) = stream.next() {
+            // `decode` checked every key is 4 bytes; `build` only inserts 4-byte keys.
+            let mut page = [0; 4];
+            page.copy_from_slice(key);
+            entries.push((u32::from_be_bytes(page), offset));
+        }
+        entries
+    }
+
+    /// Returns the length of `encode()`'s output.
+    pub fn encoded_len(&self) -> usize {
+        INDEX_PREFIX_SIZE + self.map.as_fst().as_bytes().len() + INDEX_SUFFIX_SIZE
+    }
+
+    /// Returns the index in its checksummed envelope.
+    pub fn encode(&self) -> Vec<u8> {
+        let fst = self.map.as_fst().as_bytes();
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        buf.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
+        buf.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        buf.extend_from_slice(&(fst.len() as u64).to_le_bytes());
+        buf.extend_from_slice(fst);
+        let crc = crc32fast::hash(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    /// Decodes and validates an index read from `path` at `offset`: envelope, checksum, fst
+    /// structure, and that every key is a non-zero 4-byte page number.
+    pub fn decode(blob: &[u8], path: &Path, offset: u64) -> Result<Self> {
+        let bad = |what: String| Error::corrupt(path, offset, what);
+        if blob.len() < INDEX_PREFIX_SIZE + INDEX_SUFFIX_SIZE {
+            return Err(bad(format!(
+                "page index is {} bytes, too short",
+                blob.len()
+            )));
+        }
+        let mut magic = [0; 8];
+        magic.copy_from_slice(&blob[0..8]);
+        let magic = u64::from_le_bytes(magic);
+        if magic != INDEX_MAGIC {
+            return Err(Error::BadMagic {
+                path: path.into(),
+                offset,
+                expected: INDEX_MAGIC,
+                found: magic,
+            });
+        }
+        let mut word = [0; 4];
+        word.copy_from_slice(&blob[8..12]);
+        let version = u32::from_le_bytes(word);
+        if version != INDEX_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.into(),
+                offset,
+                found: version,
+                supported: INDEX_VERSION,
+            });
+        }
+        let crc_at = blob.len() - INDEX_SUFFIX_SIZE;
+        word.copy_from_slice(&blob[crc_at..]);
+        if crc32fast::hash(&blob[..crc_at]) != u32::from_le_bytes(word) {
+            return Err(bad("page index checksum mismatch".into()));
+        }
+        let mut len = [0; 8];
+        len.copy_from_slice(&blob[16..24]);
+        let fst_len = u64::from_le_bytes(len);
+        if fst_len != (crc_at - INDEX_PREFIX_SIZE) as u64 {
+            return Err(bad(format!(
+                "page index says its fst is {fst_len} bytes, envelope holds {}",
+                crc_at - INDEX_PREFIX_SIZE
+            )));
+        }
+        let map = Map::new(blob[INDEX_PREFIX_SIZE..crc_at].to_vec())
+            .map_err(|e| bad(format!("page index is not a valid fst: {e}")))?;
+        let mut count = 0;
+        let mut stream = map.stream();
+        while let Some((key, _)) = stream.next() {
+            if key.len() != 4 || key == [0; 4] {
+                return Err(bad(format!("page index holds an invalid page key {key:?}")));
+            }
+            count += 1;
+        }
+        drop(stream);
+        if count != map.len() {
+            return Err(bad(format!(
+                "page index says it holds {} pages, holds {count}",
+                map.len()
+            )));
+        }
+        Ok(PageIndex { map })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_index_round_trips() {
+        let entries = vec![(1, 128), (2, 4248), (70_000, 9_999_999)];
+        let index = PageIndex::build(&entries, Path::new("x")).unwrap();
+        let blob = index.encode();
+        assert_eq!(blob.len(), index.encoded_len());
+        let decoded = PageIndex::decode(&blob, Path::new("x"), 0).unwrap();
+        assert_eq!(decoded.entries(), entries);
+        assert_eq!(decoded.get(2), Some(4248));
+        assert_eq!(decoded.get(3), None);
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_page_index_is_reported_as_corruption_at_its_offset() {
+        let entries: Vec<_> = (1..200u32).map(|p| (p * 3, u64::from(p) * 4120)).collect();
+        let blob = PageIndex::build(&entries, Path::new("x")).unwrap().encode();
+        for bit in 0..blob.len() * 8 {
+            let mut bytes = blob.clone();
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            let err = PageIndex::decode(&bytes, Path::new("idx"), 777).unwrap_err();
+            assert!(err.is_corruption(), "bit {bit}: {err}");
+            assert!(err.to_string().contains("idx at offset 777"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unsorted_entries_are_refused() {
+        let err = PageIndex::build(&[(5, 0), (4, 0)], Path::new("x")).unwrap_err();
+        assert!(matches!(err, Error::InvalidState { .. }), "{err}");
+    }
+}

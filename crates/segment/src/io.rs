@@ -1,0 +1,137 @@
+//! The file-system abstraction every segment goes through: `Io` opens and manages files and
+//! supplies time and randomness, `FileExt` does positional reads and writes on one file.
+//!
+//! `StdIo` is the real implementation. Tests inject faults by wrapping it (see `fault`); the WAL
+//! and the backends take an `Io` so the same code runs on both.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Positional I/O on one open file. Every call is independent of any cursor, so one file can be
+/// shared between a writer and many readers without locking.
+pub trait FileExt: Send + Sync + 'static {
+    /// Returns the current length of the file in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`. On error, any prefix of `buf` may have been written.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Fills `buf` from `offset`; fails with `UnexpectedEof` when the file is too short.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Flushes the file's data (and the metadata needed to read it back) to stable storage.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+impl FileExt for File {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, buf, offset)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// How `Io::open` opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// An existing file, read only.
+    Read,
+    /// An existing file, read and write.
+    ReadWrite,
+    /// A new file, read and write; fails if the path exists.
+    CreateNew,
+}
+
+/// The file system, clock and randomness a segment uses.
+pub trait Io: Send + Sync + 'static {
+    /// The type of an open file.
+    type File: FileExt;
+
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Opens `path` in `mode`.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File>;
+    /// Creates an anonymous temporary file in `dir` that disappears when dropped.
+    fn tempfile(&self, dir: &Path) -> io::Result<Self::File>;
+    /// Renames `from` to `to`, replacing `to` atomically.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes the file at `path`.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the entries of `dir` (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Returns the current time.
+    fn now(&self) -> DateTime<Utc>;
+    /// Returns a new random UUID (a log id).
+    fn uuid(&self) -> Uuid;
+    /// Returns a random 32-bit value (a checksum salt).
+    fn random_u32(&self) -> u32;
+}
+
+/// The real file system, clock and random source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdIo;
+
+impl Io for StdIo {
+    type File = File;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<File> {
+        let mut options = OpenOptions::new();
+        match mode {
+            OpenMode::Read => options.read(true),
+            OpenMode::ReadWrite => options.read(true).write(true),
+            OpenMode::CreateNew => options.read(true).write(true).create_new(true),
+        };
+        options.open(path)
+    }
+
+    fn tempfile(&self, dir: &Path) -> io::Result<File> {
+        tempfile::tempfile_in(dir)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn uuid(&self) -> Uuid {
+        Uuid::new_v4()
+    }
+
+    fn random_u32(&self) -> u32 {
+        // The salt only has to differ between segments; if the OS random source fails we fall
+        // back to the clock rather than refusing to write.
+        getrandom::u32().unwrap_or_else(|_| Utc::now().timestamp_subsec_nanos())
+    }
+}

@@ -1,0 +1,276 @@
+//! Sealed segments: immutable, fully committed segment files with a page index after their
+//! frames. Opening one validates every byte (header, every frame's running checksum and
+//! frame_no, the commit at the end, and the index against the frames), so everything read later
+//! comes from a file known to be whole.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::current::read_header;
+use crate::error::{Error, Result};
+use crate::format::{FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE};
+use crate::index::PageIndex;
+use crate::io::{FileExt, Io, OpenMode};
+use crate::scan::{frame_offset, scan_frames};
+
+/// One frame read back from a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The frame's header.
+    pub header: FrameHeader,
+    /// The page, `PAGE_SIZE` bytes.
+    pub page: Box<[u8]>,
+}
+
+/// An immutable segment whose frames are all committed.
+#[derive(Debug)]
+pub struct SealedSegment<F> {
+    /// Where the segment lives.
+    path: PathBuf,
+    /// The open file.
+    file: Arc<F>,
+    /// The final header.
+    header: SegmentHeader,
+    /// page_no -> byte offset of the page's newest frame.
+    index: PageIndex,
+}
+
+impl<F: FileExt> SealedSegment<F> {
+    pub(crate) fn from_parts(
+        path: PathBuf,
+        file: Arc<F>,
+        header: SegmentHeader,
+        index: PageIndex,
+    ) -> Self {
+        SealedSegment {
+            path,
+            file,
+            header,
+            index,
+        }
+    }
+
+    /// Opens and fully validates the sealed segment at `path`.
+    ///
+    /// Any damage is reported as `Corrupt` (or `BadMagic` / `UnsupportedVersion`) naming the
+    /// file and the offset of the damaged structure. A segment that is not sealed is refused with
+    /// `InvalidState` (recover it with `CurrentSegment::recover`).
+    #[tracing::instrument(skip(io), level = "debug")]
+    pub fn open<I: Io<File = F>>(io: &I, path: &Path) -> Result<Self> {
+        let file = io
+            .open(path, OpenMode::Read)
+            .map_err(|e| Error::io(path, e))?;
+        Self::from_file(file, path)
+    }
+
+    /// Validates the sealed segment in `file`; `path` names it in errors.
+    pub fn from_file(file: F, path: &Path) -> Result<Self> {
+        let header = read_header(&file, path)?;
+        if !header.is_sealed() {
+            return Err(Error::invalid_state(
+                path,
+                "segment is not sealed: recover it as the current segment",
+            ));
+        }
+        let corrupt = |offset: u64, what: String| Err(Error::corrupt(path, offset, what));
+        let frames_end = header
+            .frame_count
+            .checked_mul(FRAME_SIZE as u64)
+            .and_then(|n| n.checked_add(frame_offset(0)));
+        if frames_end != Some(header.index_offset) {
+            return corrupt(
+                0,
+                format!(
+                    "header says {} frames but the index starts at {}",
+                    header.frame_count, header.index_offset
+                ),
+            );
+        }
+        let len = file.len().map_err(|e| Error::io(path, e))?;
+        if header.index_offset.checked_add(header.index_size) != Some(len) {
+            return corrupt(
+                0,
+                format!(
+                    "file is {len} bytes, header says index ends at {}",
+                    header.index_offset.saturating_add(header.index_size)
+                ),
+            );
+        }
+        let scan = scan_frames(&file, path, &header, header.index_offset)?;
+        if let Some(stop) = scan.stop {
+            return corrupt(stop.offset, stop.what);
+        }
+        if scan.committed != scan.frames.len() {
+            return corrupt(
+                frame_offset(scan.frames.len().saturating_sub(1)),
+                "the last frame of a sealed segment is not a commit frame".into(),
+            );
+        }
+        let last_frame_no = scan.frames.last().map(|f| f.frame_no);
+        if scan.frames.is_empty()
+            || last_frame_no != Some(header.last_committed_frame_no)
+            || scan.size_after != header.size_after
+        {
+            return corrupt(
+                0,
+                format!(
+                    "header says last commit is frame {} with {} pages, frames end at {:?} with {}",
+                    header.last_committed_frame_no,
+                    header.size_after,
+                    last_frame_no,
+                    scan.size_after
+                ),
+            );
+        }
+        let mut blob = vec![0; header.index_size as usize];
+        file.read_exact_at(&mut blob, header.index_offset)
+            .map_err(|e| Error::io(path, e))?;
+        let index = PageIndex::decode(&blob, path, header.index_offset)?;
+        let mut newest: HashMap<u32, u64> = HashMap::with_capacity(index.len());
+        for (position, frame) in scan.frames.iter().enumerate() {
+            newest.insert(frame.page_no, frame_offset(position));
+        }
+        let entries = index.entries();
+        if entries.len() != newest.len()
+            || entries
+                .iter()
+                .any(|(page_no, offset)| newest.get(page_no) != Some(offset))
+        {
+            return corrupt(
+                header.index_offset,
+                "page index does not match the newest frame of every page".into(),
+            );
+        }
+        Ok(SealedSegment {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            header,
+            index,
+        })
+    }
+
+    /// Returns the segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Returns the segment's header.
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+
+    /// Returns the page index.
+    pub fn index(&self) -> &PageIndex {
+        &self.index
+    }
+
+    /// Returns the frame_no of the first frame.
+    pub fn start_frame_no(&self) -> u64 {
+        self.header.start_frame_no
+    }
+
+    /// Returns the frame_no of the last frame (a commit frame).
+    pub fn last_committed_frame_no(&self) -> u64 {
+        self.header.last_committed_frame_no
+    }
+
+    /// Returns the database size in pages after the segment's last commit.
+    pub fn size_after(&self) -> u32 {
+        self.header.size_after
+    }
+
+    /// Returns the number of frames.
+    pub fn frame_count(&self) -> u64 {
+        self.header.frame_count
+    }
+
+    /// Reads the newest version of `page_no` in this segment into `page` (`PAGE_SIZE` bytes).
+    /// Returns false if the segment does not hold the page.
+    pub fn read_page(&self, page_no: u32, page: &mut [u8]) -> Result<bool> {
+        if page.len() != PAGE_SIZE {
+            return Err(Error::invalid_state(
+                &self.path,
+                format!("page buffer is {} bytes, pages are {PAGE_SIZE}", page.len()),
+            ));
+        }
+        let Some(offset) = self.index.get(page_no) else {
+            return Ok(false);
+        };
+        self.file
+            .read_exact_at(page, offset + FRAME_HEADER_SIZE as u64)
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(true)
+    }
+
+    /// Reads the whole frame at byte `offset` (as found in the index) into `frame`
+    /// (`FRAME_SIZE` bytes) and checks its checksum against the previous frame's, so a frame
+    /// read on its own is verified too. Returns its header.
+    pub(crate) fn read_verified_frame(&self, offset: u64, frame: &mut [u8]) -> Result<FrameHeader> {
+        let previous = if offset == frame_offset(0) {
+            self.header.salt
+        } else {
+            let mut checksum = [0; 4];
+            self.file
+                .read_exact_at(&mut checksum, offset - FRAME_SIZE as u64)
+                .map_err(|e| Error::io(&self.path, e))?;
+            u32::from_le_bytes(checksum)
+        };
+        self.file
+            .read_exact_at(frame, offset)
+            .map_err(|e| Error::io(&self.path, e))?;
+        FrameHeader::decode_verified(previous, frame)
+            .ok_or_else(|| Error::corrupt(&self.path, offset, "frame checksum mismatch"))
+    }
+
+    /// Returns an iterator over every frame of the segment, in log order.
+    pub fn frames(&self) -> Frames<'_, F> {
+        Frames {
+            segment: self,
+            position: 0,
+            previous: self.header.salt,
+        }
+    }
+}
+
+/// Iterator over the frames of a sealed segment, each checked against the running checksum.
+#[derive(Debug)]
+pub struct Frames<'a, F> {
+    /// The segment being read.
+    segment: &'a SealedSegment<F>,
+    /// Position of the next frame.
+    position: usize,
+    /// Checksum of the previous frame.
+    previous: u32,
+}
+
+impl<F: FileExt> Iterator for Frames<'_, F> {
+    type Item = Result<Frame>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.position as u64 >= self.segment.header.frame_count {
+            return None;
+        }
+        let offset = frame_offset(self.position);
+        let mut buf = vec![0; FRAME_SIZE];
+        if let Err(e) = self.segment.file.read_exact_at(&mut buf, offset) {
+            self.position = usize::MAX;
+            return Some(Err(Error::io(&self.segment.path, e)));
+        }
+        let Some(header) = FrameHeader::decode_verified(self.previous, &buf) else {
+            self.position = usize::MAX;
+            return Some(Err(Error::corrupt(
+                &self.segment.path,
+                offset,
+                "frame checksum mismatch",
+            )));
+        };
+        self.previous = header.checksum;
+        self.position += 1;
+        buf.drain(..FRAME_HEADER_SIZE);
+        Some(Ok(Frame {
+            header,
+            page: buf.into_boxed_slice(),
+        }))
+    }
+}
