@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use libsql_wal_segment::format::PAGE_SIZE;
-use libsql_wal_segment::{CurrentSegment, Io, StdIo};
+use libsql_wal_segment::{CurrentSegment, FileExt, Io, Result, StdIo};
 use uuid::Uuid;
 
 /// Returns a page whose bytes identify `page_no` and `version`.
@@ -41,23 +41,29 @@ pub fn write_segment<I: Io>(
 }
 
 /// Commits one transaction writing `pages`; each page's content names the frame_no it gets.
-pub fn commit<F: libsql_wal_segment::FileExt>(
+pub fn commit<F: FileExt>(segment: &CurrentSegment<F>, pages: &[u32], size_after: u32) -> u64 {
+    try_commit(segment, pages, size_after).unwrap()
+}
+
+/// Like `commit`, returning the segment's error.
+pub fn try_commit<F: FileExt>(
     segment: &CurrentSegment<F>,
     pages: &[u32],
     size_after: u32,
-) -> u64 {
+) -> Result<u64> {
     let first = segment.last_committed_frame_no() + 1;
     let contents: Vec<Vec<u8>> = pages
         .iter()
         .enumerate()
         .map(|(i, &p)| page(p, first + i as u64))
         .collect();
-    segment
-        .insert_frames(
-            pages.iter().copied().zip(contents.iter().map(Vec::as_slice)),
-            Some(size_after),
-        )
-        .unwrap()
+    segment.insert_frames(
+        pages
+            .iter()
+            .copied()
+            .zip(contents.iter().map(Vec::as_slice)),
+        Some(size_after),
+    )
 }
 
 /// Returns the std `Io`.

@@ -1,22 +1,28 @@
 //! Round trips through every format: a current segment sealed and reopened, its frames iterated,
 //! compacted and streamed back, and `open_segment` on both kinds of file.
 
-mod common;
-
+use crate::common::{commit, io, page, write_segment, Tx};
 use chrono::Utc;
-use common::{commit, io, page, write_segment, Tx};
 use libsql_wal_segment::format::{FRAME_SIZE, PAGE_SIZE};
 use libsql_wal_segment::{
-    merge, open_segment, CompactedReader, CurrentSegment, OpenedSegment, PageIndex,
-    SealedSegment,
+    merge, open_segment, CompactedReader, CurrentSegment, OpenedSegment, PageIndex, SealedSegment,
 };
 use uuid::Uuid;
 
 fn txs() -> Vec<Tx> {
     vec![
-        Tx { pages: vec![1, 2, 3], size_after: 3 },
-        Tx { pages: vec![2], size_after: 3 },
-        Tx { pages: vec![4, 1], size_after: 4 },
+        Tx {
+            pages: vec![1, 2, 3],
+            size_after: 3,
+        },
+        Tx {
+            pages: vec![2],
+            size_after: 3,
+        },
+        Tx {
+            pages: vec![4, 1],
+            size_after: 4,
+        },
     ]
 }
 
@@ -29,7 +35,9 @@ fn a_sealed_segment_reopens_with_the_same_pages_and_frames() {
     assert_eq!(current.last_committed_frame_no(), 15);
     let sealed = current.seal(Utc::now()).unwrap().unwrap();
     assert!(current.is_sealed());
-    assert!(current.insert_frames([(1, &page(1, 0)[..])], Some(1)).is_err());
+    assert!(current
+        .insert_frames([(1, &page(1, 0)[..])], Some(1))
+        .is_err());
 
     let reopened = SealedSegment::open(&io(), &path).unwrap();
     assert_eq!(reopened.header(), sealed.header());
@@ -52,7 +60,14 @@ fn a_sealed_segment_reopens_with_the_same_pages_and_frames() {
         .collect();
     assert_eq!(
         summary,
-        [(10, 1, 0), (11, 2, 0), (12, 3, 3), (13, 2, 3), (14, 4, 0), (15, 1, 4)]
+        [
+            (10, 1, 0),
+            (11, 2, 0),
+            (12, 3, 3),
+            (13, 2, 3),
+            (14, 4, 0),
+            (15, 1, 4)
+        ]
     );
     for f in &frames {
         assert_eq!(&f.page[..], &page(f.header.page_no, f.header.frame_no)[..]);
@@ -69,7 +84,11 @@ fn the_current_segment_serves_every_snapshot_before_and_after_sealing() {
         match frame {
             Some(frame_no) => {
                 assert!(found, "page {page_no} at {snapshot}");
-                assert_eq!(*buf, page(page_no, frame_no), "page {page_no} at {snapshot}");
+                assert_eq!(
+                    *buf,
+                    page(page_no, frame_no),
+                    "page {page_no} at {snapshot}"
+                );
                 assert_eq!(segment.find_frame(page_no, snapshot), Some(frame_no));
             }
             None => assert!(!found, "page {page_no} at {snapshot}"),
@@ -95,14 +114,26 @@ fn uncommitted_frames_are_visible_to_the_writer_only_until_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
     let current = write_segment(&io(), &dir.path().join("seg"), 1, Uuid::new_v4(), &txs());
     let p = page(9, 99);
-    current.insert_frames([(2, &p[..]), (7, &p[..])], None).unwrap();
+    current
+        .insert_frames([(2, &p[..]), (7, &p[..])], None)
+        .unwrap();
     assert!(current.in_transaction());
     let savepoint = current.insert_frames([(8, &p[..])], None).unwrap() - 1;
     current.insert_frames([(9, &p[..])], None).unwrap();
     assert_eq!(current.find_frame(2, u64::MAX), Some(7));
-    assert_eq!(current.find_frame(2, 6), Some(4), "a reader keeps its snapshot");
-    assert!(current.seal(Utc::now()).is_err(), "no seal inside a transaction");
-    assert!(current.rollback_to(5).is_err(), "committed frames cannot be rolled back");
+    assert_eq!(
+        current.find_frame(2, 6),
+        Some(4),
+        "a reader keeps its snapshot"
+    );
+    assert!(
+        current.seal(Utc::now()).is_err(),
+        "no seal inside a transaction"
+    );
+    assert!(
+        current.rollback_to(5).is_err(),
+        "committed frames cannot be rolled back"
+    );
 
     current.rollback_to(savepoint).unwrap();
     assert_eq!(current.find_frame(8, u64::MAX), None);
@@ -114,7 +145,10 @@ fn uncommitted_frames_are_visible_to_the_writer_only_until_rolled_back() {
     assert_eq!(current.find_frame(7, u64::MAX), None);
 
     let frame_no = commit(&current, &[7], 7);
-    assert_eq!(frame_no, 7, "the next transaction reuses the rolled-back frame numbers");
+    assert_eq!(
+        frame_no, 7,
+        "the next transaction reuses the rolled-back frame numbers"
+    );
     let sealed = current.seal(Utc::now()).unwrap().unwrap();
     let reopened = SealedSegment::open(&io(), sealed.path()).unwrap();
     assert_eq!(reopened.last_committed_frame_no(), 7);
@@ -144,7 +178,16 @@ fn a_compacted_segment_streams_back_the_newest_version_of_each_page() {
         &dir.path().join("b"),
         7,
         log_id,
-        &[Tx { pages: vec![3, 5], size_after: 5 }, Tx { pages: vec![5], size_after: 4 }],
+        &[
+            Tx {
+                pages: vec![3, 5],
+                size_after: 5,
+            },
+            Tx {
+                pages: vec![5],
+                size_after: 4,
+            },
+        ],
     );
     let second = second.seal(Utc::now()).unwrap().unwrap();
 
@@ -178,14 +221,23 @@ fn a_compacted_segment_streams_back_the_newest_version_of_each_page() {
     let mut single = Vec::new();
     let one = merge(&[&second], &mut single).unwrap();
     assert_eq!(one.header.start_frame_no, 7);
-    assert_eq!(one.data_len as usize, 80 + FRAME_SIZE, "page 5 is past size_after");
+    assert_eq!(
+        one.data_len as usize,
+        80 + FRAME_SIZE,
+        "page 5 is past size_after"
+    );
 }
 
 #[test]
 fn merge_refuses_segments_that_are_not_consecutive_or_of_another_log() {
     let dir = tempfile::tempdir().unwrap();
     let log_id = Uuid::new_v4();
-    let tx = || vec![Tx { pages: vec![1], size_after: 1 }];
+    let tx = || {
+        vec![Tx {
+            pages: vec![1],
+            size_after: 1,
+        }]
+    };
     let a = write_segment(&io(), &dir.path().join("a"), 1, log_id, &tx());
     let a = a.seal(Utc::now()).unwrap().unwrap();
     let gap = write_segment(&io(), &dir.path().join("gap"), 3, log_id, &tx());

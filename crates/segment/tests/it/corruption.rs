@@ -2,12 +2,10 @@
 //! truncated stream, is reported as corruption naming the file and the offset of the damaged
 //! structure: never a panic, never a silent success.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::{io, write_segment, Tx};
 use chrono::Utc;
-use common::{io, write_segment, Tx};
 use libsql_wal_segment::format::{
     COMPACTED_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE, SEGMENT_HEADER_SIZE,
 };
@@ -16,9 +14,18 @@ use uuid::Uuid;
 
 fn txs() -> Vec<Tx> {
     vec![
-        Tx { pages: vec![1, 2, 3], size_after: 3 },
-        Tx { pages: vec![2], size_after: 3 },
-        Tx { pages: vec![3, 1], size_after: 3 },
+        Tx {
+            pages: vec![1, 2, 3],
+            size_after: 3,
+        },
+        Tx {
+            pages: vec![2],
+            size_after: 3,
+        },
+        Tx {
+            pages: vec![3, 1],
+            size_after: 3,
+        },
     ]
 }
 
@@ -55,7 +62,11 @@ fn a_flipped_bit_anywhere_in_a_sealed_segment_names_the_file_and_the_damaged_str
         } else {
             index_offset
         };
-        assert_eq!(corruption_offset(&err), expected as u64, "byte {byte}: {err}");
+        assert_eq!(
+            corruption_offset(&err),
+            expected as u64,
+            "byte {byte}: {err}"
+        );
     }
 }
 
@@ -76,7 +87,9 @@ fn a_sealed_segment_with_missing_or_extra_bytes_is_corruption() {
     let mut longer = bytes.clone();
     longer.push(0);
     std::fs::write(&path, &longer).unwrap();
-    assert!(SealedSegment::open(&io(), &path).unwrap_err().is_corruption());
+    assert!(SealedSegment::open(&io(), &path)
+        .unwrap_err()
+        .is_corruption());
 }
 
 fn read_all(data: &[u8], name: &str) -> Result<usize, Error> {
@@ -110,7 +123,11 @@ fn a_flipped_bit_or_a_cut_anywhere_in_compacted_data_names_the_object_and_offset
             let frame = (byte - COMPACTED_HEADER_SIZE) / FRAME_SIZE;
             COMPACTED_HEADER_SIZE + frame * FRAME_SIZE
         };
-        assert_eq!(corruption_offset(&err), expected as u64, "byte {byte}: {err}");
+        assert_eq!(
+            corruption_offset(&err),
+            expected as u64,
+            "byte {byte}: {err}"
+        );
     }
     for len in (0..data.len()).step_by(97) {
         let err = read_all(&data[..len], "cut").unwrap_err();

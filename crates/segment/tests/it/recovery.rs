@@ -2,12 +2,10 @@
 //! seal that did not finish, or damaged frames, always comes back as exactly the last fully
 //! written commit, and the segment accepts new commits afterwards.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::{commit, io, page, write_segment, Tx};
 use chrono::Utc;
-use common::{commit, io, page, write_segment, Tx};
 use libsql_wal_segment::format::{FRAME_SIZE, PAGE_SIZE, SEGMENT_HEADER_SIZE};
 use libsql_wal_segment::{CurrentSegment, SealedSegment};
 use uuid::Uuid;
@@ -18,9 +16,18 @@ const F: usize = FRAME_SIZE;
 /// Frames 1-3 (commit), 4-5 (commit), 6 (commit).
 fn txs() -> Vec<Tx> {
     vec![
-        Tx { pages: vec![1, 2, 3], size_after: 3 },
-        Tx { pages: vec![2, 5], size_after: 5 },
-        Tx { pages: vec![4], size_after: 5 },
+        Tx {
+            pages: vec![1, 2, 3],
+            size_after: 3,
+        },
+        Tx {
+            pages: vec![2, 5],
+            size_after: 5,
+        },
+        Tx {
+            pages: vec![4],
+            size_after: 5,
+        },
     ]
 }
 
@@ -112,7 +119,10 @@ fn a_seal_interrupted_before_its_header_was_written_recovers_every_frame() {
 
     let (segment, report) = CurrentSegment::recover(&io(), &path).unwrap();
     assert_eq!(report.kept_frames, 6);
-    assert_eq!(report.truncated_bytes, (sealed.len() - unsealed.len()) as u64);
+    assert_eq!(
+        report.truncated_bytes,
+        (sealed.len() - unsealed.len()) as u64
+    );
     assert_eq!(report.dropped_frames, 1);
     assert_holds_exactly(&segment, 6);
     assert!(segment.seal(Utc::now()).unwrap().is_some());
@@ -131,7 +141,10 @@ fn a_damaged_frame_ends_recovery_at_the_commit_before_it() {
             damaged[H + frame * F + at] ^= 0x40;
             std::fs::write(&path, &damaged).unwrap();
             let (segment, report) = CurrentSegment::recover(&io(), &path).unwrap();
-            assert_eq!(report.last_committed_frame_no, last, "frame {frame} byte {at}");
+            assert_eq!(
+                report.last_committed_frame_no, last,
+                "frame {frame} byte {at}"
+            );
             assert_eq!(report.dropped_frames, 6 - last);
             assert_holds_exactly(&segment, last);
         }
@@ -150,6 +163,9 @@ fn a_damaged_header_is_corruption_not_recovery() {
     assert!(err.is_corruption(), "{err}");
     std::fs::write(&path, &bytes[..50]).unwrap();
     let err = CurrentSegment::recover(&io(), &path).unwrap_err();
-    assert!(err.to_string().contains("shorter than a segment header"), "{err}");
+    assert!(
+        err.to_string().contains("shorter than a segment header"),
+        "{err}"
+    );
     assert!(CurrentSegment::recover(&io(), Path::new("/nonexistent/seg")).is_err());
 }

@@ -1,0 +1,138 @@
+//! Injected I/O faults (the crate's `FaultyIo`): a failed or short write and a failed fsync
+//! surface as errors, the segment keeps serving its last good commit, and reopening the file
+//! recovers exactly the commits that were acknowledged.
+
+use crate::common::{commit, page, try_commit};
+use chrono::Utc;
+use libsql_wal_segment::fault::{FaultyIo, WriteFault};
+use libsql_wal_segment::format::PAGE_SIZE;
+use libsql_wal_segment::{CurrentSegment, FileExt, SealedSegment, StdIo};
+use uuid::Uuid;
+
+fn faulty() -> FaultyIo<StdIo> {
+    FaultyIo::new(StdIo)
+}
+
+fn assert_page<F: FileExt>(segment: &CurrentSegment<F>, page_no: u32, frame_no: u64) {
+    let mut buf = vec![0; PAGE_SIZE];
+    assert!(segment.read_page(page_no, u64::MAX, &mut buf).unwrap());
+    assert_eq!(buf, page(page_no, frame_no), "page {page_no}");
+}
+
+#[test]
+fn a_failed_write_is_an_error_and_the_segment_keeps_its_last_commit() {
+    for fault in [WriteFault::Fail, WriteFault::Short] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let io = faulty();
+        let segment = CurrentSegment::create(&io, &path, 1, Uuid::new_v4()).unwrap();
+        commit(&segment, &[1, 2], 2);
+        io.plan().fault_write(0, fault);
+        let err = try_commit(&segment, &[2, 3, 4], 10).unwrap_err();
+        assert!(err.to_string().contains("injected fault"), "{err}");
+        assert_eq!(segment.last_committed_frame_no(), 2);
+        assert!(!segment.in_transaction());
+        assert_page(&segment, 2, 2);
+        assert_eq!(segment.find_frame(3, u64::MAX), None);
+        drop(segment);
+
+        // What reached the disk (nothing, or a torn prefix) is dropped by recovery.
+        let (segment, report) = CurrentSegment::recover(&io, &path).unwrap();
+        assert_eq!(report.last_committed_frame_no, 2, "{fault:?}");
+        assert_eq!(report.truncated_bytes > 0, fault == WriteFault::Short);
+        assert_page(&segment, 2, 2);
+        assert_eq!(commit(&segment, &[3], 3), 3);
+    }
+}
+
+#[test]
+fn the_commit_after_a_short_write_overwrites_the_torn_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let io = faulty();
+    let segment = CurrentSegment::create(&io, &path, 1, Uuid::new_v4()).unwrap();
+    commit(&segment, &[1], 1);
+    io.plan().fault_write(0, WriteFault::Short);
+    try_commit(&segment, &[5, 6, 7, 8], 10).unwrap_err();
+    commit(&segment, &[2], 2);
+    drop(segment);
+    let (segment, report) = CurrentSegment::recover(&io, &path).unwrap();
+    assert_eq!(report.last_committed_frame_no, 2);
+    assert_page(&segment, 1, 1);
+    assert_page(&segment, 2, 2);
+    assert_eq!(segment.find_frame(5, u64::MAX), None);
+}
+
+#[test]
+fn a_failed_fsync_is_an_error_and_loses_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let io = faulty();
+    let segment = CurrentSegment::create(&io, &path, 1, Uuid::new_v4()).unwrap();
+    commit(&segment, &[1, 2], 2);
+    io.plan().fail_sync(0);
+    let err = segment.sync().unwrap_err();
+    assert!(err.to_string().contains("fsync failed"), "{err}");
+    assert_page(&segment, 1, 1);
+    segment.sync().unwrap();
+    drop(segment);
+    let (_, report) = CurrentSegment::recover(&io, &path).unwrap();
+    assert_eq!(report.last_committed_frame_no, 2);
+}
+
+#[test]
+fn a_seal_that_fails_at_any_write_or_fsync_leaves_a_recoverable_current_segment() {
+    // A seal writes the index, fsyncs, writes the header, fsyncs.
+    let faults: [(&str, fn(&FaultyIo<StdIo>)); 5] = [
+        ("index write", |io| {
+            io.plan().fault_write(0, WriteFault::Fail)
+        }),
+        ("short index write", |io| {
+            io.plan().fault_write(0, WriteFault::Short)
+        }),
+        ("first fsync", |io| io.plan().fail_sync(0)),
+        ("header write", |io| {
+            io.plan().fault_write(1, WriteFault::Fail)
+        }),
+        ("second fsync", |io| io.plan().fail_sync(1)),
+    ];
+    for (name, arm) in faults {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let io = faulty();
+        let segment = CurrentSegment::create(&io, &path, 1, Uuid::new_v4()).unwrap();
+        commit(&segment, &[1, 2, 3], 3);
+        commit(&segment, &[2], 3);
+        arm(&io);
+        assert!(segment.seal(Utc::now()).is_err(), "{name}");
+        assert!(!segment.is_sealed(), "{name}");
+        assert_page(&segment, 2, 4);
+
+        if name != "second fsync" {
+            // The header was not (durably) rewritten: the file is still an unsealed segment.
+            let (recovered, report) = CurrentSegment::recover(&io, &path).unwrap();
+            assert_eq!(report.last_committed_frame_no, 4, "{name}");
+            assert_eq!(recovered.committed_len(), segment.committed_len(), "{name}");
+            drop(recovered);
+        }
+        // Retrying the seal on the live segment succeeds and yields a whole sealed file.
+        let sealed = segment.seal(Utc::now()).unwrap().unwrap();
+        let reopened = SealedSegment::open(&io, sealed.path()).unwrap();
+        assert_eq!(reopened.last_committed_frame_no(), 4, "{name}");
+    }
+}
+
+#[test]
+fn a_failed_creation_leaves_no_segment_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let io = faulty();
+    io.plan().fault_write(0, WriteFault::Short);
+    assert!(CurrentSegment::create(&io, &path, 1, Uuid::new_v4()).is_err());
+    assert!(!path.exists());
+    io.plan().fail_sync(0);
+    assert!(CurrentSegment::create(&io, &path, 1, Uuid::new_v4()).is_err());
+    assert!(!path.exists());
+    let segment = CurrentSegment::create(&io, &path, 1, Uuid::new_v4()).unwrap();
+    assert_eq!(commit(&segment, &[1], 1), 1);
+}
