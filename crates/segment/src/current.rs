@@ -12,6 +12,7 @@
 //! complete commit frame.
 
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -42,51 +43,79 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
 }
 
+/// Marks a frame that is the oldest version of its page in the segment.
+const NO_VERSION: u32 = u32::MAX;
+
 /// The mutable part of a current segment, behind its lock.
+///
+/// The versions of a page form a chain from its newest frame back through `previous_version`.
+/// A reader at the latest snapshot finds its version in one step; a reader far behind a page
+/// that is written at every commit walks one step per newer version.
 #[derive(Debug)]
 struct State {
     /// Every frame written, committed or not, in file order.
     frames: Vec<FrameMeta>,
-    /// page_no -> positions (in `frames`) of its versions, oldest first.
-    versions: HashMap<u32, Vec<u32>>,
+    /// For each frame, the position of the previous version of its page, or `NO_VERSION`.
+    previous_version: Vec<u32>,
+    /// page_no -> position of its newest version (committed or not).
+    newest: HashMap<u32, u32>,
     /// Number of leading frames that are committed.
     committed: usize,
     /// Database size in pages after the last commit.
     size_after: u32,
     /// Set once the segment is sealed; no frame may be appended after.
     sealed: bool,
-    /// Reused buffer for the frames of one `insert_frames` call.
-    write_buf: Vec<u8>,
 }
 
 impl State {
     fn from_frames(frames: Vec<FrameMeta>, committed: usize, size_after: u32) -> Self {
-        let mut versions: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (position, frame) in frames.iter().enumerate() {
-            versions
-                .entry(frame.page_no)
-                .or_default()
-                .push(position as u32);
-        }
-        State {
-            frames,
-            versions,
+        let mut state = State {
+            frames: Vec::with_capacity(frames.len()),
+            previous_version: Vec::with_capacity(frames.len()),
+            newest: HashMap::new(),
             committed,
             size_after,
             sealed: false,
-            write_buf: Vec::new(),
+        };
+        for frame in frames {
+            state.push(frame);
         }
+        state
+    }
+
+    /// Appends a frame to the in-memory state. Positions fit in a `u32`: `insert_frames` refuses
+    /// to grow a segment past that.
+    fn push(&mut self, frame: FrameMeta) {
+        let position = self.frames.len() as u32;
+        let previous = self.newest.insert(frame.page_no, position);
+        self.previous_version.push(previous.unwrap_or(NO_VERSION));
+        self.frames.push(frame);
     }
 
     /// Drops every frame from `position` on from the in-memory state.
     fn truncate(&mut self, position: usize) {
-        for frame in self.frames.drain(position..).rev() {
-            if let Some(versions) = self.versions.get_mut(&frame.page_no) {
-                versions.pop();
-                if versions.is_empty() {
-                    self.versions.remove(&frame.page_no);
-                }
+        while self.frames.len() > position {
+            let (Some(frame), Some(previous)) = (self.frames.pop(), self.previous_version.pop())
+            else {
+                break;
+            };
+            if previous == NO_VERSION {
+                self.newest.remove(&frame.page_no);
+            } else {
+                self.newest.insert(frame.page_no, previous);
             }
+        }
+    }
+
+    /// Returns the position of the newest version of `page_no` at or below `max_frame_no`.
+    fn visible(&self, page_no: u32, max_frame_no: u64) -> Option<usize> {
+        let mut position = *self.newest.get(&page_no)?;
+        loop {
+            let frame = self.frames.get(position as usize)?;
+            if frame.frame_no <= max_frame_no {
+                return Some(position as usize);
+            }
+            position = *self.previous_version.get(position as usize)?;
         }
     }
 }
@@ -279,15 +308,14 @@ impl<F: FileExt> CurrentSegment<F> {
     /// Some(size_after)` the last frame commits the transaction, with the database then
     /// `size_after` pages long. Returns the frame_no of the last frame written.
     ///
-    /// The frames are written with one positional write, without fsync (see `sync`). On error
+    /// The frames are written with one positional vectored write, without fsync (see `sync`). On error
     /// nothing of this call is part of the segment.
     pub fn insert_frames<'a>(
         &self,
         pages: impl IntoIterator<Item = (u32, &'a [u8])>,
         commit: Option<u32>,
     ) -> Result<u64> {
-        let mut guard = self.write_state();
-        let state = &mut *guard;
+        let mut state = self.write_state();
         if state.sealed {
             return Err(Error::invalid_state(
                 &self.path,
@@ -295,13 +323,12 @@ impl<F: FileExt> CurrentSegment<F> {
             ));
         }
         let first = state.frames.len();
-        let mut next_frame_no = state
+        let first_frame_no = state
             .frames
             .last()
             .map_or(self.header.start_frame_no, |f| f.frame_no + 1);
-        state.write_buf.clear();
-        let mut metas = Vec::new();
-        for (page_no, page) in pages {
+        let pages: Vec<(u32, &[u8])> = pages.into_iter().collect();
+        for &(page_no, page) in &pages {
             if page.len() != PAGE_SIZE {
                 return Err(Error::invalid_state(
                     &self.path,
@@ -314,57 +341,57 @@ impl<F: FileExt> CurrentSegment<F> {
             if page_no == 0 {
                 return Err(Error::invalid_state(&self.path, "page numbers start at 1"));
             }
-            state.write_buf.extend_from_slice(&[0; FRAME_HEADER_SIZE]);
-            state.write_buf.extend_from_slice(page);
-            metas.push(FrameMeta {
-                frame_no: next_frame_no,
-                page_no,
-                checksum: 0,
-            });
-            next_frame_no += 1;
         }
-        if metas.is_empty() {
+        if pages.is_empty() {
             return Err(Error::invalid_state(&self.path, "no frame to append"));
         }
-        if first + metas.len() > u32::MAX as usize {
+        if first + pages.len() > NO_VERSION as usize {
             return Err(Error::invalid_state(
                 &self.path,
                 "segment cannot hold more frames",
             ));
         }
         let mut previous = state.frames.last().map_or(self.header.salt, |f| f.checksum);
-        let last = metas.len() - 1;
-        for (i, (meta, frame)) in metas
-            .iter_mut()
-            .zip(state.write_buf.chunks_exact_mut(FRAME_SIZE))
-            .enumerate()
-        {
+        let mut metas = Vec::with_capacity(pages.len());
+        let mut headers = Vec::with_capacity(pages.len());
+        for (i, &(page_no, page)) in pages.iter().enumerate() {
+            let frame_no = first_frame_no + i as u64;
             let header = FrameHeader {
                 checksum: 0,
-                page_no: meta.page_no,
-                size_after: if i == last { commit.unwrap_or(0) } else { 0 },
+                page_no,
+                size_after: if i + 1 == pages.len() {
+                    commit.unwrap_or(0)
+                } else {
+                    0
+                },
                 flags: 0,
-                frame_no: meta.frame_no,
+                frame_no,
             };
-            previous = header.write_with_checksum(previous, frame);
-            meta.checksum = previous;
+            let (encoded, checksum) = header.encode(previous, page);
+            previous = checksum;
+            headers.push(encoded);
+            metas.push(FrameMeta {
+                frame_no,
+                page_no,
+                checksum,
+            });
         }
+        let mut slices: Vec<IoSlice<'_>> = headers
+            .iter()
+            .zip(&pages)
+            .flat_map(|(header, &(_, page))| [IoSlice::new(header), IoSlice::new(page)])
+            .collect();
         self.file
-            .write_all_at(&state.write_buf, frame_offset(first))
+            .write_all_vectored_at(&mut slices, frame_offset(first))
             .map_err(|e| Error::io(&self.path, e))?;
-        for (position, meta) in (first..).zip(&metas) {
-            state
-                .versions
-                .entry(meta.page_no)
-                .or_default()
-                .push(position as u32);
+        for meta in metas {
+            state.push(meta);
         }
-        state.frames.extend_from_slice(&metas);
         if let Some(size_after) = commit {
             state.committed = state.frames.len();
             state.size_after = size_after;
         }
-        Ok(next_frame_no - 1)
+        Ok(first_frame_no + pages.len() as u64 - 1)
     }
 
     /// Drops the frames written after `frame_no` by the transaction in progress (a savepoint
@@ -400,11 +427,8 @@ impl<F: FileExt> CurrentSegment<F> {
     /// own uncommitted frames.
     pub fn find_frame(&self, page_no: u32, max_frame_no: u64) -> Option<u64> {
         let state = self.read_state();
-        let versions = state.versions.get(&page_no)?;
-        let visible =
-            versions.partition_point(|&p| state.frames[p as usize].frame_no <= max_frame_no);
-        let position = *versions.get(visible.checked_sub(1)?)?;
-        Some(state.frames[position as usize].frame_no)
+        let position = state.visible(page_no, max_frame_no)?;
+        Some(state.frames[position].frame_no)
     }
 
     /// Reads the page of frame `frame_no` into `page` (`PAGE_SIZE` bytes).
@@ -428,17 +452,8 @@ impl<F: FileExt> CurrentSegment<F> {
     /// Reads the newest version of `page_no` at or below `max_frame_no` into `page`. Returns
     /// false if this segment holds no such version.
     pub fn read_page(&self, page_no: u32, max_frame_no: u64, page: &mut [u8]) -> Result<bool> {
-        let position = {
-            let state = self.read_state();
-            let Some(versions) = state.versions.get(&page_no) else {
-                return Ok(false);
-            };
-            let visible =
-                versions.partition_point(|&p| state.frames[p as usize].frame_no <= max_frame_no);
-            match visible.checked_sub(1) {
-                Some(i) => versions[i] as usize,
-                None => return Ok(false),
-            }
+        let Some(position) = self.read_state().visible(page_no, max_frame_no) else {
+            return Ok(false);
         };
         self.read_page_at(position, page)?;
         Ok(true)
@@ -482,13 +497,9 @@ impl<F: FileExt> CurrentSegment<F> {
             return Ok(None);
         }
         let mut entries: Vec<(u32, u64)> = state
-            .versions
+            .newest
             .iter()
-            .filter_map(|(&page_no, versions)| {
-                versions
-                    .last()
-                    .map(|&position| (page_no, frame_offset(position as usize)))
-            })
+            .map(|(&page_no, &position)| (page_no, frame_offset(position as usize)))
             .collect();
         entries.sort_unstable();
         let index = PageIndex::build(&entries, &self.path)?;

@@ -220,16 +220,28 @@ impl FrameHeader {
         self.size_after != 0
     }
 
-    /// Writes the header into the first `FRAME_HEADER_SIZE` bytes of `frame`, computing the
-    /// checksum over the rest of `frame` (header fields and page) continued from `previous`.
-    /// Returns the checksum.
+    /// Returns the header's bytes, with the checksum computed over the header fields and `page`
+    /// continued from `previous`, and the checksum.
+    pub fn encode(&self, previous: u32, page: &[u8]) -> ([u8; FRAME_HEADER_SIZE], u32) {
+        let mut header = [0; FRAME_HEADER_SIZE];
+        header[4..8].copy_from_slice(&self.page_no.to_le_bytes());
+        header[8..12].copy_from_slice(&self.size_after.to_le_bytes());
+        header[12..16].copy_from_slice(&self.flags.to_le_bytes());
+        header[16..24].copy_from_slice(&self.frame_no.to_le_bytes());
+        let mut hasher = crc32fast::Hasher::new_with_initial(previous);
+        hasher.update(&header[4..]);
+        hasher.update(page);
+        let checksum = hasher.finalize();
+        header[0..4].copy_from_slice(&checksum.to_le_bytes());
+        (header, checksum)
+    }
+
+    /// Writes the header into the first `FRAME_HEADER_SIZE` bytes of `frame` (header and page),
+    /// with the checksum continued from `previous`. Returns the checksum.
     pub fn write_with_checksum(&self, previous: u32, frame: &mut [u8]) -> u32 {
-        frame[4..8].copy_from_slice(&self.page_no.to_le_bytes());
-        frame[8..12].copy_from_slice(&self.size_after.to_le_bytes());
-        frame[12..16].copy_from_slice(&self.flags.to_le_bytes());
-        frame[16..24].copy_from_slice(&self.frame_no.to_le_bytes());
-        let checksum = running_checksum(previous, &frame[4..]);
-        frame[0..4].copy_from_slice(&checksum.to_le_bytes());
+        let (header, page) = frame.split_at_mut(FRAME_HEADER_SIZE);
+        let (encoded, checksum) = self.encode(previous, page);
+        header.copy_from_slice(&encoded);
         checksum
     }
 

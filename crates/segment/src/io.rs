@@ -5,7 +5,7 @@
 //! and the backends take an `Io` so the same code runs on both.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -20,11 +20,23 @@ pub trait FileExt: Send + Sync + 'static {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`. On error, any prefix of `buf` may have been written.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `bufs`, back to back, at `offset`. On error, any prefix may have been
+    /// written. The default gathers them into one buffer and calls `write_all_at`.
+    fn write_all_vectored_at(&self, bufs: &mut [IoSlice<'_>], offset: u64) -> io::Result<()> {
+        let mut joined = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for buf in bufs.iter() {
+            joined.extend_from_slice(buf);
+        }
+        self.write_all_at(&joined, offset)
+    }
     /// Fills `buf` from `offset`; fails with `UnexpectedEof` when the file is too short.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Flushes the file's data (and the metadata needed to read it back) to stable storage.
     fn sync_data(&self) -> io::Result<()>;
 }
+
+/// Buffers passed to one `pwritev` call; Linux's `IOV_MAX` is 1024.
+const MAX_IOVECS: usize = 1024;
 
 impl FileExt for File {
     fn len(&self) -> io::Result<u64> {
@@ -37,6 +49,25 @@ impl FileExt for File {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         std::os::unix::fs::FileExt::write_all_at(self, buf, offset)
+    }
+
+    fn write_all_vectored_at(
+        &self,
+        mut bufs: &mut [IoSlice<'_>],
+        mut offset: u64,
+    ) -> io::Result<()> {
+        // Positional writev: the frames of a transaction go to the kernel straight from the
+        // caller's pages, without first being copied into one buffer.
+        while !bufs.is_empty() {
+            let batch = bufs.len().min(MAX_IOVECS);
+            let written = rustix::io::pwritev(self, &bufs[..batch], offset)?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            offset += written as u64;
+            IoSlice::advance_slices(&mut bufs, written);
+        }
+        Ok(())
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
