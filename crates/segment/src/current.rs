@@ -196,6 +196,12 @@ impl<F: FileExt> CurrentSegment<F> {
         let file = io
             .open(path, OpenMode::ReadWrite)
             .map_err(|e| Error::io(path, e))?;
+        Self::recover_file(file, path)
+    }
+
+    /// Recovers the unsealed segment in `file` (opened for reading and writing), as `recover`
+    /// does; `path` names it in errors.
+    pub fn recover_file(file: F, path: &Path) -> Result<(Self, RecoveryReport)> {
         let header = read_header(&file, path)?;
         if header.is_sealed() {
             return Err(Error::invalid_state(
@@ -203,7 +209,7 @@ impl<F: FileExt> CurrentSegment<F> {
                 "segment is sealed: open it as a sealed segment",
             ));
         }
-        let len = file.len().map_err(|e| Error::io(path, e))?;
+        let len = file.size().map_err(|e| Error::io(path, e))?;
         let mut scan = scan_frames(&file, path, &header, len)?;
         scan.frames.truncate(scan.committed);
         let kept_end = frame_offset(scan.committed);
@@ -323,10 +329,10 @@ impl<F: FileExt> CurrentSegment<F> {
             ));
         }
         let first = state.frames.len();
-        let first_frame_no = state
-            .frames
-            .last()
-            .map_or(self.header.start_frame_no, |f| f.frame_no + 1);
+        let first_frame_no = match state.frames.last() {
+            None => Some(self.header.start_frame_no),
+            Some(last) => last.frame_no.checked_add(1),
+        };
         let pages: Vec<(u32, &[u8])> = pages.into_iter().collect();
         for &(page_no, page) in &pages {
             if page.len() != PAGE_SIZE {
@@ -345,6 +351,14 @@ impl<F: FileExt> CurrentSegment<F> {
         if pages.is_empty() {
             return Err(Error::invalid_state(&self.path, "no frame to append"));
         }
+        let Some(first_frame_no) =
+            first_frame_no.filter(|first| first.checked_add(pages.len() as u64).is_some())
+        else {
+            return Err(Error::invalid_state(
+                &self.path,
+                "frame numbers are exhausted",
+            ));
+        };
         if first + pages.len() > NO_VERSION as usize {
             return Err(Error::invalid_state(
                 &self.path,

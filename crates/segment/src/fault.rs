@@ -133,8 +133,8 @@ pub struct FaultyFile<F> {
 }
 
 impl<F: FileExt> FileExt for FaultyFile<F> {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {

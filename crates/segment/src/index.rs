@@ -101,8 +101,44 @@ impl PageIndex {
     }
 
     /// Decodes and validates an index read from `path` at `offset`: envelope, checksum, fst
-    /// structure, and that every key is a non-zero 4-byte page number.
+    /// structure, that every key is a non-zero 4-byte page number, and that the fst is exactly the
+    /// one `build` makes for its entries.
+    ///
+    /// The fst crate does not promise to reject malformed bytes without panicking (the fuzzer
+    /// found such inputs behind a valid checksum), so reading the entries is done under
+    /// `catch_unwind` and a panic there is reported as `Corrupt`. Once the bytes are known to be
+    /// exactly what `build` produces, every later lookup runs on a well-formed fst.
     pub fn decode(blob: &[u8], path: &Path, offset: u64) -> Result<Self> {
+        let bad = |what: String| Error::corrupt(path, offset, what);
+        let fst = Self::check_envelope(blob, path, offset)?;
+        let entries = std::panic::catch_unwind(|| Self::read_entries(fst))
+            .map_err(|_| bad("page index is not a valid fst (its decoder panicked)".into()))?
+            .map_err(bad)?;
+        let index = Self::build(&entries, path)?;
+        if index.map.as_fst().as_bytes() != fst {
+            return Err(bad("page index is not in canonical form".into()));
+        }
+        Ok(index)
+    }
+
+    /// Decodes the index in `blob` if it is exactly the canonical encoding of `self` (the
+    /// index rebuilt from the data it describes); otherwise returns the decoding error, or
+    /// `Corrupt` if `blob` is a valid index of other pages. Never parses an fst from `blob`
+    /// when it matches.
+    pub fn check_matches(&self, blob: &[u8], path: &Path, offset: u64) -> Result<()> {
+        if blob == self.encode() {
+            return Ok(());
+        }
+        Self::decode(blob, path, offset)?;
+        Err(Error::corrupt(
+            path,
+            offset,
+            "page index does not match the frames it indexes",
+        ))
+    }
+
+    /// Validates the envelope around an fst and returns the fst bytes.
+    fn check_envelope<'a>(blob: &'a [u8], path: &Path, offset: u64) -> Result<&'a [u8]> {
         let bad = |what: String| Error::corrupt(path, offset, what);
         if blob.len() < INDEX_PREFIX_SIZE + INDEX_SUFFIX_SIZE {
             return Err(bad(format!(
@@ -146,24 +182,38 @@ impl PageIndex {
                 crc_at - INDEX_PREFIX_SIZE
             )));
         }
-        let map = Map::new(blob[INDEX_PREFIX_SIZE..crc_at].to_vec())
-            .map_err(|e| bad(format!("page index is not a valid fst: {e}")))?;
-        let mut count = 0;
+        Ok(&blob[INDEX_PREFIX_SIZE..crc_at])
+    }
+
+    /// Reads every entry of an untrusted fst. May panic inside the fst crate on malformed bytes.
+    fn read_entries(fst: &[u8]) -> Result<Vec<(u32, u64)>, String> {
+        let map = Map::new(fst).map_err(|e| format!("page index is not a valid fst: {e}"))?;
+        let mut entries = Vec::new();
         let mut stream = map.stream();
-        while let Some((key, _)) = stream.next() {
-            if key.len() != 4 || key == [0; 4] {
-                return Err(bad(format!("page index holds an invalid page key {key:?}")));
+        while let Some((key, offset)) = stream.next() {
+            let page: [u8; 4] = key
+                .try_into()
+                .map_err(|_| format!("page index holds an invalid page key {key:?}"))?;
+            let page_no = u32::from_be_bytes(page);
+            if page_no == 0 {
+                return Err("page index holds page 0".into());
             }
-            count += 1;
+            if entries.len() >= map.len() {
+                return Err(format!(
+                    "page index holds more than the {} pages it says",
+                    map.len()
+                ));
+            }
+            entries.push((page_no, offset));
         }
-        drop(stream);
-        if count != map.len() {
-            return Err(bad(format!(
-                "page index says it holds {} pages, holds {count}",
-                map.len()
-            )));
+        if entries.len() != map.len() {
+            return Err(format!(
+                "page index says it holds {} pages, holds {}",
+                map.len(),
+                entries.len()
+            ));
         }
-        Ok(PageIndex { map })
+        Ok(entries)
     }
 }
 
@@ -194,6 +244,35 @@ mod tests {
             assert!(err.is_corruption(), "bit {bit}: {err}");
             assert!(err.to_string().contains("idx at offset 777"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_malformed_fst_behind_a_valid_checksum_is_corruption_not_a_panic() {
+        // Found by the fuzzer: the fst crate panics while streaming this fst.
+        let mut blob = vec![
+            76, 83, 81, 76, 87, 73, 68, 88, 1, 0, 0, 0, 0, 0, 0, 0, 55, 0, 0, 0, 0, 0, 0, 0, 3, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 24, 16, 0, 0, 0, 0, 2, 1, 18, 2, 0, 192, 0,
+            192, 80, 1, 17, 0, 137, 2, 0, 0, 0, 0, 0, 0, 0, 34, 0, 0, 0, 0, 0, 0, 0, 127, 194, 177,
+            35, 239, 169, 178, 197,
+        ];
+        let crc_at = blob.len() - 4;
+        let crc = crc32fast::hash(&blob[..crc_at]);
+        blob[crc_at..].copy_from_slice(&crc.to_le_bytes());
+        let err = PageIndex::decode(&blob, Path::new("idx"), 9).unwrap_err();
+        assert!(err.is_corruption(), "{err}");
+        assert!(err.to_string().contains("idx at offset 9"), "{err}");
+    }
+
+    #[test]
+    fn a_valid_index_of_other_pages_does_not_match() {
+        let ours = PageIndex::build(&[(1, 128)], Path::new("x")).unwrap();
+        let other = PageIndex::build(&[(2, 128)], Path::new("x")).unwrap();
+        ours.check_matches(&ours.encode(), Path::new("x"), 0)
+            .unwrap();
+        let err = ours
+            .check_matches(&other.encode(), Path::new("x"), 5)
+            .unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
     }
 
     #[test]

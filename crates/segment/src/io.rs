@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// shared between a writer and many readers without locking.
 pub trait FileExt: Send + Sync + 'static {
     /// Returns the current length of the file in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Truncates or extends the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`. On error, any prefix of `buf` may have been written.
@@ -39,7 +39,7 @@ pub trait FileExt: Send + Sync + 'static {
 const MAX_IOVECS: usize = 1024;
 
 impl FileExt for File {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 

@@ -81,41 +81,60 @@ pub(crate) fn scan_frames<F: FileExt>(
             .map_err(|e| Error::io(path, e))?;
         for frame in chunk.chunks_exact(FRAME_SIZE) {
             let expected_frame_no = match scan.frames.last() {
-                Some(last) => last.frame_no + 1,
-                None => header.start_frame_no,
+                Some(last) => last.frame_no.checked_add(1),
+                None => Some(header.start_frame_no),
             };
-            let problem = match FrameHeader::decode_verified(previous, frame) {
-                None => Some("frame checksum mismatch".to_string()),
-                Some(h) if h.page_no == 0 => Some("frame holds page 0".to_string()),
-                Some(h) if h.flags != 0 => Some(format!("unknown frame flags {:#x}", h.flags)),
-                Some(h) if !unordered && h.frame_no != expected_frame_no => Some(format!(
-                    "frame_no {} where {expected_frame_no} was expected",
-                    h.frame_no
-                )),
-                Some(h) if unordered && h.frame_no < expected_frame_no => Some(format!(
-                    "frame_no {} does not follow {}",
-                    h.frame_no,
-                    expected_frame_no - 1
-                )),
-                Some(h) => {
-                    scan.frames.push(FrameMeta {
-                        frame_no: h.frame_no,
-                        page_no: h.page_no,
-                        checksum: h.checksum,
-                    });
-                    if h.is_commit() {
-                        scan.committed = scan.frames.len();
-                        scan.size_after = h.size_after;
-                    }
-                    previous = h.checksum;
-                    None
+            let checked = match (
+                FrameHeader::decode_verified(previous, frame),
+                expected_frame_no,
+            ) {
+                (None, _) => Err("frame checksum mismatch".to_string()),
+                (Some(_), None) => Err("frame numbers are exhausted".to_string()),
+                (Some(h), Some(expected)) => check_frame(&h, expected, unordered).map(|()| h),
+            };
+            let h = match checked {
+                Ok(h) => h,
+                Err(what) => {
+                    scan.stop = Some(ScanStop { offset, what });
+                    return Ok(scan);
                 }
             };
-            if let Some(what) = problem {
-                scan.stop = Some(ScanStop { offset, what });
-                return Ok(scan);
+            scan.frames.push(FrameMeta {
+                frame_no: h.frame_no,
+                page_no: h.page_no,
+                checksum: h.checksum,
+            });
+            if h.is_commit() {
+                scan.committed = scan.frames.len();
+                scan.size_after = h.size_after;
             }
+            previous = h.checksum;
             offset += FRAME_SIZE as u64;
         }
     }
+}
+
+/// Checks a frame whose checksum is valid: its page, flags and frame_no (`expected` is the
+/// frame_no that follows the previous frame).
+fn check_frame(h: &FrameHeader, expected: u64, unordered: bool) -> Result<(), String> {
+    if h.page_no == 0 {
+        return Err("frame holds page 0".into());
+    }
+    if h.flags != 0 {
+        return Err(format!("unknown frame flags {:#x}", h.flags));
+    }
+    if !unordered && h.frame_no != expected {
+        return Err(format!(
+            "frame_no {} where {expected} was expected",
+            h.frame_no
+        ));
+    }
+    if unordered && h.frame_no < expected {
+        return Err(format!(
+            "frame_no {} does not follow frame_no {}",
+            h.frame_no,
+            expected - 1
+        ));
+    }
+    Ok(())
 }

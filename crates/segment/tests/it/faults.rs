@@ -9,6 +9,9 @@ use libsql_wal_segment::format::PAGE_SIZE;
 use libsql_wal_segment::{CurrentSegment, FileExt, SealedSegment, StdIo};
 use uuid::Uuid;
 
+/// Arms one fault on an `Io`'s plan.
+type ArmFault = fn(&FaultyIo<StdIo>);
+
 fn faulty() -> FaultyIo<StdIo> {
     FaultyIo::new(StdIo)
 }
@@ -83,7 +86,7 @@ fn a_failed_fsync_is_an_error_and_loses_nothing_written() {
 #[test]
 fn a_seal_that_fails_at_any_write_or_fsync_leaves_a_recoverable_current_segment() {
     // A seal writes the index, fsyncs, writes the header, fsyncs.
-    let faults: [(&str, fn(&FaultyIo<StdIo>)); 5] = [
+    let faults: [(&str, ArmFault); 5] = [
         ("index write", |io| {
             io.plan().fault_write(0, WriteFault::Fail)
         }),
