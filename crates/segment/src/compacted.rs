@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE, FRAME_HEADER_SIZE, FRAME_LAST, FRAME_SIZE,
-    PAGE_SIZE,
+    check_page_buffer, CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE, FRAME_HEADER_SIZE,
+    FRAME_LAST, FRAME_SIZE, PAGE_SIZE,
 };
 use crate::index::PageIndex;
 use crate::io::FileExt;
@@ -157,6 +157,7 @@ pub struct CompactedReader<R> {
 
 impl<R: Read> CompactedReader<R> {
     /// Reads and validates the header; `name` names the data in errors.
+    #[tracing::instrument(level = "trace", skip_all)]
     pub fn new(mut reader: R, name: impl Into<PathBuf>) -> Result<Self> {
         let name = name.into();
         let mut encoded = [0; COMPACTED_HEADER_SIZE];
@@ -186,12 +187,7 @@ impl<R: Read> CompactedReader<R> {
     /// Reads the next frame's page into `page` (`PAGE_SIZE` bytes) and returns its header, or
     /// `None` after the last frame (having checked that nothing follows it).
     pub fn next_frame(&mut self, page: &mut [u8]) -> Result<Option<FrameHeader>> {
-        if page.len() != PAGE_SIZE {
-            return Err(Error::invalid_state(
-                &self.name,
-                format!("page buffer is {} bytes, pages are {PAGE_SIZE}", page.len()),
-            ));
-        }
+        check_page_buffer(page, &self.name)?;
         let offset = self.next_offset();
         if self.frames_read == self.header.frame_count {
             let mut extra = [0; 1];

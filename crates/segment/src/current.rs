@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE, SEGMENT_HEADER_SIZE,
-    SEGMENT_SEALED,
+    check_page_buffer, FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE,
+    SEGMENT_HEADER_SIZE, SEGMENT_SEALED,
 };
 use crate::index::PageIndex;
 use crate::io::{FileExt, Io, OpenMode};
@@ -316,6 +316,7 @@ impl<F: FileExt> CurrentSegment<F> {
     ///
     /// The frames are written with one positional vectored write, without fsync (see `sync`). On error
     /// nothing of this call is part of the segment.
+    #[tracing::instrument(level = "trace", skip_all, fields(path = %self.path.display()))]
     pub fn insert_frames<'a>(
         &self,
         pages: impl IntoIterator<Item = (u32, &'a [u8])>,
@@ -410,6 +411,7 @@ impl<F: FileExt> CurrentSegment<F> {
 
     /// Drops the frames written after `frame_no` by the transaction in progress (a savepoint
     /// rollback). `frame_no` must not be below the last committed frame.
+    #[tracing::instrument(level = "trace", skip_all, fields(path = %self.path.display()))]
     pub fn rollback_to(&self, frame_no: u64) -> Result<()> {
         let mut state = self.write_state();
         let committed = last_committed(&self.header, &state);
@@ -432,6 +434,7 @@ impl<F: FileExt> CurrentSegment<F> {
     }
 
     /// Makes every written frame durable (fsync).
+    #[tracing::instrument(level = "trace", skip_all, fields(path = %self.path.display()))]
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))
     }
@@ -465,6 +468,7 @@ impl<F: FileExt> CurrentSegment<F> {
 
     /// Reads the newest version of `page_no` at or below `max_frame_no` into `page`. Returns
     /// false if this segment holds no such version.
+    #[tracing::instrument(level = "trace", skip_all, fields(path = %self.path.display()))]
     pub fn read_page(&self, page_no: u32, max_frame_no: u64, page: &mut [u8]) -> Result<bool> {
         let Some(position) = self.read_state().visible(page_no, max_frame_no) else {
             return Ok(false);
@@ -474,12 +478,7 @@ impl<F: FileExt> CurrentSegment<F> {
     }
 
     fn read_page_at(&self, position: usize, page: &mut [u8]) -> Result<()> {
-        if page.len() != PAGE_SIZE {
-            return Err(Error::invalid_state(
-                &self.path,
-                format!("page buffer is {} bytes, pages are {PAGE_SIZE}", page.len()),
-            ));
-        }
+        check_page_buffer(page, &self.path)?;
         let offset = frame_offset(position) + FRAME_HEADER_SIZE as u64;
         self.file
             .read_exact_at(page, offset)

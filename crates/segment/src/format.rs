@@ -65,6 +65,18 @@ fn uuid_at(buf: &[u8], at: usize) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
+/// Fails with `InvalidState` naming `path` unless `page` is exactly one page long.
+pub(crate) fn check_page_buffer(page: &[u8], path: &Path) -> Result<()> {
+    if page.len() == PAGE_SIZE {
+        Ok(())
+    } else {
+        Err(Error::invalid_state(
+            path,
+            format!("page buffer is {} bytes, pages are {PAGE_SIZE}", page.len()),
+        ))
+    }
+}
+
 /// Returns the CRC32 of `bytes` continued from `previous`.
 pub fn running_checksum(previous: u32, bytes: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new_with_initial(previous);

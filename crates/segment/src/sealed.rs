@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::current::read_header;
 use crate::error::{Error, Result};
-use crate::format::{FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE};
+use crate::format::{check_page_buffer, FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE};
 use crate::index::PageIndex;
 use crate::io::{FileExt, Io, OpenMode};
 use crate::scan::{frame_offset, scan_frames};
@@ -181,13 +181,9 @@ impl<F: FileExt> SealedSegment<F> {
 
     /// Reads the newest version of `page_no` in this segment into `page` (`PAGE_SIZE` bytes).
     /// Returns false if the segment does not hold the page.
+    #[tracing::instrument(level = "trace", skip_all, fields(path = %self.path.display()))]
     pub fn read_page(&self, page_no: u32, page: &mut [u8]) -> Result<bool> {
-        if page.len() != PAGE_SIZE {
-            return Err(Error::invalid_state(
-                &self.path,
-                format!("page buffer is {} bytes, pages are {PAGE_SIZE}", page.len()),
-            ));
-        }
+        check_page_buffer(page, &self.path)?;
         let Some(offset) = self.index.get(page_no) else {
             return Ok(false);
         };

@@ -14,7 +14,11 @@ pub struct MemFile(pub RwLock<Vec<u8>>);
 
 impl FileExt for MemFile {
     fn size(&self) -> io::Result<u64> {
-        Ok(self.0.read().map_err(|_| io::Error::other("poisoned"))?.len() as u64)
+        Ok(self
+            .0
+            .read()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .len() as u64)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -36,7 +40,9 @@ impl FileExt for MemFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let data = self.0.read().map_err(|_| io::Error::other("poisoned"))?;
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
-        let end = start.checked_add(buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
+        let end = start
+            .checked_add(buf.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
         if end > data.len() {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
