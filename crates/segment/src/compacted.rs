@@ -134,43 +134,35 @@ pub fn merge<F: FileExt>(
     })
 }
 
-/// Streams the frames of compacted data from any reader, verifying each: header, running
-/// checksum, strictly increasing page numbers, frame numbers inside the header's range, the
-/// `FRAME_LAST` flag on the last frame only, and nothing after it.
-#[derive(Debug)]
-pub struct CompactedReader<R> {
-    /// The data being read.
-    reader: R,
+/// Verifies compacted data as it arrives, without doing any I/O itself (async readers in the
+/// backends feed it, so does `CompactedReader`): the header, each frame's running checksum,
+/// strictly increasing page numbers inside the database size, frame numbers inside the header's
+/// range, and the `FRAME_LAST` flag on the last frame only.
+#[derive(Debug, Clone)]
+pub struct CompactedDecoder {
     /// Names the data in errors (a file path or an object key).
     name: PathBuf,
     /// The validated header.
     header: CompactedHeader,
     /// Checksum of the previous frame (or the header's seed).
     previous: u32,
-    /// Frames read so far.
+    /// Frames decoded so far.
     frames_read: u32,
     /// Page of the previous frame (0 before the first).
     previous_page: u32,
-    /// Reused frame buffer.
-    buf: Vec<u8>,
 }
 
-impl<R: Read> CompactedReader<R> {
-    /// Reads and validates the header; `name` names the data in errors.
-    #[tracing::instrument(level = "trace", skip_all)]
-    pub fn new(mut reader: R, name: impl Into<PathBuf>) -> Result<Self> {
+impl CompactedDecoder {
+    /// Validates the encoded header; `name` names the data in errors.
+    pub fn new(encoded: &[u8; COMPACTED_HEADER_SIZE], name: impl Into<PathBuf>) -> Result<Self> {
         let name = name.into();
-        let mut encoded = [0; COMPACTED_HEADER_SIZE];
-        read_exact_or_corrupt(&mut reader, &mut encoded, &name, 0, "header")?;
-        let header = CompactedHeader::decode(&encoded, &name)?;
-        Ok(CompactedReader {
-            reader,
+        let header = CompactedHeader::decode(encoded, &name)?;
+        Ok(CompactedDecoder {
             name,
             header,
-            previous: CompactedHeader::checksum_seed(&encoded),
+            previous: CompactedHeader::checksum_seed(encoded),
             frames_read: 0,
             previous_page: 0,
-            buf: vec![0; FRAME_SIZE],
         })
     }
 
@@ -179,41 +171,60 @@ impl<R: Read> CompactedReader<R> {
         &self.header
     }
 
+    /// Returns the name used in errors.
+    pub fn name(&self) -> &Path {
+        &self.name
+    }
+
     /// Returns the byte offset in the data of the next frame.
     pub fn next_offset(&self) -> u64 {
         compacted_frame_offset(self.frames_read as usize)
     }
 
-    /// Reads the next frame's page into `page` (`PAGE_SIZE` bytes) and returns its header, or
-    /// `None` after the last frame (having checked that nothing follows it).
-    pub fn next_frame(&mut self, page: &mut [u8]) -> Result<Option<FrameHeader>> {
-        check_page_buffer(page, &self.name)?;
+    /// Returns true once every frame the header announces was decoded.
+    pub fn is_complete(&self) -> bool {
+        self.frames_read == self.header.frame_count
+    }
+
+    /// Returns the error for data that ended `available` bytes into the next frame.
+    pub fn truncated(&self, available: usize) -> Error {
+        Error::corrupt(
+            &self.name,
+            self.next_offset(),
+            format!(
+                "truncated: frame {} of {} needs {FRAME_SIZE} bytes, {available} remain",
+                self.frames_read + 1,
+                self.header.frame_count
+            ),
+        )
+    }
+
+    /// Returns the error for bytes found after the last frame.
+    pub fn trailing_bytes(&self) -> Error {
+        Error::corrupt(&self.name, self.next_offset(), "bytes after the last frame")
+    }
+
+    /// Verifies the next frame (`FRAME_SIZE` bytes: header and page) and returns its header.
+    pub fn decode_frame(&mut self, frame: &[u8]) -> Result<FrameHeader> {
         let offset = self.next_offset();
-        if self.frames_read == self.header.frame_count {
-            let mut extra = [0; 1];
-            return match read_full(&mut self.reader, &mut extra) {
-                Ok(0) => Ok(None),
-                Ok(_) => Err(Error::corrupt(
-                    &self.name,
-                    offset,
-                    "bytes after the last frame",
-                )),
-                Err(e) => Err(Error::io(&self.name, e)),
-            };
+        if self.is_complete() {
+            return Err(self.trailing_bytes());
         }
-        let what = format!(
-            "frame {} of {}",
-            self.frames_read + 1,
-            self.header.frame_count
-        );
-        read_exact_or_corrupt(&mut self.reader, &mut self.buf, &self.name, offset, &what)?;
+        if frame.len() != FRAME_SIZE {
+            return Err(self.truncated(frame.len()));
+        }
         let bad = |what: String| Err(Error::corrupt(&self.name, offset, what));
-        let Some(header) = FrameHeader::decode_verified(self.previous, &self.buf) else {
+        let Some(header) = FrameHeader::decode_verified(self.previous, frame) else {
             return bad("frame checksum mismatch".into());
         };
         let is_last = self.frames_read + 1 == self.header.frame_count;
         if header.flags != if is_last { FRAME_LAST } else { 0 } {
-            return bad(format!("frame flags {:#x} on {what}", header.flags));
+            return bad(format!(
+                "frame flags {:#x} on frame {} of {}",
+                header.flags,
+                self.frames_read + 1,
+                self.header.frame_count
+            ));
         }
         if header.page_no <= self.previous_page {
             return bad(format!(
@@ -236,10 +247,75 @@ impl<R: Read> CompactedReader<R> {
         if header.size_after != 0 {
             return bad("compacted frame carries a commit size".into());
         }
-        page.copy_from_slice(&self.buf[FRAME_HEADER_SIZE..]);
         self.previous = header.checksum;
         self.previous_page = header.page_no;
         self.frames_read += 1;
+        Ok(header)
+    }
+}
+
+/// Streams the frames of compacted data from any `Read`, verifying each with a
+/// `CompactedDecoder`, and checks that nothing follows the last frame.
+#[derive(Debug)]
+pub struct CompactedReader<R> {
+    /// The data being read.
+    reader: R,
+    /// Verifies what is read.
+    decoder: CompactedDecoder,
+    /// Reused frame buffer.
+    buf: Vec<u8>,
+}
+
+impl<R: Read> CompactedReader<R> {
+    /// Reads and validates the header; `name` names the data in errors.
+    #[tracing::instrument(level = "trace", skip_all)]
+    pub fn new(mut reader: R, name: impl Into<PathBuf>) -> Result<Self> {
+        let name = name.into();
+        let mut encoded = [0; COMPACTED_HEADER_SIZE];
+        match read_full(&mut reader, &mut encoded) {
+            Ok(n) if n == COMPACTED_HEADER_SIZE => {}
+            Ok(n) => {
+                return Err(Error::corrupt(
+                    &name,
+                    0,
+                    format!("truncated: header needs {COMPACTED_HEADER_SIZE} bytes, {n} remain"),
+                ))
+            }
+            Err(e) => return Err(Error::io(&name, e)),
+        }
+        Ok(CompactedReader {
+            reader,
+            decoder: CompactedDecoder::new(&encoded, name)?,
+            buf: vec![0; FRAME_SIZE],
+        })
+    }
+
+    /// Returns the validated header.
+    pub fn header(&self) -> &CompactedHeader {
+        self.decoder.header()
+    }
+
+    /// Returns the byte offset in the data of the next frame.
+    pub fn next_offset(&self) -> u64 {
+        self.decoder.next_offset()
+    }
+
+    /// Reads the next frame's page into `page` (`PAGE_SIZE` bytes) and returns its header, or
+    /// `None` after the last frame (having checked that nothing follows it).
+    pub fn next_frame(&mut self, page: &mut [u8]) -> Result<Option<FrameHeader>> {
+        check_page_buffer(page, self.decoder.name())?;
+        let io_err = |decoder: &CompactedDecoder, e| Error::io(decoder.name(), e);
+        if self.decoder.is_complete() {
+            let mut extra = [0; 1];
+            return match read_full(&mut self.reader, &mut extra) {
+                Ok(0) => Ok(None),
+                Ok(_) => Err(self.decoder.trailing_bytes()),
+                Err(e) => Err(io_err(&self.decoder, e)),
+            };
+        }
+        let n = read_full(&mut self.reader, &mut self.buf).map_err(|e| io_err(&self.decoder, e))?;
+        let header = self.decoder.decode_frame(&self.buf[..n])?;
+        page.copy_from_slice(&self.buf[FRAME_HEADER_SIZE..]);
         Ok(Some(header))
     }
 
@@ -247,7 +323,7 @@ impl<R: Read> CompactedReader<R> {
     /// the header.
     pub fn verify_with_index(mut self, index: &PageIndex) -> Result<CompactedHeader> {
         let mut page = vec![0; PAGE_SIZE];
-        let mut entries = Vec::with_capacity(self.header.frame_count as usize);
+        let mut entries = Vec::with_capacity(self.header().frame_count as usize);
         loop {
             let offset = self.next_offset();
             match self.next_frame(&mut page)? {
@@ -257,12 +333,12 @@ impl<R: Read> CompactedReader<R> {
         }
         if index.entries() != entries {
             return Err(Error::corrupt(
-                &self.name,
+                self.decoder.name(),
                 0,
                 "page index does not match the frames of the compacted segment",
             ));
         }
-        Ok(self.header)
+        Ok(*self.header())
     }
 }
 
@@ -278,23 +354,4 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// Fills `buf`; a stream that ends early is corruption (truncated data), not an I/O error.
-fn read_exact_or_corrupt(
-    reader: &mut impl Read,
-    buf: &mut [u8],
-    name: &Path,
-    offset: u64,
-    what: &str,
-) -> Result<()> {
-    match read_full(reader, buf) {
-        Ok(n) if n == buf.len() => Ok(()),
-        Ok(n) => Err(Error::corrupt(
-            name,
-            offset,
-            format!("truncated: {what} needs {} bytes, {n} remain", buf.len()),
-        )),
-        Err(e) => Err(Error::io(name, e)),
-    }
 }

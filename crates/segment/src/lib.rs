@@ -20,7 +20,7 @@ mod open;
 mod scan;
 mod sealed;
 
-pub use compacted::{merge, CompactedReader, CompactedSegment};
+pub use compacted::{merge, CompactedDecoder, CompactedReader, CompactedSegment};
 pub use current::{CurrentSegment, RecoveryReport};
 pub use error::{Error, Result};
 pub use index::PageIndex;
