@@ -1,0 +1,421 @@
+//! The conformance suite every backend must pass: `pub async fn`s that take a backend and a
+//! scratch directory, build real compacted segments with the segment crate, and assert the
+//! contract of `Backend` and `BackendExt`. Each backend's tests call every one of them (the fs
+//! backend in a temp dir, the S3 backend against a real S3 server over loopback).
+//!
+//! A failed check panics with a message saying what the backend did.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::DateTime;
+use libsql_wal_segment::format::PAGE_SIZE;
+use libsql_wal_segment::{merge, CurrentSegment, SealedSegment, StdIo};
+
+use crate::backend::Backend;
+use crate::error::Error;
+use crate::ext::{BackendExt, FindSegment};
+use crate::key::SegmentKey;
+use crate::namespace::NamespaceName;
+
+/// A compacted segment written to a local file, ready to store.
+#[derive(Debug)]
+pub struct TestSegment {
+    /// Its key.
+    pub key: SegmentKey,
+    /// The compacted data file.
+    pub data: PathBuf,
+    /// The encoded page index.
+    pub index: Vec<u8>,
+}
+
+fn namespace(name: &str) -> NamespaceName {
+    name.parse().expect("test namespace names are valid")
+}
+
+/// Returns the page written for `page_no` in the frame `frame_no`: its bytes name both.
+pub fn test_page(page_no: u32, frame_no: u64) -> Vec<u8> {
+    let mut page = vec![0; PAGE_SIZE];
+    for (i, chunk) in page.chunks_exact_mut(12).enumerate() {
+        chunk[..4].copy_from_slice(&page_no.to_le_bytes());
+        chunk[4..12].copy_from_slice(&(frame_no ^ i as u64).to_le_bytes());
+    }
+    page
+}
+
+/// Writes sealed segments covering frames `start..=end`, one transaction per frame, frame
+/// `f` writing page `(f % pages) + 1`, split into `parts` segments sealed at `timestamp_ms`.
+fn sealed_segments(
+    dir: &Path,
+    start: u64,
+    end: u64,
+    pages: u32,
+    parts: u64,
+    timestamp_ms: u64,
+) -> Vec<SealedSegment<std::fs::File>> {
+    let log_id = uuid::Uuid::from_u128(0x5eed);
+    let per_part = (end - start + 1).div_ceil(parts);
+    let mut sealed = Vec::new();
+    let mut first = start;
+    while first <= end {
+        let last = (first + per_part - 1).min(end);
+        let path = dir.join(format!("sealed-{first}-{last}-{timestamp_ms}"));
+        let _ = std::fs::remove_file(&path);
+        let segment =
+            CurrentSegment::create(&StdIo, &path, first, log_id).expect("create a test segment");
+        for frame_no in first..=last {
+            let page_no = (frame_no % u64::from(pages)) as u32 + 1;
+            segment
+                .insert_frames([(page_no, &test_page(page_no, frame_no)[..])], Some(pages))
+                .expect("append to a test segment");
+        }
+        let at = DateTime::from_timestamp_millis(timestamp_ms as i64).unwrap_or_default();
+        sealed.push(
+            segment
+                .seal(at)
+                .expect("seal a test segment")
+                .expect("test segments have frames"),
+        );
+        first = last + 1;
+    }
+    sealed
+}
+
+/// Builds a compacted segment of frames `start..=end` (merged from `parts` sealed segments)
+/// whose key carries `timestamp_ms`.
+pub fn make_segment(
+    dir: &Path,
+    start: u64,
+    end: u64,
+    pages: u32,
+    parts: u64,
+    timestamp_ms: u64,
+) -> TestSegment {
+    let sealed = sealed_segments(dir, start, end, pages, parts, timestamp_ms);
+    let refs: Vec<_> = sealed.iter().collect();
+    let data = dir.join(format!("compacted-{start}-{end}-{timestamp_ms}"));
+    let file = std::fs::File::create(&data).expect("create a compacted file");
+    let compacted = merge(&refs, std::io::BufWriter::new(file)).expect("merge test segments");
+    TestSegment {
+        key: SegmentKey::from(&compacted.header),
+        data,
+        index: compacted.index.encode(),
+    }
+}
+
+async fn store<B: Backend>(backend: &B, ns: &NamespaceName, segment: &TestSegment) {
+    backend
+        .store_segment(
+            backend.default_config(),
+            ns,
+            segment.key,
+            &segment.data,
+            segment.index.clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("storing {} failed: {e}", segment.key));
+}
+
+/// Stores segments of several namespaces; listing, meta and the namespace list see them all.
+pub async fn store_and_list_many_segments_for_many_namespaces<B: Backend>(
+    backend: &B,
+    scratch: &Path,
+) {
+    let config = backend.default_config();
+    let names = ["alpha", "beta", "gamma"];
+    for (n, name) in names.iter().enumerate() {
+        let ns = namespace(name);
+        for i in 0..5u64 {
+            let start = i * 10 + 1;
+            let segment = make_segment(scratch, start, start + 9, 7, 1, 1000 + i + n as u64);
+            store(backend, &ns, &segment).await;
+        }
+    }
+    let listed = backend
+        .list_namespaces(config)
+        .await
+        .expect("list namespaces");
+    let listed: Vec<_> = listed.iter().map(NamespaceName::as_str).collect();
+    assert_eq!(listed, names, "list_namespaces");
+    for name in names {
+        let ns = namespace(name);
+        let keys = backend
+            .list_segments(config, &ns, u64::MAX)
+            .await
+            .expect("list segments");
+        let ends: Vec<_> = keys.iter().map(|k| k.end_frame_no).collect();
+        assert_eq!(ends, [50, 40, 30, 20, 10], "{name}: newest-ending first");
+        let keys = backend
+            .list_segments(config, &ns, 35)
+            .await
+            .expect("list segments");
+        let ends: Vec<_> = keys.iter().map(|k| k.end_frame_no).collect();
+        assert_eq!(ends, [30, 20, 10], "{name}: up to frame 35");
+        let meta = backend.meta(config, &ns).await.expect("meta");
+        assert_eq!(meta.durable_frame_no, 50, "{name}: durable frame_no");
+    }
+    let meta = backend
+        .meta(config, &namespace("nobody"))
+        .await
+        .expect("meta of an empty namespace");
+    assert_eq!(meta.durable_frame_no, 0);
+}
+
+/// Finds segments by frame and by time among original and overlapping compacted segments.
+pub async fn find_by_frame_and_timestamp_with_overlapping_segments<B: Backend>(
+    backend: &B,
+    scratch: &Path,
+) {
+    let config = backend.default_config();
+    let ns = namespace("find");
+    let a = make_segment(scratch, 1, 10, 5, 1, 100);
+    let b = make_segment(scratch, 11, 20, 5, 1, 200);
+    let c = make_segment(scratch, 21, 30, 5, 1, 300);
+    let ab = make_segment(scratch, 1, 20, 5, 2, 200);
+    for segment in [&a, &b, &c, &ab] {
+        store(backend, &ns, segment).await;
+    }
+    let cases = [
+        (FindSegment::EndingAtOrBefore(30), Some(c.key)),
+        (FindSegment::EndingAtOrBefore(29), Some(ab.key)),
+        (FindSegment::EndingAtOrBefore(20), Some(ab.key)),
+        (FindSegment::EndingAtOrBefore(19), Some(a.key)),
+        (FindSegment::EndingAtOrBefore(9), None),
+        (FindSegment::EndingAtOrBefore(u64::MAX), Some(c.key)),
+        (FindSegment::Containing(15), Some(b.key)),
+        (FindSegment::Containing(5), Some(a.key)),
+        (FindSegment::Containing(25), Some(c.key)),
+        (FindSegment::Containing(31), Some(c.key)),
+        (FindSegment::Containing(0), None),
+        (FindSegment::SealedAtOrBefore(250), Some(ab.key)),
+        (FindSegment::SealedAtOrBefore(300), Some(c.key)),
+        (FindSegment::SealedAtOrBefore(100), Some(a.key)),
+        (FindSegment::SealedAtOrBefore(99), None),
+    ];
+    for (find, expected) in cases {
+        let found = backend
+            .find_segment(config, &ns, find)
+            .await
+            .expect("find a segment");
+        assert_eq!(found, expected, "{find:?}");
+    }
+}
+
+/// Fetches a stored segment's index, frames and data, and checks them against the source.
+pub async fn fetch_and_verify<B: Backend>(backend: &B, scratch: &Path) {
+    let config = backend.default_config();
+    let ns = namespace("fetch");
+    let segment = make_segment(scratch, 1, 300, 40, 3, 500);
+    store(backend, &ns, &segment).await;
+
+    let index = backend
+        .fetch_index(config, &ns, segment.key)
+        .await
+        .expect("fetch index");
+    assert_eq!(index.encode(), segment.index, "fetched index");
+
+    let mut frames = backend
+        .fetch_segment_frames(config, &ns, segment.key)
+        .await
+        .expect("fetch frames");
+    assert_eq!(SegmentKey::from(frames.header()), segment.key);
+    let mut page = vec![0; PAGE_SIZE];
+    let mut seen = 0;
+    while let Some(frame) = frames.next_frame(&mut page).await.expect("next frame") {
+        assert_eq!(
+            page,
+            test_page(frame.page_no, frame.frame_no),
+            "page {}",
+            frame.page_no
+        );
+        assert!(
+            frame.frame_no > 300 - 40,
+            "only the newest version of each page"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 40);
+
+    let dest = scratch.join("fetched");
+    let fetched = backend
+        .fetch_segment_data(config, &ns, segment.key, &dest)
+        .await
+        .expect("fetch data");
+    assert_eq!(fetched.path, dest);
+    assert_eq!(SegmentKey::from(&fetched.header), segment.key);
+    assert_eq!(fetched.index.encode(), segment.index);
+    let fetched_bytes = std::fs::read(&dest).expect("read the fetched file");
+    let source_bytes = std::fs::read(&segment.data).expect("read the source file");
+    assert!(
+        fetched_bytes == source_bytes,
+        "fetched data differs from what was stored"
+    );
+}
+
+/// Replaces object `key` with its bytes, one of them flipped.
+async fn flip_byte<B: Backend>(backend: &B, key: &str, at: usize) {
+    use tokio::io::AsyncReadExt;
+    let config = backend.default_config();
+    let mut bytes = Vec::new();
+    backend
+        .get(config, key)
+        .await
+        .expect("read the object to damage")
+        .read_to_end(&mut bytes)
+        .await
+        .expect("read the object to damage");
+    let at = at.min(bytes.len() - 1);
+    bytes[at] ^= 0x10;
+    backend
+        .put_bytes(config, key, bytes)
+        .await
+        .expect("write the damaged object");
+}
+
+/// A byte flipped in a stored object, behind the segment layer's back, is reported as
+/// `Corrupt` naming the object; the download destination is left untouched.
+pub async fn a_flipped_byte_is_reported_as_corruption_naming_the_key<B: Backend>(
+    backend: &B,
+    scratch: &Path,
+) {
+    let config = backend.default_config();
+    let ns = namespace("corrupt");
+    let segment = make_segment(scratch, 1, 50, 20, 1, 700);
+    for at in [0, 100, 5_000, usize::MAX] {
+        store(backend, &ns, &segment).await;
+        let data_key = format!("{ns}/segments/{}", segment.key);
+        flip_byte(backend, &data_key, at).await;
+        let dest = scratch.join(format!("damaged-{at}"));
+        let err = backend
+            .fetch_segment_data(config, &ns, segment.key, &dest)
+            .await
+            .expect_err("a damaged segment must not fetch");
+        match &err {
+            Error::Corrupt { key, .. } => assert_eq!(key, &data_key),
+            other => panic!("expected Corrupt, got {other}"),
+        }
+        assert!(!dest.exists(), "nothing is left at the destination");
+        assert!(
+            !dest.with_extension("partial").exists(),
+            "no partial file is left"
+        );
+
+        let index_key = format!("{ns}/indexes/{}", segment.key);
+        flip_byte(backend, &index_key, at).await;
+        match backend.fetch_index(config, &ns, segment.key).await {
+            Err(Error::Corrupt { key, .. }) => assert_eq!(key, index_key),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+/// Missing objects are `NotFound`; deleting them is fine.
+pub async fn missing_objects_are_not_found<B: Backend>(backend: &B, scratch: &Path) {
+    let config = backend.default_config();
+    let ns = namespace("missing");
+    let key = SegmentKey {
+        start_frame_no: 1,
+        end_frame_no: 9,
+        timestamp_ms: 1,
+    };
+    let err = backend
+        .fetch_index(config, &ns, key)
+        .await
+        .expect_err("no index");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    let dest = scratch.join("never");
+    let err = backend
+        .fetch_segment_data(config, &ns, key, &dest)
+        .await
+        .expect_err("no data");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(!dest.exists());
+    backend
+        .delete_segments(config, &ns, &[key])
+        .await
+        .expect("deleting a missing segment is fine");
+    let found = backend
+        .find_segment(config, &ns, FindSegment::Containing(5))
+        .await
+        .expect("find in an empty namespace");
+    assert_eq!(found, None);
+}
+
+/// Many tasks store at once; every segment is there afterwards.
+pub async fn concurrent_stores_from_many_tasks<B: Backend>(backend: Arc<B>, scratch: &Path) {
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let backend = backend.clone();
+        let dir = scratch.join(format!("task-{t}"));
+        std::fs::create_dir_all(&dir).expect("create a task dir");
+        tasks.push(tokio::spawn(async move {
+            let ns = namespace(&format!("concurrent-{}", t % 2));
+            for i in 0..4u64 {
+                let start = (t * 4 + i) * 10 + 1;
+                let segment = make_segment(&dir, start, start + 9, 3, 1, start);
+                store(&*backend, &ns, &segment).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a storing task panicked");
+    }
+    let config = backend.default_config();
+    let mut total = 0;
+    for ns in ["concurrent-0", "concurrent-1"] {
+        let keys = backend
+            .list_segments(config, &namespace(ns), u64::MAX)
+            .await
+            .expect("list");
+        assert_eq!(keys.len(), 16, "{ns}");
+        total += keys.len();
+    }
+    assert_eq!(total, 32);
+}
+
+/// A segment of `frames` frames (big enough to go multipart on S3 with a small threshold)
+/// stores and fetches back whole.
+pub async fn a_large_segment_round_trips<B: Backend>(backend: &B, scratch: &Path, frames: u64) {
+    let config = backend.default_config();
+    let ns = namespace("large");
+    let segment = make_segment(scratch, 1, frames, frames as u32, 1, 900);
+    store(backend, &ns, &segment).await;
+    let dest = scratch.join("large-fetched");
+    let fetched = backend
+        .fetch_segment_data(config, &ns, segment.key, &dest)
+        .await
+        .expect("fetch a large segment");
+    assert_eq!(u64::from(fetched.header.frame_count), frames);
+    let same = std::fs::read(&dest).expect("read") == std::fs::read(&segment.data).expect("read");
+    assert!(same, "the large segment came back different");
+}
+
+/// Deleted segments are gone from listings and fetches; the others stay.
+pub async fn delete_and_list_again<B: Backend>(backend: &B, scratch: &Path) {
+    let config = backend.default_config();
+    let ns = namespace("delete");
+    let segments: Vec<_> = (0..4u64)
+        .map(|i| make_segment(scratch, i * 10 + 1, i * 10 + 10, 4, 1, 10 + i))
+        .collect();
+    for segment in &segments {
+        store(backend, &ns, segment).await;
+    }
+    backend
+        .delete_segments(config, &ns, &[segments[0].key, segments[2].key])
+        .await
+        .expect("delete");
+    let keys = backend
+        .list_segments(config, &ns, u64::MAX)
+        .await
+        .expect("list");
+    assert_eq!(keys, [segments[3].key, segments[1].key]);
+    let err = backend
+        .fetch_index(config, &ns, segments[0].key)
+        .await
+        .expect_err("deleted");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    backend
+        .delete_segments(config, &ns, &[segments[0].key])
+        .await
+        .expect("deleting twice is fine");
+}

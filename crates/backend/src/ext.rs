@@ -1,0 +1,451 @@
+//! `BackendExt`: the segment operations every backend gets from its `Backend` core. The remote
+//! layout is decided here and only here:
+//!
+//! `{namespace}/segments/{key}` holds a compacted segment's data, `{namespace}/indexes/{key}`
+//! its page index. The index is written before the data and deleted after it, so a listed
+//! segment always has its index; the data object is the commit point of a store.
+//!
+//! Everything read is verified: indexes are decoded and checked, data is checked frame by frame
+//! as it streams (`CompactedDecoder`), and the header must match the key it was stored under.
+//! A bad object is `Error::Corrupt` naming its key.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use libsql_wal_segment::format::{
+    CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE, FRAME_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE,
+};
+use libsql_wal_segment::{CompactedDecoder, PageIndex};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, warn};
+
+use crate::backend::{Backend, ObjectReader};
+use crate::error::{Error, Result};
+use crate::key::SegmentKey;
+use crate::namespace::NamespaceName;
+
+/// Keys listed per `list` call.
+const LIST_PAGE: usize = 1000;
+
+/// What `find_segment` looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindSegment {
+    /// The newest-ending segment whose last frame is at or before this frame_no (the widest of
+    /// those). A restore to frame n starts from it. One `list` call.
+    EndingAtOrBefore(u64),
+    /// The segment that contains this frame_no (the narrowest, if compacted segments overlap
+    /// it), or else the newest that ends before it. Lists from the newest segment down to it.
+    Containing(u64),
+    /// The newest segment sealed at or before this time (milliseconds since the Unix epoch),
+    /// never one sealed after it. Lists from the newest segment down to it.
+    SealedAtOrBefore(u64),
+}
+
+/// What a backend knows about a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceMeta {
+    /// The highest frame_no stored (0 when nothing is).
+    pub durable_frame_no: u64,
+}
+
+/// A segment fetched to a local file and verified.
+#[derive(Debug, Clone)]
+pub struct FetchedSegment {
+    /// The header of the data.
+    pub header: CompactedHeader,
+    /// The page index rebuilt from the frames that were verified.
+    pub index: PageIndex,
+    /// Where the data is.
+    pub path: PathBuf,
+}
+
+/// The frames of a stored segment, verified one by one as they are read.
+pub struct SegmentFrames {
+    /// The object body.
+    reader: ObjectReader,
+    /// Verifies frames and knows the header.
+    decoder: CompactedDecoder,
+    /// Full key of the object, for errors.
+    object: String,
+    /// Reused frame buffer.
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for SegmentFrames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentFrames")
+            .field("object", &self.object)
+            .field("header", self.decoder.header())
+            .finish()
+    }
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+async fn read_full(
+    reader: &mut (impl AsyncRead + Unpin + ?Sized),
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]).await? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+impl SegmentFrames {
+    async fn open(mut reader: ObjectReader, object: String, key: SegmentKey) -> Result<Self> {
+        let mut encoded = [0; COMPACTED_HEADER_SIZE];
+        let n = read_full(&mut reader, &mut encoded)
+            .await
+            .map_err(|e| Error::transient(format!("reading {object}"), e))?;
+        if n < COMPACTED_HEADER_SIZE {
+            return Err(Error::corrupt(
+                &object,
+                format!("truncated: {n} bytes, a header needs {COMPACTED_HEADER_SIZE}"),
+            ));
+        }
+        let decoder = CompactedDecoder::new(&encoded, &object)
+            .map_err(|e| Error::from_segment(&object, e))?;
+        if SegmentKey::from(decoder.header()) != key {
+            return Err(Error::corrupt(
+                &object,
+                format!(
+                    "header covers frames {}..={} sealed at {}, not what the key says",
+                    decoder.header().start_frame_no,
+                    decoder.header().end_frame_no,
+                    decoder.header().timestamp_ms
+                ),
+            ));
+        }
+        Ok(SegmentFrames {
+            reader,
+            decoder,
+            object,
+            buf: vec![0; FRAME_SIZE],
+        })
+    }
+
+    /// Returns the verified header.
+    pub fn header(&self) -> &CompactedHeader {
+        self.decoder.header()
+    }
+
+    /// Returns the byte offset in the data of the next frame.
+    pub fn next_offset(&self) -> u64 {
+        self.decoder.next_offset()
+    }
+
+    /// Reads and verifies the next frame, copying its page into `page` (`PAGE_SIZE` bytes).
+    /// Returns `None` after the last frame, once it checked that nothing follows.
+    pub async fn next_frame(&mut self, page: &mut [u8]) -> Result<Option<FrameHeader>> {
+        if page.len() != PAGE_SIZE {
+            return Err(Error::fatal(
+                format!("reading {}", self.object),
+                format!("page buffer is {} bytes, pages are {PAGE_SIZE}", page.len()),
+            ));
+        }
+        let frame = self.next_raw_frame().await?;
+        if frame.is_some() {
+            page.copy_from_slice(&self.buf[FRAME_HEADER_SIZE..]);
+        }
+        Ok(frame)
+    }
+
+    /// Reads and verifies the next frame into the internal buffer.
+    async fn next_raw_frame(&mut self) -> Result<Option<FrameHeader>> {
+        let object = &self.object;
+        let io_err = |e| Error::transient(format!("reading {object}"), e);
+        if self.decoder.is_complete() {
+            let mut extra = [0; 1];
+            return match read_full(&mut self.reader, &mut extra)
+                .await
+                .map_err(io_err)?
+            {
+                0 => Ok(None),
+                _ => Err(Error::from_segment(object, self.decoder.trailing_bytes())),
+            };
+        }
+        let n = read_full(&mut self.reader, &mut self.buf)
+            .await
+            .map_err(io_err)?;
+        self.decoder
+            .decode_frame(&self.buf[..n])
+            .map(Some)
+            .map_err(|e| Error::from_segment(object, e))
+    }
+}
+
+fn segment_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
+    format!("{namespace}/segments/{key}")
+}
+
+fn index_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
+    format!("{namespace}/indexes/{key}")
+}
+
+fn segments_prefix(namespace: &NamespaceName) -> String {
+    format!("{namespace}/segments/")
+}
+
+/// Parses a listed object key under `prefix` into a segment key.
+fn parse_listed(prefix: &str, object: &str) -> Result<SegmentKey> {
+    object
+        .strip_prefix(prefix)
+        .unwrap_or(object)
+        .parse()
+        .map_err(|e: crate::key::InvalidSegmentKey| Error::corrupt(object, e.to_string()))
+}
+
+/// Segment operations, available on every `Backend`.
+pub trait BackendExt: Backend {
+    /// Stores a compacted segment of `namespace` under `key`: `data` is the file holding the
+    /// compacted data (as `merge` wrote it), `index` its encoded page index. The index is stored
+    /// first, then the data; the segment exists once the data does.
+    fn store_segment(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+        data: &Path,
+        index: Vec<u8>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            self.put_bytes(config, &index_object(namespace, &key), index)
+                .await?;
+            self.put_file(config, &segment_object(namespace, &key), data)
+                .await?;
+            debug!(%namespace, %key, "segment stored");
+            Ok(())
+        }
+    }
+
+    /// Returns the keys of `namespace`'s segments that end at or before `until_frame_no`,
+    /// newest-ending first.
+    fn list_segments(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        until_frame_no: u64,
+    ) -> impl Future<Output = Result<Vec<SegmentKey>>> + Send {
+        async move {
+            let prefix = segments_prefix(namespace);
+            let mut after = format!(
+                "{prefix}{}",
+                SegmentKey::list_after_for_end_at_most(until_frame_no)
+            );
+            let mut keys = Vec::new();
+            loop {
+                let page = self.list(config, &prefix, Some(&after), LIST_PAGE).await?;
+                for object in &page {
+                    keys.push(parse_listed(&prefix, object)?);
+                }
+                match page.last() {
+                    Some(last) if page.len() == LIST_PAGE => after = last.clone(),
+                    _ => return Ok(keys),
+                }
+            }
+        }
+    }
+
+    /// Finds a segment of `namespace` (see `FindSegment`).
+    fn find_segment(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        find: FindSegment,
+    ) -> impl Future<Output = Result<Option<SegmentKey>>> + Send {
+        async move {
+            let prefix = segments_prefix(namespace);
+            if let FindSegment::EndingAtOrBefore(frame_no) = find {
+                let after = format!(
+                    "{prefix}{}",
+                    SegmentKey::list_after_for_end_at_most(frame_no)
+                );
+                let page = self.list(config, &prefix, Some(&after), 1).await?;
+                return page.first().map(|o| parse_listed(&prefix, o)).transpose();
+            }
+            // Walk from the newest segment down.
+            let mut after: Option<String> = None;
+            let mut containing = None;
+            loop {
+                let page = self
+                    .list(config, &prefix, after.as_deref(), LIST_PAGE)
+                    .await?;
+                for object in &page {
+                    let key = parse_listed(&prefix, object)?;
+                    match find {
+                        FindSegment::SealedAtOrBefore(t) if key.timestamp_ms <= t => {
+                            return Ok(Some(key))
+                        }
+                        FindSegment::Containing(n) if key.includes(n) => containing = Some(key),
+                        FindSegment::Containing(n) if key.end_frame_no < n => {
+                            return Ok(containing.or(Some(key)))
+                        }
+                        _ => {}
+                    }
+                }
+                match page.last() {
+                    Some(last) if page.len() == LIST_PAGE => after = Some(last.clone()),
+                    _ => return Ok(containing),
+                }
+            }
+        }
+    }
+
+    /// Fetches and verifies the page index of a segment.
+    fn fetch_index(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+    ) -> impl Future<Output = Result<PageIndex>> + Send {
+        async move {
+            let object = index_object(namespace, &key);
+            let mut reader = self.get(config, &object).await?;
+            let mut bytes = Vec::new();
+            reader
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| Error::transient(format!("reading {object}"), e))?;
+            PageIndex::decode(&bytes, Path::new(&object), 0)
+                .map_err(|e| Error::from_segment(&object, e))
+        }
+    }
+
+    /// Opens the data of a segment as a stream of verified frames.
+    fn fetch_segment_frames(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+    ) -> impl Future<Output = Result<SegmentFrames>> + Send {
+        async move {
+            let object = segment_object(namespace, &key);
+            let reader = self.get(config, &object).await?;
+            SegmentFrames::open(reader, object, key).await
+        }
+    }
+
+    /// Downloads the data of a segment to `dest`, verifying every frame on the way. The bytes go
+    /// to a temporary sibling first, are fsynced, and renamed to `dest` only when all of them
+    /// checked out: `dest` never holds a partial or unverified segment.
+    fn fetch_segment_data(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+        dest: &Path,
+    ) -> impl Future<Output = Result<FetchedSegment>> + Send {
+        async move {
+            let mut frames = self.fetch_segment_frames(config, namespace, key).await?;
+            let partial = dest.with_extension("partial");
+            let result = download(&mut frames, &partial, dest).await;
+            if result.is_err() {
+                if let Err(e) = tokio::fs::remove_file(&partial).await {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        warn!(path = %partial.display(), error = %e, "cannot remove partial download");
+                    }
+                }
+            }
+            result
+        }
+    }
+
+    /// Returns what the backend knows of `namespace`: its durable frame_no is the end of its
+    /// newest-ending segment.
+    fn meta(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+    ) -> impl Future<Output = Result<NamespaceMeta>> + Send {
+        async move {
+            let prefix = segments_prefix(namespace);
+            let page = self.list(config, &prefix, None, 1).await?;
+            let durable_frame_no = match page.first() {
+                Some(object) => parse_listed(&prefix, object)?.end_frame_no,
+                None => 0,
+            };
+            Ok(NamespaceMeta { durable_frame_no })
+        }
+    }
+
+    /// Returns the namespaces that have objects in the backend, in order. Directories whose
+    /// name is not a valid namespace are skipped with a warning.
+    fn list_namespaces(
+        &self,
+        config: &Self::Config,
+    ) -> impl Future<Output = Result<Vec<NamespaceName>>> + Send {
+        async move {
+            let mut namespaces = Vec::new();
+            for name in self.list_children(config, "").await? {
+                match name.parse() {
+                    Ok(namespace) => namespaces.push(namespace),
+                    Err(e) => {
+                        warn!(name, error = %e, "skipping a directory that is not a namespace")
+                    }
+                }
+            }
+            Ok(namespaces)
+        }
+    }
+
+    /// Deletes segments of `namespace`: each one's data, then its index. Deleting a segment
+    /// that is not there is not an error.
+    fn delete_segments(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        keys: &[SegmentKey],
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            for key in keys {
+                self.delete(config, &segment_object(namespace, key)).await?;
+                self.delete(config, &index_object(namespace, key)).await?;
+                debug!(%namespace, %key, "segment deleted");
+            }
+            Ok(())
+        }
+    }
+}
+
+impl<B: Backend + ?Sized> BackendExt for B {}
+
+/// Streams verified frames into `partial`, then renames it to `dest`.
+async fn download(
+    frames: &mut SegmentFrames,
+    partial: &Path,
+    dest: &Path,
+) -> Result<FetchedSegment> {
+    let local = |e| Error::transient(format!("writing {}", partial.display()), e);
+    let file = tokio::fs::File::create(partial).await.map_err(local)?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&frames.header().encode())
+        .await
+        .map_err(local)?;
+    let mut entries = Vec::with_capacity(frames.header().frame_count as usize);
+    loop {
+        let offset = frames.next_offset();
+        match frames.next_raw_frame().await? {
+            Some(frame) => {
+                entries.push((frame.page_no, offset));
+                out.write_all(&frames.buf).await.map_err(local)?;
+            }
+            None => break,
+        }
+    }
+    out.flush().await.map_err(local)?;
+    let file = out.into_inner();
+    file.sync_all().await.map_err(local)?;
+    drop(file);
+    tokio::fs::rename(partial, dest).await.map_err(local)?;
+    let index =
+        PageIndex::build(&entries, dest).map_err(|e| Error::from_segment(&frames.object, e))?;
+    Ok(FetchedSegment {
+        header: *frames.header(),
+        index,
+        path: dest.to_path_buf(),
+    })
+}

@@ -1,0 +1,262 @@
+//! The fs backend, the embedded default: objects are files under a root directory, with the same
+//! layout as in a bucket. Writes are atomic: the bytes go to a temporary file under
+//! `{root}/.tmp`, are fsynced, renamed into place, and the directory is fsynced, so a crash
+//! leaves either the whole object or none (and at most a stray temporary file, removed at the
+//! next start).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, instrument};
+
+use crate::backend::{Backend, ObjectReader};
+use crate::error::{Error, Result};
+
+/// Directory under the root that holds files being written.
+const TMP_DIR: &str = ".tmp";
+
+/// What an object is written from.
+enum Content<'a> {
+    /// Bytes in memory.
+    Bytes(Vec<u8>),
+    /// The content of a file.
+    File(&'a Path),
+}
+
+/// Where the fs backend keeps objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// The root directory.
+    pub root: PathBuf,
+}
+
+/// Objects as files under a root directory.
+#[derive(Debug)]
+pub struct FsBackend {
+    /// The default root.
+    config: FsConfig,
+    /// Makes temporary file names unique within this process.
+    next_tmp: AtomicU64,
+}
+
+fn local(context: impl std::fmt::Display, path: &Path, e: std::io::Error) -> Error {
+    Error::transient(format!("{context} {}", path.display()), e)
+}
+
+async fn sync_dir(dir: &Path) -> Result<()> {
+    let handle = tokio::fs::File::open(dir)
+        .await
+        .map_err(|e| local("opening directory", dir, e))?;
+    handle
+        .sync_all()
+        .await
+        .map_err(|e| local("syncing directory", dir, e))
+}
+
+impl FsBackend {
+    /// Returns a backend rooted at `root`, creating it if needed and removing temporary files
+    /// that a crash left behind.
+    pub async fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let config = FsConfig { root: root.into() };
+        let tmp = config.root.join(TMP_DIR);
+        match tokio::fs::remove_dir_all(&tmp).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(local("cleaning", &tmp, e)),
+        }
+        tokio::fs::create_dir_all(&tmp)
+            .await
+            .map_err(|e| Error::fatal(format!("creating {}", tmp.display()), e))?;
+        Ok(FsBackend {
+            config,
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
+    fn path(config: &FsConfig, key: &str) -> PathBuf {
+        config.root.join(key)
+    }
+
+    /// Returns a fresh temporary path under `config`'s root.
+    async fn tmp_path(&self, config: &FsConfig) -> Result<PathBuf> {
+        let dir = config.root.join(TMP_DIR);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| local("creating", &dir, e))?;
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        Ok(dir.join(format!("{}-{n}", std::process::id())))
+    }
+
+    /// Moves the finished temporary file `tmp` to object `key`, durably.
+    async fn publish(config: &FsConfig, tmp: &Path, key: &str) -> Result<()> {
+        let dest = Self::path(config, key);
+        let dir = dest.parent().ok_or_else(|| {
+            Error::fatal("storing an object", format!("key {key:?} has no parent"))
+        })?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| local("creating", dir, e))?;
+        tokio::fs::rename(tmp, &dest)
+            .await
+            .map_err(|e| local("renaming into", &dest, e))?;
+        sync_dir(dir).await
+    }
+
+    /// Writes `content` to a fresh temporary file, fsyncs it, then publishes it as `key`;
+    /// removes the temporary file on failure.
+    async fn put_content(&self, config: &FsConfig, key: &str, content: Content<'_>) -> Result<()> {
+        let tmp = self.tmp_path(config).await?;
+        let result = async {
+            match content {
+                Content::Bytes(bytes) => {
+                    let mut file = tokio::fs::File::create(&tmp)
+                        .await
+                        .map_err(|e| local("creating", &tmp, e))?;
+                    file.write_all(&bytes)
+                        .await
+                        .map_err(|e| local("writing", &tmp, e))?;
+                    file.sync_all()
+                        .await
+                        .map_err(|e| local("syncing", &tmp, e))?;
+                }
+                Content::File(source) => {
+                    tokio::fs::copy(source, &tmp).await.map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            Error::fatal(format!("reading {}", source.display()), e)
+                        } else {
+                            local("copying to", &tmp, e)
+                        }
+                    })?;
+                    let file = tokio::fs::File::open(&tmp)
+                        .await
+                        .map_err(|e| local("opening", &tmp, e))?;
+                    file.sync_all()
+                        .await
+                        .map_err(|e| local("syncing", &tmp, e))?;
+                }
+            }
+            Self::publish(config, &tmp, key).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}
+
+impl Backend for FsBackend {
+    type Config = FsConfig;
+
+    fn default_config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
+    async fn put_file(&self, config: &FsConfig, key: &str, source: &Path) -> Result<()> {
+        self.put_content(config, key, Content::File(source)).await
+    }
+
+    #[instrument(skip(self, config, bytes), fields(root = %config.root.display(), len = bytes.len()), level = "debug")]
+    async fn put_bytes(&self, config: &FsConfig, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.put_content(config, key, Content::Bytes(bytes)).await
+    }
+
+    #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
+    async fn get(&self, config: &FsConfig, key: &str) -> Result<ObjectReader> {
+        let path = Self::path(config, key);
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => Ok(Box::pin(tokio::io::BufReader::with_capacity(1 << 20, file))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(local("opening", &path, e)),
+        }
+    }
+
+    #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
+    async fn list(
+        &self,
+        config: &FsConfig,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<Vec<String>> {
+        // Keys are `dir/name`: list the directory part, filter names on the rest of the prefix.
+        let (dir_part, name_prefix) = match prefix.rfind('/') {
+            Some(at) => (&prefix[..=at], &prefix[at + 1..]),
+            None => ("", prefix),
+        };
+        let dir = config.root.join(dir_part);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(local("listing", &dir, e)),
+        };
+        let mut keys = Vec::new();
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| local("listing", &dir, e))?
+        {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !name.starts_with(name_prefix) {
+                continue;
+            }
+            let is_file = entry
+                .file_type()
+                .await
+                .map_err(|e| local("listing", &dir, e))?
+                .is_file();
+            let key = format!("{dir_part}{name}");
+            if is_file && start_after.is_none_or(|after| key.as_str() > after) {
+                keys.push(key);
+            }
+        }
+        keys.sort_unstable();
+        keys.truncate(max_keys);
+        debug!(count = keys.len(), "listed");
+        Ok(keys)
+    }
+
+    #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
+    async fn list_children(&self, config: &FsConfig, prefix: &str) -> Result<Vec<String>> {
+        let dir = config.root.join(prefix);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(local("listing", &dir, e)),
+        };
+        let mut names = Vec::new();
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| local("listing", &dir, e))?
+        {
+            let is_dir = entry
+                .file_type()
+                .await
+                .map_err(|e| local("listing", &dir, e))?
+                .is_dir();
+            match entry.file_name().into_string() {
+                Ok(name) if is_dir && name != TMP_DIR => names.push(name),
+                _ => {}
+            }
+        }
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
+    async fn delete(&self, config: &FsConfig, key: &str) -> Result<()> {
+        let path = Self::path(config, key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(local("deleting", &path, e)),
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! The S3 backend (feature `s3`), on aws-sdk-s3: objects under a bucket and a prefix.
+//!
+//! - Credentials and region come from the standard AWS chain (environment, profile, process,
+//!   instance metadata) unless given in `S3Options`.
+//! - An explicit endpoint switches to path-style addressing, for S3-compatible servers (MinIO,
+//!   R2, s3s).
+//! - Files above `multipart_threshold` are uploaded in parts of `part_size`, each part streamed
+//!   from the file: a segment is never held in memory whole. A failed multipart upload is
+//!   aborted so no parts linger.
+//! - Timeouts and retries are the SDK's, set from `S3Options`; failures that survive the SDK's
+//!   retries are classified `Transient` (network, throttling, 5xx) or `Fatal` (everything else).
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use tracing::{debug, instrument, warn};
+
+use crate::backend::{Backend, ObjectReader};
+use crate::error::{Error, Result};
+
+/// Where the S3 backend puts objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// Prepended to every key, with a `/`, unless empty.
+    pub prefix: String,
+}
+
+/// How to reach S3 and how to upload.
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// The default bucket and prefix.
+    pub config: S3Config,
+    /// An S3-compatible endpoint (`http://127.0.0.1:9000`); path-style addressing is used with
+    /// it. `None` means AWS.
+    pub endpoint: Option<String>,
+    /// The region; `None` takes it from the environment, or `us-east-1` with an endpoint.
+    pub region: Option<String>,
+    /// Access key id and secret; `None` uses the standard AWS credential chain.
+    pub credentials: Option<(String, String)>,
+    /// Files larger than this are uploaded in parts.
+    pub multipart_threshold: u64,
+    /// Size of each part (S3's minimum is 5 MiB, except for the last part).
+    pub part_size: u64,
+    /// Time limit of one attempt of one request.
+    pub attempt_timeout: Duration,
+    /// Time limit to open a connection.
+    pub connect_timeout: Duration,
+    /// Attempts per request, the first included, before the SDK gives up.
+    pub max_attempts: u32,
+}
+
+impl S3Options {
+    /// Returns options with defaults for `bucket` and `prefix`: 16 MiB multipart threshold, 8 MiB
+    /// parts, 60 s per attempt, 5 s to connect, 3 attempts.
+    pub fn new(bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+        S3Options {
+            config: S3Config {
+                bucket: bucket.into(),
+                prefix: prefix.into(),
+            },
+            endpoint: None,
+            region: None,
+            credentials: None,
+            multipart_threshold: 16 << 20,
+            part_size: 8 << 20,
+            attempt_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Objects in an S3 bucket.
+#[derive(Debug)]
+pub struct S3Backend {
+    /// The SDK client.
+    client: Client,
+    /// The default bucket and prefix.
+    config: S3Config,
+    /// Files larger than this are uploaded in parts.
+    multipart_threshold: u64,
+    /// Size of each part.
+    part_size: u64,
+}
+
+/// Classifies an SDK error: what may pass on retry is transient.
+fn sdk_error<E, R>(context: String, error: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+    SdkError<E, R>: std::error::Error,
+{
+    let transient = match &error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => matches!(
+            service.err().code(),
+            Some(
+                "SlowDown"
+                    | "InternalError"
+                    | "ServiceUnavailable"
+                    | "RequestTimeout"
+                    | "Throttling"
+                    | "ThrottlingException"
+            )
+        ),
+        _ => false,
+    };
+    let message = match error.code() {
+        Some(code) => format!("{code}: {}", error.message().unwrap_or("no message")),
+        None => aws_sdk_s3::error::DisplayErrorContext(&error).to_string(),
+    };
+    if transient {
+        Error::transient(context, message)
+    } else {
+        Error::fatal(context, message)
+    }
+}
+
+impl S3Backend {
+    /// Connects to S3 as `options` say. Does not check that the bucket exists.
+    pub async fn new(options: S3Options) -> Result<Self> {
+        if options.part_size < 5 << 20 {
+            return Err(Error::fatal(
+                "configuring the S3 backend",
+                format!(
+                    "part_size {} is below S3's 5 MiB minimum",
+                    options.part_size
+                ),
+            ));
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(options.attempt_timeout)
+                    .connect_timeout(options.connect_timeout)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts));
+        if let Some(region) = options.region.clone() {
+            loader = loader.region(Region::new(region));
+        }
+        if let Some((key_id, secret)) = options.credentials.clone() {
+            loader = loader.credentials_provider(Credentials::new(
+                key_id,
+                secret,
+                None,
+                None,
+                "libsql-wal",
+            ));
+        }
+        let sdk_config = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config);
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder.endpoint_url(endpoint).force_path_style(true);
+            if sdk_config.region().is_none() {
+                builder = builder.region(Region::new("us-east-1"));
+            }
+        }
+        Ok(S3Backend {
+            client: Client::from_conf(builder.build()),
+            config: options.config,
+            multipart_threshold: options.multipart_threshold,
+            part_size: options.part_size,
+        })
+    }
+
+    fn object_key(config: &S3Config, key: &str) -> String {
+        if config.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", config.prefix.trim_end_matches('/'))
+        }
+    }
+
+    /// Strips the config's prefix from a listed key.
+    fn relative_key(config: &S3Config, object: &str) -> String {
+        if config.prefix.is_empty() {
+            object.to_string()
+        } else {
+            let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
+            object.strip_prefix(&prefix).unwrap_or(object).to_string()
+        }
+    }
+
+    async fn put_multipart(
+        &self,
+        config: &S3Config,
+        object: &str,
+        source: &Path,
+        len: u64,
+    ) -> Result<()> {
+        let context = || format!("uploading s3://{}/{object}", config.bucket);
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&config.bucket)
+            .key(object)
+            .send()
+            .await
+            .map_err(|e| sdk_error(context(), e))?;
+        let upload_id = upload
+            .upload_id()
+            .ok_or_else(|| Error::fatal(context(), "no upload id in the response"))?
+            .to_string();
+        let result = self
+            .upload_parts(config, object, source, len, &upload_id)
+            .await;
+        if result.is_err() {
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&config.bucket)
+                .key(object)
+                .upload_id(&upload_id)
+                .send()
+                .await
+            {
+                warn!(object, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "cannot abort multipart upload");
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        config: &S3Config,
+        object: &str,
+        source: &Path,
+        len: u64,
+        upload_id: &str,
+    ) -> Result<()> {
+        let context = || format!("uploading s3://{}/{object}", config.bucket);
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut part_number = 1;
+        while offset < len {
+            let part_len = self.part_size.min(len - offset);
+            let body = ByteStream::read_from()
+                .path(source)
+                .offset(offset)
+                .length(Length::Exact(part_len))
+                .build()
+                .await
+                .map_err(|e| Error::transient(format!("reading {}", source.display()), e))?;
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&config.bucket)
+                .key(object)
+                .upload_id(upload_id)
+                .part_number(part_number)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| sdk_error(context(), e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(part_number)
+                    .set_e_tag(part.e_tag().map(str::to_string))
+                    .build(),
+            );
+            debug!(object, part_number, part_len, "part uploaded");
+            offset += part_len;
+            part_number += 1;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&config.bucket)
+            .key(object)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(context(), e))?;
+        Ok(())
+    }
+}
+
+impl Backend for S3Backend {
+    type Config = S3Config;
+
+    fn default_config(&self) -> &S3Config {
+        &self.config
+    }
+
+    #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
+    async fn put_file(&self, config: &S3Config, key: &str, source: &Path) -> Result<()> {
+        let object = Self::object_key(config, key);
+        let len = tokio::fs::metadata(source)
+            .await
+            .map_err(|e| Error::fatal(format!("reading {}", source.display()), e))?
+            .len();
+        if len > self.multipart_threshold {
+            return self.put_multipart(config, &object, source, len).await;
+        }
+        let body = ByteStream::from_path(source)
+            .await
+            .map_err(|e| Error::transient(format!("reading {}", source.display()), e))?;
+        self.client
+            .put_object()
+            .bucket(&config.bucket)
+            .key(&object)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| sdk_error(format!("uploading s3://{}/{object}", config.bucket), e))?;
+        Ok(())
+    }
+
+    #[instrument(skip(self, config, bytes), fields(bucket = %config.bucket, len = bytes.len()), level = "debug")]
+    async fn put_bytes(&self, config: &S3Config, key: &str, bytes: Vec<u8>) -> Result<()> {
+        let object = Self::object_key(config, key);
+        self.client
+            .put_object()
+            .bucket(&config.bucket)
+            .key(&object)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| sdk_error(format!("uploading s3://{}/{object}", config.bucket), e))?;
+        Ok(())
+    }
+
+    #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
+    async fn get(&self, config: &S3Config, key: &str) -> Result<ObjectReader> {
+        let object = Self::object_key(config, key);
+        match self
+            .client
+            .get_object()
+            .bucket(&config.bucket)
+            .key(&object)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Box::pin(output.body.into_async_read())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(Error::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => Err(sdk_error(
+                format!("downloading s3://{}/{object}", config.bucket),
+                e,
+            )),
+        }
+    }
+
+    #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
+    async fn list(
+        &self,
+        config: &S3Config,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<Vec<String>> {
+        let object_prefix = Self::object_key(config, prefix);
+        let mut keys = Vec::new();
+        let mut after = start_after.map(|a| Self::object_key(config, a));
+        // S3 returns at most 1,000 keys per call.
+        while keys.len() < max_keys {
+            let want = (max_keys - keys.len()).min(1000);
+            let output = self
+                .client
+                .list_objects_v2()
+                .bucket(&config.bucket)
+                .prefix(&object_prefix)
+                .set_start_after(after.clone())
+                .max_keys(i32::try_from(want).unwrap_or(1000))
+                .send()
+                .await
+                .map_err(|e| {
+                    sdk_error(format!("listing s3://{}/{object_prefix}", config.bucket), e)
+                })?;
+            let page: Vec<String> = output
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string))
+                .collect();
+            let done = page.len() < want || output.is_truncated() != Some(true);
+            after = page.last().cloned();
+            keys.extend(page.iter().map(|o| Self::relative_key(config, o)));
+            if done || after.is_none() {
+                break;
+            }
+        }
+        Ok(keys)
+    }
+
+    #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
+    async fn list_children(&self, config: &S3Config, prefix: &str) -> Result<Vec<String>> {
+        let object_prefix = if config.prefix.is_empty() && prefix.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{}/",
+                Self::object_key(config, prefix).trim_end_matches('/')
+            )
+        };
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let output = self
+                .client
+                .list_objects_v2()
+                .bucket(&config.bucket)
+                .prefix(&object_prefix)
+                .delimiter("/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    sdk_error(format!("listing s3://{}/{object_prefix}", config.bucket), e)
+                })?;
+            for common in output.common_prefixes() {
+                if let Some(name) = common
+                    .prefix()
+                    .and_then(|p| p.strip_prefix(&object_prefix))
+                    .map(|p| p.trim_end_matches('/'))
+                {
+                    names.push(name.to_string());
+                }
+            }
+            token = output.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
+    async fn delete(&self, config: &S3Config, key: &str) -> Result<()> {
+        let object = Self::object_key(config, key);
+        self.client
+            .delete_object()
+            .bucket(&config.bucket)
+            .key(&object)
+            .send()
+            .await
+            .map_err(|e| sdk_error(format!("deleting s3://{}/{object}", config.bucket), e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! `Storage`: everything the WAL asks of durable storage, and `NoStorage`, which keeps
+//! everything local.
+//!
+//! The WAL never sees a backend or an actor: it hands sealed segments to a `Storage` and learns,
+//! through the on-stored callback, up to which frame its log is durable. A server plugs in the
+//! actor pipeline (`ActorStorage`), `NoStorage`, or its own.
+//!
+//! Threads: `store` is called on SQLite's commit path when a segment is sealed, from a plain
+//! thread (the WAL drives the future with a blocking executor). It may wait: that wait is the
+//! backpressure a full queue puts on a writer. A tokio server must therefore run SQLite work
+//! with `spawn_blocking` (never on an executor thread), and an implementation must not need the
+//! caller's runtime to make progress.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::Arc;
+
+use libsql_wal_segment::{FileExt, PageIndex, SealedSegment};
+
+use crate::error::{Error, Result};
+use crate::ext::{FetchedSegment, FindSegment};
+use crate::key::SegmentKey;
+use crate::namespace::NamespaceName;
+
+/// Called once with the namespace's new durable frame_no when a stored segment (and every one
+/// before it) is durable. It runs on the storage's own thread: it must be quick and not block.
+pub type OnStored = Box<dyn FnOnce(u64) + Send + 'static>;
+
+/// Durable storage as the WAL sees it.
+pub trait Storage: Send + Sync + 'static {
+    /// The file type of the segments the WAL hands over.
+    type File: FileExt;
+    /// A per-namespace override of where segments go (the backend's config).
+    type Config: Clone + Send + Sync + 'static;
+
+    /// Takes a sealed segment of `namespace` to make durable, in frame order after the ones
+    /// stored before it; `on_stored` is called when it is. Returns once the segment is queued,
+    /// which may wait while the namespace's queue is full (backpressure).
+    fn store(
+        &self,
+        namespace: &NamespaceName,
+        segment: Arc<SealedSegment<Self::File>>,
+        config_override: Option<Self::Config>,
+        on_stored: OnStored,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Returns the highest frame_no of `namespace` known to be durable (0 if none).
+    fn durable_frame_no(
+        &self,
+        namespace: &NamespaceName,
+        config_override: Option<&Self::Config>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Finds a stored segment of `namespace`.
+    fn find_segment(
+        &self,
+        namespace: &NamespaceName,
+        find: FindSegment,
+        config_override: Option<&Self::Config>,
+    ) -> impl Future<Output = Result<Option<SegmentKey>>> + Send;
+
+    /// Fetches and verifies a stored segment's page index.
+    fn fetch_index(
+        &self,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+        config_override: Option<&Self::Config>,
+    ) -> impl Future<Output = Result<PageIndex>> + Send;
+
+    /// Fetches and verifies a stored segment's data into `dest`.
+    fn fetch_segment_data(
+        &self,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+        dest: &Path,
+        config_override: Option<&Self::Config>,
+    ) -> impl Future<Output = Result<FetchedSegment>> + Send;
+
+    /// Lists the stored segments of `namespace` ending at or before `until_frame_no`, newest
+    /// first.
+    fn list_segments(
+        &self,
+        namespace: &NamespaceName,
+        until_frame_no: u64,
+        config_override: Option<&Self::Config>,
+    ) -> impl Future<Output = Result<Vec<SegmentKey>>> + Send;
+
+    /// Stops taking segments and finishes or abandons the work in flight, as the implementation
+    /// documents.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Storage that stores nothing: segments stay local, nothing is ever reported durable, and
+/// nothing can be fetched. The WAL then checkpoints by its local policy.
+#[derive(Debug)]
+pub struct NoStorage<F> {
+    /// The file type of the segments it is handed.
+    file: PhantomData<fn() -> F>,
+}
+
+impl<F> Default for NoStorage<F> {
+    fn default() -> Self {
+        NoStorage { file: PhantomData }
+    }
+}
+
+fn nothing_stored(namespace: &NamespaceName, key: SegmentKey, what: &str) -> Error {
+    Error::NotFound {
+        key: format!("{namespace}/{what}/{key} (no storage is configured)"),
+    }
+}
+
+impl<F: FileExt> Storage for NoStorage<F> {
+    type File = F;
+    type Config = ();
+
+    async fn store(
+        &self,
+        _namespace: &NamespaceName,
+        _segment: Arc<SealedSegment<F>>,
+        _config_override: Option<()>,
+        _on_stored: OnStored,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    async fn durable_frame_no(&self, _: &NamespaceName, _: Option<&()>) -> Result<u64> {
+        Ok(0)
+    }
+
+    async fn find_segment(
+        &self,
+        _: &NamespaceName,
+        _: FindSegment,
+        _: Option<&()>,
+    ) -> Result<Option<SegmentKey>> {
+        Ok(None)
+    }
+
+    async fn fetch_index(
+        &self,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+        _: Option<&()>,
+    ) -> Result<PageIndex> {
+        Err(nothing_stored(namespace, key, "indexes"))
+    }
+
+    async fn fetch_segment_data(
+        &self,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+        _: &Path,
+        _: Option<&()>,
+    ) -> Result<FetchedSegment> {
+        Err(nothing_stored(namespace, key, "segments"))
+    }
+
+    async fn list_segments(
+        &self,
+        _: &NamespaceName,
+        _: u64,
+        _: Option<&()>,
+    ) -> Result<Vec<SegmentKey>> {
+        Ok(Vec::new())
+    }
+
+    async fn shutdown(&self) {}
+}

@@ -1,0 +1,82 @@
+//! The conformance suite against the fs backend in a temporary directory, and what is special
+//! to it: atomic writes that leave no temporary file behind.
+
+use std::sync::Arc;
+
+use libsql_wal_backend::{conformance, Backend, FsBackend};
+
+async fn backend() -> (FsBackend, tempfile::TempDir, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    (FsBackend::new(root.path()).await.unwrap(), root, scratch)
+}
+
+#[tokio::test]
+async fn fs_stores_and_lists_many_segments_for_many_namespaces() {
+    let (backend, _root, scratch) = backend().await;
+    conformance::store_and_list_many_segments_for_many_namespaces(&backend, scratch.path()).await;
+}
+
+#[tokio::test]
+async fn fs_finds_segments_by_frame_and_timestamp() {
+    let (backend, _root, scratch) = backend().await;
+    conformance::find_by_frame_and_timestamp_with_overlapping_segments(&backend, scratch.path())
+        .await;
+}
+
+#[tokio::test]
+async fn fs_fetches_and_verifies() {
+    let (backend, _root, scratch) = backend().await;
+    conformance::fetch_and_verify(&backend, scratch.path()).await;
+}
+
+#[tokio::test]
+async fn fs_reports_a_flipped_byte_as_corruption() {
+    let (backend, _root, scratch) = backend().await;
+    conformance::a_flipped_byte_is_reported_as_corruption_naming_the_key(&backend, scratch.path())
+        .await;
+}
+
+#[tokio::test]
+async fn fs_reports_missing_objects_as_not_found() {
+    let (backend, _root, scratch) = backend().await;
+    conformance::missing_objects_are_not_found(&backend, scratch.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_takes_concurrent_stores() {
+    let (backend, _root, scratch) = backend().await;
+    conformance::concurrent_stores_from_many_tasks(Arc::new(backend), scratch.path()).await;
+}
+
+#[tokio::test]
+async fn fs_round_trips_a_large_segment() {
+    let (backend, _root, scratch) = backend().await;
+    conformance::a_large_segment_round_trips(&backend, scratch.path(), 3000).await;
+}
+
+#[tokio::test]
+async fn fs_deletes_and_lists_again() {
+    let (backend, _root, scratch) = backend().await;
+    conformance::delete_and_list_again(&backend, scratch.path()).await;
+}
+
+#[tokio::test]
+async fn fs_leaves_no_temporary_file_and_cleans_old_ones_at_start() {
+    let (backend, root, scratch) = backend().await;
+    conformance::delete_and_list_again(&backend, scratch.path()).await;
+    let tmp = root.path().join(".tmp");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    std::fs::write(tmp.join("left-by-a-crash"), b"partial").unwrap();
+    let backend = FsBackend::new(root.path()).await.unwrap();
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    let names = backend
+        .list_children(backend.default_config(), "")
+        .await
+        .unwrap();
+    assert_eq!(
+        names,
+        ["delete"],
+        "the temporary directory is not a namespace"
+    );
+}

@@ -1,0 +1,116 @@
+//! The conformance suite against the S3 backend, through the real aws-sdk-s3 client, talking to
+//! a real S3 server (s3s-fs) over loopback HTTP; and what is special to S3: multipart uploads,
+//! prefixes, and errors from a server that is gone.
+
+use std::sync::Arc;
+
+use libsql_wal_backend::{conformance, BackendExt, Error, NamespaceName, S3Backend};
+
+use crate::s3_server::{holds_no_file, S3TestServer};
+
+async fn backend(prefix: &str) -> (S3Backend, S3TestServer, tempfile::TempDir) {
+    let server = S3TestServer::start().await;
+    let backend = server.backend(prefix).await;
+    (backend, server, tempfile::tempdir().unwrap())
+}
+
+#[tokio::test]
+async fn s3_stores_and_lists_many_segments_for_many_namespaces() {
+    let (backend, _server, scratch) = backend("").await;
+    conformance::store_and_list_many_segments_for_many_namespaces(&backend, scratch.path()).await;
+}
+
+#[tokio::test]
+async fn s3_stores_and_lists_under_a_prefix() {
+    let (backend, _server, scratch) = backend("tenants/eu").await;
+    conformance::store_and_list_many_segments_for_many_namespaces(&backend, scratch.path()).await;
+}
+
+#[tokio::test]
+async fn s3_finds_segments_by_frame_and_timestamp() {
+    let (backend, _server, scratch) = backend("p").await;
+    conformance::find_by_frame_and_timestamp_with_overlapping_segments(&backend, scratch.path())
+        .await;
+}
+
+#[tokio::test]
+async fn s3_fetches_and_verifies() {
+    let (backend, _server, scratch) = backend("p").await;
+    conformance::fetch_and_verify(&backend, scratch.path()).await;
+}
+
+#[tokio::test]
+async fn s3_reports_a_flipped_byte_as_corruption() {
+    let (backend, _server, scratch) = backend("p").await;
+    conformance::a_flipped_byte_is_reported_as_corruption_naming_the_key(&backend, scratch.path())
+        .await;
+}
+
+#[tokio::test]
+async fn s3_reports_missing_objects_as_not_found() {
+    let (backend, _server, scratch) = backend("p").await;
+    conformance::missing_objects_are_not_found(&backend, scratch.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_takes_concurrent_stores() {
+    let (backend, _server, scratch) = backend("p").await;
+    conformance::concurrent_stores_from_many_tasks(Arc::new(backend), scratch.path()).await;
+}
+
+#[tokio::test]
+async fn s3_uploads_a_large_segment_in_parts() {
+    let server = S3TestServer::start().await;
+    let mut options = server.options("p");
+    options.multipart_threshold = 6 << 20;
+    options.part_size = 5 << 20;
+    let backend = S3Backend::new(options).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // 3,000 frames of 4 KiB: about 12 MiB, three parts.
+    conformance::a_large_segment_round_trips(&backend, scratch.path(), 3000).await;
+}
+
+#[tokio::test]
+async fn s3_deletes_and_lists_again() {
+    let (backend, server, scratch) = backend("p").await;
+    conformance::delete_and_list_again(&backend, scratch.path()).await;
+    let ns: NamespaceName = "delete".parse().unwrap();
+    let keys = backend
+        .list_segments(backend_config(&backend), &ns, u64::MAX)
+        .await
+        .unwrap();
+    backend
+        .delete_segments(backend_config(&backend), &ns, &keys)
+        .await
+        .unwrap();
+    assert!(holds_no_file(
+        &server.bucket_dir().join("p/delete/segments")
+    ));
+}
+
+fn backend_config(backend: &S3Backend) -> &libsql_wal_backend::S3Config {
+    libsql_wal_backend::Backend::default_config(backend)
+}
+
+#[tokio::test]
+async fn s3_errors_name_the_bucket_and_say_whether_to_retry() {
+    let (backend, server, _scratch) = backend("p").await;
+    let ns: NamespaceName = "x".parse().unwrap();
+    let mut wrong = backend_config(&backend).clone();
+    wrong.bucket = "no-such-bucket".into();
+    let err = backend.meta(&wrong, &ns).await.unwrap_err();
+    assert!(matches!(err, Error::Fatal { .. }), "{err}");
+    assert!(err.to_string().contains("no-such-bucket"), "{err}");
+
+    let endpoint = server.endpoint().to_string();
+    drop(server);
+    let mut options = S3TestServer::start().await.options("p");
+    options.endpoint = Some(endpoint);
+    options.max_attempts = 1;
+    let gone = S3Backend::new(options).await.unwrap();
+    let err = gone.meta(backend_config(&gone), &ns).await.unwrap_err();
+    assert!(
+        err.is_transient(),
+        "a server that is gone is worth retrying: {err}"
+    );
+}
