@@ -21,10 +21,16 @@ struct Bench {
     cargo_args: &'static [&'static str],
 }
 
-const BENCHES: &[Bench] = &[Bench {
-    name: "segment",
-    cargo_args: &["bench", "-p", "libsql-wal-segment", "--bench", "segment"],
-}];
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "segment",
+        cargo_args: &["bench", "-p", "libsql-wal-segment", "--bench", "segment"],
+    },
+    Bench {
+        name: "backend",
+        cargo_args: &["bench", "-p", "libsql-wal-backend", "--bench", "backend"],
+    },
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -56,11 +56,7 @@ impl S3TestServer {
 
     /// Returns options for a backend on this server under `prefix`.
     pub fn options(&self, prefix: &str) -> S3Options {
-        let mut options = S3Options::new(BUCKET, prefix);
-        options.endpoint = Some(self.endpoint.clone());
-        options.region = Some("us-east-1".into());
-        options.credentials = Some((ACCESS_KEY.into(), SECRET_KEY.into()));
-        options
+        options_for(&self.endpoint, prefix)
     }
 
     /// Returns a backend on this server under `prefix`.
@@ -77,6 +73,15 @@ impl S3TestServer {
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
+}
+
+/// Returns options for a backend on the test server at `endpoint`, under `prefix`.
+pub fn options_for(endpoint: &str, prefix: &str) -> S3Options {
+    let mut options = S3Options::new(BUCKET, prefix);
+    options.endpoint = Some(endpoint.to_string());
+    options.region = Some("us-east-1".into());
+    options.credentials = Some((ACCESS_KEY.into(), SECRET_KEY.into()));
+    options
 }
 
 impl Drop for S3TestServer {
