@@ -418,4 +418,16 @@ pub async fn delete_and_list_again<B: Backend>(backend: &B, scratch: &Path) {
         .delete_segments(config, &ns, &[segments[0].key])
         .await
         .expect("deleting twice is fine");
+    let all: Vec<_> = segments.iter().map(|s| s.key).collect();
+    backend
+        .delete_segments(config, &ns, &all)
+        .await
+        .expect("delete the rest");
+    for dir in ["segments", "indexes"] {
+        let left = backend
+            .list(config, &format!("{ns}/{dir}/"), None, 10)
+            .await
+            .expect("list raw objects");
+        assert!(left.is_empty(), "objects left in {dir}: {left:?}");
+    }
 }

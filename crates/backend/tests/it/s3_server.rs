@@ -1,8 +1,6 @@
 //! A real S3 server for tests: s3s-fs serving a temporary directory over HTTP on
 //! `127.0.0.1:<random port>`, in-process, with SigV4 authentication. Stops when dropped.
 
-use std::path::Path;
-
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use libsql_wal_backend::{S3Backend, S3Options};
@@ -64,11 +62,6 @@ impl S3TestServer {
         S3Backend::new(self.options(prefix)).await.unwrap()
     }
 
-    /// Returns the directory holding the bucket's objects.
-    pub fn bucket_dir(&self) -> std::path::PathBuf {
-        self._dir.path().join(BUCKET)
-    }
-
     /// Returns the endpoint.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -88,14 +81,4 @@ impl Drop for S3TestServer {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// Returns true if `dir` holds no file at any depth.
-pub fn holds_no_file(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map_or(true, |entries| {
-        entries.flatten().all(|e| {
-            let path = e.path();
-            path.is_dir() && holds_no_file(&path)
-        })
-    })
 }
