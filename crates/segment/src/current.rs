@@ -284,6 +284,15 @@ impl<F: FileExt> CurrentSegment<F> {
         last_committed(&self.header, &state)
     }
 
+    /// Returns the frame_no of the last frame written, committed or not (`start_frame_no - 1`
+    /// when the segment is empty): a savepoint of the transaction in progress.
+    pub fn last_written_frame_no(&self) -> u64 {
+        self.read_state()
+            .frames
+            .last()
+            .map_or(self.header.start_frame_no - 1, |f| f.frame_no)
+    }
+
     /// Returns the database size in pages after the last commit (0 if nothing is committed).
     pub fn size_after(&self) -> u32 {
         self.read_state().size_after
@@ -426,11 +435,14 @@ impl<F: FileExt> CurrentSegment<F> {
         Ok(())
     }
 
-    /// Drops every frame of the transaction in progress.
-    pub fn rollback(&self) {
+    /// Drops every frame of the transaction in progress; returns the pages those frames held,
+    /// in the order they were written (the caller evicts them from its page cache).
+    pub fn rollback(&self) -> Vec<u32> {
         let mut state = self.write_state();
         let committed = state.committed;
+        let pages = state.frames[committed..].iter().map(|f| f.page_no).collect();
         state.truncate(committed);
+        pages
     }
 
     /// Makes every written frame durable (fsync).
