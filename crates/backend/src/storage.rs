@@ -45,6 +45,11 @@ pub trait Storage: Send + Sync + 'static {
         on_stored: OnStored,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Returns true if stored segments become durable somewhere else (so the WAL checkpoints a
+    /// segment only once it is durable), false if nothing leaves the machine (the WAL then
+    /// checkpoints by its local policy).
+    fn keeps_remote_copies(&self) -> bool;
+
     /// Returns the highest frame_no of `namespace` known to be durable (0 if none).
     fn durable_frame_no(
         &self,
@@ -123,6 +128,10 @@ impl<F: FileExt> Storage for NoStorage<F> {
         _on_stored: OnStored,
     ) -> Result<()> {
         Ok(())
+    }
+
+    fn keeps_remote_copies(&self) -> bool {
+        false
     }
 
     async fn durable_frame_no(&self, _: &NamespaceName, _: Option<&()>) -> Result<u64> {

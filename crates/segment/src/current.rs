@@ -440,7 +440,10 @@ impl<F: FileExt> CurrentSegment<F> {
     pub fn rollback(&self) -> Vec<u32> {
         let mut state = self.write_state();
         let committed = state.committed;
-        let pages = state.frames[committed..].iter().map(|f| f.page_no).collect();
+        let pages = state.frames[committed..]
+            .iter()
+            .map(|f| f.page_no)
+            .collect();
         state.truncate(committed);
         pages
     }

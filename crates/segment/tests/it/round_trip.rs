@@ -139,7 +139,11 @@ fn uncommitted_frames_are_visible_to_the_writer_only_until_rolled_back() {
     assert_eq!(current.find_frame(8, u64::MAX), None);
     assert_eq!(current.find_frame(9, u64::MAX), None);
     assert_eq!(current.find_frame(7, u64::MAX), Some(8));
-    assert_eq!(current.rollback(), [2, 7], "the pages of the dropped frames");
+    assert_eq!(
+        current.rollback(),
+        [2, 7],
+        "the pages of the dropped frames"
+    );
     assert!(!current.in_transaction());
     assert_eq!(current.find_frame(2, u64::MAX), Some(4));
     assert_eq!(current.find_frame(7, u64::MAX), None);

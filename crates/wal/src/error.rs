@@ -1,0 +1,103 @@
+//! The error type of the WAL crate, and how each error is reported to SQLite (as a result code)
+//! when it crosses the virtual WAL boundary.
+
+use std::path::PathBuf;
+
+use libsql_sys::ffi;
+use libsql_wal_backend::NamespaceName;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the WAL can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A segment operation failed.
+    #[error("namespace {namespace}: {source}")]
+    Segment {
+        /// The namespace whose log it is.
+        namespace: NamespaceName,
+        /// What the segment crate reported.
+        source: libsql_wal_segment::Error,
+    },
+    /// Durable storage failed.
+    #[error("namespace {namespace}: storage: {source}")]
+    Storage {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// What the storage reported.
+        source: libsql_wal_backend::Error,
+    },
+    /// A database path from which no namespace can be derived.
+    #[error("cannot derive a namespace from database path {path}: {why}")]
+    NamespaceFromPath {
+        /// The path SQLite opened.
+        path: PathBuf,
+        /// Why it does not name a namespace.
+        why: String,
+    },
+    /// A file-system call failed outside a segment (the database file, the segment directory).
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Another writer holds the namespace's write lock, or a newer commit makes this
+    /// connection's snapshot stale.
+    #[error("namespace {namespace} is busy: {why}")]
+    Busy {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// Why.
+        why: &'static str,
+        /// True when the connection's snapshot is stale (SQLITE_BUSY_SNAPSHOT).
+        stale_snapshot: bool,
+    },
+    /// SQLite asked for something this WAL does not support.
+    #[error("namespace {namespace}: unsupported: {what}")]
+    Unsupported {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// What was asked.
+        what: String,
+    },
+    /// Waiting for segments to become durable took too long.
+    #[error("namespace {namespace}: gave up after {waited_ms} ms waiting for frame {frame_no} to be durable (durable: {durable_frame_no})")]
+    DurableTimeout {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The frame that had to become durable.
+        frame_no: u64,
+        /// The durable frame_no when giving up.
+        durable_frame_no: u64,
+        /// How long it waited.
+        waited_ms: u64,
+    },
+}
+
+impl Error {
+    /// Returns the SQLite result code that reports this error.
+    pub fn sqlite_code(&self) -> i32 {
+        match self {
+            Error::Segment { source, .. } if source.is_corruption() => ffi::SQLITE_CORRUPT,
+            Error::Segment { .. } | Error::Io { .. } | Error::Storage { .. } => ffi::SQLITE_IOERR,
+            Error::Busy {
+                stale_snapshot: true,
+                ..
+            } => ffi::SQLITE_BUSY_SNAPSHOT,
+            Error::Busy { .. } => ffi::SQLITE_BUSY,
+            Error::NamespaceFromPath { .. } => ffi::SQLITE_CANTOPEN,
+            Error::Unsupported { .. } => ffi::SQLITE_MISUSE,
+            Error::DurableTimeout { .. } => ffi::SQLITE_IOERR,
+        }
+    }
+
+    /// Converts into the error type of the virtual WAL API, logging what it hides.
+    pub(crate) fn into_sqlite(self) -> libsql_sys::wal::Error {
+        tracing::warn!(error = %self, "reporting a WAL error to SQLite");
+        libsql_sys::wal::Error::new(self.sqlite_code())
+    }
+}

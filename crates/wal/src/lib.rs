@@ -1,0 +1,25 @@
+//! `libsql-wal`: a write-ahead log for libSQL built on segments, plugged into SQLite through
+//! libsql-sys's virtual WAL API.
+//!
+//! - `LibsqlWalManager` is given to `libsql_sys::Connection::open`; every connection gets a
+//!   `LibsqlWal` over its namespace's `SharedWal`.
+//! - `WalRegistry` holds one `SharedWal` per namespace.
+//! - `SharedWal` appends commits to the current segment, seals it by `SwapStrategy`, hands
+//!   sealed segments to a `libsql_wal_backend::Storage`, and checkpoints them into the database
+//!   file (followed by the libSQL `Footer`).
+//!
+//! Layers, lowest first: `footer` -> `shared` -> `wal` -> `registry` -> `manager`.
+
+mod error;
+mod footer;
+mod manager;
+mod registry;
+mod shared;
+mod wal;
+
+pub use error::{Error, Result};
+pub use footer::{Footer, FOOTER_SIZE};
+pub use manager::LibsqlWalManager;
+pub use registry::{RegistryConfig, WalRegistry};
+pub use shared::{SharedWal, SwapStrategy};
+pub use wal::LibsqlWal;

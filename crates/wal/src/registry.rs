@@ -1,0 +1,133 @@
+//! `WalRegistry`: one `SharedWal` per namespace, however many connections share it. Opening is
+//! race-free (the first opener recovers the log while later ones wait for it), and a namespace
+//! is resolved from the database path SQLite opens: the name of the directory holding the
+//! database file (`{root}/{namespace}/{file}`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use libsql_wal_backend::{NamespaceName, Storage};
+use libsql_wal_segment::Io;
+use tracing::warn;
+
+use crate::error::{Error, Result};
+use crate::shared::{SharedWal, SwapStrategy};
+
+/// Settings of a registry.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// When to seal segments, unless a namespace overrides it.
+    pub swap: SwapStrategy,
+    /// Per-namespace swap strategies.
+    pub swap_overrides: Vec<(NamespaceName, SwapStrategy)>,
+    /// How long a writer waits for the write lock before SQLite gets SQLITE_BUSY.
+    pub writer_timeout: Duration,
+    /// How long shutdown waits for segments to become durable.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            swap: SwapStrategy::default(),
+            swap_overrides: Vec::new(),
+            writer_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The logs of every open namespace.
+pub struct WalRegistry<I: Io, S: Storage<File = I::File>> {
+    /// File system access.
+    io: Arc<I>,
+    /// Durable storage.
+    storage: Arc<S>,
+    /// Settings.
+    config: RegistryConfig,
+    /// Open logs.
+    wals: DashMap<NamespaceName, Arc<SharedWal<I, S>>>,
+}
+
+impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
+    /// Returns an empty registry.
+    pub fn new(io: I, storage: S, config: RegistryConfig) -> Self {
+        WalRegistry {
+            io: Arc::new(io),
+            storage: Arc::new(storage),
+            config,
+            wals: DashMap::new(),
+        }
+    }
+
+    /// Returns the storage.
+    pub fn storage(&self) -> &Arc<S> {
+        &self.storage
+    }
+
+    /// Returns the namespace of the database at `db_path`: the name of its directory.
+    pub fn namespace_for(db_path: &Path) -> Result<NamespaceName> {
+        let bad = |why: String| Error::NamespaceFromPath {
+            path: db_path.to_path_buf(),
+            why,
+        };
+        let dir = db_path
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| bad("the database file has no named parent directory".into()))?;
+        dir.parse()
+            .map_err(|e: libsql_wal_backend::Error| bad(e.to_string()))
+    }
+
+    /// Returns the log of the database at `db_path`, opening (and recovering) it on first use.
+    pub fn open(&self, db_path: &Path) -> Result<Arc<SharedWal<I, S>>> {
+        let namespace = Self::namespace_for(db_path)?;
+        if let Some(shared) = self.wals.get(&namespace) {
+            return Ok(shared.clone());
+        }
+        let swap = self
+            .config
+            .swap_overrides
+            .iter()
+            .find(|(ns, _)| *ns == namespace)
+            .map_or(self.config.swap, |(_, swap)| *swap);
+        let entry = self.wals.entry(namespace.clone()).or_try_insert_with(|| {
+            SharedWal::open(
+                namespace,
+                self.io.clone(),
+                self.storage.clone(),
+                db_path,
+                swap,
+                self.config.writer_timeout,
+            )
+        })?;
+        Ok(entry.clone())
+    }
+
+    /// Returns the log of `namespace` if it is open.
+    pub fn get(&self, namespace: &NamespaceName) -> Option<Arc<SharedWal<I, S>>> {
+        self.wals.get(namespace).map(|s| s.clone())
+    }
+
+    /// Shuts every open namespace down (seal, wait for durability, checkpoint) and forgets it.
+    /// Returns the first error after trying them all.
+    pub fn shutdown(&self) -> Result<()> {
+        let mut first_error = None;
+        let namespaces: Vec<_> = self.wals.iter().map(|e| e.key().clone()).collect();
+        for namespace in namespaces {
+            if let Some((_, shared)) = self.wals.remove(&namespace) {
+                if let Err(e) = shared.shutdown(self.config.shutdown_timeout) {
+                    warn!(%namespace, error = %e, "namespace shutdown failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

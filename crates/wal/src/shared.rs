@@ -1,0 +1,598 @@
+//! `SharedWal`: the log of one namespace, shared by every connection to it.
+//!
+//! It owns the current segment and the sealed segments not yet checkpointed, publishes each
+//! commit as an immutable `Snapshot` that read transactions pin, serialises writers through a
+//! FIFO queue, seals the current segment when the swap strategy says so (handing the sealed one
+//! to `Storage`), and checkpoints sealed segments into the database file.
+//!
+//! Invariants:
+//! - A snapshot never changes: readers keep exactly the view they began with, across seals and
+//!   checkpoints (a checkpoint waits for every reader older than what it copies).
+//! - Segments are handed to storage in frame order, each exactly once.
+//! - A segment leaves the local disk only after it is in the database file, and (when storage
+//!   keeps remote copies) after it is durable.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use libsql_wal_backend::{NamespaceName, Storage};
+use libsql_wal_segment::format::PAGE_SIZE;
+use libsql_wal_segment::{CurrentSegment, FileExt, Io, OpenMode, SealedSegment};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::footer::{Footer, FOOTER_SIZE};
+
+/// When to seal the current segment. Any threshold reached seals it, after a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapStrategy {
+    /// Committed frames in the current segment.
+    pub max_frames: u64,
+    /// Bytes of committed frames in the current segment.
+    pub max_bytes: u64,
+    /// Age of the current segment's first commit.
+    pub max_age: Duration,
+}
+
+impl Default for SwapStrategy {
+    /// 10,000 frames (about 40 MiB) or 5 minutes.
+    fn default() -> Self {
+        SwapStrategy {
+            max_frames: 10_000,
+            max_bytes: 64 << 20,
+            max_age: Duration::from_secs(300),
+        }
+    }
+}
+
+/// An immutable view of a namespace's log as of one commit.
+pub(crate) struct Snapshot<F> {
+    /// The segment being appended to when the snapshot was taken.
+    pub current: Arc<CurrentSegment<F>>,
+    /// Sealed segments not yet checkpointed, oldest first.
+    pub sealed: Arc<Vec<Arc<SealedSegment<F>>>>,
+    /// The last committed frame_no the snapshot sees.
+    pub last_committed_frame_no: u64,
+    /// Database size in pages as of that commit (0: take it from the database file).
+    pub db_size: u32,
+}
+
+impl<F> Clone for Snapshot<F> {
+    fn clone(&self) -> Self {
+        Snapshot {
+            current: self.current.clone(),
+            sealed: self.sealed.clone(),
+            last_committed_frame_no: self.last_committed_frame_no,
+            db_size: self.db_size,
+        }
+    }
+}
+
+/// The FIFO queue of connections waiting to write.
+#[derive(Debug, Default)]
+struct WriterQueue {
+    /// Connection holding the write lock.
+    holder: Option<u64>,
+    /// Connections waiting, in arrival order.
+    waiting: VecDeque<u64>,
+}
+
+/// The log of one namespace.
+pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
+    /// The namespace.
+    namespace: NamespaceName,
+    /// File system access.
+    io: Arc<I>,
+    /// Durable storage.
+    storage: Arc<S>,
+    /// The database file.
+    db_path: PathBuf,
+    /// Directory of the segment files.
+    dir: PathBuf,
+    /// The log's identity.
+    log_id: Uuid,
+    /// When to seal.
+    swap: SwapStrategy,
+    /// The latest snapshot.
+    state: RwLock<Snapshot<I::File>>,
+    /// When the current segment got its first commit.
+    current_since: Mutex<Option<Instant>>,
+    /// Writers.
+    writers: Mutex<WriterQueue>,
+    /// Wakes waiting writers.
+    writer_released: Condvar,
+    /// How long a writer waits for the lock before SQLite gets SQLITE_BUSY.
+    writer_timeout: Duration,
+    /// Snapshot frame_no -> number of open read transactions at it.
+    readers: Mutex<BTreeMap<u64, usize>>,
+    /// Highest frame_no durable in storage.
+    durable_frame_no: Arc<AtomicU64>,
+    /// Highest frame_no copied into the database file.
+    checkpointed_frame_no: AtomicU64,
+    /// Serialises checkpoints.
+    checkpointing: Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Returns the path of the segment starting at `start_frame_no` in `dir`.
+fn segment_path(dir: &Path, start_frame_no: u64) -> PathBuf {
+    dir.join(format!("{start_frame_no:020}.seg"))
+}
+
+impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
+    /// Opens the log of `namespace` for the database at `db_path`: recovers the segments in its
+    /// segment directory, re-sends to storage every sealed segment that is not durable yet, and
+    /// starts a current segment if there is none.
+    #[tracing::instrument(skip(io, storage, swap), fields(namespace = %namespace))]
+    pub(crate) fn open(
+        namespace: NamespaceName,
+        io: Arc<I>,
+        storage: Arc<S>,
+        db_path: &Path,
+        swap: SwapStrategy,
+        writer_timeout: Duration,
+    ) -> Result<Arc<Self>> {
+        let io_err = |path: &Path, source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let seg_err = |source| Error::Segment {
+            namespace: namespace.clone(),
+            source,
+        };
+        let dir = segment_dir(db_path);
+        io.create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let footer = read_footer(&*io, db_path)?;
+        let mut starts: Vec<u64> = std::fs::read_dir(&dir)
+            .map_err(|e| io_err(&dir, e))?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                name.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        starts.sort_unstable();
+        let mut sealed = Vec::new();
+        let mut current = None;
+        let checkpointed = footer.map_or(0, |f| f.replication_index);
+        for (i, &start) in starts.iter().enumerate() {
+            let path = segment_path(&dir, start);
+            match libsql_wal_segment::open_segment(&*io, &path).map_err(seg_err)? {
+                libsql_wal_segment::OpenedSegment::Sealed(segment) => {
+                    if segment.last_committed_frame_no() <= checkpointed {
+                        // Copied into the database file before a crash: only the deletion was lost.
+                        io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                        continue;
+                    }
+                    sealed.push(Arc::new(segment));
+                }
+                libsql_wal_segment::OpenedSegment::Current(segment, report) => {
+                    if report.dropped_frames > 0 {
+                        warn!(path = %path.display(), dropped_frames = report.dropped_frames, "recovered the current segment");
+                    }
+                    if i + 1 == starts.len() {
+                        current = Some(segment);
+                    } else if let Some(s) = segment.seal(io.now()).map_err(seg_err)? {
+                        sealed.push(Arc::new(s));
+                    } else {
+                        drop(segment);
+                        io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                    }
+                }
+            }
+        }
+        let log_id = sealed
+            .first()
+            .map(|s| s.header().log_id)
+            .or_else(|| current.as_ref().map(|c| c.log_id()))
+            .or(footer.map(|f| f.log_id))
+            .unwrap_or_else(|| io.uuid());
+        let last_sealed = sealed
+            .last()
+            .map(|s| (s.last_committed_frame_no(), s.size_after()));
+        let current = match current {
+            Some(current) => current,
+            None => {
+                let start = last_sealed.map_or(checkpointed, |(end, _)| end) + 1;
+                let path = segment_path(&dir, start);
+                CurrentSegment::create(&*io, &path, start, log_id).map_err(seg_err)?
+            }
+        };
+        let (last_committed_frame_no, db_size) = if current.committed_frame_count() > 0 {
+            (current.last_committed_frame_no(), current.size_after())
+        } else if let Some((end, size)) = last_sealed {
+            (end, size)
+        } else {
+            (checkpointed, 0)
+        };
+        let durable_frame_no = if storage.keeps_remote_copies() {
+            futures::executor::block_on(storage.durable_frame_no(&namespace, None)).map_err(
+                |source| Error::Storage {
+                    namespace: namespace.clone(),
+                    source,
+                },
+            )?
+        } else {
+            0
+        };
+        info!(
+            last_committed_frame_no,
+            sealed = sealed.len(),
+            durable_frame_no,
+            checkpointed,
+            "namespace log opened"
+        );
+        let shared = Arc::new(SharedWal {
+            namespace,
+            io,
+            storage,
+            db_path: db_path.to_path_buf(),
+            dir,
+            log_id,
+            swap,
+            state: RwLock::new(Snapshot {
+                current: Arc::new(current),
+                sealed: Arc::new(sealed.clone()),
+                last_committed_frame_no,
+                db_size,
+            }),
+            current_since: Mutex::new(None),
+            writers: Mutex::default(),
+            writer_released: Condvar::new(),
+            writer_timeout,
+            readers: Mutex::default(),
+            durable_frame_no: Arc::new(AtomicU64::new(durable_frame_no)),
+            checkpointed_frame_no: AtomicU64::new(checkpointed),
+            checkpointing: Mutex::new(()),
+        });
+        for segment in sealed {
+            if segment.last_committed_frame_no() > durable_frame_no {
+                shared.send_to_storage(segment)?;
+            }
+        }
+        Ok(shared)
+    }
+
+    /// Returns the namespace.
+    pub fn namespace(&self) -> &NamespaceName {
+        &self.namespace
+    }
+
+    /// Returns the log id.
+    pub fn log_id(&self) -> Uuid {
+        self.log_id
+    }
+
+    /// Returns the last committed frame_no.
+    pub fn last_committed_frame_no(&self) -> u64 {
+        self.snapshot().last_committed_frame_no
+    }
+
+    /// Returns the highest frame_no storage reported durable.
+    pub fn durable_frame_no(&self) -> u64 {
+        self.durable_frame_no.load(Ordering::SeqCst)
+    }
+
+    /// Returns the highest frame_no copied into the database file.
+    pub fn checkpointed_frame_no(&self) -> u64 {
+        self.checkpointed_frame_no.load(Ordering::SeqCst)
+    }
+
+    /// Returns the number of sealed segments waiting to be checkpointed.
+    pub fn sealed_segment_count(&self) -> usize {
+        self.snapshot().sealed.len()
+    }
+
+    /// Returns the latest snapshot.
+    pub(crate) fn snapshot(&self) -> Snapshot<I::File> {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Begins a read transaction: takes the latest snapshot and registers it, atomically with
+    /// respect to checkpoints, which keep everything a registered reader may read.
+    pub(crate) fn begin_read(&self) -> Snapshot<I::File> {
+        let mut readers = lock(&self.readers);
+        let snapshot = self.snapshot();
+        *readers.entry(snapshot.last_committed_frame_no).or_default() += 1;
+        snapshot
+    }
+
+    /// Moves a registered read transaction from `from` to `to` (the writer's own snapshot after
+    /// it commits).
+    pub(crate) fn move_reader(&self, from: u64, to: u64) {
+        let mut readers = lock(&self.readers);
+        *readers.entry(to).or_default() += 1;
+        if let Some(count) = readers.get_mut(&from) {
+            *count -= 1;
+            if *count == 0 {
+                readers.remove(&from);
+            }
+        }
+    }
+
+    /// Ends a read transaction registered at `frame_no`.
+    pub(crate) fn remove_reader(&self, frame_no: u64) {
+        let mut readers = lock(&self.readers);
+        if let Some(count) = readers.get_mut(&frame_no) {
+            *count -= 1;
+            if *count == 0 {
+                readers.remove(&frame_no);
+            }
+        }
+    }
+
+    /// Waits, in arrival order, for the write lock for connection `id`, for at most the writer
+    /// timeout; then fails with `Busy`.
+    pub(crate) fn acquire_writer(&self, id: u64) -> Result<()> {
+        let deadline = Instant::now() + self.writer_timeout;
+        let mut queue = lock(&self.writers);
+        if queue.holder == Some(id) {
+            return Ok(());
+        }
+        queue.waiting.push_back(id);
+        loop {
+            if queue.holder.is_none() && queue.waiting.front() == Some(&id) {
+                queue.waiting.pop_front();
+                queue.holder = Some(id);
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                queue.waiting.retain(|&w| w != id);
+                self.writer_released.notify_all();
+                return Err(Error::Busy {
+                    namespace: self.namespace.clone(),
+                    why: "timed out waiting for the write lock",
+                    stale_snapshot: false,
+                });
+            }
+            queue = self
+                .writer_released
+                .wait_timeout(queue, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Releases the write lock held by connection `id`.
+    pub(crate) fn release_writer(&self, id: u64) {
+        let mut queue = lock(&self.writers);
+        if queue.holder == Some(id) {
+            queue.holder = None;
+            self.writer_released.notify_all();
+        }
+    }
+
+    /// Publishes the commit just written to `current` by the lock holder, then seals the
+    /// segment if the swap strategy says so. Returns the new snapshot.
+    pub(crate) fn publish_commit(
+        &self,
+        current: &Arc<CurrentSegment<I::File>>,
+    ) -> Result<Snapshot<I::File>> {
+        {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            state.last_committed_frame_no = current.last_committed_frame_no();
+            state.db_size = current.size_after();
+        }
+        let since = *lock(&self.current_since).get_or_insert_with(Instant::now);
+        let frames = current.committed_frame_count();
+        if frames >= self.swap.max_frames
+            || current.committed_len() >= self.swap.max_bytes
+            || since.elapsed() >= self.swap.max_age
+        {
+            self.seal_current()?;
+        }
+        Ok(self.snapshot())
+    }
+
+    /// Seals the current segment (the caller holds the write lock, or no writer can run), starts
+    /// a new one after it, and hands the sealed one to storage. Does nothing if the current
+    /// segment holds no commit.
+    pub(crate) fn seal_current(&self) -> Result<()> {
+        let seg_err = |source| Error::Segment {
+            namespace: self.namespace.clone(),
+            source,
+        };
+        let current = self.snapshot().current;
+        if current.committed_frame_count() == 0 || current.in_transaction() {
+            return Ok(());
+        }
+        let next_start = current.last_committed_frame_no() + 1;
+        let next = CurrentSegment::create(
+            &*self.io,
+            &segment_path(&self.dir, next_start),
+            next_start,
+            self.log_id,
+        )
+        .map_err(seg_err)?;
+        let Some(sealed) = current.seal(self.io.now()).map_err(seg_err)? else {
+            return Ok(());
+        };
+        let sealed = Arc::new(sealed);
+        {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            let mut list = Vec::with_capacity(state.sealed.len() + 1);
+            list.extend(state.sealed.iter().cloned());
+            list.push(sealed.clone());
+            state.sealed = Arc::new(list);
+            state.current = Arc::new(next);
+        }
+        *lock(&self.current_since) = None;
+        debug!(
+            namespace = %self.namespace,
+            end = sealed.last_committed_frame_no(),
+            "segment sealed"
+        );
+        self.send_to_storage(sealed)
+    }
+
+    /// Hands a sealed segment to storage; the callback records the durable frame_no.
+    fn send_to_storage(&self, segment: Arc<SealedSegment<I::File>>) -> Result<()> {
+        let durable = self.durable_frame_no.clone();
+        let on_stored = Box::new(move |frame_no: u64| {
+            durable.fetch_max(frame_no, Ordering::SeqCst);
+        });
+        futures::executor::block_on(
+            self.storage
+                .store(&self.namespace, segment, None, on_stored),
+        )
+        .map_err(|source| Error::Storage {
+            namespace: self.namespace.clone(),
+            source,
+        })
+    }
+
+    /// Copies into the database file every sealed segment that may go: durable (when storage
+    /// keeps remote copies), and older than every open read transaction. Writes the newest
+    /// version of each page once, truncates to the database size, writes the footer, fsyncs,
+    /// then forgets and deletes those segment files. Returns how many segments it checkpointed.
+    #[tracing::instrument(skip(self), fields(namespace = %self.namespace))]
+    pub fn checkpoint(&self) -> Result<usize> {
+        let _one_at_a_time = lock(&self.checkpointing);
+        // Readers registered later see a snapshot at least as new as this one.
+        let (oldest_reader, snapshot) = {
+            let readers = lock(&self.readers);
+            let oldest = readers.keys().next().copied().unwrap_or(u64::MAX);
+            (oldest, self.snapshot())
+        };
+        let durable_limit = if self.storage.keeps_remote_copies() {
+            self.durable_frame_no()
+        } else {
+            u64::MAX
+        };
+        let eligible: Vec<_> = snapshot
+            .sealed
+            .iter()
+            .take_while(|s| {
+                let end = s.last_committed_frame_no();
+                end <= durable_limit && end <= oldest_reader
+            })
+            .cloned()
+            .collect();
+        let Some(last) = eligible.last() else {
+            return Ok(0);
+        };
+        let size_after = last.size_after();
+        let end_frame_no = last.last_committed_frame_no();
+        let io_err = |source| Error::Io {
+            path: self.db_path.clone(),
+            source,
+        };
+        let seg_err = |source| Error::Segment {
+            namespace: self.namespace.clone(),
+            source,
+        };
+        let db = self
+            .io
+            .open(&self.db_path, OpenMode::ReadWrite)
+            .map_err(io_err)?;
+        let mut written: HashMap<u32, ()> = HashMap::new();
+        let mut page = vec![0; PAGE_SIZE];
+        for segment in eligible.iter().rev() {
+            for (page_no, _) in segment.index().entries() {
+                if page_no > size_after || written.insert(page_no, ()).is_some() {
+                    continue;
+                }
+                segment.read_page(page_no, &mut page).map_err(seg_err)?;
+                db.write_all_at(&page, u64::from(page_no - 1) * PAGE_SIZE as u64)
+                    .map_err(io_err)?;
+            }
+        }
+        let pages_end = u64::from(size_after) * PAGE_SIZE as u64;
+        let footer = Footer {
+            replication_index: end_frame_no,
+            log_id: self.log_id,
+        };
+        db.set_len(pages_end).map_err(io_err)?;
+        db.write_all_at(&footer.encode(), pages_end)
+            .map_err(io_err)?;
+        db.set_len(pages_end + FOOTER_SIZE as u64).map_err(io_err)?;
+        db.sync_data().map_err(io_err)?;
+        self.checkpointed_frame_no
+            .fetch_max(end_frame_no, Ordering::SeqCst);
+        {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            let remaining: Vec<_> = state.sealed.iter().skip(eligible.len()).cloned().collect();
+            state.sealed = Arc::new(remaining);
+        }
+        for segment in &eligible {
+            if let Err(e) = self.io.remove_file(segment.path()) {
+                warn!(path = %segment.path().display(), error = %e, "cannot delete a checkpointed segment");
+            }
+        }
+        info!(
+            segments = eligible.len(),
+            end_frame_no,
+            pages = written.len(),
+            "checkpointed"
+        );
+        Ok(eligible.len())
+    }
+
+    /// Seals the current segment, waits (at most `timeout`) until storage made everything
+    /// durable if it keeps remote copies, and checkpoints everything no reader needs.
+    pub fn shutdown(&self, timeout: Duration) -> Result<()> {
+        self.seal_current()?;
+        let target = self.last_committed_frame_no();
+        if self.storage.keeps_remote_copies() {
+            let started = Instant::now();
+            while self.durable_frame_no() < target {
+                if started.elapsed() >= timeout {
+                    return Err(Error::DurableTimeout {
+                        namespace: self.namespace.clone(),
+                        frame_no: target,
+                        durable_frame_no: self.durable_frame_no(),
+                        waited_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.checkpoint()?;
+        Ok(())
+    }
+}
+
+/// Returns the directory of the segment files of the database at `db_path`:
+/// `{db_path}-segments/` (not `-wal`, which is SQLite's own WAL file name).
+pub(crate) fn segment_dir(db_path: &Path) -> PathBuf {
+    let mut name = db_path.as_os_str().to_os_string();
+    name.push("-segments");
+    PathBuf::from(name)
+}
+
+/// Reads the footer of a checkpointed database file, if there is one.
+fn read_footer<I: Io>(io: &I, db_path: &Path) -> Result<Option<Footer>> {
+    let file = match io.open(db_path, OpenMode::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Io {
+                path: db_path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let io_err = |source| Error::Io {
+        path: db_path.to_path_buf(),
+        source,
+    };
+    let len = file.size().map_err(io_err)?;
+    if len % PAGE_SIZE as u64 != FOOTER_SIZE as u64 {
+        return Ok(None);
+    }
+    let mut buf = [0; FOOTER_SIZE];
+    file.read_exact_at(&mut buf, len - FOOTER_SIZE as u64)
+        .map_err(io_err)?;
+    Ok(Footer::decode(&buf))
+}

@@ -1,0 +1,354 @@
+//! `LibsqlWal`: one SQLite connection's handle on its namespace's `SharedWal`, implementing
+//! libsql-sys's virtual WAL (`libsql_sys::wal::Wal`).
+//!
+//! Transactions as SQLite expects them: a read transaction pins a snapshot; a write transaction
+//! takes the namespace's write lock (FIFO, bounded wait, then SQLITE_BUSY) and fails with
+//! SQLITE_BUSY_SNAPSHOT if its snapshot is no longer the latest commit. The writer sees its own
+//! uncommitted frames; everyone else sees frames up to their snapshot.
+//!
+//! Frame handles: SQLite asks `find_frame` whether a page is in the log and then passes the
+//! returned handle to `read_frame`. The handle is the page number itself (non-zero), and
+//! `read_frame` looks the page up again in the same view: no state is kept between the calls.
+//!
+//! Durability (`PRAGMA synchronous`): FULL fsyncs the segment at every commit, so a power cut
+//! loses nothing committed; NORMAL fsyncs when a segment is sealed, so a power cut may lose the
+//! commits since the last seal (the database stays consistent); OFF adds no fsync of its own.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use libsql_sys::ffi;
+use libsql_sys::wal::{
+    BusyHandler, CheckpointCallback, CheckpointMode, PageHeaders, Result as WalResult, Sqlite3Db,
+    UndoHandler, Wal,
+};
+use libsql_wal_backend::Storage;
+use libsql_wal_segment::format::PAGE_SIZE;
+use libsql_wal_segment::Io;
+
+use crate::error::Error;
+use crate::shared::{SharedWal, Snapshot};
+
+/// Gives each connection an id for the writer queue.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Returns the SQLite error for a segment error in this namespace.
+fn segment_error(
+    namespace: &libsql_wal_backend::NamespaceName,
+    source: libsql_wal_segment::Error,
+) -> libsql_sys::wal::Error {
+    Error::Segment {
+        namespace: namespace.clone(),
+        source,
+    }
+    .into_sqlite()
+}
+
+/// One connection's WAL.
+pub struct LibsqlWal<I: Io, S: Storage<File = I::File>> {
+    /// The namespace's log.
+    shared: Arc<SharedWal<I, S>>,
+    /// This connection's id in the writer queue.
+    id: u64,
+    /// The snapshot of the read transaction in progress.
+    read: Option<Snapshot<I::File>>,
+    /// The last committed frame_no this connection saw, to tell SQLite when its page cache is
+    /// stale.
+    last_seen_frame_no: Option<u64>,
+    /// True while this connection holds the write lock.
+    writing: bool,
+    /// Frames written by the transaction in progress.
+    tx_frames: usize,
+    /// Frames committed since `callback` was last called (the wal hook's argument).
+    frames_since_callback: std::cell::Cell<u32>,
+}
+
+impl<I: Io, S: Storage<File = I::File>> LibsqlWal<I, S> {
+    pub(crate) fn new(shared: Arc<SharedWal<I, S>>) -> Self {
+        LibsqlWal {
+            shared,
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            read: None,
+            last_seen_frame_no: None,
+            writing: false,
+            tx_frames: 0,
+            frames_since_callback: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Returns the shared log.
+    pub fn shared(&self) -> &Arc<SharedWal<I, S>> {
+        &self.shared
+    }
+
+    fn no_read_txn() -> libsql_sys::wal::Error {
+        libsql_sys::wal::Error::new(ffi::SQLITE_MISUSE)
+    }
+
+    /// Returns where `page_no` is in this connection's view: in the snapshot's current segment
+    /// (up to its frame, or any frame for the writer), then in its sealed segments newest first.
+    fn locate(&self, page_no: u32) -> Option<Location<I::File>> {
+        let read = self.read.as_ref()?;
+        let max = if self.writing {
+            u64::MAX
+        } else {
+            read.last_committed_frame_no
+        };
+        if let Some(frame_no) = read.current.find_frame(page_no, max) {
+            return Some(Location::Current(frame_no));
+        }
+        read.sealed
+            .iter()
+            .rev()
+            .find(|s| s.index().get(page_no).is_some())
+            .map(|s| Location::Sealed(s.clone()))
+    }
+}
+
+/// Where a page was found.
+enum Location<F> {
+    /// In the snapshot's current segment, at this frame.
+    Current(u64),
+    /// In this sealed segment (its newest version).
+    Sealed(Arc<libsql_wal_segment::SealedSegment<F>>),
+}
+
+impl<I: Io, S: Storage<File = I::File>> Drop for LibsqlWal<I, S> {
+    fn drop(&mut self) {
+        self.end_read_txn();
+        if self.writing {
+            self.shared.snapshot().current.rollback();
+            self.shared.release_writer(self.id);
+        }
+    }
+}
+
+impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
+    fn limit(&mut self, _size: i64) {}
+
+    fn begin_read_txn(&mut self) -> WalResult<bool> {
+        self.end_read_txn();
+        let snapshot = self.shared.begin_read();
+        let changed = self.last_seen_frame_no != Some(snapshot.last_committed_frame_no);
+        self.last_seen_frame_no = Some(snapshot.last_committed_frame_no);
+        self.read = Some(snapshot);
+        Ok(changed)
+    }
+
+    fn end_read_txn(&mut self) {
+        if let Some(read) = self.read.take() {
+            self.shared.remove_reader(read.last_committed_frame_no);
+        }
+    }
+
+    fn find_frame(&mut self, page_no: NonZeroU32) -> WalResult<Option<NonZeroU32>> {
+        Ok(self.locate(page_no.get()).map(|_| page_no))
+    }
+
+    fn read_frame(&mut self, frame_no: NonZeroU32, buffer: &mut [u8]) -> WalResult<()> {
+        let page_no = frame_no.get();
+        let namespace = self.shared.namespace();
+        match self.locate(page_no) {
+            Some(Location::Current(frame_no)) => {
+                let read = self.read.as_ref().ok_or_else(Self::no_read_txn)?;
+                read.current
+                    .read_frame(frame_no, buffer)
+                    .map_err(|e| segment_error(namespace, e))
+            }
+            Some(Location::Sealed(segment)) => segment
+                .read_page(page_no, buffer)
+                .map_err(|e| segment_error(namespace, e))
+                .map(drop),
+            None => Err(libsql_sys::wal::Error::new(ffi::SQLITE_IOERR_READ)),
+        }
+    }
+
+    fn read_frame_raw(&mut self, _frame_no: NonZeroU32, _buffer: &mut [u8]) -> WalResult<()> {
+        Err(Error::Unsupported {
+            namespace: self.shared.namespace().clone(),
+            what: "reading raw frames".into(),
+        }
+        .into_sqlite())
+    }
+
+    fn db_size(&self) -> u32 {
+        self.read.as_ref().map_or(0, |r| r.db_size)
+    }
+
+    fn begin_write_txn(&mut self) -> WalResult<()> {
+        let Some(read) = self.read.as_ref() else {
+            return Err(Self::no_read_txn());
+        };
+        let seen = read.last_committed_frame_no;
+        self.shared
+            .acquire_writer(self.id)
+            .map_err(Error::into_sqlite)?;
+        let latest = self.shared.snapshot();
+        if latest.last_committed_frame_no != seen {
+            self.shared.release_writer(self.id);
+            return Err(Error::Busy {
+                namespace: self.shared.namespace().clone(),
+                why: "another connection committed since this transaction began",
+                stale_snapshot: true,
+            }
+            .into_sqlite());
+        }
+        // Same commit, but the segment may have been sealed since: write to the new one.
+        self.read = Some(latest);
+        self.writing = true;
+        self.tx_frames = 0;
+        Ok(())
+    }
+
+    fn end_write_txn(&mut self) -> WalResult<()> {
+        if self.writing {
+            if let Some(read) = &self.read {
+                read.current.rollback();
+            }
+            self.writing = false;
+            self.shared.release_writer(self.id);
+        }
+        Ok(())
+    }
+
+    fn undo<U: UndoHandler>(&mut self, handler: Option<&mut U>) -> WalResult<()> {
+        let Some(read) = &self.read else {
+            return Ok(());
+        };
+        let pages = read.current.rollback();
+        self.tx_frames = 0;
+        if let Some(handler) = handler {
+            for page_no in pages {
+                handler.handle_undo(page_no)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn savepoint(&mut self, rollback_data: &mut [u32]) {
+        if let Some(read) = &self.read {
+            let frame_no = read.current.last_written_frame_no();
+            rollback_data[0] = frame_no as u32;
+            rollback_data[1] = (frame_no >> 32) as u32;
+        }
+    }
+
+    fn savepoint_undo(&mut self, rollback_data: &mut [u32]) -> WalResult<()> {
+        let Some(read) = &self.read else {
+            return Err(Self::no_read_txn());
+        };
+        let frame_no = u64::from(rollback_data[0]) | (u64::from(rollback_data[1]) << 32);
+        read.current
+            .rollback_to(frame_no.max(read.current.last_committed_frame_no()))
+            .map_err(|e| segment_error(self.shared.namespace(), e))
+    }
+
+    fn frame_count(&self, _locked: i32) -> WalResult<u32> {
+        Ok(self.frames_in_wal())
+    }
+
+    fn insert_frames(
+        &mut self,
+        page_size: std::ffi::c_int,
+        page_headers: &mut PageHeaders,
+        size_after: u32,
+        is_commit: bool,
+        sync_flags: std::ffi::c_int,
+    ) -> WalResult<usize> {
+        let namespace = self.shared.namespace().clone();
+        if page_size as usize != PAGE_SIZE {
+            return Err(Error::Unsupported {
+                namespace,
+                what: format!("page size {page_size} (only {PAGE_SIZE} is supported)"),
+            }
+            .into_sqlite());
+        }
+        let Some(read) = self.read.clone().filter(|_| self.writing) else {
+            return Err(Self::no_read_txn());
+        };
+        let pages: Vec<(u32, &[u8])> = page_headers.iter().collect();
+        let count = pages.len();
+        read.current
+            .insert_frames(pages, is_commit.then_some(size_after))
+            .map_err(|e| segment_error(&namespace, e))?;
+        self.tx_frames += count;
+        if !is_commit {
+            return Ok(0);
+        }
+        // WAL_SYNC_FLAGS: non-zero when `PRAGMA synchronous` is FULL or EXTRA.
+        if sync_flags & 0x03 != 0 {
+            read.current
+                .sync()
+                .map_err(|e| segment_error(&namespace, e))?;
+        }
+        let snapshot = self
+            .shared
+            .publish_commit(&read.current)
+            .map_err(Error::into_sqlite)?;
+        self.shared.move_reader(
+            read.last_committed_frame_no,
+            snapshot.last_committed_frame_no,
+        );
+        self.last_seen_frame_no = Some(snapshot.last_committed_frame_no);
+        self.read = Some(snapshot);
+        let committed = std::mem::take(&mut self.tx_frames);
+        self.frames_since_callback.set(
+            self.frames_since_callback
+                .get()
+                .saturating_add(committed as u32),
+        );
+        Ok(committed)
+    }
+
+    fn checkpoint(
+        &mut self,
+        _db: &mut Sqlite3Db,
+        mode: CheckpointMode,
+        _busy_handler: Option<&mut dyn BusyHandler>,
+        _sync_flags: u32,
+        _buf: &mut [u8],
+        _checkpoint_cb: Option<&mut dyn CheckpointCallback>,
+        in_wal: Option<&mut i32>,
+        backfilled: Option<&mut i32>,
+    ) -> WalResult<()> {
+        if mode >= CheckpointMode::Full && !self.writing {
+            // Seal what is committed so all of it can be copied in.
+            self.shared
+                .acquire_writer(self.id)
+                .map_err(Error::into_sqlite)?;
+            let sealed = self.shared.seal_current();
+            self.shared.release_writer(self.id);
+            sealed.map_err(Error::into_sqlite)?;
+        }
+        self.shared.checkpoint().map_err(Error::into_sqlite)?;
+        let remaining = self.frames_in_wal() as i32;
+        if let Some(in_wal) = in_wal {
+            *in_wal = remaining;
+        }
+        if let Some(backfilled) = backfilled {
+            *backfilled = 0;
+        }
+        Ok(())
+    }
+
+    fn exclusive_mode(&mut self, _op: std::ffi::c_int) -> WalResult<()> {
+        Ok(())
+    }
+
+    fn uses_heap_memory(&self) -> bool {
+        false
+    }
+
+    fn set_db(&mut self, _db: &mut Sqlite3Db) {}
+
+    fn callback(&self) -> i32 {
+        i32::try_from(self.frames_since_callback.take()).unwrap_or(i32::MAX)
+    }
+
+    fn frames_in_wal(&self) -> u32 {
+        let snapshot = self.shared.snapshot();
+        let sealed: u64 = snapshot.sealed.iter().map(|s| s.frame_count()).sum();
+        u32::try_from(sealed + snapshot.current.committed_frame_count()).unwrap_or(u32::MAX)
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: SQLite through libsql-sys on libsql-wal.
+
+// Tests unwrap freely: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod basics;

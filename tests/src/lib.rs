@@ -1,0 +1,92 @@
+//! Helpers for the end-to-end tests: a registry on `NoStorage` in a temporary directory, and
+//! connections to its namespaces through libsql-sys, on this WAL or on SQLite's own.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use libsql_sys::wal::{Sqlite3Wal, Sqlite3WalManager};
+use libsql_sys::Connection;
+use libsql_wal::{LibsqlWal, LibsqlWalManager, RegistryConfig, WalRegistry};
+use libsql_wal_backend::NoStorage;
+use libsql_wal_segment::StdIo;
+
+/// The WAL type of a connection on this project's WAL with local-only storage.
+pub type LocalWal = LibsqlWal<StdIo, NoStorage<std::fs::File>>;
+/// A registry with local-only storage.
+pub type LocalRegistry = WalRegistry<StdIo, NoStorage<std::fs::File>>;
+
+/// A set of namespaces under a temporary root, served by one registry.
+pub struct TestDb {
+    /// The root directory; namespace `ns` lives in `{root}/ns/data`.
+    root: PathBuf,
+    /// Holds the root alive.
+    _dir: Option<tempfile::TempDir>,
+    /// The WAL manager handed to connections.
+    manager: LibsqlWalManager<StdIo, NoStorage<std::fs::File>>,
+}
+
+impl TestDb {
+    /// Returns a registry with `config` over a fresh temporary root.
+    pub fn new(config: RegistryConfig) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary root");
+        let root = dir.path().to_path_buf();
+        let mut db = Self::reopen(&root, config);
+        db._dir = Some(dir);
+        db
+    }
+
+    /// Returns a new registry (as after a restart) over an existing root.
+    pub fn reopen(root: &Path, config: RegistryConfig) -> Self {
+        let registry = WalRegistry::new(StdIo, NoStorage::default(), config);
+        TestDb {
+            root: root.to_path_buf(),
+            _dir: None,
+            manager: LibsqlWalManager::new(Arc::new(registry)),
+        }
+    }
+
+    /// Takes the temporary directory out, so the root outlives this registry.
+    pub fn into_root(mut self) -> (tempfile::TempDir, PathBuf) {
+        let dir = self
+            ._dir
+            .take()
+            .expect("only a TestDb from new() owns its root");
+        (dir, self.root.clone())
+    }
+
+    /// Returns the path of namespace `ns`'s database file.
+    pub fn db_path(&self, ns: &str) -> PathBuf {
+        let dir = self.root.join(ns);
+        std::fs::create_dir_all(&dir).expect("create the namespace directory");
+        dir.join("data")
+    }
+
+    /// Opens a connection to namespace `ns` on this WAL.
+    pub fn connect(&self, ns: &str) -> Connection<LocalWal> {
+        Connection::open(
+            self.db_path(ns),
+            libsql_sys::rusqlite::OpenFlags::default(),
+            self.manager.clone(),
+            0,
+            None,
+        )
+        .expect("open a connection on libsql-wal")
+    }
+
+    /// Returns the registry.
+    pub fn registry(&self) -> &Arc<LocalRegistry> {
+        self.manager.registry()
+    }
+}
+
+/// Opens a connection on SQLite's own WAL at `path`.
+pub fn connect_native(path: &Path) -> Connection<Sqlite3Wal> {
+    Connection::open(
+        path,
+        libsql_sys::rusqlite::OpenFlags::default(),
+        Sqlite3WalManager::new(),
+        0,
+        None,
+    )
+    .expect("open a connection on SQLite's WAL")
+}
