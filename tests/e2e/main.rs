@@ -4,3 +4,4 @@
 #![allow(clippy::unwrap_used)]
 
 mod basics;
+mod differential;
