@@ -28,7 +28,9 @@ impl Rng {
 
 /// A blob literal of `len` bytes from the generator.
 fn blob(rng: &mut Rng, len: usize) -> String {
-    let bytes: String = (0..len).map(|_| format!("{:02x}", rng.next() as u8)).collect();
+    let bytes: String = (0..len)
+        .map(|_| format!("{:02x}", rng.next() as u8))
+        .collect();
     format!("x'{bytes}'")
 }
 
@@ -92,7 +94,12 @@ fn workload(seed: u64, steps: usize) -> Vec<Step> {
             13 if in_tx => {
                 in_tx = false;
                 savepoints = 0;
-                if rng.below(3) == 0 { "ROLLBACK" } else { "COMMIT" }.into()
+                if rng.below(3) == 0 {
+                    "ROLLBACK"
+                } else {
+                    "COMMIT"
+                }
+                .into()
             }
             14 => format!(
                 "CREATE INDEX IF NOT EXISTS i{}_{} ON {table}(c)",
@@ -126,7 +133,11 @@ fn workload(seed: u64, steps: usize) -> Vec<Step> {
             }
             _ => format!("SELECT a, length(b), c FROM {table} ORDER BY a DESC LIMIT 5"),
         };
-        let conn = if sql.starts_with("SELECT count(*) FROM") { 1 } else { 0 };
+        let conn = if sql.starts_with("SELECT count(*) FROM") {
+            1
+        } else {
+            0
+        };
         out.push(Step { conn, sql });
     }
     if in_tx {
@@ -160,8 +171,9 @@ fn run<W: libsql_sys::wal::Wal>(conn: &Connection<W>, sql: &str) -> String {
         match rows.next() {
             Ok(Some(row)) => {
                 for i in 0..columns {
-                    let value: libsql_sys::rusqlite::types::Value =
-                        row.get(i).unwrap_or(libsql_sys::rusqlite::types::Value::Null);
+                    let value: libsql_sys::rusqlite::types::Value = row
+                        .get(i)
+                        .unwrap_or(libsql_sys::rusqlite::types::Value::Null);
                     out.push_str(&format!("{value:?}|"));
                 }
                 out.push('\n');
@@ -190,7 +202,11 @@ fn assert_same_pages(ours: &Path, native: &Path, seed: u64) {
     );
     for (page, (a, b)) in ours.chunks(4096).zip(native.chunks(4096)).enumerate() {
         let skip = if page == 0 { 100 } else { 0 };
-        assert!(a[skip..] == b[skip..], "seed {seed}: page {} differs", page + 1);
+        assert!(
+            a[skip..] == b[skip..],
+            "seed {seed}: page {} differs",
+            page + 1
+        );
     }
 }
 
@@ -211,7 +227,14 @@ fn run_seed(seed: u64) {
         for (i, step) in steps.iter().enumerate() {
             let a = run(&ours[step.conn], &step.sql);
             let b = run(&native[step.conn], &step.sql);
-            assert_eq!(a, b, "seed {seed}, step {i}: {}", step.sql);if seed == 3 { eprintln!("DBG {} :: {}", &step.sql.chars().take(60).collect::<String>(), a.chars().take(80).collect::<String>().replace('\n', " ")); }
+            assert_eq!(a, b, "seed {seed}, step {i}: {}", step.sql);
+            if seed == 3 {
+                eprintln!(
+                    "DBG {} :: {}",
+                    &step.sql.chars().take(60).collect::<String>(),
+                    a.chars().take(80).collect::<String>().replace('\n', " ")
+                );
+            }
         }
         native[0]
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -5,3 +5,4 @@
 
 mod basics;
 mod differential;
+mod transactions;
