@@ -30,6 +30,10 @@ const BENCHES: &[Bench] = &[
         name: "backend",
         cargo_args: &["bench", "-p", "libsql-wal-backend", "--bench", "backend"],
     },
+    Bench {
+        name: "wal",
+        cargo_args: &["bench", "-p", "libsql-wal", "--bench", "wal"],
+    },
 ];
 
 fn main() -> ExitCode {

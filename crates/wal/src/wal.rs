@@ -7,8 +7,9 @@
 //! uncommitted frames; everyone else sees frames up to their snapshot.
 //!
 //! Frame handles: SQLite asks `find_frame` whether a page is in the log and then passes the
-//! returned handle to `read_frame`. The handle is the page number itself (non-zero), and
-//! `read_frame` looks the page up again in the same view: no state is kept between the calls.
+//! returned handle to `read_frame`. The handle is the page number itself (non-zero); the
+//! location found is kept for the `read_frame` that follows, which otherwise looks the page up
+//! again in the same view.
 //!
 //! Durability (`PRAGMA synchronous`): FULL fsyncs the segment at every commit, so a power cut
 //! loses nothing committed; NORMAL fsyncs when a segment is sealed, so a power cut may lose the
@@ -60,6 +61,8 @@ pub struct LibsqlWal<I: Io, S: Storage<File = I::File>> {
     writing: bool,
     /// Frames written by the transaction in progress.
     tx_frames: usize,
+    /// The page `find_frame` located last, and where: `read_frame` follows right after.
+    last_located: Option<(u32, Location<I::File>)>,
     /// Frames committed since `callback` was last called (the wal hook's argument).
     frames_since_callback: std::cell::Cell<u32>,
 }
@@ -73,6 +76,7 @@ impl<I: Io, S: Storage<File = I::File>> LibsqlWal<I, S> {
             last_seen_frame_no: None,
             writing: false,
             tx_frames: 0,
+            last_located: None,
             frames_since_callback: std::cell::Cell::new(0),
         }
     }
@@ -137,19 +141,27 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
     }
 
     fn end_read_txn(&mut self) {
+        self.last_located = None;
         if let Some(read) = self.read.take() {
             self.shared.remove_reader(read.last_committed_frame_no);
         }
     }
 
     fn find_frame(&mut self, page_no: NonZeroU32) -> WalResult<Option<NonZeroU32>> {
-        Ok(self.locate(page_no.get()).map(|_| page_no))
+        self.last_located = self
+            .locate(page_no.get())
+            .map(|location| (page_no.get(), location));
+        Ok(self.last_located.as_ref().map(|_| page_no))
     }
 
     fn read_frame(&mut self, frame_no: NonZeroU32, buffer: &mut [u8]) -> WalResult<()> {
         let page_no = frame_no.get();
+        let location = match self.last_located.take() {
+            Some((located, location)) if located == page_no => Some(location),
+            _ => self.locate(page_no),
+        };
         let namespace = self.shared.namespace();
-        match self.locate(page_no) {
+        match location {
             Some(Location::Current(frame_no)) => {
                 let read = self.read.as_ref().ok_or_else(Self::no_read_txn)?;
                 read.current
@@ -177,6 +189,7 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
     }
 
     fn begin_write_txn(&mut self) -> WalResult<()> {
+        self.last_located = None;
         let Some(read) = self.read.as_ref() else {
             return Err(Self::no_read_txn());
         };
@@ -213,6 +226,7 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
     }
 
     fn undo<U: UndoHandler>(&mut self, handler: Option<&mut U>) -> WalResult<()> {
+        self.last_located = None;
         let Some(read) = &self.read else {
             return Ok(());
         };
@@ -235,6 +249,7 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
     }
 
     fn savepoint_undo(&mut self, rollback_data: &mut [u32]) -> WalResult<()> {
+        self.last_located = None;
         let Some(read) = &self.read else {
             return Err(Self::no_read_txn());
         };
@@ -256,6 +271,7 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         is_commit: bool,
         sync_flags: std::ffi::c_int,
     ) -> WalResult<usize> {
+        self.last_located = None;
         let namespace = self.shared.namespace().clone();
         if page_size as usize != PAGE_SIZE {
             return Err(Error::Unsupported {

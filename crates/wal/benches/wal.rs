@@ -1,0 +1,144 @@
+//! `cargo xtask bench wal`: random inserts and random reads through SQLite on this WAL and on
+//! SQLite's own WAL in the same process, alternating rounds, at `synchronous=NORMAL` and `FULL`.
+//! Both use SQLite's default auto-checkpoint (1,000 frames), so this WAL seals and checkpoints
+//! while it runs. Prints `wal-bench ...` summary lines, with this WAL's first and last round.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libsql_sys::wal::{Sqlite3WalManager, Wal, WalManager};
+use libsql_sys::Connection;
+use libsql_wal::{LibsqlWalManager, RegistryConfig, WalRegistry};
+use libsql_wal_backend::NoStorage;
+use libsql_wal_segment::StdIo;
+
+/// Insert transactions per round; 10 rounds make the 20,000 inserts per side the reads run on.
+const INSERTS_PER_ROUND: usize = 2_000;
+/// Rounds of inserts.
+const INSERT_ROUNDS: usize = 10;
+/// Read transactions per round.
+const READS_PER_ROUND: usize = 5_000;
+/// Rounds of reads.
+const READ_ROUNDS: usize = 6;
+
+type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+fn open<M: WalManager>(path: &Path, manager: M, sync: &str) -> BenchResult<Connection<M::Wal>> {
+    let conn = Connection::open(
+        path,
+        libsql_sys::rusqlite::OpenFlags::default(),
+        manager,
+        1000,
+        None,
+    )?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={sync};
+         CREATE TABLE IF NOT EXISTS t1(a INTEGER PRIMARY KEY, b BLOB, c BLOB, d BLOB);
+         CREATE INDEX IF NOT EXISTS t1b ON t1(b);
+         CREATE INDEX IF NOT EXISTS t1c ON t1(c);"
+    ))?;
+    Ok(conn)
+}
+
+fn insert_round<W: Wal>(conn: &Connection<W>) -> BenchResult<Duration> {
+    let started = Instant::now();
+    for _ in 0..INSERTS_PER_ROUND {
+        conn.execute_batch(
+            "BEGIN;
+             REPLACE INTO t1 VALUES(abs(random() % 5000000), randomblob(16), randomblob(16), randomblob(400));
+             REPLACE INTO t1 VALUES(abs(random() % 5000000), randomblob(16), randomblob(16), randomblob(400));
+             REPLACE INTO t1 VALUES(abs(random() % 5000000), randomblob(16), randomblob(16), randomblob(400));
+             COMMIT;",
+        )?;
+    }
+    Ok(started.elapsed())
+}
+
+fn read_round<W: Wal>(conn: &Connection<W>) -> BenchResult<Duration> {
+    let started = Instant::now();
+    let mut stmt =
+        conn.prepare_cached("SELECT * FROM t1 WHERE a > abs(random() % 5000000) LIMIT 10")?;
+    for _ in 0..READS_PER_ROUND {
+        conn.execute_batch("BEGIN")?;
+        for _ in 0..3 {
+            let mut rows = stmt.query(())?;
+            while rows.next()?.is_some() {}
+        }
+        conn.execute_batch("COMMIT")?;
+    }
+    Ok(started.elapsed())
+}
+
+fn tx_per_s(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn report(kind: &str, sync: &str, per_round: usize, ours: &[Duration], native: &[Duration]) {
+    let total = |d: &[Duration]| tx_per_s(per_round * d.len(), d.iter().sum());
+    let (ours_rate, native_rate) = (total(ours), total(native));
+    println!(
+        "wal-bench {kind} sync={sync} ours={ours_rate:.0} native={native_rate:.0} ratio={:.2} ours_first_round={:.0} ours_last_round={:.0} native_first_round={:.0} native_last_round={:.0}",
+        ours_rate / native_rate,
+        tx_per_s(per_round, ours[0]),
+        tx_per_s(per_round, ours[ours.len() - 1]),
+        tx_per_s(per_round, native[0]),
+        tx_per_s(per_round, native[native.len() - 1]),
+    );
+}
+
+fn bench(sync: &str) -> BenchResult {
+    let dir = tempfile::tempdir()?;
+    let ours_dir = dir.path().join("bench");
+    std::fs::create_dir_all(&ours_dir)?;
+    let registry = Arc::new(WalRegistry::new(
+        StdIo,
+        NoStorage::<std::fs::File>::default(),
+        RegistryConfig::default(),
+    ));
+    let ours = open(
+        &ours_dir.join("data"),
+        LibsqlWalManager::new(registry.clone()),
+        sync,
+    )?;
+    let native = open(&dir.path().join("native"), Sqlite3WalManager::new(), sync)?;
+
+    let (mut ours_inserts, mut native_inserts) = (Vec::new(), Vec::new());
+    for round in 0..INSERT_ROUNDS {
+        if round % 2 == 0 {
+            ours_inserts.push(insert_round(&ours)?);
+            native_inserts.push(insert_round(&native)?);
+        } else {
+            native_inserts.push(insert_round(&native)?);
+            ours_inserts.push(insert_round(&ours)?);
+        }
+    }
+    report(
+        "inserts",
+        sync,
+        INSERTS_PER_ROUND,
+        &ours_inserts,
+        &native_inserts,
+    );
+
+    let (mut ours_reads, mut native_reads) = (Vec::new(), Vec::new());
+    for round in 0..READ_ROUNDS {
+        if round % 2 == 0 {
+            ours_reads.push(read_round(&ours)?);
+            native_reads.push(read_round(&native)?);
+        } else {
+            native_reads.push(read_round(&native)?);
+            ours_reads.push(read_round(&ours)?);
+        }
+    }
+    report("reads", sync, READS_PER_ROUND, &ours_reads, &native_reads);
+    drop(ours);
+    registry.shutdown()?;
+    Ok(())
+}
+
+fn main() -> BenchResult {
+    bench("NORMAL")?;
+    bench("FULL")?;
+    Ok(())
+}
