@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod basics;
+mod crash;
 mod differential;
 mod transactions;
