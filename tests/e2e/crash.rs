@@ -5,7 +5,7 @@
 //! killed process loses nothing the kernel already has, so NORMAL must keep everything too).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,12 @@ fn crash_child_writer() {
 /// Runs the child until about `run_for`, kills it, returns the last id it acknowledged.
 fn run_and_kill(root: &Path, sync: &str, run_for: Duration) -> i64 {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash::crash_child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash::crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, format!("{}|{sync}", root.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -80,7 +85,7 @@ fn run_and_kill(root: &Path, sync: &str, run_for: Duration) -> i64 {
     last
 }
 
-fn check(root: &PathBuf, acknowledged: i64, round: usize, sync: &str) {
+fn check(root: &Path, acknowledged: i64, round: usize, sync: &str) {
     let db = TestDb::reopen(root, config());
     let conn = db.connect("crash");
     let (count, max): (i64, i64) = conn

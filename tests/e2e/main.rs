@@ -6,4 +6,5 @@
 mod basics;
 mod crash;
 mod differential;
+mod faults;
 mod transactions;

@@ -63,6 +63,8 @@ struct State {
     committed: usize,
     /// Database size in pages after the last commit.
     size_after: u32,
+    /// `committed` and `size_after` before the last commit, for `undo_last_commit`.
+    before_last_commit: Option<(usize, u32)>,
     /// Set once the segment is sealed; no frame may be appended after.
     sealed: bool,
 }
@@ -75,6 +77,7 @@ impl State {
             newest: HashMap::new(),
             committed,
             size_after,
+            before_last_commit: None,
             sealed: false,
         };
         for frame in frames {
@@ -412,6 +415,7 @@ impl<F: FileExt> CurrentSegment<F> {
             state.push(meta);
         }
         if let Some(size_after) = commit {
+            state.before_last_commit = Some((state.committed, state.size_after));
             state.committed = state.frames.len();
             state.size_after = size_after;
         }
@@ -433,6 +437,29 @@ impl<F: FileExt> CurrentSegment<F> {
         let keep = state.frames.partition_point(|f| f.frame_no <= frame_no);
         state.truncate(keep);
         Ok(())
+    }
+
+    /// Takes back the last commit, for a commit that failed after its frames were written (its
+    /// fsync failed) and that nobody was told about: drops its frames from memory and cuts them
+    /// off the file, so neither readers nor recovery see them. Only the last commit can be
+    /// taken back, and only while no frame follows it.
+    pub fn undo_last_commit(&self) -> Result<()> {
+        let mut state = self.write_state();
+        let Some((committed, size_after)) = state.before_last_commit.take() else {
+            return Err(Error::invalid_state(&self.path, "no commit to take back"));
+        };
+        if state.sealed || state.frames.len() != state.committed {
+            return Err(Error::invalid_state(
+                &self.path,
+                "the last commit can only be taken back before anything follows it",
+            ));
+        }
+        state.truncate(committed);
+        state.committed = committed;
+        state.size_after = size_after;
+        self.file
+            .set_len(frame_offset(committed))
+            .map_err(|e| Error::io(&self.path, e))
     }
 
     /// Drops every frame of the transaction in progress; returns the pages those frames held,

@@ -294,9 +294,14 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         }
         // WAL_SYNC_FLAGS: non-zero when `PRAGMA synchronous` is FULL or EXTRA.
         if sync_flags & 0x03 != 0 {
-            read.current
-                .sync()
-                .map_err(|e| segment_error(&namespace, e))?;
+            if let Err(e) = read.current.sync() {
+                // SQLite will report the commit as failed: take it back, so that neither this
+                // process nor recovery after a crash ever shows it.
+                if let Err(undo) = read.current.undo_last_commit() {
+                    tracing::error!(%namespace, error = %undo, "cannot take back a commit whose fsync failed");
+                }
+                return Err(segment_error(&namespace, e));
+            }
         }
         let snapshot = self
             .shared

@@ -139,3 +139,30 @@ fn a_failed_creation_leaves_no_segment_behind() {
     let segment = CurrentSegment::create(&io, &path, 1, Uuid::new_v4()).unwrap();
     assert_eq!(commit(&segment, &[1], 1), 1);
 }
+
+#[test]
+fn a_commit_whose_fsync_failed_can_be_taken_back_in_memory_and_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let io = faulty();
+    let segment = CurrentSegment::create(&io, &path, 1, Uuid::new_v4()).unwrap();
+    commit(&segment, &[1, 2], 2);
+    commit(&segment, &[2, 3], 3);
+    io.plan().fail_sync(0);
+    assert!(segment.sync().is_err());
+    segment.undo_last_commit().unwrap();
+    assert_eq!(segment.last_committed_frame_no(), 2);
+    assert_eq!(segment.size_after(), 2);
+    assert_page(&segment, 2, 2);
+    assert_eq!(segment.find_frame(3, u64::MAX), None);
+    assert!(
+        segment.undo_last_commit().is_err(),
+        "only one commit can be taken back"
+    );
+    assert_eq!(commit(&segment, &[4], 4), 3);
+    drop(segment);
+    let (segment, report) = CurrentSegment::recover(&io, &path).unwrap();
+    assert_eq!(report.last_committed_frame_no, 3);
+    assert_page(&segment, 4, 3);
+    assert_page(&segment, 2, 2);
+}
