@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: a registry on `NoStorage` in a temporary directory, and
 //! connections to its namespaces through libsql-sys, on this WAL or on SQLite's own.
 
+pub mod oracle;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -20,6 +20,6 @@ mod wal;
 pub use error::{Error, Result};
 pub use footer::{Footer, FOOTER_SIZE};
 pub use manager::LibsqlWalManager;
-pub use registry::{RegistryConfig, WalRegistry};
+pub use registry::{namespace_from_directory, RegistryConfig, WalRegistry};
 pub use shared::{SharedWal, SwapStrategy};
 pub use wal::LibsqlWal;

@@ -1,7 +1,7 @@
 //! `WalRegistry`: one `SharedWal` per namespace, however many connections share it. Opening is
 //! race-free (the first opener recovers the log while later ones wait for it), and a namespace
-//! is resolved from the database path SQLite opens: the name of the directory holding the
-//! database file (`{root}/{namespace}/{file}`).
+//! is resolved from the database path SQLite opens, by default from the name of the directory
+//! holding the database file (`{root}/{namespace}/{file}`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +15,22 @@ use tracing::warn;
 use crate::error::{Error, Result};
 use crate::shared::{SharedWal, SwapStrategy};
 
+/// Returns the namespace of the database at `db_path` laid out as `{root}/{namespace}/{file}`:
+/// the name of its directory. The default `RegistryConfig::namespace_of`.
+pub fn namespace_from_directory(db_path: &Path) -> Result<NamespaceName> {
+    let bad = |why: String| Error::NamespaceFromPath {
+        path: db_path.to_path_buf(),
+        why,
+    };
+    let dir = db_path
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| bad("the database file has no named parent directory".into()))?;
+    dir.parse()
+        .map_err(|e: libsql_wal_backend::Error| bad(e.to_string()))
+}
+
 /// Settings of a registry.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -26,6 +42,8 @@ pub struct RegistryConfig {
     pub writer_timeout: Duration,
     /// How long shutdown waits for segments to become durable.
     pub shutdown_timeout: Duration,
+    /// Derives the namespace from the path of a database file SQLite opens.
+    pub namespace_of: fn(&Path) -> Result<NamespaceName>,
 }
 
 impl Default for RegistryConfig {
@@ -35,6 +53,7 @@ impl Default for RegistryConfig {
             swap_overrides: Vec::new(),
             writer_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
+            namespace_of: namespace_from_directory,
         }
     }
 }
@@ -84,7 +103,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
 
     /// Returns the log of the database at `db_path`, opening (and recovering) it on first use.
     pub fn open(&self, db_path: &Path) -> Result<Arc<SharedWal<I, S>>> {
-        let namespace = Self::namespace_for(db_path)?;
+        let namespace = (self.config.namespace_of)(db_path)?;
         if let Some(shared) = self.wals.get(&namespace) {
             return Ok(shared.clone());
         }

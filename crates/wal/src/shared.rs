@@ -364,6 +364,17 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         }
     }
 
+    /// Takes the write lock for connection `id` only if nobody holds it or waits for it.
+    pub(crate) fn try_acquire_writer(&self, id: u64) -> bool {
+        let mut queue = lock(&self.writers);
+        if queue.holder.is_none() && queue.waiting.is_empty() {
+            queue.holder = Some(id);
+            true
+        } else {
+            queue.holder == Some(id)
+        }
+    }
+
     /// Releases the write lock held by connection `id`.
     pub(crate) fn release_writer(&self, id: u64) {
         let mut queue = lock(&self.writers);

@@ -333,22 +333,42 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         in_wal: Option<&mut i32>,
         backfilled: Option<&mut i32>,
     ) -> WalResult<()> {
-        if mode >= CheckpointMode::Full && !self.writing {
-            // Seal what is committed so all of it can be copied in.
-            self.shared
-                .acquire_writer(self.id)
-                .map_err(Error::into_sqlite)?;
-            let sealed = self.shared.seal_current();
-            self.shared.release_writer(self.id);
-            sealed.map_err(Error::into_sqlite)?;
+        // Seal what is committed so all of it can be copied in: PASSIVE only if the write lock
+        // is free right now, the other modes wait for it like a writer.
+        let before = self.frames_in_wal();
+        if !self.writing {
+            let locked = if mode == CheckpointMode::Passive {
+                self.shared.try_acquire_writer(self.id)
+            } else {
+                self.shared
+                    .acquire_writer(self.id)
+                    .map_err(Error::into_sqlite)?;
+                true
+            };
+            if locked {
+                let sealed = self.shared.seal_current();
+                self.shared.release_writer(self.id);
+                sealed.map_err(Error::into_sqlite)?;
+            }
         }
         self.shared.checkpoint().map_err(Error::into_sqlite)?;
-        let remaining = self.frames_in_wal() as i32;
+        let after = self.frames_in_wal();
+        // Reported as SQLite's WAL does: frames in the log and frames copied back; a
+        // truncating checkpoint that copied everything leaves an empty log.
+        let (log, copied) = if mode == CheckpointMode::Truncate && after == 0 {
+            (0, 0)
+        } else {
+            (before, before - after)
+        };
         if let Some(in_wal) = in_wal {
-            *in_wal = remaining;
+            *in_wal = i32::try_from(log).unwrap_or(i32::MAX);
         }
         if let Some(backfilled) = backfilled {
-            *backfilled = 0;
+            *backfilled = i32::try_from(copied).unwrap_or(i32::MAX);
+        }
+        if mode >= CheckpointMode::Full && after > 0 {
+            // Readers still need frames that could not be copied.
+            return Err(libsql_sys::wal::Error::new(ffi::SQLITE_BUSY));
         }
         Ok(())
     }
