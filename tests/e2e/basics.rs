@@ -55,7 +55,7 @@ fn a_database_survives_seals_checkpoints_and_a_restart() {
         }
         let shared = db.registry().get(&"ns".parse().unwrap()).unwrap();
         assert!(
-            shared.sealed_segment_count() > 0,
+            shared.sealed_segment_count() > 0 || shared.checkpointed_frame_no() > 0,
             "small segments were sealed"
         );
         assert_eq!(count(&conn), 200);
@@ -79,4 +79,47 @@ fn a_database_survives_seals_checkpoints_and_a_restart() {
         .query_row("PRAGMA integrity_check", (), |r| r.get(0))
         .unwrap();
     assert_eq!(ok, "ok");
+}
+
+/// Polls `done` until it holds, for at most 30 s (a liveness bound, not a speed check).
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    done()
+}
+
+#[test]
+fn the_background_checkpointer_copies_sealed_segments_once_no_reader_needs_them() {
+    let db = TestDb::new(small_segments());
+    let conn = db.connect("ns");
+    conn.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)", ())
+        .unwrap();
+    let reader = db.connect("ns");
+    reader.execute_batch("BEGIN").unwrap();
+    assert_eq!(count(&reader), 0);
+    for _ in 0..100 {
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
+            .unwrap();
+    }
+    let shared = db.registry().get(&"ns".parse().unwrap()).unwrap();
+    assert!(shared.sealed_segment_count() > 0);
+    // The reader's snapshot holds the checkpoint back.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        shared.sealed_segment_count() > 0,
+        "a reader still needs them"
+    );
+    assert_eq!(count(&reader), 0);
+    reader.execute_batch("COMMIT").unwrap();
+    assert!(
+        eventually(|| shared.sealed_segment_count() == 0),
+        "the checkpointer copied every sealed segment"
+    );
+    assert!(shared.checkpointed_frame_no() > 0);
+    assert_eq!(count(&reader), 100);
 }

@@ -8,8 +8,10 @@
 //!   sealed segments to a `libsql_wal_backend::Storage`, and checkpoints them into the database
 //!   file (followed by the libSQL `Footer`).
 //!
-//! Layers, lowest first: `footer` -> `shared` -> `wal` -> `registry` -> `manager`.
+//! Layers, lowest first: `footer`, `checkpointer` -> `shared` -> `wal` -> `registry` ->
+//! `manager`. The checkpointer runs `SharedWal`s through a small trait it defines.
 
+mod checkpointer;
 mod error;
 mod footer;
 mod manager;

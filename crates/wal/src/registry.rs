@@ -12,6 +12,7 @@ use libsql_wal_backend::{NamespaceName, Storage};
 use libsql_wal_segment::Io;
 use tracing::warn;
 
+use crate::checkpointer::Checkpointer;
 use crate::error::{Error, Result};
 use crate::shared::{SharedWal, SwapStrategy};
 
@@ -44,6 +45,8 @@ pub struct RegistryConfig {
     pub shutdown_timeout: Duration,
     /// Derives the namespace from the path of a database file SQLite opens.
     pub namespace_of: fn(&Path) -> Result<NamespaceName>,
+    /// Background checkpoint threads: at most this many namespaces checkpoint at once.
+    pub checkpoint_threads: usize,
 }
 
 impl Default for RegistryConfig {
@@ -54,6 +57,7 @@ impl Default for RegistryConfig {
             writer_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             namespace_of: namespace_from_directory,
+            checkpoint_threads: 2,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct WalRegistry<I: Io, S: Storage<File = I::File>> {
     config: RegistryConfig,
     /// Open logs.
     wals: DashMap<NamespaceName, Arc<SharedWal<I, S>>>,
+    /// Background checkpoints for every namespace.
+    checkpointer: Arc<Checkpointer>,
 }
 
 impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
@@ -76,6 +82,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         WalRegistry {
             io: Arc::new(io),
             storage: Arc::new(storage),
+            checkpointer: Arc::new(Checkpointer::start(config.checkpoint_threads)),
             config,
             wals: DashMap::new(),
         }
@@ -121,6 +128,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 db_path,
                 swap,
                 self.config.writer_timeout,
+                self.checkpointer.clone(),
             )
         })?;
         Ok(entry.clone())
@@ -131,8 +139,8 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         self.wals.get(namespace).map(|s| s.clone())
     }
 
-    /// Shuts every open namespace down (seal, wait for durability, checkpoint) and forgets it.
-    /// Returns the first error after trying them all.
+    /// Shuts every open namespace down (seal, wait for durability, checkpoint) and forgets it,
+    /// then stops the background checkpointer. Returns the first error after trying them all.
     pub fn shutdown(&self) -> Result<()> {
         let mut first_error = None;
         let namespaces: Vec<_> = self.wals.iter().map(|e| e.key().clone()).collect();
@@ -144,6 +152,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 }
             }
         }
+        self.checkpointer.stop();
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),

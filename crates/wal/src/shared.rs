@@ -14,8 +14,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use libsql_wal_backend::{NamespaceName, Storage};
@@ -24,6 +24,7 @@ use libsql_wal_segment::{CurrentSegment, FileExt, Io, OpenMode, SealedSegment};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::checkpointer::{CheckpointJob, Checkpointer};
 use crate::error::{Error, Result};
 use crate::footer::{Footer, FOOTER_SIZE};
 
@@ -115,6 +116,12 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     checkpointed_frame_no: AtomicU64,
     /// Serialises checkpoints.
     checkpointing: Mutex<()>,
+    /// Runs checkpoints in the background.
+    checkpointer: Arc<Checkpointer>,
+    /// Set while a checkpoint of this namespace is queued.
+    checkpoint_queued: AtomicBool,
+    /// This log, for queueing itself on the checkpointer.
+    this: Weak<Self>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -130,7 +137,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Opens the log of `namespace` for the database at `db_path`: recovers the segments in its
     /// segment directory, re-sends to storage every sealed segment that is not durable yet, and
     /// starts a current segment if there is none.
-    #[tracing::instrument(skip(io, storage, swap), fields(namespace = %namespace))]
+    #[tracing::instrument(skip(io, storage, swap, checkpointer), fields(namespace = %namespace))]
     pub(crate) fn open(
         namespace: NamespaceName,
         io: Arc<I>,
@@ -138,6 +145,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         db_path: &Path,
         swap: SwapStrategy,
         writer_timeout: Duration,
+        checkpointer: Arc<Checkpointer>,
     ) -> Result<Arc<Self>> {
         let io_err = |path: &Path, source| Error::Io {
             path: path.to_path_buf(),
@@ -229,7 +237,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             checkpointed,
             "namespace log opened"
         );
-        let shared = Arc::new(SharedWal {
+        let shared = Arc::new_cyclic(|this| SharedWal {
             namespace,
             io,
             storage,
@@ -251,12 +259,16 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             durable_frame_no: Arc::new(AtomicU64::new(durable_frame_no)),
             checkpointed_frame_no: AtomicU64::new(checkpointed),
             checkpointing: Mutex::new(()),
+            checkpointer,
+            checkpoint_queued: AtomicBool::new(false),
+            this: this.clone(),
         });
         for segment in sealed {
             if segment.last_committed_frame_no() > durable_frame_no {
                 shared.send_to_storage(segment)?;
             }
         }
+        shared.request_checkpoint();
         Ok(shared)
     }
 
@@ -320,13 +332,28 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         }
     }
 
-    /// Ends a read transaction registered at `frame_no`.
+    /// Ends a read transaction registered at `frame_no`. When it was the last at the oldest
+    /// snapshot, segments it held back may now be checkpointed.
     pub(crate) fn remove_reader(&self, frame_no: u64) {
         let mut readers = lock(&self.readers);
+        let oldest = readers.keys().next() == Some(&frame_no);
         if let Some(count) = readers.get_mut(&frame_no) {
             *count -= 1;
             if *count == 0 {
                 readers.remove(&frame_no);
+                drop(readers);
+                if oldest && !self.snapshot().sealed.is_empty() {
+                    self.request_checkpoint();
+                }
+            }
+        }
+    }
+
+    /// Queues a background checkpoint of this namespace unless one is already queued.
+    pub fn request_checkpoint(&self) {
+        if !self.checkpoint_queued.swap(true, Ordering::SeqCst) {
+            if let Some(this) = self.this.upgrade() {
+                self.checkpointer.enqueue(this);
             }
         }
     }
@@ -444,14 +471,22 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             end = sealed.last_committed_frame_no(),
             "segment sealed"
         );
-        self.send_to_storage(sealed)
+        self.send_to_storage(sealed)?;
+        if !self.storage.keeps_remote_copies() {
+            self.request_checkpoint();
+        }
+        Ok(())
     }
 
     /// Hands a sealed segment to storage; the callback records the durable frame_no.
     fn send_to_storage(&self, segment: Arc<SealedSegment<I::File>>) -> Result<()> {
         let durable = self.durable_frame_no.clone();
+        let this = self.this.clone();
         let on_stored = Box::new(move |frame_no: u64| {
             durable.fetch_max(frame_no, Ordering::SeqCst);
+            if let Some(shared) = this.upgrade() {
+                shared.request_checkpoint();
+            }
         });
         futures::executor::block_on(
             self.storage
@@ -571,6 +606,15 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         }
         self.checkpoint()?;
         Ok(())
+    }
+}
+
+impl<I: Io, S: Storage<File = I::File>> CheckpointJob for SharedWal<I, S> {
+    fn run_checkpoint(&self) {
+        self.checkpoint_queued.store(false, Ordering::SeqCst);
+        if let Err(e) = self.checkpoint() {
+            warn!(namespace = %self.namespace, error = %e, "background checkpoint failed");
+        }
     }
 }
 
