@@ -123,3 +123,36 @@ fn the_background_checkpointer_copies_sealed_segments_once_no_reader_needs_them(
     assert!(shared.checkpointed_frame_no() > 0);
     assert_eq!(count(&reader), 100);
 }
+
+#[test]
+fn a_fully_checkpointed_database_reopens_with_its_size_from_the_header_not_the_footer() {
+    let db = TestDb::new(small_segments());
+    let pages: i64 = {
+        let conn = db.connect("ns");
+        conn.execute_batch(
+            "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);
+             INSERT INTO t(b) VALUES (randomblob(20000)), (randomblob(300));",
+        )
+        .unwrap();
+        conn.query_row("PRAGMA page_count", (), |r| r.get(0))
+            .unwrap()
+    };
+    db.registry().shutdown().unwrap();
+    let (_dir, root) = db.into_root();
+    let len = std::fs::metadata(root.join("ns/data")).unwrap().len();
+    assert_eq!(len, pages as u64 * 4096 + libsql_wal::FOOTER_SIZE as u64);
+
+    let reopened = TestDb::reopen(&root, small_segments());
+    let conn = reopened.connect("ns");
+    let after: i64 = conn
+        .query_row("PRAGMA page_count", (), |r| r.get(0))
+        .unwrap();
+    assert_eq!(after, pages, "the footer is not a page");
+    conn.execute("INSERT INTO t(b) VALUES (randomblob(9000))", ())
+        .unwrap();
+    assert_eq!(count(&conn), 3);
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", (), |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+}

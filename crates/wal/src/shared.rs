@@ -218,7 +218,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         } else if let Some((end, size)) = last_sealed {
             (end, size)
         } else {
-            (checkpointed, 0)
+            // Nothing in the log: the size is the database file's, from its header (the file
+            // size would count the footer as a page).
+            (checkpointed, footer.map_or(0, |f| f.db_size))
         };
         let durable_frame_no = if storage.keeps_remote_copies() {
             futures::executor::block_on(storage.durable_frame_no(&namespace, None)).map_err(
@@ -626,8 +628,20 @@ pub(crate) fn segment_dir(db_path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Reads the footer of a checkpointed database file, if there is one.
-fn read_footer<I: Io>(io: &I, db_path: &Path) -> Result<Option<Footer>> {
+/// What `read_footer` found at the end of a checkpointed database file.
+#[derive(Debug, Clone, Copy)]
+struct FooterInfo {
+    /// The last frame_no copied into the file.
+    replication_index: u64,
+    /// The log the frames came from.
+    log_id: Uuid,
+    /// The database size in pages, from page 1's header.
+    db_size: u32,
+}
+
+/// Reads the footer of a checkpointed database file, and the database size from its header,
+/// if the file ends with a valid footer.
+fn read_footer<I: Io>(io: &I, db_path: &Path) -> Result<Option<FooterInfo>> {
     let file = match io.open(db_path, OpenMode::Read) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -649,5 +663,17 @@ fn read_footer<I: Io>(io: &I, db_path: &Path) -> Result<Option<Footer>> {
     let mut buf = [0; FOOTER_SIZE];
     file.read_exact_at(&mut buf, len - FOOTER_SIZE as u64)
         .map_err(io_err)?;
-    Ok(Footer::decode(&buf))
+    let Some(footer) = Footer::decode(&buf) else {
+        return Ok(None);
+    };
+    let pages = (len / PAGE_SIZE as u64) as u32;
+    let mut size = [0; 4];
+    if pages > 0 {
+        file.read_exact_at(&mut size, 28).map_err(io_err)?;
+    }
+    Ok(Some(FooterInfo {
+        replication_index: footer.replication_index,
+        log_id: footer.log_id,
+        db_size: u32::from_be_bytes(size).min(pages),
+    }))
 }
