@@ -12,7 +12,7 @@
 //! - A segment leaves the local disk only after it is in the database file, and (when storage
 //!   keeps remote copies) after it is durable.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
@@ -544,11 +544,11 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             .io
             .open(&self.db_path, OpenMode::ReadWrite)
             .map_err(io_err)?;
-        let mut written: HashMap<u32, ()> = HashMap::new();
+        let mut written: HashSet<u32> = HashSet::new();
         let mut page = vec![0; PAGE_SIZE];
         for segment in eligible.iter().rev() {
             for (page_no, _) in segment.index().entries() {
-                if page_no > size_after || written.insert(page_no, ()).is_some() {
+                if page_no > size_after || !written.insert(page_no) {
                     continue;
                 }
                 segment.read_page(page_no, &mut page).map_err(seg_err)?;
