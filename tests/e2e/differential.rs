@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use libsql_sys::Connection;
 use libsql_wal::{RegistryConfig, SwapStrategy};
+use libsql_wal_tests::oracle::run_statement;
 use libsql_wal_tests::{connect_native, TestDb};
 
 /// A small deterministic random source (xorshift64*).
@@ -155,35 +155,6 @@ fn workload(seed: u64, steps: usize) -> Vec<Step> {
     out
 }
 
-/// Runs `sql` and renders its rows (or its error) as text.
-fn run<W: libsql_sys::wal::Wal>(conn: &Connection<W>, sql: &str) -> String {
-    let mut stmt = match conn.prepare(sql) {
-        Ok(stmt) => stmt,
-        Err(e) => return format!("error: {e}"),
-    };
-    let columns = stmt.column_count();
-    let mut rows = match stmt.query(()) {
-        Ok(rows) => rows,
-        Err(e) => return format!("error: {e}"),
-    };
-    let mut out = String::new();
-    loop {
-        match rows.next() {
-            Ok(Some(row)) => {
-                for i in 0..columns {
-                    let value: libsql_sys::rusqlite::types::Value = row
-                        .get(i)
-                        .unwrap_or(libsql_sys::rusqlite::types::Value::Null);
-                    out.push_str(&format!("{value:?}|"));
-                }
-                out.push('\n');
-            }
-            Ok(None) => return out,
-            Err(e) => return format!("{out}error: {e}"),
-        }
-    }
-}
-
 /// Compares two database files page by page, ignoring page 1's header and anything after the
 /// last page of `native` (our footer).
 fn assert_same_pages(ours: &Path, native: &Path, seed: u64) {
@@ -225,8 +196,8 @@ fn run_seed(seed: u64) {
         let ours = [db.connect("diff"), db.connect("diff")];
         let native = [connect_native(&native_path), connect_native(&native_path)];
         for (i, step) in steps.iter().enumerate() {
-            let a = run(&ours[step.conn], &step.sql);
-            let b = run(&native[step.conn], &step.sql);
+            let a = run_statement(&ours[step.conn], &step.sql);
+            let b = run_statement(&native[step.conn], &step.sql);
             assert_eq!(a, b, "seed {seed}, step {i}: {}", step.sql);
             if seed == 3 {
                 eprintln!(

@@ -111,8 +111,8 @@ fn install_random<W: Wal>(conn: &Connection<W>, state: &Arc<AtomicU64>) -> Resul
     .map_err(|e| format!("cannot replace randomblob(): {e}"))
 }
 
-/// Runs one statement, rendering its rows or its error.
-fn run_statement<W: Wal>(conn: &Connection<W>, sql: &str) -> String {
+/// Runs one statement, rendering its rows or its error as text.
+pub fn run_statement<W: Wal>(conn: &Connection<W>, sql: &str) -> String {
     let mut stmt = match conn.prepare(sql) {
         Ok(stmt) => stmt,
         Err(e) => return format!("error: {e}"),

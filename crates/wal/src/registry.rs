@@ -93,21 +93,6 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         &self.storage
     }
 
-    /// Returns the namespace of the database at `db_path`: the name of its directory.
-    pub fn namespace_for(db_path: &Path) -> Result<NamespaceName> {
-        let bad = |why: String| Error::NamespaceFromPath {
-            path: db_path.to_path_buf(),
-            why,
-        };
-        let dir = db_path
-            .parent()
-            .and_then(Path::file_name)
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| bad("the database file has no named parent directory".into()))?;
-        dir.parse()
-            .map_err(|e: libsql_wal_backend::Error| bad(e.to_string()))
-    }
-
     /// Returns the log of the database at `db_path`, opening (and recovering) it on first use.
     pub fn open(&self, db_path: &Path) -> Result<Arc<SharedWal<I, S>>> {
         let namespace = (self.config.namespace_of)(db_path)?;
