@@ -156,3 +156,21 @@ fn a_fully_checkpointed_database_reopens_with_its_size_from_the_header_not_the_f
         .unwrap();
     assert_eq!(ok, "ok");
 }
+
+#[test]
+fn sqlite_auto_checkpoint_seals_and_checkpoints_like_sqlite_wal() {
+    let db = TestDb::new(RegistryConfig::default());
+    let conn = db.connect_with_auto_checkpoint("ns", 50);
+    conn.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)", ())
+        .unwrap();
+    for _ in 0..40 {
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(5000))", ())
+            .unwrap();
+    }
+    let shared = db.registry().get(&"ns".parse().unwrap()).unwrap();
+    assert!(
+        shared.checkpointed_frame_no() > 0,
+        "a commit that left 50 frames in the log checkpointed them"
+    );
+    assert_eq!(count(&conn), 40);
+}

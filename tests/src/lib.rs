@@ -63,13 +63,23 @@ impl TestDb {
         dir.join("data")
     }
 
-    /// Opens a connection to namespace `ns` on this WAL.
+    /// Opens a connection to namespace `ns` on this WAL, with SQLite's auto-checkpoint off.
     pub fn connect(&self, ns: &str) -> Connection<LocalWal> {
+        self.connect_with_auto_checkpoint(ns, 0)
+    }
+
+    /// Opens a connection to namespace `ns` on this WAL; SQLite checkpoints when a commit
+    /// leaves `auto_checkpoint` frames or more in the log (0: never).
+    pub fn connect_with_auto_checkpoint(
+        &self,
+        ns: &str,
+        auto_checkpoint: u32,
+    ) -> Connection<LocalWal> {
         Connection::open(
             self.db_path(ns),
             libsql_sys::rusqlite::OpenFlags::default(),
             self.manager.clone(),
-            0,
+            auto_checkpoint,
             None,
         )
         .expect("open a connection on libsql-wal")

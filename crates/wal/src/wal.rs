@@ -63,8 +63,9 @@ pub struct LibsqlWal<I: Io, S: Storage<File = I::File>> {
     tx_frames: usize,
     /// The page `find_frame` located last, and where: `read_frame` follows right after.
     last_located: Option<(u32, Location<I::File>)>,
-    /// Frames committed since `callback` was last called (the wal hook's argument).
-    frames_since_callback: std::cell::Cell<u32>,
+    /// Frames in the log at this connection's last commit, if `callback` has not reported them
+    /// yet: the wal hook's argument, which drives SQLite's auto-checkpoint like SQLite's WAL.
+    frames_at_last_commit: std::cell::Cell<u32>,
 }
 
 impl<I: Io, S: Storage<File = I::File>> LibsqlWal<I, S> {
@@ -77,7 +78,7 @@ impl<I: Io, S: Storage<File = I::File>> LibsqlWal<I, S> {
             writing: false,
             tx_frames: 0,
             last_located: None,
-            frames_since_callback: std::cell::Cell::new(0),
+            frames_at_last_commit: std::cell::Cell::new(0),
         }
     }
 
@@ -313,13 +314,8 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         );
         self.last_seen_frame_no = Some(snapshot.last_committed_frame_no);
         self.read = Some(snapshot);
-        let committed = std::mem::take(&mut self.tx_frames);
-        self.frames_since_callback.set(
-            self.frames_since_callback
-                .get()
-                .saturating_add(committed as u32),
-        );
-        Ok(committed)
+        self.frames_at_last_commit.set(self.frames_in_wal());
+        Ok(std::mem::take(&mut self.tx_frames))
     }
 
     fn checkpoint(
@@ -384,7 +380,7 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
     fn set_db(&mut self, _db: &mut Sqlite3Db) {}
 
     fn callback(&self) -> i32 {
-        i32::try_from(self.frames_since_callback.take()).unwrap_or(i32::MAX)
+        i32::try_from(self.frames_at_last_commit.take()).unwrap_or(i32::MAX)
     }
 
     fn frames_in_wal(&self) -> u32 {
