@@ -174,3 +174,23 @@ fn sqlite_auto_checkpoint_seals_and_checkpoints_like_sqlite_wal() {
     );
     assert_eq!(count(&conn), 40);
 }
+
+#[test]
+fn an_idle_namespace_seals_its_current_segment_once_it_is_old_enough() {
+    let db = TestDb::new(RegistryConfig {
+        swap: SwapStrategy {
+            max_age: std::time::Duration::from_millis(50),
+            ..SwapStrategy::default()
+        },
+        age_check_interval: std::time::Duration::from_millis(20),
+        ..RegistryConfig::default()
+    });
+    let conn = db.connect("ns");
+    conn.execute("CREATE TABLE t(a)", ()).unwrap();
+    let shared = db.registry().get(&"ns".parse().unwrap()).unwrap();
+    let last = shared.last_committed_frame_no();
+    assert!(
+        eventually(|| shared.checkpointed_frame_no() == last),
+        "the idle segment was sealed and checkpointed"
+    );
+}

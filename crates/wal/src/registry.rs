@@ -32,6 +32,25 @@ pub fn namespace_from_directory(db_path: &Path) -> Result<NamespaceName> {
         .map_err(|e: libsql_wal_backend::Error| bad(e.to_string()))
 }
 
+/// The age check: every `interval`, seals the current segment of each open namespace whose
+/// first commit is older than its `max_age`. Ends when the registry is dropped.
+fn seal_old_segments<I: Io, S: Storage<File = I::File>>(
+    wals: &std::sync::Weak<DashMap<NamespaceName, Arc<SharedWal<I, S>>>>,
+    stopped: &std::sync::mpsc::Receiver<()>,
+    interval: Duration,
+) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+        let Some(wals) = wals.upgrade() else { return };
+        let open: Vec<_> = wals.iter().map(|e| e.value().clone()).collect();
+        drop(wals);
+        for shared in open {
+            if let Err(e) = shared.seal_if_too_old() {
+                warn!(namespace = %shared.namespace(), error = %e, "sealing an old segment failed");
+            }
+        }
+    }
+}
+
 /// Settings of a registry.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -47,6 +66,8 @@ pub struct RegistryConfig {
     pub namespace_of: fn(&Path) -> Result<NamespaceName>,
     /// Background checkpoint threads: at most this many namespaces checkpoint at once.
     pub checkpoint_threads: usize,
+    /// How often open namespaces are checked for a current segment older than `max_age`.
+    pub age_check_interval: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -58,6 +79,7 @@ impl Default for RegistryConfig {
             shutdown_timeout: Duration::from_secs(30),
             namespace_of: namespace_from_directory,
             checkpoint_threads: 2,
+            age_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -70,8 +92,10 @@ pub struct WalRegistry<I: Io, S: Storage<File = I::File>> {
     storage: Arc<S>,
     /// Settings.
     config: RegistryConfig,
-    /// Open logs.
-    wals: DashMap<NamespaceName, Arc<SharedWal<I, S>>>,
+    /// Open logs (shared with the age-check thread).
+    wals: Arc<DashMap<NamespaceName, Arc<SharedWal<I, S>>>>,
+    /// Stops the age-check thread when dropped (it sees the channel close).
+    _age_check: std::sync::mpsc::Sender<()>,
     /// Background checkpoints for every namespace.
     checkpointer: Arc<Checkpointer>,
 }
@@ -79,12 +103,23 @@ pub struct WalRegistry<I: Io, S: Storage<File = I::File>> {
 impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
     /// Returns an empty registry.
     pub fn new(io: I, storage: S, config: RegistryConfig) -> Self {
+        let wals = Arc::new(DashMap::new());
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let watched = Arc::downgrade(&wals);
+        let interval = config.age_check_interval;
+        let spawned = std::thread::Builder::new()
+            .name("libsql-wal-age-check".into())
+            .spawn(move || seal_old_segments(&watched, &stopped, interval));
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the age check: segments seal by size only");
+        }
         WalRegistry {
             io: Arc::new(io),
             storage: Arc::new(storage),
             checkpointer: Arc::new(Checkpointer::start(config.checkpoint_threads)),
             config,
-            wals: DashMap::new(),
+            wals,
+            _age_check: stop,
         }
     }
 

@@ -124,6 +124,9 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     this: Weak<Self>,
 }
 
+/// Writer-queue id of the registry's age check (connection ids start at 1).
+const AGE_SEALER_ID: u64 = 0;
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -433,6 +436,20 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             self.seal_current()?;
         }
         Ok(self.snapshot())
+    }
+
+    /// Seals the current segment if its first commit is older than the swap strategy's
+    /// `max_age` and no connection holds or waits for the write lock (an idle namespace still
+    /// seals, so its commits reach storage). Called periodically by the registry.
+    pub(crate) fn seal_if_too_old(&self) -> Result<()> {
+        let due =
+            lock(&self.current_since).is_some_and(|since| since.elapsed() >= self.swap.max_age);
+        if !due || !self.try_acquire_writer(AGE_SEALER_ID) {
+            return Ok(());
+        }
+        let sealed = self.seal_current();
+        self.release_writer(AGE_SEALER_ID);
+        sealed
     }
 
     /// Seals the current segment (the caller holds the write lock, or no writer can run), starts
