@@ -158,7 +158,7 @@ fn a_fully_checkpointed_database_reopens_with_its_size_from_the_header_not_the_f
 }
 
 #[test]
-fn sqlite_auto_checkpoint_seals_and_checkpoints_like_sqlite_wal() {
+fn sqlite_auto_checkpoint_leaves_sealing_to_the_swap_strategy() {
     let db = TestDb::new(RegistryConfig::default());
     let conn = db.connect_with_auto_checkpoint("ns", 50);
     conn.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)", ())
@@ -168,9 +168,18 @@ fn sqlite_auto_checkpoint_seals_and_checkpoints_like_sqlite_wal() {
             .unwrap();
     }
     let shared = db.registry().get(&"ns".parse().unwrap()).unwrap();
-    assert!(
-        shared.checkpointed_frame_no() > 0,
-        "a commit that left 50 frames in the log checkpointed them"
+    assert!(shared.last_committed_frame_no() > 50);
+    assert_eq!(shared.sealed_segment_count(), 0, "nothing was sealed");
+    assert_eq!(
+        shared.checkpointed_frame_no(),
+        0,
+        "nothing was checkpointed"
+    );
+    conn.execute_batch("PRAGMA wal_checkpoint").unwrap();
+    assert_eq!(
+        shared.checkpointed_frame_no(),
+        shared.last_committed_frame_no(),
+        "an explicit checkpoint seals and copies everything"
     );
     assert_eq!(count(&conn), 40);
 }

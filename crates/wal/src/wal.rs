@@ -11,6 +11,11 @@
 //! location found is kept for the `read_frame` that follows, which otherwise looks the page up
 //! again in the same view.
 //!
+//! Checkpoints: SQLite's auto-checkpoint never fires (the wal hook reports no frames); the
+//! swap strategy seals and the background checkpointer copies. An explicit `PRAGMA
+//! wal_checkpoint` seals what is committed (PASSIVE only if the write lock is free) and
+//! checkpoints what no reader needs, reporting like SQLite's WAL.
+//!
 //! Durability (`PRAGMA synchronous`): FULL fsyncs the segment at every commit, so a power cut
 //! loses nothing committed; NORMAL fsyncs when a segment is sealed, so a power cut may lose the
 //! commits since the last seal (the database stays consistent); OFF adds no fsync of its own.
@@ -63,9 +68,6 @@ pub struct LibsqlWal<I: Io, S: Storage<File = I::File>> {
     tx_frames: usize,
     /// The page `find_frame` located last, and where: `read_frame` follows right after.
     last_located: Option<(u32, Location<I::File>)>,
-    /// Frames in the log at this connection's last commit, if `callback` has not reported them
-    /// yet: the wal hook's argument, which drives SQLite's auto-checkpoint like SQLite's WAL.
-    frames_at_last_commit: std::cell::Cell<u32>,
 }
 
 impl<I: Io, S: Storage<File = I::File>> LibsqlWal<I, S> {
@@ -78,7 +80,6 @@ impl<I: Io, S: Storage<File = I::File>> LibsqlWal<I, S> {
             writing: false,
             tx_frames: 0,
             last_located: None,
-            frames_at_last_commit: std::cell::Cell::new(0),
         }
     }
 
@@ -314,7 +315,6 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         );
         self.last_seen_frame_no = Some(snapshot.last_committed_frame_no);
         self.read = Some(snapshot);
-        self.frames_at_last_commit.set(self.frames_in_wal());
         Ok(std::mem::take(&mut self.tx_frames))
     }
 
@@ -380,7 +380,10 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
     fn set_db(&mut self, _db: &mut Sqlite3Db) {}
 
     fn callback(&self) -> i32 {
-        i32::try_from(self.frames_at_last_commit.take()).unwrap_or(i32::MAX)
+        // SQLite's auto-checkpoint would seal a segment every N frames from the commit path;
+        // the swap strategy and the background checkpointer decide that instead, so the wal
+        // hook never reports frames.
+        0
     }
 
     fn frames_in_wal(&self) -> u32 {
