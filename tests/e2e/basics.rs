@@ -203,3 +203,44 @@ fn an_idle_namespace_seals_its_current_segment_once_it_is_old_enough() {
         "the idle segment was sealed and checkpointed"
     );
 }
+
+#[test]
+fn leaving_wal_mode_and_coming_back_keeps_every_row() {
+    let db = TestDb::new(RegistryConfig::default());
+    {
+        let conn = db.connect("ns");
+        conn.execute_batch(
+            "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);
+             INSERT INTO t(b) VALUES (randomblob(9000));",
+        )
+        .unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = DELETE", (), |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete");
+        conn.execute_batch(
+            "INSERT INTO t(b) VALUES (randomblob(30000));
+             INSERT INTO t(b) VALUES (randomblob(30000));",
+        )
+        .unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", (), |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(100))", ())
+            .unwrap();
+        assert_eq!(count(&conn), 4);
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", (), |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+    }
+    db.registry().shutdown().unwrap();
+    let (_dir, root) = db.into_root();
+    let conn = TestDb::reopen(&root, RegistryConfig::default()).connect("ns");
+    assert_eq!(count(&conn), 4);
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", (), |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+}

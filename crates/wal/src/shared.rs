@@ -58,7 +58,9 @@ pub(crate) struct Snapshot<F> {
     pub sealed: Arc<Vec<Arc<SealedSegment<F>>>>,
     /// The last committed frame_no the snapshot sees.
     pub last_committed_frame_no: u64,
-    /// Database size in pages as of that commit (0: take it from the database file).
+    /// Database size in pages as of that commit; 0 while the log holds no frame, and then
+    /// `begin_read` takes it from the database file's header (the file is the whole truth; its
+    /// size would count the footer as a page).
     pub db_size: u32,
 }
 
@@ -221,9 +223,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         } else if let Some((end, size)) = last_sealed {
             (end, size)
         } else {
-            // Nothing in the log: the size is the database file's, from its header (the file
-            // size would count the footer as a page).
-            (checkpointed, footer.map_or(0, |f| f.db_size))
+            // Nothing in the log: read transactions take the size from the file's header.
+            (checkpointed, 0)
         };
         let durable_frame_no = if storage.keeps_remote_copies() {
             futures::executor::block_on(storage.durable_frame_no(&namespace, None)).map_err(
@@ -318,10 +319,30 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Begins a read transaction: takes the latest snapshot and registers it, atomically with
     /// respect to checkpoints, which keep everything a registered reader may read.
     pub(crate) fn begin_read(&self) -> Snapshot<I::File> {
-        let mut readers = lock(&self.readers);
-        let snapshot = self.snapshot();
-        *readers.entry(snapshot.last_committed_frame_no).or_default() += 1;
+        let mut snapshot = {
+            let mut readers = lock(&self.readers);
+            let snapshot = self.snapshot();
+            *readers.entry(snapshot.last_committed_frame_no).or_default() += 1;
+            snapshot
+        };
+        if snapshot.db_size == 0 {
+            snapshot.db_size = self.db_size_from_file();
+        }
         snapshot
+    }
+
+    /// Returns the database size in pages recorded in page 1's header of the database file,
+    /// bounded by the pages the file holds; 0 if the file has no header (SQLite then measures
+    /// the file itself).
+    fn db_size_from_file(&self) -> u32 {
+        let Ok(file) = self.io.open(&self.db_path, OpenMode::Read) else {
+            return 0;
+        };
+        let mut size = [0; 4];
+        match (file.size(), file.read_exact_at(&mut size, 28)) {
+            (Ok(len), Ok(())) => u32::from_be_bytes(size).min((len / PAGE_SIZE as u64) as u32),
+            _ => 0,
+        }
     }
 
     /// Moves a registered read transaction from `from` to `to` (the writer's own snapshot after
@@ -589,6 +610,10 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             let remaining: Vec<_> = state.sealed.iter().skip(eligible.len()).cloned().collect();
             state.sealed = Arc::new(remaining);
+            if state.sealed.is_empty() && state.current.committed_frame_count() == 0 {
+                // Everything is in the file now, which is then the truth about its size too.
+                state.db_size = 0;
+            }
         }
         for segment in &eligible {
             if let Err(e) = self.io.remove_file(segment.path()) {
@@ -652,12 +677,9 @@ struct FooterInfo {
     replication_index: u64,
     /// The log the frames came from.
     log_id: Uuid,
-    /// The database size in pages, from page 1's header.
-    db_size: u32,
 }
 
-/// Reads the footer of a checkpointed database file, and the database size from its header,
-/// if the file ends with a valid footer.
+/// Reads the footer of a checkpointed database file, if the file ends with a valid one.
 fn read_footer<I: Io>(io: &I, db_path: &Path) -> Result<Option<FooterInfo>> {
     let file = match io.open(db_path, OpenMode::Read) {
         Ok(file) => file,
@@ -680,17 +702,8 @@ fn read_footer<I: Io>(io: &I, db_path: &Path) -> Result<Option<FooterInfo>> {
     let mut buf = [0; FOOTER_SIZE];
     file.read_exact_at(&mut buf, len - FOOTER_SIZE as u64)
         .map_err(io_err)?;
-    let Some(footer) = Footer::decode(&buf) else {
-        return Ok(None);
-    };
-    let pages = (len / PAGE_SIZE as u64) as u32;
-    let mut size = [0; 4];
-    if pages > 0 {
-        file.read_exact_at(&mut size, 28).map_err(io_err)?;
-    }
-    Ok(Some(FooterInfo {
+    Ok(Footer::decode(&buf).map(|footer| FooterInfo {
         replication_index: footer.replication_index,
         log_id: footer.log_id,
-        db_size: u32::from_be_bytes(size).min(pages),
     }))
 }
