@@ -104,6 +104,15 @@ async fn bench<B: Backend>(name: &str, backend: &B, segment: &TestSegment, scrat
     );
 }
 
+/// Returns the two-thread runtime both processes run on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Set in the child process that measures the memory of one upload: `endpoint|file`.
 const CHILD_UPLOAD: &str = "BACKEND_BENCH_CHILD_UPLOAD";
 
@@ -111,11 +120,7 @@ const CHILD_UPLOAD: &str = "BACKEND_BENCH_CHILD_UPLOAD";
 /// memory above the baseline it had once the client was ready.
 fn child_upload(spec: &str) {
     let (endpoint, data) = spec.split_once('|').unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let s3 = libsql_wal_backend::S3Backend::new(s3_server::options_for(endpoint, "memory"))
             .await
@@ -142,11 +147,7 @@ fn main() {
     if let Ok(spec) = std::env::var(CHILD_UPLOAD) {
         return child_upload(&spec);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let scratch = tempfile::tempdir().unwrap();
         let segment = make_segment(scratch.path(), 1, FRAMES, FRAMES as u32, 1, 1);
