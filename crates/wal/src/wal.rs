@@ -30,7 +30,7 @@ use libsql_sys::wal::{
     UndoHandler, Wal,
 };
 use libsql_wal_backend::Storage;
-use libsql_wal_segment::format::PAGE_SIZE;
+use libsql_wal_segment::format::{FRAME_SIZE, PAGE_SIZE};
 use libsql_wal_segment::Io;
 
 use crate::error::Error;
@@ -287,6 +287,14 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         };
         let pages: Vec<(u32, &[u8])> = page_headers.iter().collect();
         let count = pages.len();
+        // WAL_SYNC_FLAGS: non-zero when `PRAGMA synchronous` is FULL or EXTRA.
+        let sync_at_commit = sync_flags & 0x03 != 0;
+        if is_commit && sync_at_commit {
+            // Commits that overwrite written zeros make `fdatasync` cheaper than appends.
+            read.current
+                .preallocate(((count + 1) * FRAME_SIZE) as u64)
+                .map_err(|e| segment_error(&namespace, e))?;
+        }
         read.current
             .insert_frames(pages, is_commit.then_some(size_after))
             .map_err(|e| segment_error(&namespace, e))?;
@@ -294,8 +302,7 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         if !is_commit {
             return Ok(0);
         }
-        // WAL_SYNC_FLAGS: non-zero when `PRAGMA synchronous` is FULL or EXTRA.
-        if sync_flags & 0x03 != 0 {
+        if sync_at_commit {
             if let Err(e) = read.current.sync() {
                 // SQLite will report the commit as failed: take it back, so that neither this
                 // process nor recovery after a crash ever shows it.

@@ -169,3 +169,29 @@ fn a_damaged_header_is_corruption_not_recovery() {
     );
     assert!(CurrentSegment::recover(&io(), Path::new("/nonexistent/seg")).is_err());
 }
+
+#[test]
+fn preallocated_zeros_are_cut_off_by_recovery_and_seal_without_counting_as_dropped_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let segment = write_segment(&io(), &path, 1, Uuid::new_v4(), &txs()[..1]);
+    segment.preallocate(3 * F as u64).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(len, 1 << 20, "preallocated to the next MiB");
+    // Commits overwrite the zeros without growing the file.
+    commit(&segment, &[2, 5], 5);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+    drop(segment);
+
+    let (segment, report) = CurrentSegment::recover(&io(), &path).unwrap();
+    assert_eq!(report.last_committed_frame_no, 5);
+    assert_eq!(report.dropped_frames, 0, "zeros are not lost frames");
+    assert_eq!(report.truncated_bytes, len - (H + 5 * F) as u64);
+    assert_holds_exactly(&segment, 5);
+
+    segment.preallocate(F as u64).unwrap();
+    commit(&segment, &[4], 5);
+    let sealed = segment.seal(Utc::now()).unwrap().unwrap();
+    let reopened = SealedSegment::open(&io(), sealed.path()).unwrap();
+    assert_eq!(reopened.last_committed_frame_no(), 6);
+}
