@@ -368,7 +368,13 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             if *count == 0 {
                 readers.remove(&frame_no);
                 drop(readers);
-                if oldest && !self.snapshot().sealed.is_empty() {
+                let has_sealed = !self
+                    .state
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .sealed
+                    .is_empty();
+                if oldest && has_sealed {
                     self.request_checkpoint();
                 }
             }
