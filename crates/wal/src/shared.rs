@@ -605,10 +605,10 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             replication_index: end_frame_no,
             log_id: self.log_id,
         };
-        db.set_len(pages_end).map_err(io_err)?;
+        // Drops pages past the database size (and an old footer), then writes the new footer.
+        db.set_len(pages_end + FOOTER_SIZE as u64).map_err(io_err)?;
         db.write_all_at(&footer.encode(), pages_end)
             .map_err(io_err)?;
-        db.set_len(pages_end + FOOTER_SIZE as u64).map_err(io_err)?;
         db.sync_data().map_err(io_err)?;
         self.checkpointed_frame_no
             .fetch_max(end_frame_no, Ordering::SeqCst);
