@@ -14,7 +14,9 @@ use libsql_wal_segment::{merge, CurrentSegment, SealedSegment, StdIo};
 
 use crate::backend::Backend;
 use crate::error::Error;
-use crate::ext::{BackendExt, FindSegment};
+use crate::ext::{
+    index_object, indexes_prefix, segment_object, segments_prefix, BackendExt, FindSegment,
+};
 use crate::key::SegmentKey;
 use crate::namespace::NamespaceName;
 
@@ -283,7 +285,7 @@ pub async fn a_flipped_byte_is_reported_as_corruption_naming_the_key<B: Backend>
     let segment = make_segment(scratch, 1, 50, 20, 1, 700);
     for at in [0, 100, 5_000, usize::MAX] {
         store(backend, &ns, &segment).await;
-        let data_key = format!("{ns}/segments/{}", segment.key);
+        let data_key = segment_object(&ns, &segment.key);
         flip_byte(backend, &data_key, at).await;
         let dest = scratch.join(format!("damaged-{at}"));
         let err = backend
@@ -300,7 +302,7 @@ pub async fn a_flipped_byte_is_reported_as_corruption_naming_the_key<B: Backend>
             "no partial file is left"
         );
 
-        let index_key = format!("{ns}/indexes/{}", segment.key);
+        let index_key = index_object(&ns, &segment.key);
         flip_byte(backend, &index_key, at).await;
         match backend.fetch_index(config, &ns, segment.key).await {
             Err(Error::Corrupt { key, .. }) => assert_eq!(key, index_key),
@@ -423,11 +425,11 @@ pub async fn delete_and_list_again<B: Backend>(backend: &B, scratch: &Path) {
         .delete_segments(config, &ns, &all)
         .await
         .expect("delete the rest");
-    for dir in ["segments", "indexes"] {
+    for prefix in [segments_prefix(&ns), indexes_prefix(&ns)] {
         let left = backend
-            .list(config, &format!("{ns}/{dir}/"), None, 10)
+            .list(config, &prefix, None, 10)
             .await
             .expect("list raw objects");
-        assert!(left.is_empty(), "objects left in {dir}: {left:?}");
+        assert!(left.is_empty(), "objects left under {prefix}: {left:?}");
     }
 }

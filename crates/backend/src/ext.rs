@@ -178,16 +178,24 @@ impl SegmentFrames {
     }
 }
 
-fn segment_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
+/// Returns the key of a segment's data object.
+pub(crate) fn segment_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
     format!("{namespace}/segments/{key}")
 }
 
-fn index_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
+/// Returns the key of a segment's index object.
+pub(crate) fn index_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
     format!("{namespace}/indexes/{key}")
 }
 
-fn segments_prefix(namespace: &NamespaceName) -> String {
+/// Returns the prefix of a namespace's data objects.
+pub(crate) fn segments_prefix(namespace: &NamespaceName) -> String {
     format!("{namespace}/segments/")
+}
+
+/// Returns the prefix of a namespace's index objects.
+pub(crate) fn indexes_prefix(namespace: &NamespaceName) -> String {
+    format!("{namespace}/indexes/")
 }
 
 /// Parses a listed object key under `prefix` into a segment key.
