@@ -54,6 +54,31 @@ async fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| local("syncing directory", dir, e))
 }
 
+/// Returns the entries of `dir` with UTF-8 names (no other name can be a key), and their
+/// types; a missing directory has none.
+async fn dir_entries(dir: &Path) -> Result<Vec<(String, std::fs::FileType)>> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(local("listing", dir, e)),
+    };
+    let mut out = Vec::new();
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|e| local("listing", dir, e))?
+    {
+        let kind = entry
+            .file_type()
+            .await
+            .map_err(|e| local("listing", dir, e))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push((name, kind));
+        }
+    }
+    Ok(out)
+}
+
 impl FsBackend {
     /// Returns a backend rooted at `root`, creating it if needed and removing temporary files
     /// that a crash left behind.
@@ -188,34 +213,13 @@ impl Backend for FsBackend {
             Some(at) => (&prefix[..=at], &prefix[at + 1..]),
             None => ("", prefix),
         };
-        let dir = config.root.join(dir_part);
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(local("listing", &dir, e)),
-        };
-        let mut keys = Vec::new();
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(|e| local("listing", &dir, e))?
-        {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if !name.starts_with(name_prefix) {
-                continue;
-            }
-            let is_file = entry
-                .file_type()
-                .await
-                .map_err(|e| local("listing", &dir, e))?
-                .is_file();
-            let key = format!("{dir_part}{name}");
-            if is_file && start_after.is_none_or(|after| key.as_str() > after) {
-                keys.push(key);
-            }
-        }
+        let mut keys: Vec<String> = dir_entries(&config.root.join(dir_part))
+            .await?
+            .into_iter()
+            .filter(|(name, kind)| kind.is_file() && name.starts_with(name_prefix))
+            .map(|(name, _)| format!("{dir_part}{name}"))
+            .filter(|key| start_after.is_none_or(|after| key.as_str() > after))
+            .collect();
         keys.sort_unstable();
         keys.truncate(max_keys);
         debug!(count = keys.len(), "listed");
@@ -224,28 +228,12 @@ impl Backend for FsBackend {
 
     #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
     async fn list_children(&self, config: &FsConfig, prefix: &str) -> Result<Vec<String>> {
-        let dir = config.root.join(prefix);
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(local("listing", &dir, e)),
-        };
-        let mut names = Vec::new();
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(|e| local("listing", &dir, e))?
-        {
-            let is_dir = entry
-                .file_type()
-                .await
-                .map_err(|e| local("listing", &dir, e))?
-                .is_dir();
-            match entry.file_name().into_string() {
-                Ok(name) if is_dir && name != TMP_DIR => names.push(name),
-                _ => {}
-            }
-        }
+        let mut names: Vec<String> = dir_entries(&config.root.join(prefix))
+            .await?
+            .into_iter()
+            .filter(|(name, kind)| kind.is_dir() && name != TMP_DIR)
+            .map(|(name, _)| name)
+            .collect();
         names.sort_unstable();
         Ok(names)
     }
