@@ -216,8 +216,9 @@ fn database_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Compares two database files page by page.
-fn compare_pages(ours: &Path, native: &Path) -> Result<(), String> {
+/// Compares two database files page by page, ignoring page 1's 100-byte header and the libSQL
+/// footer after the last page of `ours`.
+pub fn compare_pages(ours: &Path, native: &Path) -> Result<(), String> {
     let ours_bytes = std::fs::read(ours).map_err(|e| format!("{}: {e}", ours.display()))?;
     let native_bytes = std::fs::read(native).map_err(|e| format!("{}: {e}", native.display()))?;
     let page_bytes = native_bytes.len() - native_bytes.len() % 4096;
