@@ -2,7 +2,7 @@
 //! connections, sealing, checkpointing, and reopening after a restart.
 
 use libsql_wal::{RegistryConfig, SwapStrategy};
-use libsql_wal_tests::TestDb;
+use libsql_wal_tests::{count, integrity_check, TestDb};
 
 fn small_segments() -> RegistryConfig {
     RegistryConfig {
@@ -12,11 +12,6 @@ fn small_segments() -> RegistryConfig {
         },
         ..RegistryConfig::default()
     }
-}
-
-fn count(conn: &libsql_sys::Connection<libsql_wal_tests::LocalWal>) -> i64 {
-    conn.query_row("SELECT count(*) FROM t", (), |r| r.get(0))
-        .unwrap()
 }
 
 #[test]
@@ -75,9 +70,7 @@ fn a_database_survives_seals_checkpoints_and_a_restart() {
     let reopened = TestDb::reopen(&root, small_segments());
     let conn = reopened.connect("ns");
     assert_eq!(count(&conn), 250);
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", (), |r| r.get(0))
-        .unwrap();
+    let ok = integrity_check(&conn);
     assert_eq!(ok, "ok");
 }
 
@@ -151,9 +144,7 @@ fn a_fully_checkpointed_database_reopens_with_its_size_from_the_header_not_the_f
     conn.execute("INSERT INTO t(b) VALUES (randomblob(9000))", ())
         .unwrap();
     assert_eq!(count(&conn), 3);
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", (), |r| r.get(0))
-        .unwrap();
+    let ok = integrity_check(&conn);
     assert_eq!(ok, "ok");
 }
 
@@ -230,17 +221,13 @@ fn leaving_wal_mode_and_coming_back_keeps_every_row() {
         conn.execute("INSERT INTO t(b) VALUES (randomblob(100))", ())
             .unwrap();
         assert_eq!(count(&conn), 4);
-        let ok: String = conn
-            .query_row("PRAGMA integrity_check", (), |r| r.get(0))
-            .unwrap();
+        let ok = integrity_check(&conn);
         assert_eq!(ok, "ok");
     }
     db.registry().shutdown().unwrap();
     let (_dir, root) = db.into_root();
     let conn = TestDb::reopen(&root, RegistryConfig::default()).connect("ns");
     assert_eq!(count(&conn), 4);
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", (), |r| r.get(0))
-        .unwrap();
+    let ok = integrity_check(&conn);
     assert_eq!(ok, "ok");
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libsql_wal::{RegistryConfig, SwapStrategy};
-use libsql_wal_tests::TestDb;
+use libsql_wal_tests::{integrity_check, TestDb};
 
 /// Set in the child: `{root}|{synchronous}`.
 const CHILD_ENV: &str = "LIBSQL_WAL_CRASH_CHILD";
@@ -98,9 +98,7 @@ fn check(root: &Path, acknowledged: i64, round: usize, sync: &str) {
         "{sync} round {round}: acknowledged {acknowledged}, only {max} survived"
     );
     assert_eq!(count, max, "{sync} round {round}: ids are contiguous");
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", (), |r| r.get(0))
-        .unwrap();
+    let ok = integrity_check(&conn);
     assert_eq!(ok, "ok", "{sync} round {round}");
 }
 

@@ -10,18 +10,13 @@ use libsql_wal::{LibsqlWal, LibsqlWalManager, RegistryConfig, WalRegistry};
 use libsql_wal_backend::NoStorage;
 use libsql_wal_segment::fault::{FaultyFile, FaultyIo, WriteFault};
 use libsql_wal_segment::StdIo;
-use libsql_wal_tests::TestDb;
+use libsql_wal_tests::{count, integrity_check, TestDb};
 
 type FaultyStorage = NoStorage<FaultyFile<std::fs::File>>;
 type FaultyConn = Connection<LibsqlWal<FaultyIo<StdIo>, FaultyStorage>>;
 
 /// Arms one fault on a plan.
 type ArmFault = fn(&libsql_wal_segment::fault::FaultPlan);
-
-fn count(conn: &FaultyConn) -> i64 {
-    conn.query_row("SELECT count(*) FROM t", (), |r| r.get(0))
-        .unwrap()
-}
 
 #[test]
 fn io_faults_reach_sqlite_as_errors_and_lose_no_committed_row() {
@@ -79,8 +74,6 @@ fn io_faults_reach_sqlite_as_errors_and_lose_no_committed_row() {
         .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
         .unwrap();
     assert_eq!(rows, committed);
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", (), |r| r.get(0))
-        .unwrap();
+    let ok = integrity_check(&conn);
     assert_eq!(ok, "ok");
 }

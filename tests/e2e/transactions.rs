@@ -7,14 +7,9 @@ use std::time::Duration;
 
 use libsql_sys::rusqlite::ErrorCode;
 use libsql_wal::{RegistryConfig, SwapStrategy};
-use libsql_wal_tests::{LocalWal, TestDb};
+use libsql_wal_tests::{count, LocalWal, TestDb};
 
 type Conn = libsql_sys::Connection<LocalWal>;
-
-fn count(conn: &Conn) -> i64 {
-    conn.query_row("SELECT count(*) FROM t", (), |r| r.get(0))
-        .unwrap()
-}
 
 fn setup(config: RegistryConfig) -> (TestDb, Conn) {
     let db = TestDb::new(config);

@@ -6,7 +6,7 @@ pub mod oracle;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use libsql_sys::wal::{Sqlite3Wal, Sqlite3WalManager};
+use libsql_sys::wal::{Sqlite3Wal, Sqlite3WalManager, Wal};
 use libsql_sys::Connection;
 use libsql_wal::{LibsqlWal, LibsqlWalManager, RegistryConfig, WalRegistry};
 use libsql_wal_backend::NoStorage;
@@ -89,6 +89,18 @@ impl TestDb {
     pub fn registry(&self) -> &Arc<LocalRegistry> {
         self.manager.registry()
     }
+}
+
+/// Returns the number of rows of table `t`, the table the end-to-end tests write.
+pub fn count<W: Wal>(conn: &Connection<W>) -> i64 {
+    conn.query_row("SELECT count(*) FROM t", (), |r| r.get(0))
+        .expect("count the rows of t")
+}
+
+/// Returns what `PRAGMA integrity_check` says ("ok" for a sound database).
+pub fn integrity_check<W: Wal>(conn: &Connection<W>) -> String {
+    conn.query_row("PRAGMA integrity_check", (), |r| r.get(0))
+        .expect("run PRAGMA integrity_check")
 }
 
 /// Opens a connection on SQLite's own WAL at `path`.
