@@ -129,6 +129,21 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
 /// Writer-queue id of the registry's age check (connection ids start at 1).
 const AGE_SEALER_ID: u64 = 0;
 
+/// Removes one read mark at `frame_no`; returns true if it was the last one there.
+fn release_mark(readers: &mut BTreeMap<u64, usize>, frame_no: u64) -> bool {
+    match readers.get_mut(&frame_no) {
+        Some(count) if *count > 1 => {
+            *count -= 1;
+            false
+        }
+        Some(_) => {
+            readers.remove(&frame_no);
+            true
+        }
+        None => false,
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -350,12 +365,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     pub(crate) fn move_reader(&self, from: u64, to: u64) {
         let mut readers = lock(&self.readers);
         *readers.entry(to).or_default() += 1;
-        if let Some(count) = readers.get_mut(&from) {
-            *count -= 1;
-            if *count == 0 {
-                readers.remove(&from);
-            }
-        }
+        release_mark(&mut readers, from);
     }
 
     /// Ends a read transaction registered at `frame_no`. When it was the last at the oldest
@@ -363,21 +373,18 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     pub(crate) fn remove_reader(&self, frame_no: u64) {
         let mut readers = lock(&self.readers);
         let oldest = readers.keys().next() == Some(&frame_no);
-        if let Some(count) = readers.get_mut(&frame_no) {
-            *count -= 1;
-            if *count == 0 {
-                readers.remove(&frame_no);
-                drop(readers);
-                let has_sealed = !self
-                    .state
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .sealed
-                    .is_empty();
-                if oldest && has_sealed {
-                    self.request_checkpoint();
-                }
-            }
+        if !release_mark(&mut readers, frame_no) || !oldest {
+            return;
+        }
+        drop(readers);
+        let has_sealed = !self
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sealed
+            .is_empty();
+        if has_sealed {
+            self.request_checkpoint();
         }
     }
 
