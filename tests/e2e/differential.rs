@@ -8,28 +8,12 @@ use std::path::Path;
 
 use libsql_wal::{RegistryConfig, SwapStrategy};
 use libsql_wal_tests::oracle::{compare_pages, run_statement};
-use libsql_wal_tests::{connect_native, TestDb};
-
-/// A small deterministic random source (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use libsql_wal_tests::{connect_native, Rng, TestDb};
 
 /// A blob literal of `len` bytes from the generator.
 fn blob(rng: &mut Rng, len: usize) -> String {
     let bytes: String = (0..len)
-        .map(|_| format!("{:02x}", rng.next() as u8))
+        .map(|_| format!("{:02x}", rng.next_u64() as u8))
         .collect();
     format!("x'{bytes}'")
 }

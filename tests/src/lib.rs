@@ -91,6 +91,25 @@ impl TestDb {
     }
 }
 
+/// A small deterministic random source (xorshift64*), so seeded workloads repeat exactly.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Returns the next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Returns a value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
 /// Returns the number of rows of table `t`, the table the end-to-end tests write.
 pub fn count<W: Wal>(conn: &Connection<W>) -> i64 {
     conn.query_row("SELECT count(*) FROM t", (), |r| r.get(0))

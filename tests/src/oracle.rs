@@ -15,8 +15,7 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use libsql_sys::rusqlite::functions::FunctionFlags;
 use libsql_sys::rusqlite::types::{Value, ValueRef};
@@ -25,6 +24,8 @@ use libsql_sys::Connection;
 use libsql_wal::{LibsqlWalManager, RegistryConfig, WalRegistry};
 use libsql_wal_backend::{NamespaceName, NoStorage};
 use libsql_wal_segment::StdIo;
+
+use crate::Rng;
 
 /// Seed of the generator behind `random()` and `randomblob()`, the same for both runs.
 const RANDOM_SEED: u64 = 0x05EE_D0F0_AC1E;
@@ -84,29 +85,23 @@ pub fn attached_files(statements: &[String]) -> Vec<String> {
     files
 }
 
-/// A small deterministic random source (xorshift64*).
-fn next_random(state: &AtomicU64) -> u64 {
-    // One connection calls these functions at a time: load then store is enough.
-    let mut x = state.load(Ordering::Relaxed);
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    state.store(x, Ordering::Relaxed);
-    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
-
 /// Replaces `random()` and `randomblob(N)` on `conn` with the seeded generator `state`.
-fn install_random<W: Wal>(conn: &Connection<W>, state: &Arc<AtomicU64>) -> Result<(), String> {
+fn install_random<W: Wal>(conn: &Connection<W>, state: &Arc<Mutex<Rng>>) -> Result<(), String> {
+    let next = |rng: &Mutex<Rng>| {
+        rng.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_u64()
+    };
     let s = state.clone();
     conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, move |_| {
-        Ok(next_random(&s) as i64)
+        Ok(next(&s) as i64)
     })
     .map_err(|e| format!("cannot replace random(): {e}"))?;
     let s = state.clone();
     conn.create_scalar_function("randomblob", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
         let n: i64 = ctx.get::<Option<i64>>(0)?.unwrap_or(1);
         let n = n.clamp(1, 1 << 30) as usize;
-        Ok((0..n).map(|_| next_random(&s) as u8).collect::<Vec<u8>>())
+        Ok((0..n).map(|_| next(&s) as u8).collect::<Vec<u8>>())
     })
     .map_err(|e| format!("cannot replace randomblob(): {e}"))
 }
@@ -164,7 +159,7 @@ fn run<M: WalManager + Clone>(
     }
     let conn = Connection::open(dir.join("main.db"), Default::default(), manager, 0, None)
         .map_err(|e| format!("cannot open main.db: {e}"))?;
-    let random = Arc::new(AtomicU64::new(RANDOM_SEED));
+    let random = Arc::new(Mutex::new(Rng(RANDOM_SEED)));
     install_random(&conn, &random)?;
     Ok(statements.iter().map(|s| run_statement(&conn, s)).collect())
 }
