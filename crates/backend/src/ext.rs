@@ -13,7 +13,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use libsql_wal_segment::format::{
-    CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE, FRAME_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE,
+    check_page_buffer, CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE, FRAME_HEADER_SIZE,
+    FRAME_SIZE,
 };
 use libsql_wal_segment::{CompactedDecoder, PageIndex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -141,12 +142,8 @@ impl SegmentFrames {
     /// Reads and verifies the next frame, copying its page into `page` (`PAGE_SIZE` bytes).
     /// Returns `None` after the last frame, once it checked that nothing follows.
     pub async fn next_frame(&mut self, page: &mut [u8]) -> Result<Option<FrameHeader>> {
-        if page.len() != PAGE_SIZE {
-            return Err(Error::fatal(
-                format!("reading {}", self.object),
-                format!("page buffer is {} bytes, pages are {PAGE_SIZE}", page.len()),
-            ));
-        }
+        check_page_buffer(page, Path::new(&self.object))
+            .map_err(|e| Error::from_segment(&self.object, e))?;
         let frame = self.next_raw_frame().await?;
         if frame.is_some() {
             page.copy_from_slice(&self.buf[FRAME_HEADER_SIZE..]);

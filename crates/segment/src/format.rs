@@ -66,7 +66,7 @@ fn uuid_at(buf: &[u8], at: usize) -> Uuid {
 }
 
 /// Fails with `InvalidState` naming `path` unless `page` is exactly one page long.
-pub(crate) fn check_page_buffer(page: &[u8], path: &Path) -> Result<()> {
+pub fn check_page_buffer(page: &[u8], path: &Path) -> Result<()> {
     if page.len() == PAGE_SIZE {
         Ok(())
     } else {
