@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use libsql_wal_backend::{NamespaceName, Storage};
@@ -118,6 +118,8 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     checkpointed_frame_no: AtomicU64,
     /// Serialises checkpoints.
     checkpointing: Mutex<()>,
+    /// The database file, opened on first use.
+    db_file: OnceLock<I::File>,
     /// Runs checkpoints in the background.
     checkpointer: Arc<Checkpointer>,
     /// Set while a checkpoint of this namespace is queued.
@@ -280,6 +282,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             durable_frame_no: Arc::new(AtomicU64::new(durable_frame_no)),
             checkpointed_frame_no: AtomicU64::new(checkpointed),
             checkpointing: Mutex::new(()),
+            db_file: OnceLock::new(),
             checkpointer,
             checkpoint_queued: AtomicBool::new(false),
             this: this.clone(),
@@ -350,7 +353,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// bounded by the pages the file holds; 0 if the file has no header (SQLite then measures
     /// the file itself).
     fn db_size_from_file(&self) -> u32 {
-        let Ok(file) = self.io.open(&self.db_path, OpenMode::Read) else {
+        let Ok(file) = self.db_file() else {
             return 0;
         };
         let mut size = [0; 4];
@@ -358,6 +361,16 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             (Ok(len), Ok(())) => u32::from_be_bytes(size).min((len / PAGE_SIZE as u64) as u32),
             _ => 0,
         }
+    }
+
+    /// Returns the database file, opened on first use and kept for header reads and
+    /// checkpoints.
+    fn db_file(&self) -> std::io::Result<&I::File> {
+        if let Some(file) = self.db_file.get() {
+            return Ok(file);
+        }
+        let file = self.io.open(&self.db_path, OpenMode::ReadWrite)?;
+        Ok(self.db_file.get_or_init(|| file))
     }
 
     /// Moves a registered read transaction from `from` to `to` (the writer's own snapshot after
@@ -591,10 +604,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             namespace: self.namespace.clone(),
             source,
         };
-        let db = self
-            .io
-            .open(&self.db_path, OpenMode::ReadWrite)
-            .map_err(io_err)?;
+        let db = self.db_file().map_err(io_err)?;
         let mut written: HashSet<u32> = HashSet::new();
         let mut page = vec![0; PAGE_SIZE];
         for segment in eligible.iter().rev() {
