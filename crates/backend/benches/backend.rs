@@ -5,11 +5,8 @@
 //! (the server stays in this process, so the child's figure is the client's alone).
 //! Prints `backend-bench ...` summary lines.
 
-// Shares the tests' S3 server; tests and benches unwrap freely.
+// Benches unwrap freely: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
-
-#[path = "../tests/it/s3_server.rs"]
-mod s3_server;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -122,9 +119,11 @@ fn child_upload(spec: &str) {
     let (endpoint, data) = spec.split_once('|').unwrap();
     let runtime = runtime();
     runtime.block_on(async {
-        let s3 = libsql_wal_backend::S3Backend::new(s3_server::options_for(endpoint, "memory"))
-            .await
-            .unwrap();
+        let s3 = libsql_wal_backend::S3Backend::new(libsql_wal_backend::test_server_options(
+            endpoint, "memory",
+        ))
+        .await
+        .unwrap();
         let baseline_kb = status_kb("VmRSS:");
         reset_peak_rss();
         s3.put_file(
@@ -156,8 +155,8 @@ fn main() {
         let fs = FsBackend::new(root.path()).await.unwrap();
         bench("fs", &fs, &segment, scratch.path()).await;
 
-        let server = s3_server::S3TestServer::start().await;
-        let s3 = server.backend("bench").await;
+        let server = libsql_wal_backend::S3TestServer::start().await.unwrap();
+        let s3 = server.backend("bench").await.unwrap();
         bench("s3", &s3, &segment, scratch.path()).await;
 
         let output = std::process::Command::new(std::env::current_exe().unwrap())

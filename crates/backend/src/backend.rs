@@ -27,11 +27,12 @@ pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
 /// - `delete` of a missing object is `Ok`.
 /// - Failures that may pass on retry are `Error::Transient`; misconfiguration is `Error::Fatal`.
 ///
-/// `Config` selects where objects go (a root directory, a bucket and prefix). The backend has a
+/// `Config` selects where objects go (a root directory, a bucket and prefix); equal configs
+/// mean the same place. The backend has a
 /// default one; callers may pass another per namespace (a tenant in its own bucket).
 pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Where objects are stored.
-    type Config: Clone + fmt::Debug + Send + Sync + 'static;
+    type Config: Clone + fmt::Debug + PartialEq + Send + Sync + Unpin + 'static;
 
     /// Returns the configuration used when no override is given.
     fn default_config(&self) -> &Self::Config;

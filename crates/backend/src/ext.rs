@@ -227,6 +227,25 @@ pub trait BackendExt: Backend {
         }
     }
 
+    /// Stores a compacted segment held in memory: like `store_segment`, with the data as bytes.
+    fn store_segment_bytes(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+        data: Vec<u8>,
+        index: Vec<u8>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            self.put_bytes(config, &index_object(namespace, &key), index)
+                .await?;
+            self.put_bytes(config, &segment_object(namespace, &key), data)
+                .await?;
+            debug!(%namespace, %key, "segment stored");
+            Ok(())
+        }
+    }
+
     /// Returns the keys of `namespace`'s segments that end at or before `until_frame_no`,
     /// newest-ending first.
     fn list_segments(

@@ -7,7 +7,8 @@
 //! - `SegmentKey`: how stored segments are named and ordered.
 //! - `Storage`: what the WAL asks of durable storage, and `NoStorage`, which keeps everything
 //!   local.
-//! - `conformance`: the test suite every backend must pass.
+//! - `conformance`: the test suite every backend must pass; `S3TestServer` (feature
+//!   `test-server`): a real S3 server on loopback to run it against.
 //!
 //! Remote layout, under each backend's root: `{namespace}/segments/{key}` (compacted data) and
 //! `{namespace}/indexes/{key}` (its page index).
@@ -22,6 +23,8 @@ mod namespace;
 #[cfg(feature = "s3")]
 mod s3;
 mod storage;
+#[cfg(feature = "test-server")]
+mod test_server;
 
 pub use backend::{Backend, ObjectReader};
 pub use error::{BoxError, Error, Result};
@@ -32,3 +35,5 @@ pub use namespace::{NamespaceName, MAX_NAMESPACE_LEN};
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Config, S3Options};
 pub use storage::{NoStorage, OnStored, Storage};
+#[cfg(feature = "test-server")]
+pub use test_server::{test_server_options, S3TestServer, TEST_BUCKET};

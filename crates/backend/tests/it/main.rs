@@ -8,4 +8,3 @@
 mod fs;
 mod no_storage;
 mod s3;
-mod s3_server;

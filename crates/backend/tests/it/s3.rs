@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use libsql_wal_backend::{conformance, BackendExt, Error, NamespaceName, S3Backend};
 
-use crate::s3_server::S3TestServer;
+use libsql_wal_backend::S3TestServer;
 
 async fn backend(prefix: &str) -> (S3Backend, S3TestServer, tempfile::TempDir) {
-    let server = S3TestServer::start().await;
-    let backend = server.backend(prefix).await;
+    let server = S3TestServer::start().await.unwrap();
+    let backend = server.backend(prefix).await.unwrap();
     (backend, server, tempfile::tempdir().unwrap())
 }
 
@@ -60,7 +60,7 @@ async fn s3_takes_concurrent_stores() {
 
 #[tokio::test]
 async fn s3_uploads_a_large_segment_in_parts() {
-    let server = S3TestServer::start().await;
+    let server = S3TestServer::start().await.unwrap();
     let mut options = server.options("p");
     options.multipart_threshold = 6 << 20;
     options.part_size = 5 << 20;
@@ -92,7 +92,7 @@ async fn s3_errors_name_the_bucket_and_say_whether_to_retry() {
 
     let endpoint = server.endpoint().to_string();
     drop(server);
-    let mut options = S3TestServer::start().await.options("p");
+    let mut options = S3TestServer::start().await.unwrap().options("p");
     options.endpoint = Some(endpoint);
     options.max_attempts = 1;
     let gone = S3Backend::new(options).await.unwrap();

@@ -1,0 +1,51 @@
+//! `StorageConfig`: the knobs of the actor pipeline, with defaults an operator can start from.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libsql_wal_scheduler::SchedulerConfig;
+
+/// Settings of an `ActorStorage`.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Upload workers: at most this many uploads run at once, across all namespaces.
+    pub max_in_flight: usize,
+    /// Segments of one namespace that may wait to become durable. When that many wait,
+    /// `store` waits for one of them to be durable: the writer feels a backend that falls
+    /// behind, and memory stays bounded.
+    pub max_enqueued_segments: usize,
+    /// How each namespace's scheduler merges and retries.
+    pub scheduler: SchedulerConfig,
+    /// Consecutive failed uploads after which a namespace is reported unhealthy (it keeps its
+    /// segments and keeps retrying).
+    pub unhealthy_after_failures: u32,
+    /// Jobs whose frames take at most this many bytes are compacted in memory; larger ones go
+    /// through a file in `scratch_dir`.
+    pub in_memory_upload_bytes: u64,
+    /// Where large compacted uploads are written before they are sent.
+    pub scratch_dir: PathBuf,
+    /// How often the supervisor checks that every scheduler is alive.
+    pub supervision_interval: Duration,
+    /// How long a graceful shutdown waits for the queues to drain before it stops anyway.
+    pub shutdown_timeout: Duration,
+    /// Capacity of the supervisor's mailbox: `store` calls beyond it wait to be taken.
+    pub mailbox_capacity: usize,
+}
+
+impl Default for StorageConfig {
+    /// 8 workers, 32 waiting segments per namespace, unhealthy after 3 failures in a row,
+    /// jobs up to 16 MiB compacted in memory, scratch files under the system's temp directory.
+    fn default() -> Self {
+        StorageConfig {
+            max_in_flight: 8,
+            max_enqueued_segments: 32,
+            scheduler: SchedulerConfig::default(),
+            unhealthy_after_failures: 3,
+            in_memory_upload_bytes: 16 << 20,
+            scratch_dir: std::env::temp_dir().join("libsql-wal-uploads"),
+            supervision_interval: Duration::from_millis(100),
+            shutdown_timeout: Duration::from_secs(60),
+            mailbox_capacity: 1024,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The messages the `Supervisor` takes from `ActorStorage` (and from anyone holding its
+//! address), and the observable snapshot `Metrics` answers with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Message;
+use libsql_wal_backend::{NamespaceName, OnStored, Result};
+use libsql_wal_segment::SealedSegment;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+/// A sealed segment of `namespace` to make durable, in frame order after the ones stored
+/// before it. Answered once the segment is in the namespace's queue.
+pub struct StoreSegment<F, C> {
+    /// The namespace.
+    pub namespace: NamespaceName,
+    /// The segment.
+    pub segment: Arc<SealedSegment<F>>,
+    /// Where it goes, if not to the backend's default place.
+    pub config_override: Option<C>,
+    /// Called with the namespace's durable frame_no once this segment is durable.
+    pub on_stored: OnStored,
+    /// The segment's place in the namespace's bounded queue, released when it is durable.
+    pub permit: OwnedSemaphorePermit,
+}
+
+impl<F: 'static, C: 'static> Message for StoreSegment<F, C> {
+    type Result = Result<()>;
+}
+
+/// Asks for the highest durable frame_no of a namespace: from the supervisor's record when it
+/// has one, else from the backend.
+#[derive(Debug, Clone)]
+pub struct DurableFrameNo<C> {
+    /// The namespace.
+    pub namespace: NamespaceName,
+    /// Where to ask, if not the backend's default place.
+    pub config_override: Option<C>,
+}
+
+impl<C: 'static> Message for DurableFrameNo<C> {
+    type Result = Result<u64>;
+}
+
+/// Asks for a watch channel of a namespace's durable frame_no (it only moves forward).
+#[derive(Debug, Clone)]
+pub struct WatchDurable {
+    /// The namespace.
+    pub namespace: NamespaceName,
+}
+
+impl Message for WatchDurable {
+    type Result = watch::Receiver<u64>;
+}
+
+/// Graceful shutdown: stop taking segments, drain every queue, then stop. Answered when done,
+/// or when `timeout` passed (the rest is abandoned, as in `ForceShutdown`): `Ok(())` if
+/// everything drained, else the number of segments left behind.
+#[derive(Debug, Clone, Copy)]
+pub struct Shutdown {
+    /// How long to wait for the queues to drain.
+    pub timeout: Duration,
+}
+
+impl Message for Shutdown {
+    type Result = std::result::Result<(), usize>;
+}
+
+/// Asks for the `StorageMetrics` snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Metrics;
+
+impl Message for Metrics {
+    type Result = StorageMetrics;
+}
+
+/// What the storage pipeline is doing, as a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct StorageMetrics {
+    /// One entry per namespace the supervisor knows, in name order.
+    pub namespaces: Vec<NamespaceMetrics>,
+    /// Uploads running now.
+    pub uploads_in_flight: usize,
+    /// Upload requests waiting for a worker.
+    pub uploads_waiting: usize,
+    /// Schedulers restarted after they stopped unexpectedly, in all.
+    pub restarts: u64,
+    /// Uploads that panicked, in all.
+    pub panics: u64,
+    /// Failed uploads (each one retried), in all.
+    pub retries: u64,
+    /// Callbacks (`on_stored`) that panicked, in all.
+    pub callback_panics: u64,
+}
+
+impl StorageMetrics {
+    /// Returns the entry of `namespace`.
+    pub fn namespace(&self, namespace: &NamespaceName) -> Option<&NamespaceMetrics> {
+        self.namespaces.iter().find(|n| &n.namespace == namespace)
+    }
+
+    /// Returns the segments waiting to be durable, over all namespaces.
+    pub fn queued_segments(&self) -> usize {
+        self.namespaces.iter().map(|n| n.queue_depth).sum()
+    }
+}
+
+/// What one namespace's part of the pipeline is doing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceMetrics {
+    /// The namespace.
+    pub namespace: NamespaceName,
+    /// Segments taken and not yet durable.
+    pub queue_depth: usize,
+    /// True while an upload of the namespace runs.
+    pub in_flight: bool,
+    /// The highest durable frame_no.
+    pub durable_frame_no: u64,
+    /// Frames taken and not yet durable.
+    pub durable_lag_frames: u64,
+    /// How long the oldest segment not yet durable has waited.
+    pub durable_lag: Duration,
+    /// Stored uploads.
+    pub uploads: u64,
+    /// Stored uploads that carried more than one segment.
+    pub merged_uploads: u64,
+    /// Segments made durable.
+    pub segments_stored: u64,
+    /// Failed uploads (each one retried).
+    pub retries: u64,
+    /// Uploads that panicked.
+    pub panics: u64,
+    /// Bytes stored (data and index).
+    pub bytes_sent: u64,
+    /// Times the namespace's scheduler was restarted.
+    pub restarts: u64,
+    /// False after `unhealthy_after_failures` failed uploads in a row, until one succeeds.
+    pub healthy: bool,
+    /// The last upload error, while unhealthy.
+    pub last_error: Option<String>,
+}

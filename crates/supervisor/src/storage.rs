@@ -1,0 +1,301 @@
+//! `ActorStorage`: the `Storage` a server plugs into the WAL, backed by the supervisor and its
+//! namespace schedulers running on a thread of their own.
+//!
+//! Threads and backpressure: `store` is called on SQLite's commit path (the WAL drives it with
+//! a blocking executor) when a segment is sealed. It first takes a place in the namespace's
+//! queue (`max_enqueued_segments` places, freed as segments become durable) and waits while
+//! there is none: a backend that falls behind slows that namespace's writers instead of growing
+//! memory. A tokio server must therefore run SQLite work with `spawn_blocking`, never on an
+//! executor thread. The actors and every backend call run on the storage's own actix system
+//! thread, so `ActorStorage` works from any thread and inside any tokio runtime, and needs none.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use actix::{Actor, Addr, MailboxError};
+use dashmap::DashMap;
+use libsql_wal_backend::{
+    Backend, BackendExt, Error as BackendError, FetchedSegment, FindSegment, NamespaceName,
+    OnStored, Result, SegmentKey, Storage,
+};
+use libsql_wal_scheduler::ForceShutdown;
+use libsql_wal_segment::{FileExt, PageIndex, SealedSegment};
+use tokio::sync::{watch, Semaphore};
+use tracing::{info, warn};
+
+use crate::config::StorageConfig;
+use crate::messages::{
+    DurableFrameNo, Metrics, Shutdown, StorageMetrics, StoreSegment, WatchDurable,
+};
+use crate::supervisor::{create_scratch_dir, Supervisor};
+
+/// Durable storage through the actor pipeline.
+pub struct ActorStorage<B: Backend, F: FileExt> {
+    /// The supervisor.
+    supervisor: Addr<Supervisor<B, F>>,
+    /// The backend, for reads (which need no actor).
+    backend: Arc<B>,
+    /// The storage thread's runtime: backend reads run there.
+    runtime: tokio::runtime::Handle,
+    /// The storage thread's actix system.
+    system: actix::System,
+    /// The storage thread, joined when the storage is dropped.
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Each namespace's places in its queue.
+    places: DashMap<NamespaceName, Arc<Semaphore>>,
+    /// Settings.
+    config: StorageConfig,
+}
+
+/// Maps a failed send to the supervisor: it only fails once the storage stopped.
+fn stopped(_: MailboxError) -> BackendError {
+    BackendError::ShutDown
+}
+
+impl<B: Backend, F: FileExt> ActorStorage<B, F> {
+    /// Starts the pipeline for `backend` on a new thread (`libsql-wal-storage`) running an
+    /// actix system.
+    pub fn start(backend: B, config: StorageConfig) -> crate::Result<Self> {
+        create_scratch_dir(&config)?;
+        let backend = Arc::new(backend);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let for_thread = (backend.clone(), config.clone());
+        let thread = std::thread::Builder::new()
+            .name("libsql-wal-storage".into())
+            .spawn(move || {
+                let (backend, config) = for_thread;
+                let system = actix::System::new();
+                let capacity = config.mailbox_capacity;
+                let started = system.block_on(async move {
+                    // Bounded on purpose: `store` callers wait here once the supervisor is
+                    // this far behind, on top of each namespace's own bound.
+                    let supervisor = Supervisor::create(move |ctx| {
+                        ctx.set_mailbox_capacity(capacity);
+                        Supervisor::new(backend, config)
+                    });
+                    (
+                        supervisor,
+                        tokio::runtime::Handle::current(),
+                        actix::System::current(),
+                    )
+                });
+                if started_tx.send(started).is_ok() {
+                    if let Err(e) = system.run() {
+                        warn!(error = %e, "the storage system ended with an error");
+                    }
+                }
+            })
+            .map_err(|source| crate::Error::StartThread { source })?;
+        let (supervisor, runtime, system) =
+            started_rx.recv().map_err(|_| crate::Error::StartAborted)?;
+        info!(
+            max_in_flight = config.max_in_flight,
+            max_enqueued_segments = config.max_enqueued_segments,
+            "storage started"
+        );
+        Ok(ActorStorage {
+            supervisor,
+            backend,
+            runtime,
+            system,
+            thread: Mutex::new(Some(thread)),
+            places: DashMap::new(),
+            config,
+        })
+    }
+
+    /// Returns the supervisor's address.
+    pub fn supervisor(&self) -> &Addr<Supervisor<B, F>> {
+        &self.supervisor
+    }
+
+    /// Returns the backend.
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    /// Returns what the pipeline is doing.
+    pub async fn metrics(&self) -> Result<StorageMetrics> {
+        self.supervisor.send(Metrics).await.map_err(stopped)
+    }
+
+    /// Returns a watch channel of `namespace`'s durable frame_no.
+    pub async fn watch_durable(&self, namespace: &NamespaceName) -> Result<watch::Receiver<u64>> {
+        self.supervisor
+            .send(WatchDurable {
+                namespace: namespace.clone(),
+            })
+            .await
+            .map_err(stopped)
+    }
+
+    /// Stops at once: uploads in flight are abandoned and segments not yet durable are left to
+    /// the WAL, which sends them again at its next start.
+    pub async fn force_shutdown(&self) {
+        // Fails only if the supervisor is already gone.
+        let _ = self.supervisor.send(ForceShutdown).await;
+        self.system.stop();
+    }
+
+    /// Runs a backend call on the storage thread.
+    async fn on_storage_thread<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.runtime
+            .spawn(call)
+            .await
+            .map_err(|e| BackendError::fatal("running a backend call on the storage thread", e))?
+    }
+
+    fn config_or_default(&self, config_override: Option<&B::Config>) -> B::Config {
+        config_override
+            .cloned()
+            .unwrap_or_else(|| self.backend.default_config().clone())
+    }
+}
+
+impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
+    type File = F;
+    type Config = B::Config;
+
+    #[tracing::instrument(skip_all, fields(namespace = %namespace, end = segment.last_committed_frame_no()))]
+    async fn store(
+        &self,
+        namespace: &NamespaceName,
+        segment: Arc<SealedSegment<F>>,
+        config_override: Option<B::Config>,
+        on_stored: OnStored,
+    ) -> Result<()> {
+        let places = self
+            .places
+            .entry(namespace.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_enqueued_segments.max(1))))
+            .clone();
+        // Waits while the namespace has `max_enqueued_segments` segments not yet durable.
+        let permit = places
+            .acquire_owned()
+            .await
+            .map_err(|_| BackendError::ShutDown)?;
+        self.supervisor
+            .send(StoreSegment {
+                namespace: namespace.clone(),
+                segment,
+                config_override,
+                on_stored,
+                permit,
+            })
+            .await
+            .map_err(stopped)?
+    }
+
+    fn keeps_remote_copies(&self) -> bool {
+        true
+    }
+
+    async fn durable_frame_no(
+        &self,
+        namespace: &NamespaceName,
+        config_override: Option<&B::Config>,
+    ) -> Result<u64> {
+        self.supervisor
+            .send(DurableFrameNo {
+                namespace: namespace.clone(),
+                config_override: config_override.cloned(),
+            })
+            .await
+            .map_err(stopped)?
+    }
+
+    async fn find_segment(
+        &self,
+        namespace: &NamespaceName,
+        find: FindSegment,
+        config_override: Option<&B::Config>,
+    ) -> Result<Option<SegmentKey>> {
+        let (backend, namespace) = (self.backend.clone(), namespace.clone());
+        let config = self.config_or_default(config_override);
+        self.on_storage_thread(async move { backend.find_segment(&config, &namespace, find).await })
+            .await
+    }
+
+    async fn fetch_index(
+        &self,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+        config_override: Option<&B::Config>,
+    ) -> Result<PageIndex> {
+        let (backend, namespace) = (self.backend.clone(), namespace.clone());
+        let config = self.config_or_default(config_override);
+        self.on_storage_thread(async move { backend.fetch_index(&config, &namespace, key).await })
+            .await
+    }
+
+    async fn fetch_segment_data(
+        &self,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+        dest: &Path,
+        config_override: Option<&B::Config>,
+    ) -> Result<FetchedSegment> {
+        let (backend, namespace) = (self.backend.clone(), namespace.clone());
+        let config = self.config_or_default(config_override);
+        let dest = dest.to_path_buf();
+        self.on_storage_thread(async move {
+            backend
+                .fetch_segment_data(&config, &namespace, key, &dest)
+                .await
+        })
+        .await
+    }
+
+    async fn list_segments(
+        &self,
+        namespace: &NamespaceName,
+        until_frame_no: u64,
+        config_override: Option<&B::Config>,
+    ) -> Result<Vec<SegmentKey>> {
+        let (backend, namespace) = (self.backend.clone(), namespace.clone());
+        let config = self.config_or_default(config_override);
+        self.on_storage_thread(async move {
+            backend
+                .list_segments(&config, &namespace, until_frame_no)
+                .await
+        })
+        .await
+    }
+
+    /// Graceful: stops taking segments, waits (at most `shutdown_timeout`) until every queue is
+    /// drained, then stops the storage thread. What could not be made durable in time is left
+    /// to the WAL's next start.
+    async fn shutdown(&self) {
+        let timeout = self.config.shutdown_timeout;
+        match self.supervisor.send(Shutdown { timeout }).await {
+            Ok(Ok(())) => info!("storage shut down: everything durable"),
+            Ok(Err(left)) => warn!(
+                segments = left,
+                "storage shut down with segments not durable"
+            ),
+            Err(_) => {}
+        }
+        self.system.stop();
+    }
+}
+
+impl<B: Backend, F: FileExt> Drop for ActorStorage<B, F> {
+    fn drop(&mut self) {
+        self.system.stop();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
+                warn!("the storage thread panicked");
+            }
+        }
+    }
+}

@@ -1,0 +1,687 @@
+//! `Supervisor`: routes sealed segments to per-namespace schedulers, owns the upload workers,
+//! keeps the record of every segment not yet durable, and restarts schedulers.
+//!
+//! Invariants:
+//! - Nothing is lost: a segment stays in the namespace's record (with its callback and its place
+//!   in the bounded queue) until a stored upload covers it. A scheduler is only a cache of that
+//!   record: when one stops unexpectedly (a panic, a stray `ForceShutdown`), the supervisor
+//!   notices (at the next message for it, or at the supervision tick), starts a fresh one and
+//!   queues the record again, in order.
+//! - Order: per namespace, durability advances only through stored uploads that start at the
+//!   oldest segment not yet durable, and at most one upload per namespace runs at a time (the
+//!   supervisor holds a namespace's next job while its previous one runs, even across a
+//!   restart).
+//! - Fairness: at most `max_in_flight` uploads run. Waiting jobs get a worker in the order their
+//!   oldest segment arrived, except that a namespace whose upload just ended queues behind every
+//!   segment that arrived before that: each namespace gets a turn, so one namespace with a
+//!   backlog cannot starve the others.
+//!
+//! The upload itself runs as a future on the supervisor's thread (the compaction on tokio's
+//! blocking pool); a panic inside it is caught and counted, and the job is retried.
+
+use std::collections::{hash_map, BTreeMap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::fut::wrap_future;
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, MessageResult,
+    ResponseActFuture, ResponseFuture,
+};
+use libsql_wal_backend::{Backend, BackendExt, Error as BackendError, NamespaceName, OnStored};
+use libsql_wal_scheduler::{
+    Destination, ForceShutdown, NamespaceScheduler, QueueSegment, RequestUpload, UploadDone,
+    UploadJob, UploadOutcome,
+};
+use libsql_wal_segment::{FileExt, SealedSegment};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
+use tracing::{debug, error, info, warn};
+
+use crate::config::StorageConfig;
+use crate::messages::{
+    DurableFrameNo, Metrics, NamespaceMetrics, Shutdown, StorageMetrics, StoreSegment, WatchDurable,
+};
+use crate::upload::{panic_message, run_job, UploadFailure, UploadReport, UploadTask};
+
+/// A segment taken and not yet durable.
+struct Pending<F, C> {
+    /// The segment.
+    segment: Arc<SealedSegment<F>>,
+    /// Where it goes.
+    config_override: Option<C>,
+    /// Called when it is durable (more than one if the same segment was handed over again).
+    on_stored: Vec<OnStored>,
+    /// Its places in the namespace's bounded queue.
+    permits: Vec<OwnedSemaphorePermit>,
+    /// Its arrival ticket.
+    arrival: u64,
+    /// When it arrived.
+    arrived_at: Instant,
+}
+
+/// Counters of one namespace; they survive scheduler restarts.
+#[derive(Debug, Default, Clone)]
+struct NamespaceStats {
+    uploads: u64,
+    merged_uploads: u64,
+    segments_stored: u64,
+    retries: u64,
+    panics: u64,
+    bytes_sent: u64,
+    restarts: u64,
+    consecutive_failures: u32,
+    last_error: Option<String>,
+}
+
+/// What the supervisor keeps per namespace.
+struct NamespaceEntry<F: FileExt, C: Destination> {
+    /// The scheduler running now.
+    scheduler: Addr<NamespaceScheduler<F, C>>,
+    /// Segments not yet durable, in frame order.
+    unacked: VecDeque<Pending<F, C>>,
+    /// The highest durable frame_no; only moves forward.
+    durable_frame_no: u64,
+    /// Publishes `durable_frame_no`.
+    durable: watch::Sender<u64>,
+    /// Ticket when the namespace's last upload ended: its next job queues behind it.
+    last_turn: u64,
+    /// The job of this namespace running now.
+    running: Option<u64>,
+    /// Counters.
+    stats: NamespaceStats,
+}
+
+/// A job waiting for a worker.
+struct WaitingJob<F: FileExt, C: Destination> {
+    namespace: NamespaceName,
+    job: UploadJob<F, C>,
+}
+
+/// The supervisor actor.
+pub struct Supervisor<B: Backend, F: FileExt> {
+    /// Where segments go.
+    backend: Arc<B>,
+    /// Settings.
+    config: StorageConfig,
+    /// Every namespace that handed over a segment (or was watched).
+    namespaces: HashMap<NamespaceName, NamespaceEntry<F, B::Config>>,
+    /// Durable frame_nos asked of the backend for namespaces not in `namespaces` yet.
+    known_durable: HashMap<NamespaceName, u64>,
+    /// Arrival tickets, increasing.
+    ticket: u64,
+    /// Job ids, shared with the schedulers.
+    job_ids: Arc<AtomicU64>,
+    /// Uploads running now.
+    busy: usize,
+    /// Jobs waiting for a worker, by (priority ticket, job id).
+    waiting: BTreeMap<(u64, u64), WaitingJob<F, B::Config>>,
+    /// False once shutdown began: new segments are refused.
+    accepting: bool,
+    /// Answered when every queue is drained.
+    drained: Vec<oneshot::Sender<Result<(), usize>>>,
+    /// Restarts of all namespaces, kept after a namespace is dropped.
+    callback_panics: u64,
+}
+
+impl<B: Backend, F: FileExt> Supervisor<B, F> {
+    /// Returns a supervisor storing to `backend`.
+    pub fn new(backend: Arc<B>, config: StorageConfig) -> Self {
+        Supervisor {
+            backend,
+            config,
+            namespaces: HashMap::new(),
+            known_durable: HashMap::new(),
+            ticket: 0,
+            job_ids: Arc::new(AtomicU64::new(1)),
+            busy: 0,
+            waiting: BTreeMap::new(),
+            accepting: true,
+            drained: Vec::new(),
+            callback_panics: 0,
+        }
+    }
+
+    /// Returns the entry of `namespace`, creating it (and its scheduler) on first use.
+    fn entry(
+        &mut self,
+        namespace: &NamespaceName,
+        ctx: &mut Context<Self>,
+    ) -> &mut NamespaceEntry<F, B::Config> {
+        self.ensure_alive(namespace, ctx);
+        match self.namespaces.entry(namespace.clone()) {
+            hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            hash_map::Entry::Vacant(vacant) => {
+                let durable_frame_no = self.known_durable.remove(namespace).unwrap_or(0);
+                let scheduler = start_scheduler(
+                    &self.config,
+                    &self.job_ids,
+                    namespace,
+                    durable_frame_no,
+                    ctx,
+                );
+                debug!(%namespace, durable_frame_no, "scheduler started");
+                vacant.insert(NamespaceEntry {
+                    scheduler,
+                    unacked: VecDeque::new(),
+                    durable_frame_no,
+                    durable: watch::Sender::new(durable_frame_no),
+                    last_turn: 0,
+                    running: None,
+                    stats: NamespaceStats::default(),
+                })
+            }
+        }
+    }
+
+    /// Restarts the scheduler of `namespace` if it stopped, rebuilding its queue from the
+    /// record.
+    fn ensure_alive(&mut self, namespace: &NamespaceName, ctx: &mut Context<Self>) {
+        let Some(entry) = self.namespaces.get(namespace) else {
+            return;
+        };
+        if entry.scheduler.connected() || !self.accepting {
+            return;
+        }
+        let scheduler = start_scheduler(
+            &self.config,
+            &self.job_ids,
+            namespace,
+            entry.durable_frame_no,
+            ctx,
+        );
+        // Its old jobs waiting for a worker are dropped: the new scheduler asks again.
+        self.waiting.retain(|_, w| &w.namespace != namespace);
+        let Some(entry) = self.namespaces.get_mut(namespace) else {
+            return;
+        };
+        entry.stats.restarts += 1;
+        warn!(
+            %namespace,
+            queued = entry.unacked.len(),
+            restarts = entry.stats.restarts,
+            "scheduler stopped unexpectedly: restarted from the record"
+        );
+        for pending in &entry.unacked {
+            scheduler.do_send(QueueSegment {
+                segment: pending.segment.clone(),
+                config_override: pending.config_override.clone(),
+                arrival: pending.arrival,
+            });
+        }
+        entry.scheduler = scheduler;
+    }
+
+    /// Starts waiting jobs while workers are free, oldest turn first, one per namespace.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        while self.busy < self.config.max_in_flight {
+            let next = self
+                .waiting
+                .iter()
+                .find(|(_, w)| {
+                    self.namespaces
+                        .get(&w.namespace)
+                        .is_some_and(|e| e.running.is_none())
+                })
+                .map(|(k, _)| *k);
+            let Some(key) = next else { return };
+            let Some(WaitingJob { namespace, mut job }) = self.waiting.remove(&key) else {
+                return;
+            };
+            let Some(entry) = self.namespaces.get_mut(&namespace) else {
+                continue;
+            };
+            // Segments made durable since the job was asked for (by a job of an earlier
+            // scheduler) need no second upload.
+            let durable = entry.durable_frame_no;
+            job.segments
+                .retain(|s| s.last_committed_frame_no() > durable);
+            if job.segments.is_empty() {
+                entry.scheduler.do_send(UploadDone {
+                    job: job.id,
+                    outcome: UploadOutcome::Stored {
+                        end_frame_no: durable,
+                    },
+                });
+                continue;
+            }
+            entry.running = Some(job.id);
+            self.busy += 1;
+            self.spawn_upload(namespace, job, ctx);
+        }
+    }
+
+    /// Runs `job` on a worker; its outcome comes back to `upload_ended`.
+    fn spawn_upload(
+        &mut self,
+        namespace: NamespaceName,
+        job: UploadJob<F, B::Config>,
+        ctx: &mut Context<Self>,
+    ) {
+        let config = job
+            .config_override
+            .clone()
+            .unwrap_or_else(|| self.backend.default_config().clone());
+        let segment_count = job.segments.len();
+        let end_frame_no = job.end_frame_no();
+        let id = job.id;
+        let task = UploadTask {
+            backend: self.backend.clone(),
+            config,
+            namespace: namespace.clone(),
+            segments: job.segments,
+            in_memory_bytes: self.config.in_memory_upload_bytes,
+            scratch_dir: self.config.scratch_dir.clone(),
+            job: id,
+        };
+        ctx.spawn(
+            wrap_future::<_, Self>(run_job(task)).map(move |outcome, this, ctx| {
+                this.upload_ended(namespace, id, segment_count, end_frame_no, outcome, ctx);
+            }),
+        );
+    }
+
+    /// Records the outcome of a job, advances durability, tells the namespace's scheduler, and
+    /// hands the worker to the next job.
+    fn upload_ended(
+        &mut self,
+        namespace: NamespaceName,
+        job: u64,
+        segment_count: usize,
+        end_frame_no: u64,
+        outcome: Result<UploadReport, UploadFailure>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.busy = self.busy.saturating_sub(1);
+        self.ticket += 1;
+        let ticket = self.ticket;
+        let unhealthy_after = self.config.unhealthy_after_failures;
+        let mut callback_panics = 0;
+        if let Some(entry) = self.namespaces.get_mut(&namespace) {
+            entry.running = None;
+            entry.last_turn = ticket;
+            let outcome = match outcome {
+                Ok(report) => {
+                    let stats = &mut entry.stats;
+                    stats.uploads += 1;
+                    stats.merged_uploads += u64::from(segment_count > 1);
+                    stats.bytes_sent += report.bytes;
+                    stats.consecutive_failures = 0;
+                    stats.last_error = None;
+                    callback_panics = advance_durable(entry, end_frame_no);
+                    UploadOutcome::Stored {
+                        end_frame_no: entry.durable_frame_no,
+                    }
+                }
+                Err(failure) => {
+                    let stats = &mut entry.stats;
+                    stats.retries += 1;
+                    stats.panics += u64::from(failure.panicked);
+                    stats.consecutive_failures += 1;
+                    if stats.consecutive_failures == unhealthy_after {
+                        error!(
+                            %namespace,
+                            failures = stats.consecutive_failures,
+                            error = %failure.error,
+                            "namespace unhealthy: uploads keep failing (segments are kept and retried)"
+                        );
+                    }
+                    stats.last_error = Some(failure.error.clone());
+                    UploadOutcome::Failed {
+                        error: failure.error,
+                    }
+                }
+            };
+            entry.scheduler.do_send(UploadDone { job, outcome });
+        }
+        self.callback_panics += callback_panics;
+        self.ensure_alive(&namespace, ctx);
+        self.check_drained(ctx);
+        self.dispatch(ctx);
+    }
+
+    /// Returns the segments not yet durable, over all namespaces.
+    fn unacked_count(&self) -> usize {
+        self.namespaces.values().map(|e| e.unacked.len()).sum()
+    }
+
+    /// Answers graceful shutdowns once everything is durable, then stops the storage.
+    fn check_drained(&mut self, ctx: &mut Context<Self>) {
+        if self.accepting || self.drained.is_empty() {
+            return;
+        }
+        if self.unacked_count() > 0 || self.busy > 0 {
+            return;
+        }
+        info!("storage drained: every segment is durable");
+        for waiter in self.drained.drain(..) {
+            let _ = waiter.send(Ok(()));
+        }
+        self.stop_all(ctx);
+    }
+
+    /// Stops every scheduler and this actor, dropping what is not durable (its callbacks are
+    /// never called; the WAL sends those segments again at its next start).
+    fn stop_all(&mut self, ctx: &mut Context<Self>) {
+        self.accepting = false;
+        for entry in self.namespaces.values() {
+            entry.scheduler.do_send(ForceShutdown);
+        }
+        let left = self.unacked_count();
+        for waiter in self.drained.drain(..) {
+            let _ = waiter.send(Err(left));
+        }
+        self.namespaces.clear();
+        self.waiting.clear();
+        ctx.stop();
+    }
+
+    fn metrics(&self) -> StorageMetrics {
+        let unhealthy_after = self.config.unhealthy_after_failures;
+        let mut namespaces: Vec<NamespaceMetrics> = self
+            .namespaces
+            .iter()
+            .map(|(namespace, entry)| {
+                let stats = &entry.stats;
+                let last_taken = entry.unacked.back().map_or(entry.durable_frame_no, |p| {
+                    p.segment.last_committed_frame_no()
+                });
+                let healthy = stats.consecutive_failures < unhealthy_after;
+                NamespaceMetrics {
+                    namespace: namespace.clone(),
+                    queue_depth: entry.unacked.len(),
+                    in_flight: entry.running.is_some(),
+                    durable_frame_no: entry.durable_frame_no,
+                    durable_lag_frames: last_taken.saturating_sub(entry.durable_frame_no),
+                    durable_lag: entry
+                        .unacked
+                        .front()
+                        .map(|p| p.arrived_at.elapsed())
+                        .unwrap_or_default(),
+                    uploads: stats.uploads,
+                    merged_uploads: stats.merged_uploads,
+                    segments_stored: stats.segments_stored,
+                    retries: stats.retries,
+                    panics: stats.panics,
+                    bytes_sent: stats.bytes_sent,
+                    restarts: stats.restarts,
+                    healthy,
+                    last_error: if healthy {
+                        None
+                    } else {
+                        stats.last_error.clone()
+                    },
+                }
+            })
+            .collect();
+        namespaces.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        StorageMetrics {
+            restarts: namespaces.iter().map(|n| n.restarts).sum(),
+            panics: namespaces.iter().map(|n| n.panics).sum(),
+            retries: namespaces.iter().map(|n| n.retries).sum(),
+            namespaces,
+            uploads_in_flight: self.busy,
+            uploads_waiting: self.waiting.len(),
+            callback_panics: self.callback_panics,
+        }
+    }
+}
+
+/// Starts a scheduler for `namespace` durable up to `durable_frame_no`, asking `ctx`'s actor
+/// for workers.
+fn start_scheduler<B: Backend, F: FileExt>(
+    config: &StorageConfig,
+    job_ids: &Arc<AtomicU64>,
+    namespace: &NamespaceName,
+    durable_frame_no: u64,
+    ctx: &mut Context<Supervisor<B, F>>,
+) -> Addr<NamespaceScheduler<F, B::Config>> {
+    let scheduler = NamespaceScheduler::new(
+        namespace.clone(),
+        config.scheduler.clone(),
+        durable_frame_no,
+        ctx.address().recipient(),
+        job_ids.clone(),
+    );
+    // Its messages are bounded elsewhere: at most `max_enqueued_segments` segments per
+    // namespace (the permits) and one upload outcome at a time, so this capacity only sizes
+    // the channel's buffer.
+    let capacity = config.max_enqueued_segments + 4;
+    NamespaceScheduler::create(move |sctx| {
+        sctx.set_mailbox_capacity(capacity);
+        scheduler
+    })
+}
+
+/// Marks everything up to `end_frame_no` durable: publishes it, calls the callbacks and frees
+/// the queue places of the segments it covers. Returns how many callbacks panicked.
+fn advance_durable<F: FileExt, C: Destination>(
+    entry: &mut NamespaceEntry<F, C>,
+    end_frame_no: u64,
+) -> u64 {
+    if end_frame_no <= entry.durable_frame_no {
+        return 0;
+    }
+    entry.durable_frame_no = end_frame_no;
+    entry.durable.send_replace(end_frame_no);
+    let mut panics = 0;
+    while entry
+        .unacked
+        .front()
+        .is_some_and(|p| p.segment.last_committed_frame_no() <= end_frame_no)
+    {
+        let Some(pending) = entry.unacked.pop_front() else {
+            break;
+        };
+        entry.stats.segments_stored += 1;
+        panics += call_back(pending.on_stored, end_frame_no);
+        drop(pending.permits);
+    }
+    panics
+}
+
+/// Calls on-stored callbacks, containing their panics. Returns how many panicked.
+fn call_back(callbacks: Vec<OnStored>, durable_frame_no: u64) -> u64 {
+    let mut panics = 0;
+    for callback in callbacks {
+        if let Err(panic) =
+            std::panic::catch_unwind(AssertUnwindSafe(|| callback(durable_frame_no)))
+        {
+            error!(panic = %panic_message(&*panic), "an on-stored callback panicked");
+            panics += 1;
+        }
+    }
+    panics
+}
+
+impl<B: Backend, F: FileExt> Actor for Supervisor<B, F> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.config.supervision_interval, |this, ctx| {
+            let namespaces: Vec<NamespaceName> = this.namespaces.keys().cloned().collect();
+            for namespace in namespaces {
+                this.ensure_alive(&namespace, ctx);
+            }
+            this.dispatch(ctx);
+        });
+    }
+}
+
+impl<B: Backend, F: FileExt> Handler<StoreSegment<F, B::Config>> for Supervisor<B, F> {
+    type Result = libsql_wal_backend::Result<()>;
+
+    #[tracing::instrument(skip_all, fields(namespace = %msg.namespace, start = msg.segment.start_frame_no(), end = msg.segment.last_committed_frame_no()))]
+    fn handle(&mut self, msg: StoreSegment<F, B::Config>, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.accepting {
+            return Err(BackendError::ShutDown);
+        }
+        self.ticket += 1;
+        let arrival = self.ticket;
+        let entry = self.entry(&msg.namespace, ctx);
+        let (start, end) = (
+            msg.segment.start_frame_no(),
+            msg.segment.last_committed_frame_no(),
+        );
+        if end <= entry.durable_frame_no {
+            // Already durable (the WAL re-sends what it did not hear about before a restart).
+            let durable = entry.durable_frame_no;
+            self.callback_panics += call_back(vec![msg.on_stored], durable);
+            return Ok(());
+        }
+        if let Some(same) = entry.unacked.iter_mut().find(|p| {
+            p.segment.start_frame_no() == start && p.segment.last_committed_frame_no() == end
+        }) {
+            same.on_stored.push(msg.on_stored);
+            same.permits.push(msg.permit);
+            return Ok(());
+        }
+        if let Some(last) = entry.unacked.back() {
+            let last_end = last.segment.last_committed_frame_no();
+            if start <= last_end {
+                return Err(BackendError::fatal(
+                    format!("queueing a segment of {}", msg.namespace),
+                    format!(
+                        "segment {start}..={end} overlaps the queued segment ending at {last_end}"
+                    ),
+                ));
+            }
+        }
+        entry.scheduler.do_send(QueueSegment {
+            segment: msg.segment.clone(),
+            config_override: msg.config_override.clone(),
+            arrival,
+        });
+        entry.unacked.push_back(Pending {
+            segment: msg.segment,
+            config_override: msg.config_override,
+            on_stored: vec![msg.on_stored],
+            permits: vec![msg.permit],
+            arrival,
+            arrived_at: Instant::now(),
+        });
+        Ok(())
+    }
+}
+
+impl<B: Backend, F: FileExt> Handler<RequestUpload<F, B::Config>> for Supervisor<B, F> {
+    type Result = ();
+
+    fn handle(&mut self, msg: RequestUpload<F, B::Config>, ctx: &mut Context<Self>) {
+        let Some(entry) = self.namespaces.get(&msg.namespace) else {
+            return;
+        };
+        let priority = msg.job.oldest_arrival.max(entry.last_turn);
+        self.waiting.insert(
+            (priority, msg.job.id),
+            WaitingJob {
+                namespace: msg.namespace,
+                job: msg.job,
+            },
+        );
+        self.dispatch(ctx);
+    }
+}
+
+impl<B: Backend, F: FileExt> Handler<DurableFrameNo<B::Config>> for Supervisor<B, F> {
+    type Result = ResponseActFuture<Self, libsql_wal_backend::Result<u64>>;
+
+    fn handle(&mut self, msg: DurableFrameNo<B::Config>, _: &mut Context<Self>) -> Self::Result {
+        let known = self
+            .namespaces
+            .get(&msg.namespace)
+            .map(|e| e.durable_frame_no)
+            .or_else(|| self.known_durable.get(&msg.namespace).copied());
+        if let Some(durable) = known {
+            return Box::pin(actix::fut::ready(Ok(durable)));
+        }
+        let backend = self.backend.clone();
+        let namespace = msg.namespace.clone();
+        let config = msg
+            .config_override
+            .unwrap_or_else(|| backend.default_config().clone());
+        let ask = async move { backend.meta(&config, &namespace).await };
+        Box::pin(wrap_future::<_, Self>(ask).map(move |meta, this, _| {
+            let durable = meta?.durable_frame_no;
+            match this.namespaces.get(&msg.namespace) {
+                Some(entry) => Ok(entry.durable_frame_no.max(durable)),
+                None => {
+                    this.known_durable.insert(msg.namespace, durable);
+                    Ok(durable)
+                }
+            }
+        }))
+    }
+}
+
+impl<B: Backend, F: FileExt> Handler<WatchDurable> for Supervisor<B, F> {
+    type Result = MessageResult<WatchDurable>;
+
+    fn handle(&mut self, msg: WatchDurable, ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.entry(&msg.namespace, ctx).durable.subscribe())
+    }
+}
+
+impl<B: Backend, F: FileExt> Handler<Metrics> for Supervisor<B, F> {
+    type Result = MessageResult<Metrics>;
+
+    fn handle(&mut self, _: Metrics, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.metrics())
+    }
+}
+
+impl<B: Backend, F: FileExt> Handler<Shutdown> for Supervisor<B, F> {
+    type Result = ResponseFuture<Result<(), usize>>;
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.drained.push(tx);
+        if self.accepting {
+            self.accepting = false;
+            info!(
+                segments = self.unacked_count(),
+                namespaces = self.namespaces.len(),
+                "storage shutting down: draining every queue"
+            );
+            ctx.run_interval(std::time::Duration::from_secs(1), |this, _| {
+                info!(
+                    segments = this.unacked_count(),
+                    uploads_in_flight = this.busy,
+                    "storage draining"
+                );
+            });
+            ctx.run_later(msg.timeout, |this, ctx| {
+                warn!(
+                    segments = this.unacked_count(),
+                    "storage shutdown timed out: stopping with segments not durable"
+                );
+                this.stop_all(ctx);
+            });
+        }
+        self.check_drained(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(0)) })
+    }
+}
+
+impl<B: Backend, F: FileExt> Handler<ForceShutdown> for Supervisor<B, F> {
+    type Result = ();
+
+    fn handle(&mut self, _: ForceShutdown, ctx: &mut Context<Self>) {
+        warn!(
+            segments = self.unacked_count(),
+            "storage force shutdown: segments not durable are left to the next start"
+        );
+        self.stop_all(ctx);
+    }
+}
+
+/// Returns the scratch directory, created.
+pub(crate) fn create_scratch_dir(config: &StorageConfig) -> crate::Result<PathBuf> {
+    std::fs::create_dir_all(&config.scratch_dir).map_err(|source| crate::Error::ScratchDir {
+        path: config.scratch_dir.clone(),
+        source,
+    })?;
+    Ok(config.scratch_dir.clone())
+}

@@ -1,0 +1,150 @@
+//! The work of an upload worker: turn one job's sealed segments into the storage format (one
+//! compacted segment holding the newest version of each page, plus its fst index) and store it
+//! with `BackendExt`. Small jobs are compacted in memory, large ones through a scratch file
+//! that is removed afterwards.
+//!
+//! Compaction reads files and checks checksums, so it runs on tokio's blocking pool, never on
+//! the actor thread. A panic anywhere in here is caught by the caller (`run_job`) and reported
+//! as a failed upload.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use libsql_wal_backend::{Backend, BackendExt, Error as BackendError, NamespaceName, SegmentKey};
+use libsql_wal_segment::{merge, FileExt, SealedSegment};
+use tracing::{debug, warn};
+
+/// What a stored job produced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UploadReport {
+    /// Bytes sent: data and index.
+    pub bytes: u64,
+}
+
+/// Why a job did not store.
+#[derive(Debug)]
+pub(crate) struct UploadFailure {
+    /// What went wrong.
+    pub error: String,
+    /// True if the upload panicked (a bug in a backend or below).
+    pub panicked: bool,
+}
+
+/// Everything a worker needs for one job.
+pub(crate) struct UploadTask<B: Backend, F> {
+    /// Where the segment goes.
+    pub backend: Arc<B>,
+    /// Which backend place (the default or the namespace's override).
+    pub config: B::Config,
+    /// The namespace.
+    pub namespace: NamespaceName,
+    /// Consecutive sealed segments, oldest first.
+    pub segments: Vec<Arc<SealedSegment<F>>>,
+    /// Jobs with at most this many bytes of frames are compacted in memory.
+    pub in_memory_bytes: u64,
+    /// Where larger jobs are compacted.
+    pub scratch_dir: PathBuf,
+    /// The job id, for the scratch file's name.
+    pub job: u64,
+}
+
+/// The compacted data of a job.
+enum CompactedData {
+    /// In memory.
+    Bytes(Vec<u8>),
+    /// In a scratch file.
+    File(PathBuf),
+}
+
+/// Runs one job, turning a panic into a failure.
+pub(crate) async fn run_job<B: Backend, F: FileExt>(
+    task: UploadTask<B, F>,
+) -> Result<UploadReport, UploadFailure> {
+    match AssertUnwindSafe(upload(task)).catch_unwind().await {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(e)) => Err(UploadFailure {
+            error: e.to_string(),
+            panicked: false,
+        }),
+        Err(panic) => Err(UploadFailure {
+            error: format!("upload panicked: {}", panic_message(&*panic)),
+            panicked: true,
+        }),
+    }
+}
+
+/// Returns the message of a panic payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".into())
+}
+
+#[tracing::instrument(skip_all, fields(namespace = %task.namespace, job = task.job, segments = task.segments.len()))]
+async fn upload<B: Backend, F: FileExt>(
+    task: UploadTask<B, F>,
+) -> Result<UploadReport, BackendError> {
+    let frame_bytes: u64 = task
+        .segments
+        .iter()
+        .map(|s| s.frame_count() * libsql_wal_segment::format::FRAME_SIZE as u64)
+        .sum();
+    let in_memory = frame_bytes <= task.in_memory_bytes;
+    let scratch = task
+        .scratch_dir
+        .join(format!("{}-{}.compacted", task.namespace, task.job));
+    let segments = task.segments.clone();
+    let scratch_for_merge = scratch.clone();
+    let compacted = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&SealedSegment<F>> = segments.iter().map(|s| &**s).collect();
+        let local =
+            |e| BackendError::transient(format!("writing {}", scratch_for_merge.display()), e);
+        let segment_error =
+            |e| BackendError::from_segment(&refs[0].path().display().to_string(), e);
+        if in_memory {
+            let mut data = Vec::with_capacity(frame_bytes as usize + 4096);
+            let compacted = merge(&refs, &mut data).map_err(segment_error)?;
+            Ok((compacted, CompactedData::Bytes(data)))
+        } else {
+            let file = std::fs::File::create(&scratch_for_merge).map_err(local)?;
+            let compacted = merge(&refs, std::io::BufWriter::with_capacity(1 << 20, file))
+                .map_err(segment_error)?;
+            Ok((compacted, CompactedData::File(scratch_for_merge.clone())))
+        }
+    })
+    .await;
+    let (compacted, data) = match compacted {
+        Ok(result) => result?,
+        Err(join) if join.is_panic() => {
+            std::panic::resume_unwind(join.into_panic());
+        }
+        Err(join) => return Err(BackendError::transient("compacting an upload", join)),
+    };
+    let key = SegmentKey::from(&compacted.header);
+    let index = compacted.index.encode();
+    let bytes = compacted.data_len + index.len() as u64;
+    let stored = match data {
+        CompactedData::Bytes(data) => {
+            task.backend
+                .store_segment_bytes(&task.config, &task.namespace, key, data, index)
+                .await
+        }
+        CompactedData::File(path) => {
+            let stored = task
+                .backend
+                .store_segment(&task.config, &task.namespace, key, &path, index)
+                .await;
+            if let Err(e) = tokio::fs::remove_file(&path).await {
+                warn!(path = %path.display(), error = %e, "cannot remove an upload's scratch file");
+            }
+            stored
+        }
+    };
+    stored?;
+    debug!(%key, bytes, "upload stored");
+    Ok(UploadReport { bytes })
+}
