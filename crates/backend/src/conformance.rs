@@ -47,7 +47,8 @@ pub fn test_page(page_no: u32, frame_no: u64) -> Vec<u8> {
 
 /// Writes sealed segments covering frames `start..=end`, one transaction per frame, frame
 /// `f` writing page `(f % pages) + 1`, split into `parts` segments sealed at `timestamp_ms`.
-fn sealed_segments(
+/// The files are named `sealed-{first}-{last}-{timestamp_ms}` in `dir`.
+pub fn sealed_segments(
     dir: &Path,
     start: u64,
     end: u64,

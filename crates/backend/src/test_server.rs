@@ -37,8 +37,9 @@ impl S3TestServer {
         };
         let dir = tempfile::tempdir().map_err(|e| local("temporary directory", e))?;
         std::fs::create_dir(dir.path().join(TEST_BUCKET)).map_err(|e| local("bucket", e))?;
-        let fs = s3s_fs::FileSystem::new(dir.path())
-            .map_err(|e| Error::fatal("starting the test S3 server: file system", e.to_string()))?;
+        let fs = s3s_fs::FileSystem::new(dir.path()).map_err(|e| {
+            Error::fatal("starting the test S3 server: file system", format!("{e:?}"))
+        })?;
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();

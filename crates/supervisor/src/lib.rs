@@ -21,9 +21,10 @@ mod upload;
 
 pub use config::StorageConfig;
 pub use error::{Error, Result};
-pub use libsql_wal_scheduler::{ForceShutdown, SchedulerConfig};
+pub use libsql_wal_scheduler::{ForceShutdown, GetSnapshot, NamespaceScheduler, SchedulerConfig};
 pub use messages::{
-    DurableFrameNo, Metrics, NamespaceMetrics, Shutdown, StorageMetrics, StoreSegment, WatchDurable,
+    DurableFrameNo, Metrics, NamespaceMetrics, SchedulerOf, Shutdown, StorageMetrics, StoreSegment,
+    WatchDurable,
 };
 pub use storage::ActorStorage;
 pub use supervisor::Supervisor;

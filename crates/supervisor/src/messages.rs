@@ -1,12 +1,14 @@
 //! The messages the `Supervisor` takes from `ActorStorage` (and from anyone holding its
 //! address), and the observable snapshot `Metrics` answers with.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Message;
+use actix::{Addr, Message};
 use libsql_wal_backend::{NamespaceName, OnStored, Result};
-use libsql_wal_segment::SealedSegment;
+use libsql_wal_scheduler::{Destination, NamespaceScheduler};
+use libsql_wal_segment::{FileExt, SealedSegment};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 /// A sealed segment of `namespace` to make durable, in frame order after the ones stored
@@ -64,6 +66,30 @@ pub struct Shutdown {
 
 impl Message for Shutdown {
     type Result = std::result::Result<(), usize>;
+}
+
+/// Asks for the address of a namespace's scheduler, if it has one (for diagnostics: an
+/// operator or a test can stop it with `ForceShutdown`, and the supervisor restarts it).
+#[derive(Debug, Clone)]
+pub struct SchedulerOf<F, C> {
+    /// The namespace.
+    pub namespace: NamespaceName,
+    /// The scheduler's types.
+    types: PhantomData<fn() -> (F, C)>,
+}
+
+impl<F, C> SchedulerOf<F, C> {
+    /// Asks for the scheduler of `namespace`.
+    pub fn new(namespace: NamespaceName) -> Self {
+        SchedulerOf {
+            namespace,
+            types: PhantomData,
+        }
+    }
+}
+
+impl<F: FileExt, C: Destination> Message for SchedulerOf<F, C> {
+    type Result = Option<Addr<NamespaceScheduler<F, C>>>;
 }
 
 /// Asks for the `StorageMetrics` snapshot.

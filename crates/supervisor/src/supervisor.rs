@@ -42,7 +42,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::StorageConfig;
 use crate::messages::{
-    DurableFrameNo, Metrics, NamespaceMetrics, Shutdown, StorageMetrics, StoreSegment, WatchDurable,
+    DurableFrameNo, Metrics, NamespaceMetrics, SchedulerOf, Shutdown, StorageMetrics, StoreSegment,
+    WatchDurable,
 };
 use crate::upload::{panic_message, run_job, UploadFailure, UploadReport, UploadTask};
 
@@ -621,6 +622,16 @@ impl<B: Backend, F: FileExt> Handler<WatchDurable> for Supervisor<B, F> {
 
     fn handle(&mut self, msg: WatchDurable, ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.entry(&msg.namespace, ctx).durable.subscribe())
+    }
+}
+
+impl<B: Backend, F: FileExt> Handler<SchedulerOf<F, B::Config>> for Supervisor<B, F> {
+    type Result = Option<Addr<NamespaceScheduler<F, B::Config>>>;
+
+    fn handle(&mut self, msg: SchedulerOf<F, B::Config>, _: &mut Context<Self>) -> Self::Result {
+        self.namespaces
+            .get(&msg.namespace)
+            .map(|e| e.scheduler.clone())
     }
 }
 

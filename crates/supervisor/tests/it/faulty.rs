@@ -1,0 +1,153 @@
+//! `FaultyBackend`: a real backend wrapped to inject faults into segment uploads (the data
+//! object of each store): a seeded fraction fails (transient), another panics, some are
+//! delayed, and a gate can stall every upload until opened. It records the key of every data
+//! object stored, in the order they were stored. This is the tests' only mock, for faults.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use libsql_wal_backend::{Backend, Error, ObjectReader, Result, SegmentKey};
+use tokio::sync::watch;
+
+/// What to inject, per data upload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Per mille of uploads that fail.
+    pub fail_per_mille: u64,
+    /// Per mille of uploads that panic.
+    pub panic_per_mille: u64,
+    /// Per mille of uploads delayed by `delay`.
+    pub delay_per_mille: u64,
+    /// The delay.
+    pub delay: Duration,
+}
+
+/// A backend that injects `Faults` into data uploads.
+#[derive(Debug)]
+pub struct FaultyBackend<B> {
+    inner: B,
+    faults: Faults,
+    /// xorshift state.
+    rng: Mutex<u64>,
+    /// False while uploads are stalled.
+    open: watch::Sender<bool>,
+    /// (namespace, key) of every data object stored, in order.
+    stored: Mutex<Vec<(String, SegmentKey)>>,
+    /// Failures injected.
+    pub failures: AtomicU64,
+    /// Panics injected.
+    pub panics: AtomicU64,
+}
+
+impl<B: Backend> FaultyBackend<B> {
+    pub fn new(inner: B, faults: Faults, seed: u64) -> Self {
+        FaultyBackend {
+            inner,
+            faults,
+            rng: Mutex::new(seed | 1),
+            open: watch::Sender::new(true),
+            stored: Mutex::new(Vec::new()),
+            failures: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+        }
+    }
+
+    /// Stalls (false) or resumes (true) every data upload.
+    pub fn set_open(&self, open: bool) {
+        self.open.send_replace(open);
+    }
+
+    /// Returns the (namespace, key) of every data object stored, in order.
+    pub fn stored(&self) -> Vec<(String, SegmentKey)> {
+        self.stored.lock().unwrap().clone()
+    }
+
+    fn roll(&self) -> u64 {
+        let mut x = self.rng.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x % 1000
+    }
+
+    /// Applies the faults to the upload of `key`; returns an error to report, or panics.
+    async fn before_data_put(&self, key: &str) -> Result<()> {
+        if !key.contains("/segments/") {
+            return Ok(());
+        }
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+        let roll = self.roll();
+        if roll < self.faults.delay_per_mille {
+            tokio::time::sleep(self.faults.delay).await;
+        }
+        let roll = self.roll();
+        if roll < self.faults.fail_per_mille {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::transient(
+                format!("storing {key}"),
+                "injected failure",
+            ));
+        }
+        if roll < self.faults.fail_per_mille + self.faults.panic_per_mille {
+            self.panics.fetch_add(1, Ordering::SeqCst);
+            panic!("injected panic while storing {key}");
+        }
+        Ok(())
+    }
+
+    fn record(&self, key: &str) {
+        if let Some((namespace, segment)) = key.split_once("/segments/") {
+            self.stored
+                .lock()
+                .unwrap()
+                .push((namespace.to_string(), segment.parse().unwrap()));
+        }
+    }
+}
+
+impl<B: Backend> Backend for FaultyBackend<B> {
+    type Config = B::Config;
+
+    fn default_config(&self) -> &Self::Config {
+        self.inner.default_config()
+    }
+
+    async fn put_file(&self, config: &Self::Config, key: &str, source: &Path) -> Result<()> {
+        self.before_data_put(key).await?;
+        self.inner.put_file(config, key, source).await?;
+        self.record(key);
+        Ok(())
+    }
+
+    async fn put_bytes(&self, config: &Self::Config, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.before_data_put(key).await?;
+        self.inner.put_bytes(config, key, bytes).await?;
+        self.record(key);
+        Ok(())
+    }
+
+    async fn get(&self, config: &Self::Config, key: &str) -> Result<ObjectReader> {
+        self.inner.get(config, key).await
+    }
+
+    async fn list(
+        &self,
+        config: &Self::Config,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<Vec<String>> {
+        self.inner.list(config, prefix, start_after, max_keys).await
+    }
+
+    async fn list_children(&self, config: &Self::Config, prefix: &str) -> Result<Vec<String>> {
+        self.inner.list_children(config, prefix).await
+    }
+
+    async fn delete(&self, config: &Self::Config, key: &str) -> Result<()> {
+        self.inner.delete(config, key).await
+    }
+}
