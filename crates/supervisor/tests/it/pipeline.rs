@@ -184,7 +184,9 @@ fn store_waits_at_the_configured_depth_while_the_backend_is_stalled() {
 fn single_segments_do_not_wait_behind_another_namespaces_backlog() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir.path().join("scratch"));
-    config.max_in_flight = 2;
+    // One worker: the hot namespace's segments are all older than the singles, so only the
+    // turn rule lets the singles in.
+    config.max_in_flight = 1;
     config.max_enqueued_segments = 1000;
     // One segment per upload, so the backlog cannot be merged away.
     config.scheduler.max_upload_frames = 2;
