@@ -65,7 +65,7 @@ impl Default for SchedulerConfig {
 /// capped at `max`, then a uniformly random part of it between half and all, so namespaces
 /// that failed together do not retry together.
 pub fn retry_delay(config: &SchedulerConfig, failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(32);
+    let doublings = failures.saturating_sub(1).min(31);
     let full = config
         .retry_initial
         .saturating_mul(1 << doublings)

@@ -109,7 +109,13 @@ fn status_mb(field: &str) -> f64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or(0.0)
         / 1024.0
 }
@@ -128,10 +134,17 @@ fn make_segments(dir: &Path, name: &str, first: u64, count: u64, frames: u64) ->
     let dir = dir.join(format!("{name}-{first}"));
     std::fs::create_dir_all(&dir).unwrap();
     let pages = u32::try_from(frames).unwrap();
-    sealed_segments(&dir, first, first + count * frames - 1, pages, count, 1_700_000_000_000)
-        .into_iter()
-        .map(Arc::new)
-        .collect()
+    sealed_segments(
+        &dir,
+        first,
+        first + count * frames - 1,
+        pages,
+        count,
+        1_700_000_000_000,
+    )
+    .into_iter()
+    .map(Arc::new)
+    .collect()
 }
 
 /// Latencies (store call to durable callback) and the time the last callback ran.
@@ -188,7 +201,11 @@ fn drive<B: Backend>(
     while done.load(Ordering::SeqCst) < total as u64 {
         std::thread::sleep(Duration::from_micros(200));
     }
-    let last = timings.lock().unwrap().last_durable.unwrap_or_else(Instant::now);
+    let last = timings
+        .lock()
+        .unwrap()
+        .last_durable
+        .unwrap_or_else(Instant::now);
     last - started
 }
 
@@ -243,7 +260,9 @@ fn null_case() {
     let scratch = scratch_root();
     let backend = CountingBackend::new(None);
     let storage = ActorStorage::start(backend, config(scratch.path())).unwrap();
-    let names: Vec<NamespaceName> = (0..1000).map(|i| format!("ns-{i:04}").parse().unwrap()).collect();
+    let names: Vec<NamespaceName> = (0..1000)
+        .map(|i| format!("ns-{i:04}").parse().unwrap())
+        .collect();
     let timings = Arc::new(Mutex::new(Timings::default()));
     let (mut elapsed, mut segments, mut bytes) = (Duration::ZERO, 0, 0);
     let frames = 2;
@@ -252,7 +271,10 @@ fn null_case() {
             .iter()
             .map(|n| {
                 let first = wave * 5 * frames + 1;
-                (n.clone(), make_segments(scratch.path(), n.as_str(), first, 5, frames))
+                (
+                    n.clone(),
+                    make_segments(scratch.path(), n.as_str(), first, 5, frames),
+                )
             })
             .collect();
         segments += work.iter().map(|(_, s)| s.len()).sum::<usize>();
@@ -263,7 +285,16 @@ fn null_case() {
         std::fs::create_dir_all(scratch.path().join("uploads")).unwrap();
     }
     let puts = storage.backend().puts.load(Ordering::Relaxed);
-    report("null", names.len(), segments, bytes, elapsed, &timings, puts, "");
+    report(
+        "null",
+        names.len(),
+        segments,
+        bytes,
+        elapsed,
+        &timings,
+        puts,
+        "",
+    );
 }
 
 /// 200 namespaces x 10 segments of 64 frames (256 KiB).
@@ -297,7 +328,9 @@ fn fs_case() {
     let copy = plain_copy(&work, &disk.path().join("copy"));
     let copy_mb_s = bytes as f64 / (1024.0 * 1024.0) / copy.as_secs_f64();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let backend = runtime.block_on(FsBackend::new(disk.path().join("bucket"))).unwrap();
+    let backend = runtime
+        .block_on(FsBackend::new(disk.path().join("bucket")))
+        .unwrap();
     let storage = ActorStorage::start(backend, config(scratch.path())).unwrap();
     let timings = Arc::new(Mutex::new(Timings::default()));
     let elapsed = drive(&storage, &work, &timings);
@@ -347,7 +380,16 @@ fn s3_case() {
     let elapsed = drive(&storage, &work, &timings);
     let segments = work.iter().map(|(_, s)| s.len()).sum();
     let puts = count_files(&server.root().join(libsql_wal_backend::TEST_BUCKET)) as u64;
-    report("s3", work.len(), segments, bytes, elapsed, &timings, puts, "");
+    report(
+        "s3",
+        work.len(),
+        segments,
+        bytes,
+        elapsed,
+        &timings,
+        puts,
+        "",
+    );
 }
 
 /// 10 namespaces; the writer makes one segment every 2 ms (500/s), the backend takes one
@@ -358,7 +400,9 @@ fn slow_case(length: u64) {
     let scratch = scratch_root();
     let per_namespace = 100 * length;
     let frames = 2;
-    let names: Vec<NamespaceName> = (0..10).map(|i| format!("ns-{i}").parse().unwrap()).collect();
+    let names: Vec<NamespaceName> = (0..10)
+        .map(|i| format!("ns-{i}").parse().unwrap())
+        .collect();
     let backend = CountingBackend::new(Some(Duration::from_millis(20)));
     let storage = ActorStorage::start(backend, config(scratch.path())).unwrap();
     let timings = Arc::new(Mutex::new(Timings::default()));
@@ -396,7 +440,12 @@ fn slow_case(length: u64) {
     while done.load(Ordering::SeqCst) < segments as u64 {
         std::thread::sleep(Duration::from_micros(200));
     }
-    let elapsed = timings.lock().unwrap().last_durable.unwrap_or_else(Instant::now) - started;
+    let elapsed = timings
+        .lock()
+        .unwrap()
+        .last_durable
+        .unwrap_or_else(Instant::now)
+        - started;
     let bytes = segments as u64 * frames * FRAME_SIZE as u64;
     let puts = storage.backend().puts.load(Ordering::Relaxed);
     report(
@@ -424,7 +473,10 @@ fn main() {
         return;
     }
     // `cargo bench` passes `--bench`; a case name on the command line runs only that case.
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     for case in ["null", "fs", "s3", "slow-1", "slow-2"] {
         if !only.is_empty() && !only.iter().any(|o| case.starts_with(o.as_str())) {
             continue;

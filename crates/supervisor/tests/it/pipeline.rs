@@ -367,3 +367,52 @@ fn force_shutdown_returns_promptly_and_a_restart_resends_what_was_left() {
     );
     assert_eq!(covered.last().map(|c| c.1), Some(10));
 }
+
+#[test]
+fn jobs_above_the_in_memory_limit_go_through_a_scratch_file_that_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    let config = StorageConfig {
+        in_memory_upload_bytes: 0,
+        ..config(&scratch)
+    };
+    let storage = storage(
+        &dir.path().join("bucket"),
+        dir.path(),
+        Faults::default(),
+        config,
+    );
+    // Without the scratch directory the upload fails, naming the file it could not write: the
+    // job really goes through a file. Once the directory is back the retries succeed.
+    std::fs::remove_dir(&scratch).unwrap();
+    let acks = Acks::default();
+    for segment in segments(&dir.path().join("local"), "big", 4, 3) {
+        store(&storage, &ns("big"), &segment, &acks);
+    }
+    wait_until("an upload fails on the missing scratch file", || {
+        futures::executor::block_on(storage.metrics())
+            .unwrap()
+            .namespace(&ns("big"))
+            .and_then(|n| n.last_error.clone())
+            .is_some_and(|e| e.contains("scratch"))
+    });
+    assert!(acks.get().is_empty());
+    std::fs::create_dir(&scratch).unwrap();
+    wait_until("everything is durable", || acks.get().len() == 4);
+    assert_stored_in_order_once(&storage.backend().stored(), &[("big".to_string(), 12)]);
+    let fs = on_tokio(FsBackend::new(dir.path().join("bucket"))).unwrap();
+    let key = storage.backend().stored()[0].1;
+    let fetched = on_tokio(fs.fetch_segment_data(
+        fs.default_config(),
+        &ns("big"),
+        key,
+        &dir.path().join("fetched"),
+    ))
+    .unwrap();
+    assert_eq!(fetched.header.start_frame_no, 1);
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "scratch files are removed after the upload"
+    );
+}
