@@ -45,7 +45,7 @@ fn compacted_frame_offset(i: usize) -> u64 {
 #[tracing::instrument(skip_all, fields(segments = segments.len()), level = "debug")]
 pub fn merge<F: FileExt>(
     segments: &[&SealedSegment<F>],
-    mut out: impl Write,
+    out: impl Write,
 ) -> Result<CompactedSegment> {
     let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
         return Err(Error::invalid_state("<merge>", "no segment to merge"));
@@ -83,18 +83,129 @@ pub fn merge<F: FileExt>(
             }
         }
     }
-    let mut pages: Vec<(u32, (usize, u64))> = newest.into_iter().collect();
-    pages.sort_unstable_by_key(|&(page_no, _)| page_no);
-    let frame_count = u32::try_from(pages.len())
-        .map_err(|_| Error::invalid_state(last.path(), "too many pages to compact"))?;
     let header = CompactedHeader {
         log_id: first.header().log_id,
         start_frame_no: first.start_frame_no(),
         end_frame_no: last.last_committed_frame_no(),
         size_after,
-        frame_count,
+        frame_count: 0,
         timestamp_ms: last.header().sealed_at_ms,
     };
+    write_compacted(
+        header,
+        newest,
+        last.path(),
+        out,
+        |segment, offset, frame| {
+            let source = segments[segment];
+            Ok((source.read_verified_frame(offset, frame)?, source.path()))
+        },
+    )
+}
+
+/// A compacted segment's data in a local file (fetched from a backend, verified on the way in),
+/// with its header and page index: an input of `merge_compacted`.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalCompacted<'a, F> {
+    /// The data's header.
+    pub header: &'a CompactedHeader,
+    /// page_no -> offset of its frame in the data.
+    pub index: &'a PageIndex,
+    /// The data.
+    pub file: &'a F,
+    /// Where the data is, for errors.
+    pub path: &'a Path,
+}
+
+/// Merges compacted segments (oldest first, all of one log, each starting at or before the
+/// frame after the previous one's end and ending after it: consecutive or overlapping) into one
+/// compacted segment written to `out`, holding the newest version of every page inside the
+/// database after the last one. Remote compaction uses it.
+///
+/// Each frame read back is checked against the index (its page) and the input's header (its
+/// frame_no); the running checksums were verified when the data was fetched.
+#[tracing::instrument(skip_all, fields(segments = inputs.len()), level = "debug")]
+pub fn merge_compacted<F: FileExt>(
+    inputs: &[LocalCompacted<'_, F>],
+    out: impl Write,
+) -> Result<CompactedSegment> {
+    let (Some(first), Some(last)) = (inputs.first(), inputs.last()) else {
+        return Err(Error::invalid_state("<merge>", "no segment to merge"));
+    };
+    for pair in inputs.windows(2) {
+        let (previous, next) = (&pair[0], &pair[1]);
+        if previous.header.log_id != next.header.log_id {
+            return Err(Error::invalid_state(
+                next.path,
+                format!(
+                    "belongs to log {}, {} to log {}",
+                    next.header.log_id,
+                    previous.path.display(),
+                    previous.header.log_id
+                ),
+            ));
+        }
+        let joins = next.header.start_frame_no <= previous.header.end_frame_no.saturating_add(1)
+            && next.header.end_frame_no > previous.header.end_frame_no;
+        if !joins {
+            return Err(Error::NotConsecutive {
+                previous: previous.path.to_path_buf(),
+                previous_end: previous.header.end_frame_no,
+                next: next.path.to_path_buf(),
+                next_start: next.header.start_frame_no,
+            });
+        }
+    }
+    let size_after = last.header.size_after;
+    let mut newest: HashMap<u32, (usize, u64)> = HashMap::new();
+    for (i, input) in inputs.iter().enumerate().rev() {
+        for (page_no, offset) in input.index.entries() {
+            if page_no <= size_after {
+                newest.entry(page_no).or_insert((i, offset));
+            }
+        }
+    }
+    let header = CompactedHeader {
+        log_id: first.header.log_id,
+        start_frame_no: first.header.start_frame_no,
+        end_frame_no: last.header.end_frame_no,
+        size_after,
+        frame_count: 0,
+        timestamp_ms: last.header.timestamp_ms,
+    };
+    write_compacted(header, newest, last.path, out, |i, offset, frame| {
+        let input = &inputs[i];
+        input
+            .file
+            .read_exact_at(frame, offset)
+            .map_err(|e| Error::io(input.path, e))?;
+        let source = FrameHeader::decode(frame);
+        let range = input.header.start_frame_no..=input.header.end_frame_no;
+        if !range.contains(&source.frame_no) {
+            return Err(Error::corrupt(
+                input.path,
+                offset,
+                format!("frame_no {} outside {range:?}", source.frame_no),
+            ));
+        }
+        Ok((source, input.path))
+    })
+}
+
+/// Writes a compacted segment: `header` (its frame count filled in here), then for each page of
+/// `newest` (page_no -> (source, offset)) in increasing page order the frame `read_frame` reads
+/// (returning its header and the source's path, for errors), re-chained by running checksum.
+fn write_compacted<'s>(
+    mut header: CompactedHeader,
+    newest: HashMap<u32, (usize, u64)>,
+    name: &Path,
+    mut out: impl Write,
+    mut read_frame: impl FnMut(usize, u64, &mut [u8]) -> Result<(FrameHeader, &'s Path)>,
+) -> Result<CompactedSegment> {
+    let mut pages: Vec<(u32, (usize, u64))> = newest.into_iter().collect();
+    pages.sort_unstable_by_key(|&(page_no, _)| page_no);
+    header.frame_count = u32::try_from(pages.len())
+        .map_err(|_| Error::invalid_state(name, "too many pages to compact"))?;
     let out_name = Path::new("<compacted output>");
     let encoded = header.encode();
     out.write_all(&encoded)
@@ -102,12 +213,11 @@ pub fn merge<F: FileExt>(
     let mut previous = CompactedHeader::checksum_seed(&encoded);
     let mut entries = Vec::with_capacity(pages.len());
     let mut frame = vec![0; FRAME_SIZE];
-    for (i, &(page_no, (segment, offset))) in pages.iter().enumerate() {
-        let source = segments[segment];
-        let source_header = source.read_verified_frame(offset, &mut frame)?;
+    for (i, &(page_no, (source, offset))) in pages.iter().enumerate() {
+        let (source_header, source_path) = read_frame(source, offset, &mut frame)?;
         if source_header.page_no != page_no {
             return Err(Error::corrupt(
-                source.path(),
+                source_path,
                 offset,
                 format!(
                     "index says page {page_no}, frame holds page {}",
@@ -115,21 +225,21 @@ pub fn merge<F: FileExt>(
                 ),
             ));
         }
-        let header = FrameHeader {
+        let frame_header = FrameHeader {
             checksum: 0,
             page_no,
             size_after: 0,
             flags: if i + 1 == pages.len() { FRAME_LAST } else { 0 },
             frame_no: source_header.frame_no,
         };
-        previous = header.write_with_checksum(previous, &mut frame);
+        previous = frame_header.write_with_checksum(previous, &mut frame);
         out.write_all(&frame).map_err(|e| Error::io(out_name, e))?;
         entries.push((page_no, compacted_frame_offset(i)));
     }
     out.flush().map_err(|e| Error::io(out_name, e))?;
     Ok(CompactedSegment {
         header,
-        index: PageIndex::build(&entries, last.path())?,
+        index: PageIndex::build(&entries, name)?,
         data_len: compacted_frame_offset(pages.len()),
     })
 }

@@ -60,7 +60,7 @@ pub enum Error {
         /// What was asked and why it cannot be done.
         what: String,
     },
-    /// Segments given to a merge do not follow each other without gaps or overlaps.
+    /// Segments given to a merge leave a gap, go backwards, or (sealed segments) overlap.
     #[error("segments to merge are not consecutive: {previous} ends at frame {previous_end}, {next} starts at frame {next_start}")]
     NotConsecutive {
         /// The earlier segment.

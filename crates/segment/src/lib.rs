@@ -20,7 +20,9 @@ mod open;
 mod scan;
 mod sealed;
 
-pub use compacted::{merge, CompactedDecoder, CompactedReader, CompactedSegment};
+pub use compacted::{
+    merge, merge_compacted, CompactedDecoder, CompactedReader, CompactedSegment, LocalCompacted,
+};
 pub use current::{CurrentSegment, RecoveryReport};
 pub use error::{Error, Result};
 pub use index::PageIndex;

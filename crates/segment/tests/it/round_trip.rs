@@ -5,7 +5,8 @@ use crate::common::{commit, io, page, write_segment, Tx};
 use chrono::Utc;
 use libsql_wal_segment::format::{FRAME_SIZE, PAGE_SIZE};
 use libsql_wal_segment::{
-    merge, open_segment, CompactedReader, CurrentSegment, OpenedSegment, PageIndex, SealedSegment,
+    merge, merge_compacted, open_segment, CompactedReader, CompactedSegment, CurrentSegment,
+    LocalCompacted, OpenedSegment, PageIndex, SealedSegment,
 };
 use uuid::Uuid;
 
@@ -230,6 +231,105 @@ fn a_compacted_segment_streams_back_the_newest_version_of_each_page() {
         80 + FRAME_SIZE,
         "page 5 is past size_after"
     );
+}
+
+/// Three consecutive sealed segments that shrink the database in the last one.
+fn three_segments(dir: &std::path::Path) -> Vec<SealedSegment<std::fs::File>> {
+    let log_id = Uuid::new_v4();
+    let mut start = 1;
+    let mut sealed = Vec::new();
+    for (i, txs) in [
+        txs(),
+        vec![Tx {
+            pages: vec![2, 5, 6],
+            size_after: 6,
+        }],
+        vec![Tx {
+            pages: vec![3, 1],
+            size_after: 5,
+        }],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let current = write_segment(&io(), &dir.join(format!("s{i}")), start, log_id, txs);
+        let segment = current.seal(Utc::now()).unwrap().unwrap();
+        start = segment.last_committed_frame_no() + 1;
+        sealed.push(segment);
+    }
+    sealed
+}
+
+/// Merges `segments` and writes the result to a file under `dir`.
+fn compacted_file(
+    dir: &std::path::Path,
+    name: &str,
+    segments: &[&SealedSegment<std::fs::File>],
+) -> (CompactedSegment, std::fs::File, std::path::PathBuf) {
+    let path = dir.join(name);
+    let compacted = merge(segments, std::fs::File::create(&path).unwrap()).unwrap();
+    (compacted, std::fs::File::open(&path).unwrap(), path)
+}
+
+#[test]
+fn merging_compacted_segments_equals_merging_their_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let sealed = three_segments(dir.path());
+    let [a, b, c] = [&sealed[0], &sealed[1], &sealed[2]];
+    let mut expected = Vec::new();
+    let all = merge(&[a, b, c], &mut expected).unwrap();
+
+    let inputs_of = |parts: &[(CompactedSegment, std::fs::File, std::path::PathBuf)]| {
+        let mut merged = Vec::new();
+        let inputs: Vec<LocalCompacted<'_, std::fs::File>> = parts
+            .iter()
+            .map(|(compacted, file, path)| LocalCompacted {
+                header: &compacted.header,
+                index: &compacted.index,
+                file,
+                path,
+            })
+            .collect();
+        let result = merge_compacted(&inputs, &mut merged).unwrap();
+        (result, merged)
+    };
+    // Consecutive inputs.
+    let singles = [
+        compacted_file(dir.path(), "a", &[a]),
+        compacted_file(dir.path(), "b", &[b]),
+        compacted_file(dir.path(), "c", &[c]),
+    ];
+    let (result, merged) = inputs_of(&singles);
+    assert_eq!(merged, expected);
+    assert_eq!(result.header, all.header);
+    assert_eq!(result.index.entries(), all.index.entries());
+    // Overlapping inputs: a+b, then b+c.
+    let overlapping = [
+        compacted_file(dir.path(), "ab", &[a, b]),
+        compacted_file(dir.path(), "bc", &[b, c]),
+    ];
+    let (result, merged) = inputs_of(&overlapping);
+    assert_eq!(merged, expected);
+    assert_eq!(result.header, all.header);
+
+    // Out of order, or leaving a gap, is refused.
+    let refused = |parts: &[&(CompactedSegment, std::fs::File, std::path::PathBuf)]| {
+        let inputs: Vec<LocalCompacted<'_, std::fs::File>> = parts
+            .iter()
+            .map(|(compacted, file, path)| LocalCompacted {
+                header: &compacted.header,
+                index: &compacted.index,
+                file,
+                path,
+            })
+            .collect();
+        merge_compacted(&inputs, Vec::new())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(refused(&[&singles[0], &singles[2]]).contains("not consecutive"));
+    assert!(refused(&[&singles[1], &singles[0]]).contains("not consecutive"));
+    assert!(refused(&[&overlapping[0], &singles[1]]).contains("not consecutive"));
 }
 
 #[test]
