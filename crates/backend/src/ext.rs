@@ -353,6 +353,35 @@ pub trait BackendExt: Backend {
         }
     }
 
+    /// Verifies a stored segment end to end: its index decodes, every frame of its data checks
+    /// out, and the index points at exactly those frames. Returns the data's header.
+    fn verify_segment(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+    ) -> impl Future<Output = Result<CompactedHeader>> + Send {
+        async move {
+            let index = self.fetch_index(config, namespace, key).await?;
+            let mut frames = self.fetch_segment_frames(config, namespace, key).await?;
+            let mut entries = Vec::with_capacity(frames.header().frame_count as usize);
+            loop {
+                let offset = frames.next_offset();
+                match frames.next_raw_frame().await? {
+                    Some(frame) => entries.push((frame.page_no, offset)),
+                    None => break,
+                }
+            }
+            if index.entries() != entries {
+                return Err(Error::corrupt(
+                    index_object(namespace, &key),
+                    "the index does not point at the frames of the segment's data",
+                ));
+            }
+            Ok(*frames.header())
+        }
+    }
+
     /// Downloads the data of a segment to `dest`, verifying every frame on the way. The bytes go
     /// to a temporary sibling first, are fsynced, and renamed to `dest` only when all of them
     /// checked out: `dest` never holds a partial or unverified segment.

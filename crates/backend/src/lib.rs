@@ -5,6 +5,8 @@
 //! - `BackendExt`: the segment operations built once on that core for every backend: store a
 //!   compacted segment, find one by frame or time, fetch and verify its index and data, list.
 //! - `SegmentKey`: how stored segments are named and ordered.
+//! - `plan_chain`, `compact`, `apply_retention`: which segments rebuild a point in time, remote
+//!   compaction of runs of segments (tiered or logarithmic), and retention of old ones.
 //! - `Storage`: what the WAL asks of durable storage, and `NoStorage`, which keeps everything
 //!   local.
 //! - `conformance`: the test suite every backend must pass; `S3TestServer` (feature
@@ -14,12 +16,15 @@
 //! `{namespace}/indexes/{key}` (its page index).
 
 mod backend;
+mod chain;
+mod compaction;
 pub mod conformance;
 mod error;
 mod ext;
 mod fs;
 mod key;
 mod namespace;
+mod retention;
 #[cfg(feature = "s3")]
 mod s3;
 mod storage;
@@ -27,11 +32,16 @@ mod storage;
 mod test_server;
 
 pub use backend::{Backend, ObjectReader};
+pub use chain::{maximal_segments, plan_chain, strictly_contains, MissingFrames};
+pub use compaction::{
+    compact, plan_compaction, CompactedGroup, CompactionReport, CompactionStrategy,
+};
 pub use error::{BoxError, Error, Result};
 pub use ext::{BackendExt, FetchedSegment, FindSegment, NamespaceMeta, SegmentFrames};
 pub use fs::{FsBackend, FsConfig};
 pub use key::{InvalidSegmentKey, SegmentKey, SEGMENT_KEY_LEN};
 pub use namespace::{NamespaceName, MAX_NAMESPACE_LEN};
+pub use retention::{apply_retention, plan_retention, RetentionReport};
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Config, S3Options};
 pub use storage::{NoStorage, OnStored, Storage};

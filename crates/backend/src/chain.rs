@@ -1,0 +1,192 @@
+//! Chains of stored segments: which segments, applied oldest first, rebuild a namespace's
+//! database as of the end of one of them. Restore plans with `plan_chain`; compaction groups the
+//! chain to the newest segment; retention keeps every chain inside its window buildable.
+//!
+//! A chain starts at frame 1, ends exactly at the target frame, and each segment in it starts at
+//! or before the frame after the previous one's end and ends after it. Overlaps are fine: a
+//! compacted segment holds the newest version of each page over its whole range, so applying it
+//! after an older segment it overlaps leaves every page as of its own end.
+
+use crate::key::SegmentKey;
+
+/// Frames that no stored segment covers, found while planning a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no stored segment holds frames {first}..={last} (needed to reach frame {target})")]
+pub struct MissingFrames {
+    /// First frame of the gap.
+    pub first: u64,
+    /// Last frame of the gap.
+    pub last: u64,
+    /// The end frame the chain was planned for.
+    pub target: u64,
+    /// The narrowest stored segment that covers the whole gap but ends after the target, if
+    /// there is one: the frames were deleted by retention because that segment holds them,
+    /// rather than lost.
+    pub covered_by: Option<SegmentKey>,
+}
+
+/// Returns the shortest chain of `keys`, oldest first, that starts at frame 1 and ends exactly
+/// at `end_frame_no`. At each step back it takes the segment reaching furthest back (the widest
+/// compacted one), which gives a shortest chain.
+pub fn plan_chain(
+    keys: &[SegmentKey],
+    end_frame_no: u64,
+) -> Result<Vec<SegmentKey>, MissingFrames> {
+    let usable: Vec<&SegmentKey> = keys
+        .iter()
+        .filter(|k| k.end_frame_no <= end_frame_no)
+        .collect();
+    let mut chain = Vec::new();
+    let mut need = end_frame_no;
+    while need >= 1 {
+        let step = usable
+            .iter()
+            .filter(|k| {
+                k.start_frame_no <= need
+                    && k.end_frame_no >= need
+                    && (!chain.is_empty() || k.end_frame_no == end_frame_no)
+            })
+            .min_by_key(|k| (k.start_frame_no, std::cmp::Reverse(k.end_frame_no)));
+        match step {
+            Some(&&key) => {
+                chain.push(key);
+                need = key.start_frame_no - 1;
+            }
+            None => {
+                let first = usable
+                    .iter()
+                    .map(|k| k.end_frame_no)
+                    .filter(|&end| end < need)
+                    .max()
+                    .map_or(1, |end| end + 1);
+                let covered_by = keys
+                    .iter()
+                    .filter(|k| k.start_frame_no <= first && k.end_frame_no >= need)
+                    .min_by_key(|k| k.end_frame_no - k.start_frame_no)
+                    .copied();
+                return Err(MissingFrames {
+                    first,
+                    last: need,
+                    target: end_frame_no,
+                    covered_by,
+                });
+            }
+        }
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// Returns the keys no other key strictly contains (of several with the same range, the one
+/// sealed first), in frame order: the segments that hold the most history.
+pub fn maximal_segments(keys: &[SegmentKey]) -> Vec<SegmentKey> {
+    let mut maximal: Vec<SegmentKey> = keys
+        .iter()
+        .filter(|k| !keys.iter().any(|other| strictly_contains(other, k)))
+        .copied()
+        .collect();
+    maximal.sort_by_key(|k| (k.start_frame_no, k.end_frame_no, k.timestamp_ms));
+    maximal.dedup_by_key(|k| (k.start_frame_no, k.end_frame_no));
+    maximal
+}
+
+/// Returns true if `outer` covers every frame of `inner` and more, or the same frames but was
+/// sealed earlier (of two copies of one range, the first stays).
+pub fn strictly_contains(outer: &SegmentKey, inner: &SegmentKey) -> bool {
+    let covers =
+        outer.start_frame_no <= inner.start_frame_no && inner.end_frame_no <= outer.end_frame_no;
+    let same_range =
+        outer.start_frame_no == inner.start_frame_no && outer.end_frame_no == inner.end_frame_no;
+    covers && (!same_range || outer.timestamp_ms < inner.timestamp_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn key(start: u64, end: u64) -> SegmentKey {
+        SegmentKey {
+            start_frame_no: start,
+            end_frame_no: end,
+            timestamp_ms: end,
+        }
+    }
+
+    #[test]
+    fn the_widest_segments_make_the_shortest_chain() {
+        let keys = [
+            key(1, 10),
+            key(11, 20),
+            key(21, 30),
+            key(1, 20),
+            key(15, 30),
+            key(31, 40),
+        ];
+        assert_eq!(plan_chain(&keys, 30), Ok(vec![key(1, 20), key(15, 30)]));
+        assert_eq!(
+            plan_chain(&keys, 40),
+            Ok(vec![key(1, 20), key(15, 30), key(31, 40)])
+        );
+        assert_eq!(plan_chain(&keys, 10), Ok(vec![key(1, 10)]));
+        // No segment ends at 25.
+        assert!(plan_chain(&keys, 25).is_err());
+    }
+
+    #[test]
+    fn a_gap_names_the_missing_frames_and_what_still_covers_them() {
+        let keys = [key(1, 10), key(21, 30)];
+        let gap = plan_chain(&keys, 30).unwrap_err();
+        assert_eq!((gap.first, gap.last, gap.covered_by), (11, 20, None));
+        assert!(gap.to_string().contains("11..=20"), "{gap}");
+        let keys = [key(1, 40), key(21, 30)];
+        let gap = plan_chain(&keys, 30).unwrap_err();
+        assert_eq!((gap.first, gap.last), (1, 20));
+        assert_eq!(gap.covered_by, Some(key(1, 40)));
+    }
+
+    #[test]
+    fn maximal_segments_keep_the_first_copy_of_a_range() {
+        let mut twice = key(1, 10);
+        twice.timestamp_ms = 99;
+        let keys = [key(1, 10), twice, key(3, 5), key(11, 20), key(1, 20)];
+        assert_eq!(maximal_segments(&keys), vec![key(1, 20)]);
+        assert_eq!(maximal_segments(&keys[..3]), vec![key(1, 10)]);
+    }
+
+    proptest! {
+        /// Any set of consecutive segments plus random merges of runs of them: the planned chain
+        /// starts at 1, ends at the target, joins up, and is no longer than the plain one.
+        #[test]
+        fn planned_chains_join_up_and_are_shortest(
+            lens in prop::collection::vec(1u64..20, 1..30),
+            merges in prop::collection::vec((0usize..30, 1usize..10), 0..10),
+            target in 0usize..30,
+        ) {
+            let mut base = Vec::new();
+            let mut start = 1;
+            for len in &lens {
+                base.push(key(start, start + len - 1));
+                start += len;
+            }
+            let mut keys = base.clone();
+            for (from, n) in merges {
+                if from < base.len() {
+                    let to = (from + n).min(base.len() - 1);
+                    keys.push(key(base[from].start_frame_no, base[to].end_frame_no));
+                }
+            }
+            let target = base[target.min(base.len() - 1)].end_frame_no;
+            let chain = plan_chain(&keys, target).unwrap();
+            prop_assert_eq!(chain[0].start_frame_no, 1);
+            prop_assert_eq!(chain[chain.len() - 1].end_frame_no, target);
+            for pair in chain.windows(2) {
+                prop_assert!(pair[1].start_frame_no <= pair[0].end_frame_no + 1);
+                prop_assert!(pair[1].end_frame_no > pair[0].end_frame_no);
+            }
+            let plain = base.iter().filter(|k| k.end_frame_no <= target).count();
+            prop_assert!(chain.len() <= plain);
+        }
+    }
+}

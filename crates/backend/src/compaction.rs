@@ -1,0 +1,333 @@
+//! Remote compaction: merges runs of a namespace's stored segments into larger compacted
+//! segments, stored beside the originals, so that a restore needs few objects however long the
+//! history. Nothing is deleted here (retention does that): a crash at any point leaves at worst
+//! an index object without its data, which listings ignore, and the bucket restores as before.
+//!
+//! What gets merged is decided on the chain to the newest segment (`plan_chain`), by a
+//! `CompactionStrategy` that looks only at the segments' frame spans: it needs no state of its
+//! own, and running it again on its own output merges nothing new.
+
+use std::path::{Path, PathBuf};
+
+use libsql_wal_segment::{merge_compacted, LocalCompacted};
+use tracing::{debug, info};
+
+use crate::backend::Backend;
+use crate::chain::plan_chain;
+use crate::error::{Error, Result};
+use crate::ext::{BackendExt, FetchedSegment};
+use crate::key::SegmentKey;
+use crate::namespace::NamespaceName;
+
+/// Downloads run at once while compacting one group.
+const CONCURRENT_DOWNLOADS: usize = 4;
+
+/// How runs of segments are chosen for merging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactionStrategy {
+    /// Size-tiered: `fan_in` consecutive segments whose spans differ by less than a factor
+    /// `fan_in` become one, and merged runs merge again once `fan_in` of similar size exist.
+    /// A restore then needs at most about `fan_in - 1` objects per tier (a tier is `fan_in`
+    /// times the span of the one below). Few rewrites; more objects than `Logarithmic`.
+    Tiered {
+        /// Segments per merge, at least 2.
+        fan_in: usize,
+    },
+    /// Logarithmic: after compaction every segment of the chain spans at least twice as many
+    /// frames as the next newer one, so a restore needs about log2(history / newest) objects.
+    /// Fewer objects; old history is rewritten more often.
+    Logarithmic,
+}
+
+impl Default for CompactionStrategy {
+    /// Tiered, 8 segments per merge.
+    fn default() -> Self {
+        CompactionStrategy::Tiered { fan_in: 8 }
+    }
+}
+
+/// A run of chain segments with its span, while planning.
+#[derive(Debug, Clone)]
+struct Run {
+    /// The chain segments, oldest first.
+    members: Vec<SegmentKey>,
+}
+
+impl Run {
+    fn span(&self) -> u64 {
+        match (self.members.first(), self.members.last()) {
+            (Some(first), Some(last)) => last.end_frame_no - first.start_frame_no + 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Returns the groups of consecutive `chain` segments (oldest first) that `strategy` merges,
+/// each of two or more segments.
+pub fn plan_compaction(chain: &[SegmentKey], strategy: CompactionStrategy) -> Vec<Vec<SegmentKey>> {
+    let mut runs: Vec<Run> = chain.iter().map(|&k| Run { members: vec![k] }).collect();
+    match strategy {
+        CompactionStrategy::Tiered { fan_in } => {
+            let fan_in = fan_in.max(2);
+            let similar = |runs: &[Run]| {
+                let spans = runs.iter().map(Run::span);
+                let (min, max) = (spans.clone().min(), spans.max());
+                matches!((min, max), (Some(min), Some(max)) if max < min.saturating_mul(fan_in as u64))
+            };
+            while let Some(at) =
+                (0..runs.len().saturating_sub(fan_in - 1)).find(|&i| similar(&runs[i..i + fan_in]))
+            {
+                let members = runs
+                    .drain(at..at + fan_in)
+                    .flat_map(|r| r.members)
+                    .collect();
+                runs.insert(at, Run { members });
+            }
+        }
+        CompactionStrategy::Logarithmic => {
+            let mut stack: Vec<Run> = Vec::new();
+            for run in runs {
+                stack.push(run);
+                while stack.len() >= 2
+                    && stack[stack.len() - 2].span() < 2 * stack[stack.len() - 1].span()
+                {
+                    let newer = stack.pop().map(|r| r.members).unwrap_or_default();
+                    if let Some(older) = stack.last_mut() {
+                        older.members.extend(newer);
+                    }
+                }
+            }
+            runs = stack;
+        }
+    }
+    runs.into_iter()
+        .filter(|r| r.members.len() >= 2)
+        .map(|r| r.members)
+        .collect()
+}
+
+/// One compacted segment made by `compact`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactedGroup {
+    /// The key it was stored under.
+    pub key: SegmentKey,
+    /// The segments it replaces in restores, oldest first.
+    pub sources: Vec<SegmentKey>,
+    /// Bytes stored (data and index).
+    pub bytes: u64,
+}
+
+/// What `compact` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segments in the chain to the newest segment, before.
+    pub chain_before: usize,
+    /// Segments in that chain, after.
+    pub chain_after: usize,
+    /// The compacted segments stored.
+    pub groups: Vec<CompactedGroup>,
+}
+
+/// Compacts `namespace`: plans the chain to its newest stored segment, groups it by `strategy`,
+/// and stores one compacted segment per group (every source downloaded and verified, merged in
+/// a file under `scratch_dir`, which is removed afterwards). `progress` is called after each
+/// group with (groups done, groups planned).
+///
+/// Must run on a tokio runtime (merging runs on its blocking pool).
+#[tracing::instrument(skip(backend, config, scratch_dir, progress), fields(%namespace))]
+pub async fn compact<B: Backend>(
+    backend: &B,
+    config: &B::Config,
+    namespace: &NamespaceName,
+    strategy: CompactionStrategy,
+    scratch_dir: &Path,
+    mut progress: impl FnMut(usize, usize) + Send,
+) -> Result<CompactionReport> {
+    let keys = backend.list_segments(config, namespace, u64::MAX).await?;
+    let Some(newest) = keys.first() else {
+        return Ok(CompactionReport::default());
+    };
+    let chain = plan_chain(&keys, newest.end_frame_no).map_err(|gap| Error::Corrupt {
+        key: format!("{namespace}/segments/"),
+        what: format!("cannot compact: {gap}"),
+    })?;
+    let groups = plan_compaction(&chain, strategy);
+    let mut report = CompactionReport {
+        chain_before: chain.len(),
+        chain_after: chain.len() - groups.iter().map(|g| g.len() - 1).sum::<usize>(),
+        groups: Vec::with_capacity(groups.len()),
+    };
+    info!(
+        chain = chain.len(),
+        groups = groups.len(),
+        "compaction planned"
+    );
+    let work = scratch_dir.join(format!("compact-{namespace}-{}", std::process::id()));
+    tokio::fs::create_dir_all(&work)
+        .await
+        .map_err(|e| Error::transient(format!("creating {}", work.display()), e))?;
+    let mut result = Ok(());
+    for (done, sources) in groups.iter().enumerate() {
+        match compact_group(backend, config, namespace, sources, &work).await {
+            Ok(group) => report.groups.push(group),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+        progress(done + 1, groups.len());
+    }
+    if let Err(e) = tokio::fs::remove_dir_all(&work).await {
+        tracing::warn!(path = %work.display(), error = %e, "cannot remove compaction scratch directory");
+    }
+    result.map(|()| report)
+}
+
+/// Downloads `sources`, merges them and stores the result.
+async fn compact_group<B: Backend>(
+    backend: &B,
+    config: &B::Config,
+    namespace: &NamespaceName,
+    sources: &[SegmentKey],
+    work: &Path,
+) -> Result<CompactedGroup> {
+    use futures::stream::{StreamExt, TryStreamExt};
+    let fetched: Vec<FetchedSegment> = futures::stream::iter(sources.iter().enumerate())
+        .map(|(i, &key)| {
+            let dest = work.join(format!("source-{i}"));
+            async move {
+                backend
+                    .fetch_segment_data(config, namespace, key, &dest)
+                    .await
+            }
+        })
+        .buffered(CONCURRENT_DOWNLOADS)
+        .try_collect()
+        .await?;
+    let merged_path = work.join("merged");
+    let merged = {
+        let merged_path = merged_path.clone();
+        let fetched = fetched.clone();
+        tokio::task::spawn_blocking(move || merge_fetched(&fetched, &merged_path))
+            .await
+            .map_err(|e| Error::fatal("merging segments for compaction", e))??
+    };
+    let key = SegmentKey::from(&merged.header);
+    let index = merged.index.encode();
+    let bytes = merged.data_len + index.len() as u64;
+    backend
+        .store_segment(config, namespace, key, &merged_path, index)
+        .await?;
+    for segment in &fetched {
+        remove_quietly(&segment.path).await;
+    }
+    remove_quietly(&merged_path).await;
+    debug!(%key, sources = sources.len(), bytes, "compacted segment stored");
+    Ok(CompactedGroup {
+        key,
+        sources: sources.to_vec(),
+        bytes,
+    })
+}
+
+/// Merges fetched segments into a file at `out`.
+fn merge_fetched(
+    fetched: &[FetchedSegment],
+    out: &PathBuf,
+) -> Result<libsql_wal_segment::CompactedSegment> {
+    let local = |path: &Path, e| Error::transient(format!("opening {}", path.display()), e);
+    let files = fetched
+        .iter()
+        .map(|f| std::fs::File::open(&f.path).map_err(|e| local(&f.path, e)))
+        .collect::<Result<Vec<_>>>()?;
+    let inputs: Vec<LocalCompacted<'_, std::fs::File>> = fetched
+        .iter()
+        .zip(&files)
+        .map(|(f, file)| LocalCompacted {
+            header: &f.header,
+            index: &f.index,
+            file,
+            path: &f.path,
+        })
+        .collect();
+    let file = std::fs::File::create(out).map_err(|e| local(out, e))?;
+    let name = out.display().to_string();
+    let merged = merge_compacted(&inputs, std::io::BufWriter::with_capacity(1 << 20, file))
+        .map_err(|e| Error::from_segment(&name, e))?;
+    Ok(merged)
+}
+
+async fn remove_quietly(path: &Path) {
+    if let Err(e) = tokio::fs::remove_file(path).await {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a compaction file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(spans: &[u64]) -> Vec<SegmentKey> {
+        let mut start = 1;
+        spans
+            .iter()
+            .map(|&span| {
+                let key = SegmentKey {
+                    start_frame_no: start,
+                    end_frame_no: start + span - 1,
+                    timestamp_ms: start,
+                };
+                start += span;
+                key
+            })
+            .collect()
+    }
+
+    fn after(chain: &[SegmentKey], groups: &[Vec<SegmentKey>]) -> Vec<u64> {
+        let mut spans = Vec::new();
+        let mut i = 0;
+        while i < chain.len() {
+            match groups.iter().find(|g| g[0] == chain[i]) {
+                Some(g) => {
+                    spans.push(g[g.len() - 1].end_frame_no - g[0].start_frame_no + 1);
+                    i += g.len();
+                }
+                None => {
+                    spans.push(chain[i].end_frame_no - chain[i].start_frame_no + 1);
+                    i += 1;
+                }
+            }
+        }
+        spans
+    }
+
+    #[test]
+    fn tiered_merges_runs_of_similar_segments_and_then_runs_of_those() {
+        let strategy = CompactionStrategy::Tiered { fan_in: 4 };
+        let base = chain(&[10; 18]);
+        let groups = plan_compaction(&base, strategy);
+        // 16 become one (4 x 4), 2 stay.
+        assert_eq!(after(&base, &groups), [160, 10, 10]);
+        // Its own output is stable.
+        let next = chain(&[160, 10, 10]);
+        assert!(plan_compaction(&next, strategy).is_empty());
+        // A big segment does not join a run of small ones.
+        let mixed = chain(&[1000, 10, 10, 10, 10]);
+        assert_eq!(
+            after(&mixed, &plan_compaction(&mixed, strategy)),
+            [1000, 40]
+        );
+    }
+
+    #[test]
+    fn logarithmic_leaves_spans_that_at_least_halve() {
+        let base = chain(&[10; 100]);
+        let groups = plan_compaction(&base, CompactionStrategy::Logarithmic);
+        let spans = after(&base, &groups);
+        assert!(spans.len() <= 8, "{spans:?}");
+        assert_eq!(spans.iter().sum::<u64>(), 1000);
+        assert!(spans.windows(2).all(|w| w[0] >= 2 * w[1]), "{spans:?}");
+        let again = chain(&spans);
+        assert!(plan_compaction(&again, CompactionStrategy::Logarithmic).is_empty());
+    }
+}

@@ -1,0 +1,140 @@
+//! Retention: deletes a namespace's stored segments that are older than the retention window and
+//! whose frames a verified compacted segment still holds, so the bucket stops growing while
+//! every point inside the window stays exactly restorable.
+//!
+//! Rules, so that no restore inside the window loses a segment it needs:
+//! - a segment is deleted only if it was sealed before the window opened (`now - window`), and
+//! - some segment strictly containing it ends at or before the first point inside the window,
+//!   and is maximal among those (contained in no other of them, so never deleted itself); that
+//!   segment is verified (index and every frame) before anything it covers is deleted.
+//!
+//! Then every chain to a point inside the window can use the covering segment instead of what
+//! was deleted. Points before the window become coarser: a restore there lands on the newest
+//! end of a surviving segment at or before the target. A crash part way leaves segments that
+//! are still covered, so the bucket restores at every step.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tracing::{debug, info};
+
+use crate::backend::Backend;
+use crate::chain::{maximal_segments, strictly_contains};
+use crate::error::Result;
+use crate::ext::BackendExt;
+use crate::key::SegmentKey;
+use crate::namespace::NamespaceName;
+
+/// What `apply_retention` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments deleted (data and index), oldest first.
+    pub deleted: Vec<SegmentKey>,
+    /// Compacted segments verified because they cover what was deleted.
+    pub verified: Vec<SegmentKey>,
+}
+
+/// Deletes the segments of `namespace` that retention allows (see the module docs), with the
+/// window open from `now_ms - window` (milliseconds since the Unix epoch).
+#[tracing::instrument(skip(backend, config), fields(%namespace))]
+pub async fn apply_retention<B: Backend>(
+    backend: &B,
+    config: &B::Config,
+    namespace: &NamespaceName,
+    window: Duration,
+    now_ms: u64,
+) -> Result<RetentionReport> {
+    let keys = backend.list_segments(config, namespace, u64::MAX).await?;
+    let plan = plan_retention(&keys, window, now_ms);
+    let mut report = RetentionReport::default();
+    for &cover in plan.values().collect::<std::collections::BTreeSet<_>>() {
+        backend.verify_segment(config, namespace, cover).await?;
+        report.verified.push(cover);
+    }
+    let mut deleted: Vec<SegmentKey> = plan.keys().copied().collect();
+    deleted.sort_by_key(|k| (k.start_frame_no, k.end_frame_no, k.timestamp_ms));
+    backend.delete_segments(config, namespace, &deleted).await?;
+    info!(
+        deleted = deleted.len(),
+        verified = report.verified.len(),
+        "retention applied"
+    );
+    report.deleted = deleted;
+    Ok(report)
+}
+
+/// Returns the segments retention deletes, each with the maximal segment that covers it.
+pub fn plan_retention(
+    keys: &[SegmentKey],
+    window: Duration,
+    now_ms: u64,
+) -> HashMap<SegmentKey, SegmentKey> {
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    let opened_ms = now_ms.saturating_sub(window_ms);
+    // The first restorable point inside the window; with none, the newest point stays exact.
+    let Some(floor) = keys
+        .iter()
+        .filter(|k| k.timestamp_ms >= opened_ms)
+        .map(|k| k.end_frame_no)
+        .min()
+        .or_else(|| keys.iter().map(|k| k.end_frame_no).max())
+    else {
+        return HashMap::new();
+    };
+    let before_floor: Vec<SegmentKey> = keys
+        .iter()
+        .filter(|k| k.end_frame_no <= floor)
+        .copied()
+        .collect();
+    let covers = maximal_segments(&before_floor);
+    let mut plan = HashMap::new();
+    for key in keys.iter().filter(|k| k.timestamp_ms < opened_ms) {
+        if let Some(cover) = covers.iter().find(|c| strictly_contains(c, key)) {
+            debug!(%key, %cover, "expired and covered");
+            plan.insert(*key, *cover);
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(start: u64, end: u64, timestamp_ms: u64) -> SegmentKey {
+        SegmentKey {
+            start_frame_no: start,
+            end_frame_no: end,
+            timestamp_ms,
+        }
+    }
+
+    #[test]
+    fn only_expired_segments_covered_by_a_compacted_one_ending_before_the_window_go() {
+        // Ten segments sealed at t = 10, 20, ..., 100; compacted 1..=50 and 1..=100.
+        let mut keys: Vec<SegmentKey> = (0..10)
+            .map(|i| key(i * 10 + 1, i * 10 + 10, i * 10 + 10))
+            .collect();
+        keys.push(key(1, 50, 50));
+        // Window opens at 65: points inside it end at 70, 80, ..., 100.
+        let plan = plan_retention(&keys, Duration::from_millis(35), 100);
+        let mut deleted: Vec<SegmentKey> = plan.keys().copied().collect();
+        deleted.sort();
+        deleted.reverse();
+        assert_eq!(deleted, (0..5).map(|i| keys[i]).collect::<Vec<_>>());
+        assert!(plan.values().all(|c| *c == key(1, 50, 50)));
+
+        // A compacted segment reaching into the window covers nothing yet (the restore to
+        // frame 70 could not use it), and does not stop 1..=50 from covering.
+        keys.push(key(1, 100, 100));
+        let again = plan_retention(&keys, Duration::from_millis(35), 100);
+        assert_eq!(again, plan);
+
+        // Once the whole history is past the window, the newest point still stays.
+        let plan = plan_retention(&keys, Duration::from_millis(1), 1000);
+        assert!(plan.values().all(|c| *c == key(1, 100, 100)));
+        assert!(plan.contains_key(&key(91, 100, 100)));
+        assert!(plan.contains_key(&key(1, 50, 50)));
+        assert!(!plan.contains_key(&key(1, 100, 100)));
+    }
+}
