@@ -174,13 +174,6 @@ fn run_seed(seed: u64) {
             let a = run_statement(&ours[step.conn], &step.sql);
             let b = run_statement(&native[step.conn], &step.sql);
             assert_eq!(a, b, "seed {seed}, step {i}: {}", step.sql);
-            if seed == 3 {
-                eprintln!(
-                    "DBG {} :: {}",
-                    &step.sql.chars().take(60).collect::<String>(),
-                    a.chars().take(80).collect::<String>().replace('\n', " ")
-                );
-            }
         }
         native[0]
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")

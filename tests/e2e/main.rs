@@ -7,5 +7,6 @@ mod basics;
 mod crash;
 mod differential;
 mod faults;
+mod restore;
 mod storage;
 mod transactions;

@@ -76,6 +76,28 @@ pub enum Error {
         /// How long it waited.
         waited_ms: u64,
     },
+    /// A restore's destination already exists; a restore never overwrites a file.
+    #[error("restore destination {path} already exists")]
+    DestinationExists {
+        /// The destination.
+        path: PathBuf,
+    },
+    /// Storage holds no point to restore at or before the target.
+    #[error("namespace {namespace}: nothing stored to restore at or before {target}")]
+    NothingToRestore {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The target asked for.
+        target: String,
+    },
+    /// Frames between frame 1 and the restore's end point are in no stored segment.
+    #[error("namespace {namespace}: cannot restore: {source}")]
+    MissingFrames {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The gap.
+        source: libsql_wal_backend::MissingFrames,
+    },
 }
 
 impl Error {
@@ -92,6 +114,8 @@ impl Error {
             Error::NamespaceFromPath { .. } => ffi::SQLITE_CANTOPEN,
             Error::Unsupported { .. } => ffi::SQLITE_MISUSE,
             Error::DurableTimeout { .. } => ffi::SQLITE_IOERR,
+            Error::DestinationExists { .. } => ffi::SQLITE_CANTOPEN,
+            Error::NothingToRestore { .. } | Error::MissingFrames { .. } => ffi::SQLITE_IOERR,
         }
     }
 

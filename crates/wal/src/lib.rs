@@ -7,6 +7,7 @@
 //! - `SharedWal` appends commits to the current segment, seals it by `SwapStrategy`, hands
 //!   sealed segments to a `libsql_wal_backend::Storage`, and checkpoints them into the database
 //!   file (followed by the libSQL `Footer`).
+//! - `restore` rebuilds a namespace's database from durable storage alone, at any stored point.
 //!
 //! Layers, lowest first: `footer`, `checkpointer` -> `shared` -> `wal` -> `registry` ->
 //! `manager`. The checkpointer runs `SharedWal`s through a small trait it defines.
@@ -16,6 +17,7 @@ mod error;
 mod footer;
 mod manager;
 mod registry;
+mod restore;
 mod shared;
 mod wal;
 
@@ -23,5 +25,6 @@ pub use error::{Error, Result};
 pub use footer::{Footer, FOOTER_SIZE};
 pub use manager::LibsqlWalManager;
 pub use registry::{namespace_from_directory, RegistryConfig, WalRegistry};
+pub use restore::{restore, RestoreOptions, RestoreReport, RestoreTarget};
 pub use shared::{SharedWal, SwapStrategy};
 pub use wal::LibsqlWal;

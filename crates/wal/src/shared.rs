@@ -128,8 +128,9 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     this: Weak<Self>,
 }
 
-/// Writer-queue id of the registry's age check (connection ids start at 1).
-const AGE_SEALER_ID: u64 = 0;
+/// Writer-queue id of seals no connection makes: the registry's age check and `seal_now`
+/// (connection ids start at 1).
+const SEALER_ID: u64 = 0;
 
 /// Removes one read mark at `frame_no`; returns true if it was the last one there.
 fn release_mark(readers: &mut BTreeMap<u64, usize>, frame_no: u64) -> bool {
@@ -491,12 +492,24 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     pub(crate) fn seal_if_too_old(&self) -> Result<()> {
         let due =
             lock(&self.current_since).is_some_and(|since| since.elapsed() >= self.swap.max_age);
-        if !due || !self.try_acquire_writer(AGE_SEALER_ID) {
+        if !due || !self.try_acquire_writer(SEALER_ID) {
             return Ok(());
         }
         let sealed = self.seal_current();
-        self.release_writer(AGE_SEALER_ID);
+        self.release_writer(SEALER_ID);
         sealed
+    }
+
+    /// Seals the current segment now, if it holds commits and no connection holds or waits for
+    /// the write lock; returns false, sealing nothing, when one does. Every seal ends a stored
+    /// segment, so this marks a point a restore can land on exactly.
+    pub fn seal_now(&self) -> Result<bool> {
+        if !self.try_acquire_writer(SEALER_ID) {
+            return Ok(false);
+        }
+        let sealed = self.seal_current();
+        self.release_writer(SEALER_ID);
+        sealed.map(|()| true)
     }
 
     /// Seals the current segment (the caller holds the write lock, or no writer can run), starts
