@@ -38,6 +38,10 @@ const BENCHES: &[Bench] = &[
         name: "wal",
         cargo_args: &["bench", "-p", "libsql-wal", "--bench", "wal"],
     },
+    Bench {
+        name: "restore",
+        cargo_args: &["bench", "-p", "libsql-wal", "--bench", "restore"],
+    },
 ];
 
 fn main() -> ExitCode {

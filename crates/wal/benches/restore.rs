@@ -1,0 +1,195 @@
+//! `cargo xtask bench restore`: a namespace with about 256 MiB of history in 200 stored segments
+//! (a 128 MiB database whose every page was written twice), restored latest from the fs backend
+//! and from S3 (s3s-fs in this process, over loopback), before and after remote compaction
+//! (tiered, 8 per merge). Prints per case
+//! `restore-bench <fs|s3> compacted=<yes|no> db_mb=<n> objects=<k> restore_mb_s=<x>
+//! copy_mb_s=<y> ratio=<x/y>`, where copy is `std::fs::copy` plus fsync of a file of the
+//! restored size on the same file system, in the same run.
+//!
+//! Targets: compacted fs ratio >= 0.5; objects fetched after compaction <= 1/10 of before.
+
+// Benches unwrap freely: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use libsql_wal::{restore, RestoreOptions, RestoreTarget};
+use libsql_wal_backend::conformance::sealed_segments;
+use libsql_wal_backend::{
+    compact, Backend, BackendExt, CompactionStrategy, FsBackend, NamespaceName, S3TestServer,
+    SegmentKey,
+};
+use libsql_wal_segment::merge;
+use libsql_wal_supervisor::{ActorStorage, StorageConfig};
+
+/// Pages of the database: 128 MiB.
+const PAGES: u32 = 32 * 1024;
+/// Frames of history: every page twice, 256 MiB.
+const FRAMES: u64 = 2 * PAGES as u64;
+/// Stored segments before compaction.
+const SEGMENTS: u64 = 200;
+
+fn namespace() -> NamespaceName {
+    "bench".parse().unwrap()
+}
+
+/// Stores the history: 200 segments, each merged and stored the way the upload workers do.
+fn store_history<B: Backend>(backend: &B, runtime: &tokio::runtime::Runtime, work: &Path) {
+    let local = work.join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let per_segment = FRAMES / SEGMENTS;
+    let mut first = 1;
+    for i in 0..SEGMENTS {
+        let last = if i + 1 == SEGMENTS {
+            FRAMES
+        } else {
+            first + per_segment - 1
+        };
+        let sealed = sealed_segments(&local, first, last, PAGES, 1, 1_700_000_000_000 + i);
+        let mut data = Vec::new();
+        let compacted = merge(&[&sealed[0]], &mut data).unwrap();
+        runtime
+            .block_on(backend.store_segment_bytes(
+                backend.default_config(),
+                &namespace(),
+                SegmentKey::from(&compacted.header),
+                data,
+                compacted.index.encode(),
+            ))
+            .unwrap();
+        std::fs::remove_file(sealed[0].path()).unwrap();
+        first = last + 1;
+    }
+}
+
+/// MB/s of copying a file of `bytes` bytes on the file system of `work`, fsync included.
+fn copy_mb_s(work: &Path, bytes: u64) -> f64 {
+    let source = work.join("copy-source");
+    let chunk = vec![0x5a_u8; 1 << 20];
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&source).unwrap();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            file.write_all(&chunk[..n]).unwrap();
+            left -= n as u64;
+        }
+        file.sync_all().unwrap();
+    }
+    let dest = work.join("copy-dest");
+    let started = Instant::now();
+    std::fs::copy(&source, &dest).unwrap();
+    std::fs::File::open(&dest).unwrap().sync_all().unwrap();
+    let elapsed = started.elapsed();
+    std::fs::remove_file(&source).unwrap();
+    std::fs::remove_file(&dest).unwrap();
+    mb(bytes) / elapsed.as_secs_f64()
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Restores latest into `work` and prints the line; returns the objects fetched.
+fn restore_case<B: Backend>(
+    name: &str,
+    compacted: bool,
+    backend: B,
+    work: &Path,
+    baseline_objects: Option<usize>,
+) -> usize {
+    let storage = ActorStorage::<B, std::fs::File>::start(
+        backend,
+        StorageConfig {
+            scratch_dir: work.join("scratch"),
+            ..StorageConfig::default()
+        },
+    )
+    .unwrap();
+    let dest = work.join(format!("restored-{name}-{compacted}"));
+    let started = Instant::now();
+    let report = restore(
+        &storage,
+        &namespace(),
+        RestoreTarget::Latest,
+        &dest,
+        &RestoreOptions::default(),
+        None,
+    )
+    .unwrap();
+    let elapsed = started.elapsed().max(Duration::from_micros(1));
+    let bytes = std::fs::metadata(&dest).unwrap().len();
+    std::fs::remove_file(&dest).unwrap();
+    let restore_mb_s = mb(bytes) / elapsed.as_secs_f64();
+    let copy = copy_mb_s(work, bytes);
+    let reduction = baseline_objects
+        .map(|before| {
+            format!(
+                " objects_vs_uncompacted={:.3}",
+                report.objects_fetched as f64 / before as f64
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "restore-bench {name} compacted={} db_mb={:.0} objects={} restore_mb_s={restore_mb_s:.1} copy_mb_s={copy:.1} ratio={:.2}{reduction}",
+        if compacted { "yes" } else { "no" },
+        mb(bytes),
+        report.objects_fetched,
+        restore_mb_s / copy,
+    );
+    report.objects_fetched
+}
+
+/// Stores the history on `make()`, restores it, compacts, restores again.
+fn run<B: Backend>(
+    name: &str,
+    make: &dyn Fn() -> B,
+    runtime: &tokio::runtime::Runtime,
+    work: &Path,
+) {
+    let backend = make();
+    store_history(&backend, runtime, work);
+    let before = restore_case(name, false, make(), work, None);
+    let report = runtime
+        .block_on(compact(
+            &backend,
+            backend.default_config(),
+            &namespace(),
+            CompactionStrategy::default(),
+            &work.join("compaction"),
+            |_, _| {},
+        ))
+        .unwrap();
+    assert!(report.chain_after < report.chain_before, "{report:?}");
+    restore_case(name, true, make(), work, Some(before));
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a case name on the command line runs only that case.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |case: &str| only.is_empty() || only.iter().any(|o| o == case);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if wanted("fs") {
+        let work = tempfile::tempdir().unwrap();
+        let bucket = work.path().join("bucket");
+        let handle = runtime.handle().clone();
+        let make = move || handle.block_on(FsBackend::new(&bucket)).unwrap();
+        run("fs", &make, &runtime, work.path());
+    }
+    if wanted("s3") {
+        let work = tempfile::tempdir().unwrap();
+        let server = runtime.block_on(S3TestServer::start()).unwrap();
+        let handle = runtime.handle().clone();
+        let make = || handle.block_on(server.backend("restore")).unwrap();
+        run("s3", &make, &runtime, work.path());
+    }
+}
