@@ -32,6 +32,9 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::footer::{Footer, FOOTER_SIZE};
 
+/// Largest write of consecutive pages, and the read buffer over a downloaded segment.
+const WRITE_RUN_BYTES: usize = 4 << 20;
+
 /// The point in time a restore rebuilds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreTarget {
@@ -367,16 +370,44 @@ impl<S: Storage> Restore<'_, S> {
         }
         let file = std::fs::File::open(&fetched.path).map_err(Self::io_err(&fetched.path))?;
         let downloaded = file.size().map_err(Self::io_err(&fetched.path))?;
-        let mut page = vec![0; PAGE_SIZE];
+        let read_err = Self::io_err(&fetched.path);
+        let write_err = Self::io_err(self.building);
+        // Frames are in page order, as are `pages`: read forward through the file and write
+        // runs of consecutive pages with one call each.
+        let mut reader = std::io::BufReader::with_capacity(WRITE_RUN_BYTES, &file);
+        let mut position = 0u64;
+        let mut run: Vec<u8> = Vec::with_capacity(WRITE_RUN_BYTES);
+        let mut run_first = 0u32;
         for &page_no in pages {
             let Some(offset) = fetched.index.get(page_no) else {
                 continue;
             };
-            file.read_exact_at(&mut page, offset + FRAME_HEADER_SIZE as u64)
-                .map_err(Self::io_err(&fetched.path))?;
-            db.write_all_at(&page, u64::from(page_no - 1) * PAGE_SIZE as u64)
-                .map_err(Self::io_err(self.building))?;
+            let at = offset + FRAME_HEADER_SIZE as u64;
+            let skip = i64::try_from(at)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(position).unwrap_or(i64::MAX));
+            reader.seek_relative(skip).map_err(&read_err)?;
+            let continues = !run.is_empty()
+                && run_first as usize + run.len() / PAGE_SIZE == page_no as usize
+                && run.len() < WRITE_RUN_BYTES;
+            if !continues && !run.is_empty() {
+                db.write_all_at(&run, u64::from(run_first - 1) * PAGE_SIZE as u64)
+                    .map_err(&write_err)?;
+                run.clear();
+            }
+            if run.is_empty() {
+                run_first = page_no;
+            }
+            let end = run.len();
+            run.resize(end + PAGE_SIZE, 0);
+            std::io::Read::read_exact(&mut reader, &mut run[end..]).map_err(&read_err)?;
+            position = at + PAGE_SIZE as u64;
         }
+        if !run.is_empty() {
+            db.write_all_at(&run, u64::from(run_first - 1) * PAGE_SIZE as u64)
+                .map_err(&write_err)?;
+        }
+        drop(reader);
         drop(file);
         std::fs::remove_file(&fetched.path).map_err(Self::io_err(&fetched.path))?;
         Ok(downloaded)
