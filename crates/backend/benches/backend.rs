@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libsql_wal_backend::conformance::{make_segment, TestSegment};
-use libsql_wal_backend::{Backend, BackendExt, FsBackend, NamespaceName};
+use libsql_wal_backend::{Backend, BackendExt, FsBackend, NamespaceName, SegmentData};
 
 /// Frames in the benchmark segment: 16,384 frames of 4 KiB, about 64 MiB.
 const FRAMES: u64 = 16_384;
@@ -65,7 +65,7 @@ async fn store_and_fetch<B: Backend>(
             config,
             &ns,
             segment.key,
-            &segment.data,
+            SegmentData::File(&segment.data),
             segment.index.clone(),
         )
         .await

@@ -7,7 +7,7 @@
 //! `CompactionStrategy` that looks only at the segments' frame spans: it needs no state of its
 //! own, and running it again on its own output merges nothing new.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use libsql_wal_segment::{merge_compacted, LocalCompacted};
 use tracing::{debug, info};
@@ -15,7 +15,7 @@ use tracing::{debug, info};
 use crate::backend::Backend;
 use crate::chain::plan_chain;
 use crate::error::{Error, Result};
-use crate::ext::{BackendExt, FetchedSegment};
+use crate::ext::{BackendExt, FetchedSegment, SegmentData};
 use crate::key::SegmentKey;
 use crate::namespace::NamespaceName;
 
@@ -205,18 +205,25 @@ async fn compact_group<B: Backend>(
         .try_collect()
         .await?;
     let merged_path = work.join("merged");
-    let merged = {
+    let (merged, fetched) = {
         let merged_path = merged_path.clone();
-        let fetched = fetched.clone();
-        tokio::task::spawn_blocking(move || merge_fetched(&fetched, &merged_path))
-            .await
-            .map_err(|e| Error::fatal("merging segments for compaction", e))??
+        tokio::task::spawn_blocking(move || {
+            merge_fetched(&fetched, &merged_path).map(|merged| (merged, fetched))
+        })
+        .await
+        .map_err(|e| Error::fatal("merging segments for compaction", e))??
     };
     let key = SegmentKey::from(&merged.header);
     let index = merged.index.encode();
     let bytes = merged.data_len + index.len() as u64;
     backend
-        .store_segment(config, namespace, key, &merged_path, index)
+        .store_segment(
+            config,
+            namespace,
+            key,
+            SegmentData::File(&merged_path),
+            index,
+        )
         .await?;
     for segment in &fetched {
         remove_quietly(&segment.path).await;
@@ -233,7 +240,7 @@ async fn compact_group<B: Backend>(
 /// Merges fetched segments into a file at `out`.
 fn merge_fetched(
     fetched: &[FetchedSegment],
-    out: &PathBuf,
+    out: &Path,
 ) -> Result<libsql_wal_segment::CompactedSegment> {
     let local = |path: &Path, e| Error::transient(format!("opening {}", path.display()), e);
     let files = fetched

@@ -16,6 +16,7 @@ use crate::backend::Backend;
 use crate::error::Error;
 use crate::ext::{
     index_object, indexes_prefix, segment_object, segments_prefix, BackendExt, FindSegment,
+    SegmentData,
 };
 use crate::key::SegmentKey;
 use crate::namespace::NamespaceName;
@@ -112,7 +113,7 @@ async fn store<B: Backend>(backend: &B, ns: &NamespaceName, segment: &TestSegmen
             backend.default_config(),
             ns,
             segment.key,
-            &segment.data,
+            SegmentData::File(&segment.data),
             segment.index.clone(),
         )
         .await

@@ -42,6 +42,15 @@ pub enum FindSegment {
     SealedAtOrBefore(u64),
 }
 
+/// The data of a compacted segment to store.
+#[derive(Debug)]
+pub enum SegmentData<'a> {
+    /// In a file, streamed from disk.
+    File(&'a Path),
+    /// In memory.
+    Bytes(Vec<u8>),
+}
+
 /// What a backend knows about a namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NamespaceMeta {
@@ -206,41 +215,25 @@ fn parse_listed(prefix: &str, object: &str) -> Result<SegmentKey> {
 
 /// Segment operations, available on every `Backend`.
 pub trait BackendExt: Backend {
-    /// Stores a compacted segment of `namespace` under `key`: `data` is the file holding the
-    /// compacted data (as `merge` wrote it), `index` its encoded page index. The index is stored
-    /// first, then the data; the segment exists once the data does.
+    /// Stores a compacted segment of `namespace` under `key`: `data` is the compacted data (as
+    /// `merge` wrote it, in a file or in memory), `index` its encoded page index. The index is
+    /// stored first, then the data; the segment exists once the data does.
     fn store_segment(
         &self,
         config: &Self::Config,
         namespace: &NamespaceName,
         key: SegmentKey,
-        data: &Path,
+        data: SegmentData<'_>,
         index: Vec<u8>,
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
             self.put_bytes(config, &index_object(namespace, &key), index)
                 .await?;
-            self.put_file(config, &segment_object(namespace, &key), data)
-                .await?;
-            debug!(%namespace, %key, "segment stored");
-            Ok(())
-        }
-    }
-
-    /// Stores a compacted segment held in memory: like `store_segment`, with the data as bytes.
-    fn store_segment_bytes(
-        &self,
-        config: &Self::Config,
-        namespace: &NamespaceName,
-        key: SegmentKey,
-        data: Vec<u8>,
-        index: Vec<u8>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            self.put_bytes(config, &index_object(namespace, &key), index)
-                .await?;
-            self.put_bytes(config, &segment_object(namespace, &key), data)
-                .await?;
+            let object = segment_object(namespace, &key);
+            match data {
+                SegmentData::File(path) => self.put_file(config, &object, path).await?,
+                SegmentData::Bytes(bytes) => self.put_bytes(config, &object, bytes).await?,
+            }
             debug!(%namespace, %key, "segment stored");
             Ok(())
         }

@@ -73,16 +73,8 @@ pub fn merge<F: FileExt>(
         }
     }
     let size_after = last.size_after();
-    // page_no -> (segment, offset of its newest frame); newest segment first, so the first
-    // version seen of a page is the newest.
-    let mut newest: HashMap<u32, (usize, u64)> = HashMap::new();
-    for (i, segment) in segments.iter().enumerate().rev() {
-        for (page_no, offset) in segment.index().entries() {
-            if page_no <= size_after {
-                newest.entry(page_no).or_insert((i, offset));
-            }
-        }
-    }
+    let indexes: Vec<&PageIndex> = segments.iter().map(|s| s.index()).collect();
+    let newest = newest_versions(&indexes, size_after);
     let header = CompactedHeader {
         log_id: first.header().log_id,
         start_frame_no: first.start_frame_no(),
@@ -101,6 +93,22 @@ pub fn merge<F: FileExt>(
             Ok((source.read_verified_frame(offset, frame)?, source.path()))
         },
     )
+}
+
+/// Returns, for every page at or below `size_after` that `indexes` (oldest first, consecutive)
+/// hold, where its newest version is: page_no -> (position in `indexes`, offset of the frame).
+/// Merges, restores and compaction all write each page once, from there.
+pub fn newest_versions(indexes: &[&PageIndex], size_after: u32) -> HashMap<u32, (usize, u64)> {
+    let mut newest = HashMap::new();
+    // Newest first, so the first version seen of a page is the newest.
+    for (i, index) in indexes.iter().enumerate().rev() {
+        for (page_no, offset) in index.entries() {
+            if page_no <= size_after {
+                newest.entry(page_no).or_insert((i, offset));
+            }
+        }
+    }
+    newest
 }
 
 /// A compacted segment's data in a local file (fetched from a backend, verified on the way in),
@@ -157,14 +165,8 @@ pub fn merge_compacted<F: FileExt>(
         }
     }
     let size_after = last.header.size_after;
-    let mut newest: HashMap<u32, (usize, u64)> = HashMap::new();
-    for (i, input) in inputs.iter().enumerate().rev() {
-        for (page_no, offset) in input.index.entries() {
-            if page_no <= size_after {
-                newest.entry(page_no).or_insert((i, offset));
-            }
-        }
-    }
+    let indexes: Vec<&PageIndex> = inputs.iter().map(|i| i.index).collect();
+    let newest = newest_versions(&indexes, size_after);
     let header = CompactedHeader {
         log_id: first.header.log_id,
         start_frame_no: first.header.start_frame_no,

@@ -21,7 +21,8 @@ mod scan;
 mod sealed;
 
 pub use compacted::{
-    merge, merge_compacted, CompactedDecoder, CompactedReader, CompactedSegment, LocalCompacted,
+    merge, merge_compacted, newest_versions, CompactedDecoder, CompactedReader, CompactedSegment,
+    LocalCompacted,
 };
 pub use current::{CurrentSegment, RecoveryReport};
 pub use error::{Error, Result};

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use libsql_wal_backend::{Backend, BackendExt, Error as BackendError, NamespaceName, SegmentKey};
+use libsql_wal_backend::{
+    Backend, BackendExt, Error as BackendError, NamespaceName, SegmentData, SegmentKey,
+};
 use libsql_wal_segment::{merge, FileExt, SealedSegment};
 use tracing::{debug, warn};
 
@@ -48,14 +50,6 @@ pub(crate) struct UploadTask<B: Backend, F> {
     pub scratch_dir: PathBuf,
     /// The job id, for the scratch file's name.
     pub job: u64,
-}
-
-/// The compacted data of a job.
-enum CompactedData {
-    /// In memory.
-    Bytes(Vec<u8>),
-    /// In a scratch file.
-    File(PathBuf),
 }
 
 /// Runs one job, turning a panic into a failure.
@@ -108,16 +102,17 @@ async fn upload<B: Backend, F: FileExt>(
         if in_memory {
             let mut data = Vec::with_capacity(frame_bytes as usize + 4096);
             let compacted = merge(&refs, &mut data).map_err(segment_error)?;
-            Ok((compacted, CompactedData::Bytes(data)))
+            Ok((compacted, Some(data)))
         } else {
             let file = std::fs::File::create(&scratch_for_merge).map_err(local)?;
             let compacted = merge(&refs, std::io::BufWriter::with_capacity(1 << 20, file))
                 .map_err(segment_error)?;
-            Ok((compacted, CompactedData::File(scratch_for_merge.clone())))
+            Ok((compacted, None))
         }
     })
     .await;
-    let (compacted, data) = match compacted {
+    // The compacted bytes when in memory, `None` when in the scratch file.
+    let (compacted, in_memory_data) = match compacted {
         Ok(result) => result?,
         Err(join) if join.is_panic() => {
             std::panic::resume_unwind(join.into_panic());
@@ -127,23 +122,19 @@ async fn upload<B: Backend, F: FileExt>(
     let key = SegmentKey::from(&compacted.header);
     let index = compacted.index.encode();
     let bytes = compacted.data_len + index.len() as u64;
-    let stored = match data {
-        CompactedData::Bytes(data) => {
-            task.backend
-                .store_segment_bytes(&task.config, &task.namespace, key, data, index)
-                .await
-        }
-        CompactedData::File(path) => {
-            let stored = task
-                .backend
-                .store_segment(&task.config, &task.namespace, key, &path, index)
-                .await;
-            if let Err(e) = tokio::fs::remove_file(&path).await {
-                warn!(path = %path.display(), error = %e, "cannot remove an upload's scratch file");
-            }
-            stored
-        }
+    let data = match in_memory_data {
+        Some(bytes) => SegmentData::Bytes(bytes),
+        None => SegmentData::File(&scratch),
     };
+    let stored = task
+        .backend
+        .store_segment(&task.config, &task.namespace, key, data, index)
+        .await;
+    if !in_memory {
+        if let Err(e) = tokio::fs::remove_file(&scratch).await {
+            warn!(path = %scratch.display(), error = %e, "cannot remove an upload's scratch file");
+        }
+    }
     stored?;
     debug!(%key, bytes, "upload stored");
     Ok(UploadReport { bytes })

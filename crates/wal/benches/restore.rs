@@ -18,7 +18,7 @@ use libsql_wal::{restore, RestoreOptions, RestoreTarget};
 use libsql_wal_backend::conformance::sealed_segments;
 use libsql_wal_backend::{
     compact, Backend, BackendExt, CompactionStrategy, FsBackend, NamespaceName, S3TestServer,
-    SegmentKey,
+    SegmentData, SegmentKey,
 };
 use libsql_wal_segment::merge;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
@@ -50,11 +50,11 @@ fn store_history<B: Backend>(backend: &B, runtime: &tokio::runtime::Runtime, wor
         let mut data = Vec::new();
         let compacted = merge(&[&sealed[0]], &mut data).unwrap();
         runtime
-            .block_on(backend.store_segment_bytes(
+            .block_on(backend.store_segment(
                 backend.default_config(),
                 &namespace(),
                 SegmentKey::from(&compacted.header),
-                data,
+                SegmentData::Bytes(data),
                 compacted.index.encode(),
             ))
             .unwrap();

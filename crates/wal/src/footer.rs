@@ -5,6 +5,10 @@
 //! Layout (little-endian): magic `u64` | version `u32` | CRC32 of the rest `u32` |
 //! replication index `u64` (last frame_no copied in) | ... log id, 16 bytes, spans the end.
 
+use std::io;
+
+use libsql_wal_segment::format::PAGE_SIZE;
+use libsql_wal_segment::FileExt;
 use uuid::Uuid;
 
 /// Magic number of the footer ("LIBSQLFT").
@@ -71,6 +75,15 @@ fn crc(buf: &[u8]) -> u32 {
     hasher.update(&buf[0..12]);
     hasher.update(&buf[16..]);
     hasher.finalize()
+}
+
+/// Ends a database file of `pages` pages with `footer`: drops what follows the pages (pages past
+/// the database size, an old footer), then writes the footer after the last page. The caller
+/// syncs. The checkpointer and restore both finish a database file with it.
+pub(crate) fn write_after_pages<F: FileExt>(db: &F, pages: u32, footer: &Footer) -> io::Result<()> {
+    let pages_end = u64::from(pages) * PAGE_SIZE as u64;
+    db.set_len(pages_end + FOOTER_SIZE as u64)?;
+    db.write_all_at(&footer.encode(), pages_end)
 }
 
 #[cfg(test)]

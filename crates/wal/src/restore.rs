@@ -20,17 +20,16 @@
 //! Nothing half-written is ever at the destination: the file is built beside it under a
 //! temporary name and renamed at the end; on any error the temporary files are removed.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use libsql_wal_backend::{plan_chain, FetchedSegment, NamespaceName, SegmentKey, Storage};
 use libsql_wal_segment::format::{FRAME_HEADER_SIZE, PAGE_SIZE};
-use libsql_wal_segment::{FileExt, PageIndex};
+use libsql_wal_segment::{newest_versions, FileExt, PageIndex};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::footer::{Footer, FOOTER_SIZE};
+use crate::footer::{write_after_pages, Footer};
 
 /// Largest write of consecutive pages, and the read buffer over a downloaded segment.
 const WRITE_RUN_BYTES: usize = 4 << 20;
@@ -157,6 +156,14 @@ impl<S: Storage> Restore<'_, S> {
         }
     }
 
+    /// Returns the error for a stored object of this namespace that is not what it should be.
+    fn corrupt(&self, object: String, what: String) -> Error {
+        Error::Storage {
+            namespace: self.namespace.clone(),
+            source: libsql_wal_backend::Error::corrupt(object, what),
+        }
+    }
+
     fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
         move |source| Error::Io {
             path: path.to_path_buf(),
@@ -178,8 +185,8 @@ impl<S: Storage> Restore<'_, S> {
             "restore planned"
         );
 
-        // Indexes of the whole chain, newest first.
-        let indexes: Vec<PageIndex> = stream::iter(chain.iter().rev())
+        // Indexes of the whole chain, in chain order (oldest first).
+        let indexes: Vec<PageIndex> = stream::iter(chain.iter())
             .map(|&key| async move {
                 self.storage
                     .fetch_index(self.namespace, key, self.config)
@@ -190,72 +197,45 @@ impl<S: Storage> Restore<'_, S> {
             .await
             .map_err(self.storage_err())?;
         std::fs::create_dir_all(self.parts).map_err(Self::io_err(self.parts))?;
-        let newest_data = self.fetch(newest, 0, &indexes[0]).await?;
+        let last = chain.len() - 1;
+        let newest_data = self.fetch(newest, last, &indexes[last]).await?;
         let header = newest_data.header;
         let db_pages = header.size_after;
 
-        // Each page goes to the newest segment that holds it.
-        let mut owner: HashMap<u32, usize> = HashMap::new();
-        for (i, index) in indexes.iter().enumerate() {
-            for (page_no, _) in index.entries() {
-                if page_no <= db_pages {
-                    owner.entry(page_no).or_insert(i);
-                }
-            }
-        }
-        let mut owned: Vec<Vec<u32>> = vec![Vec::new(); indexes.len()];
-        for (&page_no, &i) in &owner {
-            owned[i].push(page_no);
+        // Each page goes to the newest segment that holds it: (page_no, offset) per segment.
+        let index_refs: Vec<&PageIndex> = indexes.iter().collect();
+        let mut owned: Vec<Vec<(u32, u64)>> = vec![Vec::new(); chain.len()];
+        for (page_no, (i, offset)) in newest_versions(&index_refs, db_pages) {
+            owned[i].push((page_no, offset));
         }
         for pages in &mut owned {
             pages.sort_unstable();
         }
         let db = std::fs::File::create(self.building).map_err(Self::io_err(self.building))?;
-        let mut report = RestoreReport {
-            end_frame_no: header.end_frame_no,
-            timestamp_ms: header.timestamp_ms,
-            db_pages,
-            chain_len: chain.len(),
-            objects_fetched: indexes.len() + 1,
-            data_fetched: 1,
-            bytes_downloaded: 0,
-        };
-        report.bytes_downloaded += self.write_pages(&db, &newest_data, &owned[0], header.log_id)?;
-        let older: Vec<(usize, SegmentKey)> = chain
-            .iter()
-            .rev()
-            .enumerate()
-            .skip(1)
-            .filter(|(i, _)| !owned[*i].is_empty())
-            .map(|(i, &key)| (i, key))
-            .collect();
-        let total = older.len() + 1;
+        let mut bytes_downloaded =
+            self.write_pages(&db, &newest_data, &owned[last], header.log_id)?;
+        // The older segments that still own a page, newest first.
+        let older: Vec<usize> = (0..last).rev().filter(|&i| !owned[i].is_empty()).collect();
+        let data_fetched = 1 + older.len();
         let mut downloads = stream::iter(older)
-            .map(|(i, key)| {
-                let index = &indexes[i];
+            .map(|i| {
+                let (key, index) = (chain[i], &indexes[i]);
                 async move { self.fetch(key, i, index).await.map(|f| (i, f)) }
             })
             .buffered(self.options.concurrency.max(1));
+        let mut done = 1;
         while let Some(fetched) = downloads.next().await {
             let (i, fetched) = fetched?;
-            report.bytes_downloaded += self.write_pages(&db, &fetched, &owned[i], header.log_id)?;
-            report.objects_fetched += 1;
-            report.data_fetched += 1;
-            info!(
-                done = report.data_fetched,
-                total,
-                key = %chain[chain.len() - 1 - i],
-                "segment restored"
-            );
+            bytes_downloaded += self.write_pages(&db, &fetched, &owned[i], header.log_id)?;
+            done += 1;
+            info!(done, total = data_fetched, key = %chain[i], "segment restored");
         }
-        let pages_end = u64::from(db_pages) * PAGE_SIZE as u64;
         let footer = Footer {
             replication_index: header.end_frame_no,
             log_id: header.log_id,
         };
         let io = Self::io_err(self.building);
-        db.set_len(pages_end + FOOTER_SIZE as u64).map_err(&io)?;
-        db.write_all_at(&footer.encode(), pages_end).map_err(&io)?;
+        write_after_pages(&db, db_pages, &footer).map_err(&io)?;
         db.sync_all().map_err(&io)?;
         drop(db);
         std::fs::rename(self.building, dest).map_err(Self::io_err(dest))?;
@@ -265,6 +245,15 @@ impl<S: Storage> Restore<'_, S> {
                 dir.sync_all().map_err(Self::io_err(parent))?;
             }
         }
+        let report = RestoreReport {
+            end_frame_no: header.end_frame_no,
+            timestamp_ms: header.timestamp_ms,
+            db_pages,
+            chain_len: chain.len(),
+            objects_fetched: indexes.len() + data_fetched,
+            data_fetched,
+            bytes_downloaded,
+        };
         info!(
             end_frame_no = report.end_frame_no,
             pages = report.db_pages,
@@ -321,7 +310,7 @@ impl<S: Storage> Restore<'_, S> {
         }
     }
 
-    /// Downloads and verifies the data of `key` (position `i` in the chain, newest first), and
+    /// Downloads and verifies the data of `key` (position `i` in the chain), and
     /// checks that its stored index points at exactly its frames.
     async fn fetch(&self, key: SegmentKey, i: usize, index: &PageIndex) -> Result<FetchedSegment> {
         let dest = self.parts.join(format!("{i}"));
@@ -331,13 +320,10 @@ impl<S: Storage> Restore<'_, S> {
             .await
             .map_err(self.storage_err())?;
         if fetched.index.entries() != index.entries() {
-            return Err(Error::Storage {
-                namespace: self.namespace.clone(),
-                source: libsql_wal_backend::Error::corrupt(
-                    format!("{}/indexes/{key}", self.namespace),
-                    "the index does not point at the frames of the segment's data",
-                ),
-            });
+            return Err(self.corrupt(
+                format!("{}/indexes/{key}", self.namespace),
+                "the index does not point at the frames of the segment's data".into(),
+            ));
         }
         debug!(%key, "segment fetched");
         Ok(fetched)
@@ -349,24 +335,21 @@ impl<S: Storage> Restore<'_, S> {
         &self,
         db: &std::fs::File,
         fetched: &FetchedSegment,
-        pages: &[u32],
+        pages: &[(u32, u64)],
         log_id: uuid::Uuid,
     ) -> Result<u64> {
         if fetched.header.log_id != log_id {
-            return Err(Error::Storage {
-                namespace: self.namespace.clone(),
-                source: libsql_wal_backend::Error::corrupt(
-                    format!(
-                        "{}/segments/{}",
-                        self.namespace,
-                        SegmentKey::from(&fetched.header)
-                    ),
-                    format!(
-                        "belongs to log {}, the newest segment to log {log_id}",
-                        fetched.header.log_id
-                    ),
+            return Err(self.corrupt(
+                format!(
+                    "{}/segments/{}",
+                    self.namespace,
+                    SegmentKey::from(&fetched.header)
                 ),
-            });
+                format!(
+                    "belongs to log {}, the newest segment to log {log_id}",
+                    fetched.header.log_id
+                ),
+            ));
         }
         let file = std::fs::File::open(&fetched.path).map_err(Self::io_err(&fetched.path))?;
         let downloaded = file.size().map_err(Self::io_err(&fetched.path))?;
@@ -378,10 +361,7 @@ impl<S: Storage> Restore<'_, S> {
         let mut position = 0u64;
         let mut run: Vec<u8> = Vec::with_capacity(WRITE_RUN_BYTES);
         let mut run_first = 0u32;
-        for &page_no in pages {
-            let Some(offset) = fetched.index.get(page_no) else {
-                continue;
-            };
+        for &(page_no, offset) in pages {
             let at = offset + FRAME_HEADER_SIZE as u64;
             let skip = i64::try_from(at)
                 .unwrap_or(i64::MAX)

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::checkpointer::{CheckpointJob, Checkpointer};
 use crate::error::{Error, Result};
-use crate::footer::{Footer, FOOTER_SIZE};
+use crate::footer::{write_after_pages, Footer, FOOTER_SIZE};
 
 /// When to seal the current segment. Any threshold reached seals it, after a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,12 +492,10 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     pub(crate) fn seal_if_too_old(&self) -> Result<()> {
         let due =
             lock(&self.current_since).is_some_and(|since| since.elapsed() >= self.swap.max_age);
-        if !due || !self.try_acquire_writer(SEALER_ID) {
-            return Ok(());
+        if due {
+            self.seal_now()?;
         }
-        let sealed = self.seal_current();
-        self.release_writer(SEALER_ID);
-        sealed
+        Ok(())
     }
 
     /// Seals the current segment now, if it holds commits and no connection holds or waits for
@@ -630,15 +628,11 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     .map_err(io_err)?;
             }
         }
-        let pages_end = u64::from(size_after) * PAGE_SIZE as u64;
         let footer = Footer {
             replication_index: end_frame_no,
             log_id: self.log_id,
         };
-        // Drops pages past the database size (and an old footer), then writes the new footer.
-        db.set_len(pages_end + FOOTER_SIZE as u64).map_err(io_err)?;
-        db.write_all_at(&footer.encode(), pages_end)
-            .map_err(io_err)?;
+        write_after_pages(db, size_after, &footer).map_err(io_err)?;
         db.sync_data().map_err(io_err)?;
         self.checkpointed_frame_no
             .fetch_max(end_frame_no, Ordering::SeqCst);
