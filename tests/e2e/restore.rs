@@ -19,8 +19,8 @@ use libsql_wal::{
     RestoreTarget, SharedWal, SwapStrategy, WalRegistry,
 };
 use libsql_wal_backend::{
-    apply_retention, compact, Backend, CompactionStrategy, FsBackend, NamespaceName, ObjectReader,
-    S3TestServer,
+    apply_retention, compact, Backend, CompactionReport, CompactionStrategy, FsBackend,
+    NamespaceName, ObjectReader, RetentionReport, S3TestServer,
 };
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
@@ -222,6 +222,39 @@ fn assert_every_point_restores<B: Backend>(
     assert_eq!(libsql_wal_tests::integrity_check(&conn), "ok");
 }
 
+/// Compacts the namespace on `backend` with `strategy`.
+fn compact_on<B: Backend>(
+    runtime: &tokio::runtime::Runtime,
+    backend: &B,
+    strategy: CompactionStrategy,
+    work: &Path,
+) -> libsql_wal_backend::Result<CompactionReport> {
+    runtime.block_on(compact(
+        backend,
+        backend.default_config(),
+        &namespace(),
+        strategy,
+        &work.join("compaction"),
+        |_, _| {},
+    ))
+}
+
+/// Applies retention to the namespace on `backend`, the window opening `window` before `now`.
+fn retain_on<B: Backend>(
+    runtime: &tokio::runtime::Runtime,
+    backend: &B,
+    window: Duration,
+    now: u64,
+) -> libsql_wal_backend::Result<RetentionReport> {
+    runtime.block_on(apply_retention(
+        backend,
+        backend.default_config(),
+        &namespace(),
+        window,
+        now,
+    ))
+}
+
 /// The whole story on one backend: history, restore, compaction, restore, retention, restore.
 fn point_in_time<B: Backend>(
     make_backend: &dyn Fn() -> B,
@@ -234,16 +267,7 @@ fn point_in_time<B: Backend>(
     assert_every_point_restores(make_backend, work.path(), &points, "plain");
 
     let backend = make_backend();
-    let report = runtime
-        .block_on(compact(
-            &backend,
-            backend.default_config(),
-            &namespace(),
-            strategy,
-            &work.path().join("compaction"),
-            |_, _| {},
-        ))
-        .unwrap();
+    let report = compact_on(runtime, &backend, strategy, work.path()).unwrap();
     assert!(
         !report.groups.is_empty() && report.chain_after < report.chain_before,
         "{report:?}"
@@ -268,15 +292,7 @@ fn point_in_time<B: Backend>(
     assert!(inside < points.len(), "{report:?}");
     let now = now_ms();
     let window = Duration::from_millis(now - points[inside - 1].timestamp_ms - 1);
-    let retention = runtime
-        .block_on(apply_retention(
-            &backend,
-            backend.default_config(),
-            &namespace(),
-            window,
-            now,
-        ))
-        .unwrap();
+    let retention = retain_on(runtime, &backend, window, now).unwrap();
     assert!(!retention.deleted.is_empty(), "{retention:?}");
     assert_every_point_restores(make_backend, work.path(), &points[inside..], "retained");
     // Before the window a restore is coarser: it lands on a recorded point at or before the
@@ -527,57 +543,35 @@ fn compaction_or_retention_cut_short_leaves_the_bucket_restorable() {
     };
     // Killed after the first merged index went up, before its data: an orphan index.
     let backend = failing(2);
-    let err = runtime
-        .block_on(compact(
-            &backend,
-            backend.default_config(),
-            &namespace(),
-            CompactionStrategy::Tiered { fan_in: 2 },
-            &work.path().join("compaction"),
-            |_, _| {},
-        ))
-        .unwrap_err();
+    let err = compact_on(
+        &runtime,
+        &backend,
+        CompactionStrategy::Tiered { fan_in: 2 },
+        work.path(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("injected"), "{err}");
     assert_every_point_restores(&make, work.path(), &points, "cut-compaction");
 
     // A whole compaction, then retention killed after three deletes (one segment's data and
     // index, then the next one's data only).
     let backend = make();
-    runtime
-        .block_on(compact(
-            &backend,
-            backend.default_config(),
-            &namespace(),
-            CompactionStrategy::Tiered { fan_in: 2 },
-            &work.path().join("compaction"),
-            |_, _| {},
-        ))
-        .unwrap();
+    compact_on(
+        &runtime,
+        &backend,
+        CompactionStrategy::Tiered { fan_in: 2 },
+        work.path(),
+    )
+    .unwrap();
     let backend = failing(4);
     let now = now_ms();
     let inside = 6;
     let window = Duration::from_millis(now - points[inside - 1].timestamp_ms - 1);
-    let err = runtime
-        .block_on(apply_retention(
-            &backend,
-            backend.default_config(),
-            &namespace(),
-            window,
-            now,
-        ))
-        .unwrap_err();
+    let err = retain_on(&runtime, &backend, window, now).unwrap_err();
     assert!(err.to_string().contains("injected"), "{err}");
     assert_every_point_restores(&make, work.path(), &points[inside..], "cut-retention");
     // Finishing the job later works too.
     let backend = make();
-    runtime
-        .block_on(apply_retention(
-            &backend,
-            backend.default_config(),
-            &namespace(),
-            window,
-            now,
-        ))
-        .unwrap();
+    retain_on(&runtime, &backend, window, now).unwrap();
     assert_every_point_restores(&make, work.path(), &points[inside..], "retention-finished");
 }

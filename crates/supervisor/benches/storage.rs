@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use libsql_wal_backend::conformance::sealed_segments;
 use libsql_wal_backend::{
-    Backend, FsBackend, NamespaceName, ObjectReader, Result, S3TestServer, Storage,
+    Backend, FsBackend, NamespaceName, ObjectReader, OnStored, Result, S3TestServer, Storage,
 };
 use libsql_wal_segment::format::FRAME_SIZE;
 use libsql_wal_segment::SealedSegment;
@@ -154,6 +154,19 @@ struct Timings {
     last_durable: Option<Instant>,
 }
 
+/// Returns an on-stored callback that records the latency from now and counts one more done.
+fn record_latency(done: &Arc<AtomicU64>, timings: &Arc<Mutex<Timings>>) -> OnStored {
+    let (done, timings) = (done.clone(), timings.clone());
+    let called = Instant::now();
+    Box::new(move |_| {
+        let now = Instant::now();
+        let mut t = timings.lock().unwrap();
+        t.latencies.push(now - called);
+        t.last_durable = Some(now);
+        done.fetch_add(1, Ordering::SeqCst);
+    })
+}
+
 /// Stores `segments` (per namespace, in order) from 4 writer threads, each owning a share of
 /// the namespaces and going round-robin over them; returns when every segment is durable.
 fn drive<B: Backend>(
@@ -177,15 +190,7 @@ fn drive<B: Backend>(
                         let Some(segment) = segments.get(round) else {
                             continue;
                         };
-                        let (done, timings) = (done.clone(), timings.clone());
-                        let called = Instant::now();
-                        let on_stored = Box::new(move |_| {
-                            let now = Instant::now();
-                            let mut t = timings.lock().unwrap();
-                            t.latencies.push(now - called);
-                            t.last_durable = Some(now);
-                            done.fetch_add(1, Ordering::SeqCst);
-                        });
+                        let on_stored = record_latency(&done, &timings);
                         futures::executor::block_on(storage.store(
                             namespace,
                             segment.clone(),
@@ -423,15 +428,7 @@ fn slow_case(length: u64) {
             if let Some(wait) = next_at.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
-            let (done, timings) = (done.clone(), timings.clone());
-            let called = Instant::now();
-            let on_stored = Box::new(move |_| {
-                let now = Instant::now();
-                let mut t = timings.lock().unwrap();
-                t.latencies.push(now - called);
-                t.last_durable = Some(now);
-                done.fetch_add(1, Ordering::SeqCst);
-            });
+            let on_stored = record_latency(&done, &timings);
             futures::executor::block_on(storage.store(namespace, segment, None, on_stored))
                 .unwrap();
         }

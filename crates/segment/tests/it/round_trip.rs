@@ -271,6 +271,20 @@ fn compacted_file(
     (compacted, std::fs::File::open(&path).unwrap(), path)
 }
 
+/// The inputs of `merge_compacted` for compacted files made by `compacted_file`.
+fn local_inputs<'a>(
+    parts: impl Iterator<Item = &'a (CompactedSegment, std::fs::File, std::path::PathBuf)>,
+) -> Vec<LocalCompacted<'a, std::fs::File>> {
+    parts
+        .map(|(compacted, file, path)| LocalCompacted {
+            header: &compacted.header,
+            index: &compacted.index,
+            file,
+            path,
+        })
+        .collect()
+}
+
 #[test]
 fn merging_compacted_segments_equals_merging_their_sources() {
     let dir = tempfile::tempdir().unwrap();
@@ -281,16 +295,7 @@ fn merging_compacted_segments_equals_merging_their_sources() {
 
     let inputs_of = |parts: &[(CompactedSegment, std::fs::File, std::path::PathBuf)]| {
         let mut merged = Vec::new();
-        let inputs: Vec<LocalCompacted<'_, std::fs::File>> = parts
-            .iter()
-            .map(|(compacted, file, path)| LocalCompacted {
-                header: &compacted.header,
-                index: &compacted.index,
-                file,
-                path,
-            })
-            .collect();
-        let result = merge_compacted(&inputs, &mut merged).unwrap();
+        let result = merge_compacted(&local_inputs(parts.iter()), &mut merged).unwrap();
         (result, merged)
     };
     // Consecutive inputs.
@@ -314,16 +319,7 @@ fn merging_compacted_segments_equals_merging_their_sources() {
 
     // Out of order, or leaving a gap, is refused.
     let refused = |parts: &[&(CompactedSegment, std::fs::File, std::path::PathBuf)]| {
-        let inputs: Vec<LocalCompacted<'_, std::fs::File>> = parts
-            .iter()
-            .map(|(compacted, file, path)| LocalCompacted {
-                header: &compacted.header,
-                index: &compacted.index,
-                file,
-                path,
-            })
-            .collect();
-        merge_compacted(&inputs, Vec::new())
+        merge_compacted(&local_inputs(parts.iter().copied()), Vec::new())
             .unwrap_err()
             .to_string()
     };
