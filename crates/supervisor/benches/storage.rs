@@ -203,6 +203,16 @@ fn drive<B: Backend>(
             });
         }
     });
+    elapsed_until_all_durable(&done, total, timings, started)
+}
+
+/// Waits until `total` callbacks ran; returns the time from `started` to the last of them.
+fn elapsed_until_all_durable(
+    done: &AtomicU64,
+    total: usize,
+    timings: &Mutex<Timings>,
+    started: Instant,
+) -> Duration {
     while done.load(Ordering::SeqCst) < total as u64 {
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -434,15 +444,7 @@ fn slow_case(length: u64) {
         }
     }
     let segments = (per_namespace * names.len() as u64) as usize;
-    while done.load(Ordering::SeqCst) < segments as u64 {
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let elapsed = timings
-        .lock()
-        .unwrap()
-        .last_durable
-        .unwrap_or_else(Instant::now)
-        - started;
+    let elapsed = elapsed_until_all_durable(&done, segments, &timings, started);
     let bytes = segments as u64 * frames * FRAME_SIZE as u64;
     let puts = storage.backend().puts.load(Ordering::Relaxed);
     report(
