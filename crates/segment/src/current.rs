@@ -11,12 +11,12 @@
 //! write goes to the same place. On disk, recovery keeps exactly the frames up to the last
 //! complete commit frame.
 
-use std::collections::HashMap;
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
@@ -61,7 +61,7 @@ struct State {
     /// For each frame, the position of the previous version of its page, or `NO_VERSION`.
     previous_version: Vec<u32>,
     /// page_no -> position of its newest version (committed or not).
-    newest: HashMap<u32, u32>,
+    newest: FxHashMap<u32, u32>,
     /// Number of leading frames that are committed.
     committed: usize,
     /// Database size in pages after the last commit.
@@ -79,7 +79,7 @@ impl State {
         let mut state = State {
             frames: Vec::with_capacity(frames.len()),
             previous_version: Vec::with_capacity(frames.len()),
-            newest: HashMap::new(),
+            newest: FxHashMap::default(),
             committed,
             size_after,
             before_last_commit: None,
@@ -129,6 +129,10 @@ impl State {
         }
     }
 }
+
+/// Where a frame sits in a current segment's file, as `CurrentSegment::locate_frame` found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramePosition(usize);
 
 /// The appendable segment of a log.
 #[derive(Debug)]
@@ -532,6 +536,21 @@ impl<F: FileExt> CurrentSegment<F> {
         let state = self.read_state();
         let position = state.visible(page_no, max_frame_no)?;
         Some(state.frames[position].frame_no)
+    }
+
+    /// Like `find_frame`, but returns where the frame sits in the file, for `read_located`
+    /// to read it without looking it up again.
+    pub fn locate_frame(&self, page_no: u32, max_frame_no: u64) -> Option<FramePosition> {
+        self.read_state()
+            .visible(page_no, max_frame_no)
+            .map(FramePosition)
+    }
+
+    /// Reads the page of the frame `locate_frame` returned into `page` (`PAGE_SIZE` bytes).
+    /// A committed frame stays where it is for the segment's life; an uncommitted one only until
+    /// its transaction is rolled back, so the writer must locate again after a rollback.
+    pub fn read_located(&self, position: FramePosition, page: &mut [u8]) -> Result<()> {
+        self.read_page_at(position.0, page)
     }
 
     /// Reads the page of frame `frame_no` into `page` (`PAGE_SIZE` bytes).

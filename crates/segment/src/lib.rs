@@ -24,7 +24,7 @@ pub use compacted::{
     merge, merge_compacted, newest_versions, CompactedDecoder, CompactedReader, CompactedSegment,
     LocalCompacted,
 };
-pub use current::{CurrentSegment, RecoveryReport};
+pub use current::{CurrentSegment, FramePosition, RecoveryReport};
 pub use error::{Error, Result};
 pub use index::PageIndex;
 pub use io::{FileExt, Io, OpenMode, StdIo};

@@ -101,8 +101,8 @@ impl<I: Io, S: Storage<File = I::File>> LibsqlWal<I, S> {
         } else {
             read.last_committed_frame_no
         };
-        if let Some(frame_no) = read.current.find_frame(page_no, max) {
-            return Some(Location::Current(frame_no));
+        if let Some(position) = read.current.locate_frame(page_no, max) {
+            return Some(Location::Current(position));
         }
         read.sealed
             .iter()
@@ -114,8 +114,8 @@ impl<I: Io, S: Storage<File = I::File>> LibsqlWal<I, S> {
 
 /// Where a page was found.
 enum Location<F> {
-    /// In the snapshot's current segment, at this frame.
-    Current(u64),
+    /// In the snapshot's current segment, at this position.
+    Current(libsql_wal_segment::FramePosition),
     /// In this sealed segment (its newest version).
     Sealed(Arc<libsql_wal_segment::SealedSegment<F>>),
 }
@@ -164,10 +164,10 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         };
         let namespace = self.shared.namespace();
         match location {
-            Some(Location::Current(frame_no)) => {
+            Some(Location::Current(position)) => {
                 let read = self.read.as_ref().ok_or_else(Self::no_read_txn)?;
                 read.current
-                    .read_frame(frame_no, buffer)
+                    .read_located(position, buffer)
                     .map_err(|e| segment_error(namespace, e))
             }
             Some(Location::Sealed(segment)) => segment

@@ -91,8 +91,19 @@ fn the_current_segment_serves_every_snapshot_before_and_after_sealing() {
                     "page {page_no} at {snapshot}"
                 );
                 assert_eq!(segment.find_frame(page_no, snapshot), Some(frame_no));
+                let position = segment.locate_frame(page_no, snapshot).unwrap();
+                buf.fill(0);
+                segment.read_located(position, buf).unwrap();
+                assert_eq!(
+                    *buf,
+                    page(page_no, frame_no),
+                    "located {page_no} at {snapshot}"
+                );
             }
-            None => assert!(!found, "page {page_no} at {snapshot}"),
+            None => {
+                assert!(!found, "page {page_no} at {snapshot}");
+                assert_eq!(segment.locate_frame(page_no, snapshot), None);
+            }
         }
     };
     for round in 0..2 {
