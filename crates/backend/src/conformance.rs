@@ -225,7 +225,9 @@ pub async fn fetch_and_verify<B: Backend>(backend: &B, scratch: &Path) {
     assert_eq!(SegmentKey::from(frames.header()), segment.key);
     let mut page = vec![0; PAGE_SIZE];
     let mut seen = 0;
+    let mut newest_pages = std::collections::BTreeMap::new();
     while let Some(frame) = frames.next_frame(&mut page).await.expect("next frame") {
+        newest_pages.insert(frame.page_no, page.clone());
         assert_eq!(
             page,
             test_page(frame.page_no, frame.frame_no),
@@ -239,6 +241,45 @@ pub async fn fetch_and_verify<B: Backend>(backend: &B, scratch: &Path) {
         seen += 1;
     }
     assert_eq!(seen, 40);
+
+    // Every other page streamed into a database file, at its place; the rest untouched.
+    let wanted: Vec<(u32, u64)> = index.entries().into_iter().step_by(2).collect();
+    let db_path = scratch.join("pages.db");
+    let db = std::fs::File::create(&db_path).expect("create a database file");
+    let fetched = backend
+        .fetch_pages_into(config, &ns, segment.key, &index, &wanted, &db)
+        .await
+        .expect("fetch pages into a database file");
+    assert_eq!(SegmentKey::from(&fetched.header), segment.key);
+    assert_eq!(
+        fetched.bytes,
+        std::fs::metadata(&segment.data).expect("source size").len()
+    );
+    let db_bytes = std::fs::read(&db_path).expect("read the database file");
+    for (page_no, image) in &newest_pages {
+        let at = (*page_no as usize - 1) * PAGE_SIZE;
+        let written = db_bytes.get(at..at + PAGE_SIZE);
+        if wanted.iter().any(|(p, _)| p == page_no) {
+            assert_eq!(written, Some(&image[..]), "page {page_no} written");
+        } else {
+            assert!(
+                written.is_none_or(|w| w.iter().all(|&b| b == 0)),
+                "page {page_no} was not asked for"
+            );
+        }
+    }
+    // An index that is valid but not this data's is refused, naming the index.
+    let other = make_segment(scratch, 1, 300, 30, 3, 501);
+    let other_index = libsql_wal_segment::PageIndex::decode(&other.index, Path::new("other"), 0)
+        .expect("decode the other index");
+    let err = backend
+        .fetch_pages_into(config, &ns, segment.key, &other_index, &[], &db)
+        .await
+        .expect_err("a wrong index must be refused");
+    assert!(
+        matches!(&err, Error::Corrupt { key, .. } if *key == index_object(&ns, &segment.key)),
+        "{err:?}"
+    );
 
     let dest = scratch.join("fetched");
     let fetched = backend

@@ -11,12 +11,13 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use libsql_wal_segment::format::{
     check_page_buffer, CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE, FRAME_HEADER_SIZE,
-    FRAME_SIZE,
+    FRAME_SIZE, PAGE_SIZE,
 };
-use libsql_wal_segment::{CompactedDecoder, PageIndex};
+use libsql_wal_segment::{CompactedDecoder, FileExt, PageIndex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
@@ -56,6 +57,15 @@ pub enum SegmentData<'a> {
 pub struct NamespaceMeta {
     /// The highest frame_no stored (0 when nothing is).
     pub durable_frame_no: u64,
+}
+
+/// What `fetch_pages_into` read.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchedPages {
+    /// The verified header of the data.
+    pub header: CompactedHeader,
+    /// Bytes of data read.
+    pub bytes: u64,
 }
 
 /// A segment fetched to a local file and verified.
@@ -181,6 +191,102 @@ impl SegmentFrames {
             .decode_frame(&self.buf[..n])
             .map(Some)
             .map_err(|e| Error::from_segment(object, e))
+    }
+}
+
+/// Returns the error for a stored index that does not point at the frames of its data.
+fn index_mismatch(namespace: &NamespaceName, key: &SegmentKey) -> Error {
+    Error::corrupt(
+        index_object(namespace, key),
+        "the index does not point at the frames of the segment's data",
+    )
+}
+
+/// Largest run of consecutive pages `fetch_pages_into` writes with one call.
+const PAGE_RUN_BYTES: usize = 4 << 20;
+
+/// Consecutive pages waiting to be written into a database file. A full run is written on
+/// tokio's blocking pool while the next one fills, so reading and verifying frames overlaps the
+/// writes; at most one write is in flight.
+struct PageRun {
+    db: Arc<std::fs::File>,
+    /// The object the pages come from, for errors.
+    object: Arc<str>,
+    /// The page number of the run's first page.
+    first: u32,
+    pages: Vec<u8>,
+    /// The write in flight; gives its buffer back.
+    writing: Option<tokio::task::JoinHandle<(Vec<u8>, Result<()>)>>,
+}
+
+impl PageRun {
+    fn new(db: std::fs::File, object: &str) -> Self {
+        PageRun {
+            db: Arc::new(db),
+            object: object.into(),
+            first: 0,
+            pages: Vec::with_capacity(PAGE_RUN_BYTES),
+            writing: None,
+        }
+    }
+
+    /// Adds `page`, the image of `page_no`, writing the run first if `page_no` does not extend
+    /// it or it is full.
+    async fn push(&mut self, page_no: u32, page: &[u8]) -> Result<()> {
+        let next = u64::from(self.first) + (self.pages.len() / PAGE_SIZE) as u64;
+        if !self.pages.is_empty()
+            && (u64::from(page_no) != next || self.pages.len() >= PAGE_RUN_BYTES)
+        {
+            self.flush().await?;
+        }
+        if self.pages.is_empty() {
+            self.first = page_no;
+        }
+        self.pages.extend_from_slice(page);
+        Ok(())
+    }
+
+    /// Waits for the write in flight; returns its buffer, emptied.
+    async fn written(&mut self) -> Result<Vec<u8>> {
+        let Some(writing) = self.writing.take() else {
+            return Ok(Vec::with_capacity(PAGE_RUN_BYTES));
+        };
+        let (mut buffer, result) = writing.await.map_err(|e| {
+            Error::transient(
+                format!("writing pages of {} into the database", self.object),
+                e,
+            )
+        })?;
+        result?;
+        buffer.clear();
+        Ok(buffer)
+    }
+
+    /// Starts writing the run at its place in the database file, after the previous write.
+    async fn flush(&mut self) -> Result<()> {
+        if self.pages.is_empty() {
+            return Ok(());
+        }
+        let next_buffer = self.written().await?;
+        let pages = std::mem::replace(&mut self.pages, next_buffer);
+        let (db, object, first) = (self.db.clone(), self.object.clone(), self.first);
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let at = u64::from(first.saturating_sub(1)) * PAGE_SIZE as u64;
+            let result = db.write_all_at(&pages, at).map_err(|e| {
+                Error::transient(
+                    format!("writing pages {first}.. of {object} into the database"),
+                    e,
+                )
+            });
+            (pages, result)
+        }));
+        Ok(())
+    }
+
+    /// Writes what is left and waits until every write is done.
+    async fn finish(mut self) -> Result<()> {
+        self.flush().await?;
+        self.written().await.map(drop)
     }
 }
 
@@ -366,12 +472,64 @@ pub trait BackendExt: Backend {
                 }
             }
             if index.entries() != entries {
-                return Err(Error::corrupt(
-                    index_object(namespace, &key),
-                    "the index does not point at the frames of the segment's data",
-                ));
+                return Err(index_mismatch(namespace, &key));
             }
             Ok(*frames.header())
+        }
+    }
+
+    /// Streams the data of a segment into a database file: verifies every frame, checks that
+    /// `index` (the segment's stored index) points at exactly those frames, and writes the pages
+    /// of `wanted` (entries of `index`, `(page_no, offset)` in increasing page order) into `db`
+    /// at their place, a run of consecutive pages with one write. Nothing else touches the disk:
+    /// no download file, no fsync (the caller syncs `db` once it holds every page).
+    ///
+    /// Writes run on tokio's blocking pool, overlapping the reads. On error `db` may hold some of
+    /// the pages: the caller discards it.
+    fn fetch_pages_into(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        key: SegmentKey,
+        index: &PageIndex,
+        wanted: &[(u32, u64)],
+        db: &std::fs::File,
+    ) -> impl Future<Output = Result<FetchedPages>> + Send {
+        async move {
+            let mut frames = self.fetch_segment_frames(config, namespace, key).await?;
+            let mut expected = index.entries().into_iter();
+            let mut wanted = wanted.iter().copied().peekable();
+            let db = db.try_clone().map_err(|e| {
+                Error::transient("sharing the database file pages are written into", e)
+            })?;
+            let mut run = PageRun::new(db, &frames.object);
+            loop {
+                let offset = frames.next_offset();
+                let Some(frame) = frames.next_raw_frame().await? else {
+                    break;
+                };
+                if expected.next() != Some((frame.page_no, offset)) {
+                    return Err(index_mismatch(namespace, &key));
+                }
+                if wanted.next_if_eq(&(frame.page_no, offset)).is_some() {
+                    run.push(frame.page_no, &frames.buf[FRAME_HEADER_SIZE..])
+                        .await?;
+                }
+            }
+            if expected.next().is_some() {
+                return Err(index_mismatch(namespace, &key));
+            }
+            if let Some((page_no, _)) = wanted.next() {
+                return Err(Error::corrupt(
+                    index_object(namespace, &key),
+                    format!("page {page_no} was asked for but the data holds no such frame"),
+                ));
+            }
+            run.finish().await?;
+            Ok(FetchedPages {
+                header: *frames.header(),
+                bytes: frames.next_offset(),
+            })
         }
     }
 

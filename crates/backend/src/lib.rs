@@ -37,7 +37,10 @@ pub use compaction::{
     compact, plan_compaction, CompactedGroup, CompactionReport, CompactionStrategy,
 };
 pub use error::{BoxError, Error, Result};
-pub use ext::{BackendExt, FetchedSegment, FindSegment, NamespaceMeta, SegmentData, SegmentFrames};
+pub use ext::{
+    BackendExt, FetchedPages, FetchedSegment, FindSegment, NamespaceMeta, SegmentData,
+    SegmentFrames,
+};
 pub use fs::{FsBackend, FsConfig};
 pub use key::{InvalidSegmentKey, SegmentKey, SEGMENT_KEY_LEN};
 pub use namespace::{NamespaceName, MAX_NAMESPACE_LEN};

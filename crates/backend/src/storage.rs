@@ -13,13 +13,12 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::path::Path;
 use std::sync::Arc;
 
 use libsql_wal_segment::{FileExt, PageIndex, SealedSegment};
 
 use crate::error::{Error, Result};
-use crate::ext::{FetchedSegment, FindSegment};
+use crate::ext::{FetchedPages, FindSegment};
 use crate::key::SegmentKey;
 use crate::namespace::NamespaceName;
 
@@ -73,14 +72,17 @@ pub trait Storage: Send + Sync + 'static {
         config_override: Option<&Self::Config>,
     ) -> impl Future<Output = Result<PageIndex>> + Send;
 
-    /// Fetches and verifies a stored segment's data into `dest`.
-    fn fetch_segment_data(
+    /// Streams a stored segment's data into a database file, verifying it against its stored
+    /// `index` and writing the pages of `wanted` (see `BackendExt::fetch_pages_into`).
+    fn fetch_pages_into(
         &self,
         namespace: &NamespaceName,
         key: SegmentKey,
-        dest: &Path,
+        index: &PageIndex,
+        wanted: &[(u32, u64)],
+        db: &std::fs::File,
         config_override: Option<&Self::Config>,
-    ) -> impl Future<Output = Result<FetchedSegment>> + Send;
+    ) -> impl Future<Output = Result<FetchedPages>> + Send;
 
     /// Lists the stored segments of `namespace` ending at or before `until_frame_no`, newest
     /// first.
@@ -156,13 +158,15 @@ impl<F: FileExt> Storage for NoStorage<F> {
         Err(nothing_stored(namespace, key, "indexes"))
     }
 
-    async fn fetch_segment_data(
+    async fn fetch_pages_into(
         &self,
         namespace: &NamespaceName,
         key: SegmentKey,
-        _: &Path,
+        _: &PageIndex,
+        _: &[(u32, u64)],
+        _: &std::fs::File,
         _: Option<&()>,
-    ) -> Result<FetchedSegment> {
+    ) -> Result<FetchedPages> {
         Err(nothing_stored(namespace, key, "segments"))
     }
 

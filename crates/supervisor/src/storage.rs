@@ -10,15 +10,14 @@
 //! thread, so `ActorStorage` works from any thread and inside any tokio runtime, and needs none.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use actix::{Actor, Addr, MailboxError};
 use dashmap::DashMap;
 use libsql_wal_backend::{
-    Backend, BackendExt, Error as BackendError, FetchedSegment, FindSegment, NamespaceName,
-    OnStored, Result, SegmentKey, Storage,
+    Backend, BackendExt, Error as BackendError, FetchedPages, FindSegment, NamespaceName, OnStored,
+    Result, SegmentKey, Storage,
 };
 use libsql_wal_scheduler::ForceShutdown;
 use libsql_wal_segment::{FileExt, PageIndex, SealedSegment};
@@ -233,19 +232,24 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
             .await
     }
 
-    async fn fetch_segment_data(
+    async fn fetch_pages_into(
         &self,
         namespace: &NamespaceName,
         key: SegmentKey,
-        dest: &Path,
+        index: &PageIndex,
+        wanted: &[(u32, u64)],
+        db: &std::fs::File,
         config_override: Option<&B::Config>,
-    ) -> Result<FetchedSegment> {
+    ) -> Result<FetchedPages> {
         let (backend, namespace) = (self.backend.clone(), namespace.clone());
         let config = self.config_or_default(config_override);
-        let dest = dest.to_path_buf();
+        let (index, wanted) = (index.clone(), wanted.to_vec());
+        let db = db
+            .try_clone()
+            .map_err(|e| BackendError::transient("sharing the database file being restored", e))?;
         self.on_storage_thread(async move {
             backend
-                .fetch_segment_data(&config, &namespace, key, &dest)
+                .fetch_pages_into(&config, &namespace, key, &index, &wanted, &db)
                 .await
         })
         .await

@@ -3,12 +3,13 @@
 //!
 //! Steps: list the stored segments; pick the end point (`RestoreTarget`); plan the shortest chain
 //! of segments from frame 1 to it (`plan_chain`: compacted segments, overlapping, included);
-//! fetch the chain's indexes, then the newest segment's data (its header gives the database
-//! size); give each page to the newest segment that holds it; download only the segments that
-//! still own a page, several at once, writing each one's pages as it arrives, newest first; then
-//! cut the file to the database size, write the libSQL footer (the end frame_no and the log id),
-//! fsync, and rename into place. Every frame is checked against its checksum on the way in and
-//! each index against the frames it points at.
+//! fetch the chain's indexes, then stream the newest segment's data into the file (its header
+//! gives the database size); give each other page to the newest segment that holds it; stream
+//! only the segments that still own a page, several at once, each writing its own pages
+//! straight into the file as its frames arrive (no download files); then cut the file to the
+//! database size, write the libSQL footer (the end frame_no and the log id), fsync once, and
+//! rename into place. Every frame is checked against its checksum on the way in and each index
+//! against the frames it points at.
 //!
 //! Precision: storage holds one object per upload (several seals may merge into one), holding
 //! the newest version of each page over its frames, so the points a restore can land on are the
@@ -23,16 +24,12 @@
 use std::path::Path;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use libsql_wal_backend::{plan_chain, FetchedSegment, NamespaceName, SegmentKey, Storage};
-use libsql_wal_segment::format::{FRAME_HEADER_SIZE, PAGE_SIZE};
-use libsql_wal_segment::{newest_versions, FileExt, PageIndex};
+use libsql_wal_backend::{plan_chain, FetchedPages, NamespaceName, SegmentKey, Storage};
+use libsql_wal_segment::{newest_versions, PageIndex};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::footer::{write_after_pages, Footer};
-
-/// Largest write of consecutive pages, and the read buffer over a downloaded segment.
-const WRITE_RUN_BYTES: usize = 4 << 20;
 
 /// The point in time a restore rebuilds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,21 +108,14 @@ pub fn restore<S: Storage>(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "db".into());
     let building = dest.with_file_name(format!(".{name}.restoring"));
-    let parts = dest.with_file_name(format!(".{name}.restore-parts"));
     let restore = Restore {
         storage,
         namespace,
         config: config_override,
         options,
         building: &building,
-        parts: &parts,
     };
     let result = futures::executor::block_on(restore.run(target, dest));
-    if let Err(e) = std::fs::remove_dir_all(&parts) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!(path = %parts.display(), error = %e, "cannot remove restore downloads");
-        }
-    }
     if result.is_err() {
         if let Err(e) = std::fs::remove_file(&building) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -144,8 +134,6 @@ struct Restore<'a, S: Storage> {
     options: &'a RestoreOptions,
     /// The file being built.
     building: &'a Path,
-    /// Where segments are downloaded.
-    parts: &'a Path,
 }
 
 impl<S: Storage> Restore<'_, S> {
@@ -196,40 +184,61 @@ impl<S: Storage> Restore<'_, S> {
             .try_collect()
             .await
             .map_err(self.storage_err())?;
-        std::fs::create_dir_all(self.parts).map_err(Self::io_err(self.parts))?;
+        let db = std::fs::File::create(self.building).map_err(Self::io_err(self.building))?;
+        // The newest segment holds the newest version of every page it indexes, and its header
+        // gives the database size: all its pages go in (those past the size are cut at the end).
         let last = chain.len() - 1;
-        let newest_data = self.fetch(newest, last, &indexes[last]).await?;
-        let header = newest_data.header;
+        let newest_pages = indexes[last].entries();
+        let newest_fetched = self
+            .fetch(&db, newest, &indexes[last], &newest_pages)
+            .await?;
+        let header = newest_fetched.header;
         let db_pages = header.size_after;
+        let mut bytes_downloaded = newest_fetched.bytes;
 
-        // Each page goes to the newest segment that holds it: (page_no, offset) per segment.
+        // Every other page goes to the newest segment that holds it: (page_no, offset) per
+        // segment.
         let index_refs: Vec<&PageIndex> = indexes.iter().collect();
         let mut owned: Vec<Vec<(u32, u64)>> = vec![Vec::new(); chain.len()];
         for (page_no, (i, offset)) in newest_versions(&index_refs, db_pages) {
-            owned[i].push((page_no, offset));
+            if i != last {
+                owned[i].push((page_no, offset));
+            }
         }
         for pages in &mut owned {
             pages.sort_unstable();
         }
-        let db = std::fs::File::create(self.building).map_err(Self::io_err(self.building))?;
-        let mut bytes_downloaded =
-            self.write_pages(&db, &newest_data, &owned[last], header.log_id)?;
-        // The older segments that still own a page, newest first.
+        // The older segments that still own a page, newest first. Their pages are disjoint, so
+        // they are written in whatever order the downloads end.
         let older: Vec<usize> = (0..last).rev().filter(|&i| !owned[i].is_empty()).collect();
         let data_fetched = 1 + older.len();
         let mut downloads = stream::iter(older)
             .map(|i| {
-                let (key, index) = (chain[i], &indexes[i]);
-                async move { self.fetch(key, i, index).await.map(|f| (i, f)) }
+                let (db, key, index, owned) = (&db, chain[i], &indexes[i], &owned[i]);
+                let log_id = header.log_id;
+                async move {
+                    let fetched = self.fetch(db, key, index, owned).await?;
+                    if fetched.header.log_id != log_id {
+                        return Err(self.corrupt(
+                            format!("{}/segments/{key}", self.namespace),
+                            format!(
+                                "belongs to log {}, the newest segment to log {log_id}",
+                                fetched.header.log_id
+                            ),
+                        ));
+                    }
+                    Ok((i, fetched))
+                }
             })
-            .buffered(self.options.concurrency.max(1));
+            .buffer_unordered(self.options.concurrency.max(1));
         let mut done = 1;
         while let Some(fetched) = downloads.next().await {
             let (i, fetched) = fetched?;
-            bytes_downloaded += self.write_pages(&db, &fetched, &owned[i], header.log_id)?;
+            bytes_downloaded += fetched.bytes;
             done += 1;
             info!(done, total = data_fetched, key = %chain[i], "segment restored");
         }
+        drop(downloads);
         let footer = Footer {
             replication_index: header.end_frame_no,
             log_id: header.log_id,
@@ -310,86 +319,21 @@ impl<S: Storage> Restore<'_, S> {
         }
     }
 
-    /// Downloads and verifies the data of `key` (position `i` in the chain), and
-    /// checks that its stored index points at exactly its frames.
-    async fn fetch(&self, key: SegmentKey, i: usize, index: &PageIndex) -> Result<FetchedSegment> {
-        let dest = self.parts.join(format!("{i}"));
-        let fetched = self
-            .storage
-            .fetch_segment_data(self.namespace, key, &dest, self.config)
-            .await
-            .map_err(self.storage_err())?;
-        if fetched.index.entries() != index.entries() {
-            return Err(self.corrupt(
-                format!("{}/indexes/{key}", self.namespace),
-                "the index does not point at the frames of the segment's data".into(),
-            ));
-        }
-        debug!(%key, "segment fetched");
-        Ok(fetched)
-    }
-
-    /// Copies the pages `pages` of a fetched segment into the database file, then removes the
-    /// download. Returns the bytes downloaded.
-    fn write_pages(
+    /// Streams the data of `key` into the database file, writing the pages of `pages`; every
+    /// frame is verified and `index` checked against the frames.
+    async fn fetch(
         &self,
         db: &std::fs::File,
-        fetched: &FetchedSegment,
+        key: SegmentKey,
+        index: &PageIndex,
         pages: &[(u32, u64)],
-        log_id: uuid::Uuid,
-    ) -> Result<u64> {
-        if fetched.header.log_id != log_id {
-            return Err(self.corrupt(
-                format!(
-                    "{}/segments/{}",
-                    self.namespace,
-                    SegmentKey::from(&fetched.header)
-                ),
-                format!(
-                    "belongs to log {}, the newest segment to log {log_id}",
-                    fetched.header.log_id
-                ),
-            ));
-        }
-        let file = std::fs::File::open(&fetched.path).map_err(Self::io_err(&fetched.path))?;
-        let downloaded = file.size().map_err(Self::io_err(&fetched.path))?;
-        let read_err = Self::io_err(&fetched.path);
-        let write_err = Self::io_err(self.building);
-        // Frames are in page order, as are `pages`: read forward through the file and write
-        // runs of consecutive pages with one call each.
-        let mut reader = std::io::BufReader::with_capacity(WRITE_RUN_BYTES, &file);
-        let mut position = 0u64;
-        let mut run: Vec<u8> = Vec::with_capacity(WRITE_RUN_BYTES);
-        let mut run_first = 0u32;
-        for &(page_no, offset) in pages {
-            let at = offset + FRAME_HEADER_SIZE as u64;
-            let skip = i64::try_from(at)
-                .unwrap_or(i64::MAX)
-                .saturating_sub(i64::try_from(position).unwrap_or(i64::MAX));
-            reader.seek_relative(skip).map_err(&read_err)?;
-            let continues = !run.is_empty()
-                && run_first as usize + run.len() / PAGE_SIZE == page_no as usize
-                && run.len() < WRITE_RUN_BYTES;
-            if !continues && !run.is_empty() {
-                db.write_all_at(&run, u64::from(run_first - 1) * PAGE_SIZE as u64)
-                    .map_err(&write_err)?;
-                run.clear();
-            }
-            if run.is_empty() {
-                run_first = page_no;
-            }
-            let end = run.len();
-            run.resize(end + PAGE_SIZE, 0);
-            std::io::Read::read_exact(&mut reader, &mut run[end..]).map_err(&read_err)?;
-            position = at + PAGE_SIZE as u64;
-        }
-        if !run.is_empty() {
-            db.write_all_at(&run, u64::from(run_first - 1) * PAGE_SIZE as u64)
-                .map_err(&write_err)?;
-        }
-        drop(reader);
-        drop(file);
-        std::fs::remove_file(&fetched.path).map_err(Self::io_err(&fetched.path))?;
-        Ok(downloaded)
+    ) -> Result<FetchedPages> {
+        let fetched = self
+            .storage
+            .fetch_pages_into(self.namespace, key, index, pages, db, self.config)
+            .await
+            .map_err(self.storage_err())?;
+        debug!(%key, pages = pages.len(), "segment data written");
+        Ok(fetched)
     }
 }
