@@ -9,4 +9,5 @@ mod differential;
 mod faults;
 mod restore;
 mod storage;
+mod takeover;
 mod transactions;

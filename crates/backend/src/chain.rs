@@ -32,13 +32,26 @@ pub fn plan_chain(
     keys: &[SegmentKey],
     end_frame_no: u64,
 ) -> Result<Vec<SegmentKey>, MissingFrames> {
+    plan_chain_after(keys, 0, end_frame_no)
+}
+
+/// Returns the shortest chain of `keys`, oldest first, that brings a database as of
+/// `after_frame_no` (of the same log) to `end_frame_no`: it covers every frame after
+/// `after_frame_no` up to `end_frame_no`, and its first segment may start earlier (a compacted
+/// segment reaching back over frames the database already has holds, for each of its pages, a
+/// version at least as new as the database's). `after_frame_no` 0 plans from scratch.
+pub fn plan_chain_after(
+    keys: &[SegmentKey],
+    after_frame_no: u64,
+    end_frame_no: u64,
+) -> Result<Vec<SegmentKey>, MissingFrames> {
     let usable: Vec<&SegmentKey> = keys
         .iter()
         .filter(|k| k.end_frame_no <= end_frame_no)
         .collect();
     let mut chain = Vec::new();
     let mut need = end_frame_no;
-    while need >= 1 {
+    while need > after_frame_no {
         let step = usable
             .iter()
             .filter(|k| {
@@ -58,7 +71,8 @@ pub fn plan_chain(
                     .map(|k| k.end_frame_no)
                     .filter(|&end| end < need)
                     .max()
-                    .map_or(1, |end| end + 1);
+                    .map_or(1, |end| end + 1)
+                    .max(after_frame_no + 1);
                 let covered_by = keys
                     .iter()
                     .filter(|k| k.start_frame_no <= first && k.end_frame_no >= need)
@@ -114,16 +128,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_widest_segments_make_the_shortest_chain() {
-        let keys = [
+    /// Originals of 10 frames, two compacted ones overlapping them, and a newer original.
+    fn overlapping_keys() -> [SegmentKey; 6] {
+        [
             key(1, 10),
             key(11, 20),
             key(21, 30),
             key(1, 20),
             key(15, 30),
             key(31, 40),
-        ];
+        ]
+    }
+
+    #[test]
+    fn the_widest_segments_make_the_shortest_chain() {
+        let keys = overlapping_keys();
         assert_eq!(plan_chain(&keys, 30), Ok(vec![key(1, 20), key(15, 30)]));
         assert_eq!(
             plan_chain(&keys, 40),
@@ -132,6 +151,20 @@ mod tests {
         assert_eq!(plan_chain(&keys, 10), Ok(vec![key(1, 10)]));
         // No segment ends at 25.
         assert!(plan_chain(&keys, 25).is_err());
+    }
+
+    #[test]
+    fn a_chain_after_a_frame_covers_only_what_follows_it() {
+        let keys = overlapping_keys();
+        assert_eq!(plan_chain_after(&keys, 30, 40), Ok(vec![key(31, 40)]));
+        assert_eq!(
+            plan_chain_after(&keys, 12, 40),
+            Ok(vec![key(1, 20), key(15, 30), key(31, 40)])
+        );
+        assert_eq!(plan_chain_after(&keys, 20, 30), Ok(vec![key(15, 30)]));
+        assert_eq!(plan_chain_after(&keys, 30, 30), Ok(vec![]));
+        let gap = plan_chain_after(&[key(1, 10), key(21, 30)], 12, 30).unwrap_err();
+        assert_eq!((gap.first, gap.last), (13, 20));
     }
 
     #[test]

@@ -192,8 +192,10 @@ async fn compact_group<B: Backend>(
     work: &Path,
 ) -> Result<CompactedGroup> {
     use futures::stream::{StreamExt, TryStreamExt};
-    let fetched: Vec<FetchedSegment> = futures::stream::iter(sources.iter().enumerate())
-        .map(|(i, &key)| {
+    // Owned keys: a closure over borrowed ones is not `Send` for every lifetime, which a future
+    // spawned on a runtime needs.
+    let fetched: Vec<FetchedSegment> = futures::stream::iter(sources.iter().copied().enumerate())
+        .map(|(i, key)| {
             let dest = work.join(format!("source-{i}"));
             async move {
                 backend

@@ -32,7 +32,7 @@ mod storage;
 mod test_server;
 
 pub use backend::{Backend, ObjectReader};
-pub use chain::{maximal_segments, plan_chain, strictly_contains, MissingFrames};
+pub use chain::{maximal_segments, plan_chain, plan_chain_after, strictly_contains, MissingFrames};
 pub use compaction::{
     compact, plan_compaction, CompactedGroup, CompactionReport, CompactionStrategy,
 };

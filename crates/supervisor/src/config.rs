@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use libsql_wal_scheduler::SchedulerConfig;
 
+use crate::maintenance::MaintenanceConfig;
+
 /// Settings of an `ActorStorage`.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -30,11 +32,15 @@ pub struct StorageConfig {
     pub shutdown_timeout: Duration,
     /// Capacity of the supervisor's mailbox: `store` calls beyond it wait to be taken.
     pub mailbox_capacity: usize,
+    /// Periodic compaction and retention of every namespace in the backend; `None` runs none
+    /// (`ActorStorage::run_maintenance` still runs a pass on demand).
+    pub maintenance: Option<MaintenanceConfig>,
 }
 
 impl Default for StorageConfig {
     /// 8 workers, 32 waiting segments per namespace, unhealthy after 3 failures in a row,
-    /// jobs up to 16 MiB compacted in memory, scratch files under the system's temp directory.
+    /// jobs up to 16 MiB compacted in memory, scratch files under the system's temp directory,
+    /// no periodic maintenance.
     fn default() -> Self {
         StorageConfig {
             max_in_flight: 8,
@@ -46,6 +52,7 @@ impl Default for StorageConfig {
             supervision_interval: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(60),
             mailbox_capacity: 1024,
+            maintenance: None,
         }
     }
 }

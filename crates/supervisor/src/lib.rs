@@ -5,6 +5,9 @@
 //! - `Supervisor`: routes each namespace's sealed segments to its `NamespaceScheduler`
 //!   (started on first use, restarted if it stops), owns the `max_in_flight` upload workers and
 //!   hands them out fairly, keeps every segment until it is durable, and answers `Metrics`.
+//! - `Maintenance`: the optional periodic compaction and retention of every stored namespace,
+//!   started by the supervisor (`StorageConfig::maintenance`); `ActorStorage::run_maintenance`
+//!   runs one pass on demand.
 //!
 //! Guarantees: per namespace, segments become durable in frame order, each once, with at most
 //! one upload in flight; a failed or panicking upload is retried, never dropped; every queue
@@ -14,6 +17,7 @@
 
 mod config;
 mod error;
+mod maintenance;
 mod messages;
 mod storage;
 mod supervisor;
@@ -22,6 +26,9 @@ mod upload;
 pub use config::StorageConfig;
 pub use error::{Error, Result};
 pub use libsql_wal_scheduler::{ForceShutdown, GetSnapshot, NamespaceScheduler, SchedulerConfig};
+pub use maintenance::{
+    maintenance_pass, Maintenance, MaintenanceConfig, MaintenanceMetrics, MaintenanceReport,
+};
 pub use messages::{
     DurableFrameNo, Metrics, NamespaceMetrics, SchedulerOf, Shutdown, StorageMetrics, StoreSegment,
     WatchDurable,

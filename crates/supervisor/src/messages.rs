@@ -5,6 +5,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::maintenance::MaintenanceMetrics;
+
 use actix::{Addr, Message};
 use libsql_wal_backend::{NamespaceName, OnStored, Result};
 use libsql_wal_scheduler::{Destination, NamespaceScheduler};
@@ -117,6 +119,8 @@ pub struct StorageMetrics {
     pub retries: u64,
     /// Callbacks (`on_stored`) that panicked, in all.
     pub callback_panics: u64,
+    /// Periodic maintenance passes (all zero when it is off).
+    pub maintenance: MaintenanceMetrics,
 }
 
 impl StorageMetrics {

@@ -10,6 +10,7 @@
 //! thread, so `ActorStorage` works from any thread and inside any tokio runtime, and needs none.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -25,6 +26,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::config::StorageConfig;
+use crate::maintenance::{maintenance_pass, MaintenanceConfig, MaintenanceReport};
 use crate::messages::{
     DurableFrameNo, Metrics, Shutdown, StorageMetrics, StoreSegment, WatchDurable,
 };
@@ -128,6 +130,19 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
             })
             .await
             .map_err(stopped)
+    }
+
+    /// Runs one maintenance pass (compaction, then retention if `config` has a window) over
+    /// every namespace in the backend now, on the storage thread, and returns what it did.
+    pub async fn run_maintenance(&self, config: &MaintenanceConfig) -> Result<MaintenanceReport> {
+        static PASSES: AtomicU64 = AtomicU64::new(0);
+        let (backend, config) = (self.backend.clone(), config.clone());
+        let scratch = self.config.scratch_dir.join(format!(
+            "maintenance-on-demand-{}",
+            PASSES.fetch_add(1, Ordering::Relaxed)
+        ));
+        self.on_storage_thread(async move { maintenance_pass(&*backend, &config, &scratch).await })
+            .await
     }
 
     /// Stops at once: uploads in flight are abandoned and segments not yet durable are left to

@@ -23,7 +23,7 @@ use std::collections::{hash_map, BTreeMap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use actix::fut::wrap_future;
@@ -41,6 +41,7 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 use tracing::{debug, error, info, warn};
 
 use crate::config::StorageConfig;
+use crate::maintenance::{Maintenance, MaintenanceMetrics};
 use crate::messages::{
     DurableFrameNo, Metrics, NamespaceMetrics, SchedulerOf, Shutdown, StorageMetrics, StoreSegment,
     WatchDurable,
@@ -125,6 +126,10 @@ pub struct Supervisor<B: Backend, F: FileExt> {
     drained: Vec<oneshot::Sender<Result<(), usize>>>,
     /// Restarts of all namespaces, kept after a namespace is dropped.
     callback_panics: u64,
+    /// The periodic maintenance actor, when configured.
+    maintenance: Option<Addr<Maintenance<B>>>,
+    /// What it did, for `Metrics`.
+    maintenance_metrics: Arc<Mutex<MaintenanceMetrics>>,
 }
 
 impl<B: Backend, F: FileExt> Supervisor<B, F> {
@@ -142,6 +147,8 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
             accepting: true,
             drained: Vec::new(),
             callback_panics: 0,
+            maintenance: None,
+            maintenance_metrics: Arc::default(),
         }
     }
 
@@ -426,6 +433,14 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
             uploads_in_flight: self.busy,
             uploads_waiting: self.waiting.len(),
             callback_panics: self.callback_panics,
+            maintenance: MaintenanceMetrics {
+                running: self.maintenance.as_ref().is_some_and(Addr::connected),
+                ..self
+                    .maintenance_metrics
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            },
         }
     }
 }
@@ -501,6 +516,18 @@ impl<B: Backend, F: FileExt> Actor for Supervisor<B, F> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(config) = self.config.maintenance.clone() {
+            info!(interval = ?config.interval, "periodic maintenance on");
+            self.maintenance = Some(
+                Maintenance::new(
+                    self.backend.clone(),
+                    config,
+                    self.config.scratch_dir.join("maintenance"),
+                    self.maintenance_metrics.clone(),
+                )
+                .start(),
+            );
+        }
         ctx.run_interval(self.config.supervision_interval, |this, ctx| {
             let namespaces: Vec<NamespaceName> = this.namespaces.keys().cloned().collect();
             for namespace in namespaces {

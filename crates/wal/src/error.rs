@@ -90,6 +90,19 @@ pub enum Error {
         /// The target asked for.
         target: String,
     },
+    /// The local database and storage hold different logs of one namespace, so the local one
+    /// cannot catch up from storage.
+    #[error(
+        "namespace {namespace}: the local database is of log {local}, storage holds log {stored}"
+    )]
+    OtherLog {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The local database's log.
+        local: uuid::Uuid,
+        /// The log in storage.
+        stored: uuid::Uuid,
+    },
     /// Frames between frame 1 and the restore's end point are in no stored segment.
     #[error("namespace {namespace}: cannot restore: {source}")]
     MissingFrames {
@@ -115,7 +128,9 @@ impl Error {
             Error::Unsupported { .. } => ffi::SQLITE_MISUSE,
             Error::DurableTimeout { .. } => ffi::SQLITE_IOERR,
             Error::DestinationExists { .. } => ffi::SQLITE_CANTOPEN,
-            Error::NothingToRestore { .. } | Error::MissingFrames { .. } => ffi::SQLITE_IOERR,
+            Error::NothingToRestore { .. }
+            | Error::MissingFrames { .. }
+            | Error::OtherLog { .. } => ffi::SQLITE_IOERR,
         }
     }
 

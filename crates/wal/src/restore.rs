@@ -24,9 +24,10 @@
 use std::path::Path;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use libsql_wal_backend::{plan_chain, FetchedPages, NamespaceName, SegmentKey, Storage};
+use libsql_wal_backend::{plan_chain_after, FetchedPages, NamespaceName, SegmentKey, Storage};
 use libsql_wal_segment::{newest_versions, PageIndex};
 use tracing::{debug, info, warn};
+use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::footer::{write_after_pages, Footer};
@@ -114,8 +115,17 @@ pub fn restore<S: Storage>(
         config: config_override,
         options,
         building: &building,
+        marker: None,
     };
-    let result = futures::executor::block_on(restore.run(target, dest));
+    let result = std::fs::File::create(&building)
+        .map_err(Restore::<S>::io_err(&building))
+        .and_then(|db| {
+            let report = futures::executor::block_on(restore.run(target, None, &db))?;
+            drop(db);
+            std::fs::rename(&building, dest).map_err(Restore::<S>::io_err(dest))?;
+            sync_parent(dest)?;
+            Ok(report)
+        });
     if result.is_err() {
         if let Err(e) = std::fs::remove_file(&building) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -126,6 +136,77 @@ pub fn restore<S: Storage>(
     result
 }
 
+/// What a database file holds before a restore writes into it in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Base {
+    /// The last frame_no in the file.
+    pub after_frame_no: u64,
+    /// The log those frames came from.
+    pub log_id: Uuid,
+}
+
+/// Brings the database file at `db_path` to the newest stored point, in place: from scratch
+/// when `base` is `None` (the file is emptied first), else by applying only the segments after
+/// `base`. Returns `None` when storage holds nothing newer.
+///
+/// The file is written in place because SQLite already holds it open. `marker` is created
+/// before the first page is written and removed once the file is complete and synced: while it
+/// exists the file's content is not to be trusted, and the caller starts over from scratch.
+pub(crate) fn restore_in_place<S: Storage>(
+    storage: &S,
+    namespace: &NamespaceName,
+    db_path: &Path,
+    base: Option<Base>,
+    marker: &Path,
+) -> Result<Option<RestoreReport>> {
+    let restore = Restore {
+        storage,
+        namespace,
+        config: None,
+        options: &RestoreOptions::default(),
+        building: db_path,
+        marker: Some(marker),
+    };
+    let io = Restore::<S>::io_err(db_path);
+    let db = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(db_path)
+        .map_err(&io)?;
+    if base.is_none() {
+        db.set_len(0).map_err(&io)?;
+    }
+    match futures::executor::block_on(restore.run(RestoreTarget::Latest, base, &db)) {
+        Ok(report) => {
+            if let Err(e) = std::fs::remove_file(marker) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(Restore::<S>::io_err(marker)(e));
+                }
+            }
+            sync_parent(marker)?;
+            Ok(Some(report))
+        }
+        Err(Error::NothingToRestore { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes a rename or removal in `path`'s directory durable (not every platform can open a
+/// directory; there it is skipped).
+fn sync_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        if let Ok(dir) = std::fs::File::open(parent) {
+            dir.sync_all().map_err(|source| Error::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// One restore in progress.
 struct Restore<'a, S: Storage> {
     storage: &'a S,
@@ -134,6 +215,8 @@ struct Restore<'a, S: Storage> {
     options: &'a RestoreOptions,
     /// The file being built.
     building: &'a Path,
+    /// Created before the first write when restoring in place (see `restore_in_place`).
+    marker: Option<&'a Path>,
 }
 
 impl<S: Storage> Restore<'_, S> {
@@ -159,13 +242,21 @@ impl<S: Storage> Restore<'_, S> {
         }
     }
 
-    async fn run(&self, target: RestoreTarget, dest: &Path) -> Result<RestoreReport> {
+    /// Writes the pages of the chain from `base` (or from scratch) to `target` into `db`, then
+    /// its footer, and syncs it.
+    async fn run(
+        &self,
+        target: RestoreTarget,
+        base: Option<Base>,
+        db: &std::fs::File,
+    ) -> Result<RestoreReport> {
         let keys = self
             .storage
             .list_segments(self.namespace, u64::MAX, self.config)
             .await
             .map_err(self.storage_err())?;
-        let chain = self.plan(&keys, target)?;
+        let after = base.map_or(0, |b| b.after_frame_no);
+        let chain = self.plan(&keys, target, after)?;
         let newest = *chain.last().ok_or_else(|| self.nothing(target))?;
         info!(
             end_frame_no = newest.end_frame_no,
@@ -184,15 +275,27 @@ impl<S: Storage> Restore<'_, S> {
             .try_collect()
             .await
             .map_err(self.storage_err())?;
-        let db = std::fs::File::create(self.building).map_err(Self::io_err(self.building))?;
+        if let Some(marker) = self.marker {
+            std::fs::File::create(marker)
+                .and_then(|m| m.sync_all())
+                .map_err(Self::io_err(marker))?;
+            sync_parent(marker)?;
+        }
         // The newest segment holds the newest version of every page it indexes, and its header
         // gives the database size: all its pages go in (those past the size are cut at the end).
         let last = chain.len() - 1;
         let newest_pages = indexes[last].entries();
         let newest_fetched = self
-            .fetch(&db, newest, &indexes[last], &newest_pages)
+            .fetch(db, newest, &indexes[last], &newest_pages)
             .await?;
         let header = newest_fetched.header;
+        if let Some(base) = base.filter(|b| b.log_id != header.log_id) {
+            return Err(Error::OtherLog {
+                namespace: self.namespace.clone(),
+                local: base.log_id,
+                stored: header.log_id,
+            });
+        }
         let db_pages = header.size_after;
         let mut bytes_downloaded = newest_fetched.bytes;
 
@@ -214,7 +317,7 @@ impl<S: Storage> Restore<'_, S> {
         let data_fetched = 1 + older.len();
         let mut downloads = stream::iter(older)
             .map(|i| {
-                let (db, key, index, owned) = (&db, chain[i], &indexes[i], &owned[i]);
+                let (key, index, owned) = (chain[i], &indexes[i], &owned[i]);
                 let log_id = header.log_id;
                 async move {
                     let fetched = self.fetch(db, key, index, owned).await?;
@@ -244,16 +347,8 @@ impl<S: Storage> Restore<'_, S> {
             log_id: header.log_id,
         };
         let io = Self::io_err(self.building);
-        write_after_pages(&db, db_pages, &footer).map_err(&io)?;
+        write_after_pages(db, db_pages, &footer).map_err(&io)?;
         db.sync_all().map_err(&io)?;
-        drop(db);
-        std::fs::rename(self.building, dest).map_err(Self::io_err(dest))?;
-        if let Some(parent) = dest.parent() {
-            // Makes the rename durable; not every platform can open a directory.
-            if let Ok(dir) = std::fs::File::open(parent) {
-                dir.sync_all().map_err(Self::io_err(parent))?;
-            }
-        }
         let report = RestoreReport {
             end_frame_no: header.end_frame_no,
             timestamp_ms: header.timestamp_ms,
@@ -282,7 +377,12 @@ impl<S: Storage> Restore<'_, S> {
     /// Chooses the end point and the chain to it. When frames before the end are gone because
     /// retention deleted them (a longer compacted segment still holds them), steps back to the
     /// newest end before them.
-    fn plan(&self, keys: &[SegmentKey], target: RestoreTarget) -> Result<Vec<SegmentKey>> {
+    fn plan(
+        &self,
+        keys: &[SegmentKey],
+        target: RestoreTarget,
+        after: u64,
+    ) -> Result<Vec<SegmentKey>> {
         let mut end = match target {
             RestoreTarget::Latest => keys.iter().map(|k| k.end_frame_no).max(),
             RestoreTarget::FrameNo(n) => keys
@@ -296,16 +396,17 @@ impl<S: Storage> Restore<'_, S> {
                 .map(|k| k.end_frame_no)
                 .max(),
         }
+        .filter(|&end| end > after)
         .ok_or_else(|| self.nothing(target))?;
         loop {
-            match plan_chain(keys, end) {
+            match plan_chain_after(keys, after, end) {
                 Ok(chain) => return Ok(chain),
                 Err(gap) if gap.covered_by.is_some() => {
                     warn!(%gap, "frames were removed by retention; restoring an earlier point");
                     end = keys
                         .iter()
                         .map(|k| k.end_frame_no)
-                        .filter(|&e| e < gap.first)
+                        .filter(|&e| e < gap.first && e > after)
                         .max()
                         .ok_or_else(|| self.nothing(target))?;
                 }

@@ -3,7 +3,9 @@
 //! It owns the current segment and the sealed segments not yet checkpointed, publishes each
 //! commit as an immutable `Snapshot` that read transactions pin, serialises writers through a
 //! FIFO queue, seals the current segment when the swap strategy says so (handing the sealed one
-//! to `Storage`), and checkpoints sealed segments into the database file.
+//! to `Storage`), and checkpoints sealed segments into the database file. When it opens with
+//! storage that keeps remote copies, a namespace with no local log takes its database from
+//! storage first, and a database file behind storage catches up (`catch_up_from_storage`).
 //!
 //! Invariants:
 //! - A snapshot never changes: readers keep exactly the view they began with, across seals and
@@ -27,6 +29,7 @@ use uuid::Uuid;
 use crate::checkpointer::{CheckpointJob, Checkpointer};
 use crate::error::{Error, Result};
 use crate::footer::{write_after_pages, Footer, FOOTER_SIZE};
+use crate::restore::{restore_in_place, Base};
 
 /// When to seal the current segment. Any threshold reached seals it, after a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +183,6 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         };
         let dir = segment_dir(db_path);
         io.create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let footer = read_footer(&*io, db_path)?;
         let mut starts: Vec<u64> = std::fs::read_dir(&dir)
             .map_err(|e| io_err(&dir, e))?
             .filter_map(|entry| entry.ok())
@@ -190,6 +192,12 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             })
             .collect();
         starts.sort_unstable();
+        if storage.keeps_remote_copies()
+            && catch_up_from_storage(&*io, &*storage, &namespace, db_path, &dir, &starts)?
+        {
+            starts.clear();
+        }
+        let footer = read_footer(&*io, db_path)?;
         let mut sealed = Vec::new();
         let mut current = None;
         let checkpointed = footer.map_or(0, |f| f.replication_index);
@@ -698,6 +706,108 @@ pub(crate) fn segment_dir(db_path: &Path) -> PathBuf {
     let mut name = db_path.as_os_str().to_os_string();
     name.push("-segments");
     PathBuf::from(name)
+}
+
+/// Name of the file, in the segment directory, that marks a database file being restored in
+/// place: while it exists the file's content is not to be trusted.
+const RESTORE_MARKER: &str = "restoring";
+
+/// Runs before a namespace's log opens, with storage that keeps remote copies. A namespace with
+/// no local log and an empty database file takes its database from storage (a new machine
+/// taking over a tenant); a database file with no local log that storage is ahead of catches up
+/// by applying only the newer segments; a restore cut short is started over from scratch.
+/// A namespace with a local log (a segment holding a committed frame) is left to it: its frames
+/// are newer than or the same as what storage holds, and go to storage again if they are not
+/// durable yet.
+///
+/// Returns true if it wrote the database file; the segment files of `starts` (which held no
+/// frame) are then removed, and the log starts after the restored point.
+fn catch_up_from_storage<I: Io, S: Storage>(
+    io: &I,
+    storage: &S,
+    namespace: &NamespaceName,
+    db_path: &Path,
+    dir: &Path,
+    starts: &[u64],
+) -> Result<bool> {
+    let seg_err = |source| Error::Segment {
+        namespace: namespace.clone(),
+        source,
+    };
+    let mut has_local_log = false;
+    for &start in starts {
+        has_local_log |= match libsql_wal_segment::open_segment(io, &segment_path(dir, start))
+            .map_err(seg_err)?
+        {
+            libsql_wal_segment::OpenedSegment::Sealed(_) => true,
+            libsql_wal_segment::OpenedSegment::Current(segment, _) => {
+                segment.committed_frame_count() > 0
+            }
+        };
+    }
+    let marker = dir.join(RESTORE_MARKER);
+    let base = if marker.exists() {
+        warn!(%namespace, "a restore of this database was cut short; restoring it from scratch");
+        None
+    } else if has_local_log {
+        return Ok(false);
+    } else if let Some(footer) = read_footer(io, db_path)? {
+        let durable = futures::executor::block_on(storage.durable_frame_no(namespace, None))
+            .map_err(|source| Error::Storage {
+                namespace: namespace.clone(),
+                source,
+            })?;
+        if durable <= footer.replication_index {
+            return Ok(false);
+        }
+        info!(%namespace, local = footer.replication_index, durable, "catching up from storage");
+        Some(Base {
+            after_frame_no: footer.replication_index,
+            log_id: footer.log_id,
+        })
+    } else {
+        if !holds_no_schema(db_path)? {
+            // A database this log never checkpointed (no footer): it starts a new log.
+            return Ok(false);
+        }
+        None
+    };
+    let Some(report) = restore_in_place(storage, namespace, db_path, base, &marker)? else {
+        return Ok(false);
+    };
+    info!(
+        %namespace,
+        end_frame_no = report.end_frame_no,
+        pages = report.db_pages,
+        objects = report.objects_fetched,
+        "database restored from storage"
+    );
+    for &start in starts {
+        let path = segment_path(dir, start);
+        io.remove_file(&path)
+            .map_err(|source| Error::Io { path, source })?;
+    }
+    Ok(true)
+}
+
+/// Returns true if the database file at `db_path` is missing, empty, or the single page SQLite
+/// writes when it creates a database (switching it to WAL mode): page 1 with an empty schema
+/// table. Such a file holds nothing a restore could lose.
+fn holds_no_schema(db_path: &Path) -> Result<bool> {
+    let io_err = |source| Error::Io {
+        path: db_path.to_path_buf(),
+        source,
+    };
+    let bytes = match std::fs::read(db_path) {
+        Ok(bytes) if bytes.len() <= PAGE_SIZE => bytes,
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(io_err(e)),
+    };
+    // Page 1: the 100-byte file header, then the schema table's b-tree page header: type 13 (a
+    // table leaf) and its cell count (bytes 3..5 of that header).
+    Ok(bytes.is_empty()
+        || (bytes.len() == PAGE_SIZE && bytes[100] == 13 && bytes[103] == 0 && bytes[104] == 0))
 }
 
 /// What `read_footer` found at the end of a checkpointed database file.

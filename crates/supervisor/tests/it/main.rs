@@ -6,5 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod faulty;
+mod maintenance;
 mod pipeline;
 mod support;

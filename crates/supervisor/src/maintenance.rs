@@ -1,0 +1,218 @@
+//! Remote maintenance: compaction and retention of every namespace in the backend, as one pass
+//! (`maintenance_pass`, run on demand by `ActorStorage::run_maintenance`) and as the optional
+//! `Maintenance` actor the supervisor starts when `StorageConfig::maintenance` is set, which
+//! runs a pass, waits `interval`, and runs the next.
+//!
+//! A pass compacts each namespace with the configured strategy, then (with a retention window)
+//! deletes what retention allows. Both are safe to cut short at any point and to run beside
+//! uploads and beside another machine's pass: compaction stores new segments and deletes
+//! nothing; retention deletes only segments a verified compacted segment covers. One namespace
+//! failing is logged and counted, and the pass goes on with the next.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use futures::FutureExt;
+use libsql_wal_backend::{
+    apply_retention, compact, Backend, BackendExt, CompactionStrategy, NamespaceName,
+};
+use tracing::{info, warn};
+
+/// What a maintenance pass does, and how often the `Maintenance` actor runs one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceConfig {
+    /// Time from the end of one periodic pass to the start of the next.
+    pub interval: Duration,
+    /// How segments are grouped for compaction.
+    pub strategy: CompactionStrategy,
+    /// Segments sealed longer ago than this may be deleted once a verified compacted segment
+    /// covers them; `None` keeps every segment.
+    pub retention: Option<Duration>,
+}
+
+impl Default for MaintenanceConfig {
+    /// A pass every hour, the default compaction strategy, no retention.
+    fn default() -> Self {
+        MaintenanceConfig {
+            interval: Duration::from_secs(3600),
+            strategy: CompactionStrategy::default(),
+            retention: None,
+        }
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Namespaces visited.
+    pub namespaces: usize,
+    /// Compacted segments stored.
+    pub compacted_segments: usize,
+    /// Segments deleted by retention.
+    pub deleted_segments: usize,
+    /// Namespaces whose compaction or retention failed, with the error.
+    pub failures: Vec<(NamespaceName, String)>,
+}
+
+/// The periodic actor's counters, shared with the supervisor's `Metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceMetrics {
+    /// True while the periodic actor runs.
+    pub running: bool,
+    /// Periodic passes finished.
+    pub passes: u64,
+    /// Namespace failures over all passes (a panic counts as one).
+    pub failures: u64,
+    /// The last pass.
+    pub last: Option<MaintenanceReport>,
+}
+
+/// Runs one maintenance pass over every namespace of `backend`, with scratch files under
+/// `scratch_dir`.
+#[tracing::instrument(skip_all, fields(strategy = ?config.strategy, retention = ?config.retention))]
+pub async fn maintenance_pass<B: Backend>(
+    backend: &B,
+    config: &MaintenanceConfig,
+    scratch_dir: &std::path::Path,
+) -> libsql_wal_backend::Result<MaintenanceReport> {
+    let backend_config = backend.default_config();
+    let namespaces = backend.list_namespaces(backend_config).await?;
+    let mut report = MaintenanceReport {
+        namespaces: namespaces.len(),
+        ..MaintenanceReport::default()
+    };
+    for (done, namespace) in namespaces.into_iter().enumerate() {
+        let result = async {
+            let compaction = compact(
+                backend,
+                backend_config,
+                &namespace,
+                config.strategy,
+                scratch_dir,
+                |_, _| {},
+            )
+            .await?;
+            let deleted = match config.retention {
+                Some(window) => {
+                    apply_retention(backend, backend_config, &namespace, window, now_ms())
+                        .await?
+                        .deleted
+                        .len()
+                }
+                None => 0,
+            };
+            Ok::<_, libsql_wal_backend::Error>((compaction.groups.len(), deleted))
+        }
+        .await;
+        match result {
+            Ok((compacted, deleted)) => {
+                report.compacted_segments += compacted;
+                report.deleted_segments += deleted;
+            }
+            Err(e) => {
+                warn!(%namespace, error = %e, "maintenance of a namespace failed");
+                report.failures.push((namespace, e.to_string()));
+            }
+        }
+        info!(
+            done = done + 1,
+            total = report.namespaces,
+            "maintenance progress"
+        );
+    }
+    Ok(report)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The periodic maintenance actor. Passes never overlap: the next is scheduled when one ends.
+pub struct Maintenance<B: Backend> {
+    backend: Arc<B>,
+    config: MaintenanceConfig,
+    scratch_dir: PathBuf,
+    metrics: Arc<Mutex<MaintenanceMetrics>>,
+}
+
+impl<B: Backend> Maintenance<B> {
+    /// Returns the actor; `metrics` is where it records its passes.
+    pub(crate) fn new(
+        backend: Arc<B>,
+        config: MaintenanceConfig,
+        scratch_dir: PathBuf,
+        metrics: Arc<Mutex<MaintenanceMetrics>>,
+    ) -> Self {
+        Maintenance {
+            backend,
+            config,
+            scratch_dir,
+            metrics,
+        }
+    }
+}
+
+/// Runs the next periodic pass.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Pass;
+
+impl<B: Backend> Actor for Maintenance<B> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.notify_later(Pass, self.config.interval);
+    }
+}
+
+impl<B: Backend> Handler<Pass> for Maintenance<B> {
+    type Result = ();
+
+    #[tracing::instrument(skip_all)]
+    fn handle(&mut self, _: Pass, ctx: &mut Context<Self>) {
+        let (backend, config, scratch) = (
+            self.backend.clone(),
+            self.config.clone(),
+            self.scratch_dir.clone(),
+        );
+        // A panic in a pass (a backend bug) is caught and counted: it must not take down the
+        // storage thread the uploads run on.
+        let pass =
+            AssertUnwindSafe(async move { maintenance_pass(&*backend, &config, &scratch).await })
+                .catch_unwind();
+        let metrics = self.metrics.clone();
+        let interval = self.config.interval;
+        // `wait`: no other message is handled until the pass ends, so passes never overlap.
+        ctx.wait(pass.into_actor(self).map(move |outcome, _, ctx| {
+            let mut metrics = metrics.lock().unwrap_or_else(PoisonError::into_inner);
+            metrics.passes += 1;
+            match outcome {
+                Ok(Ok(report)) => {
+                    info!(
+                        namespaces = report.namespaces,
+                        compacted = report.compacted_segments,
+                        deleted = report.deleted_segments,
+                        failures = report.failures.len(),
+                        "maintenance pass done"
+                    );
+                    metrics.failures += report.failures.len() as u64;
+                    metrics.last = Some(report);
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "maintenance pass failed");
+                    metrics.failures += 1;
+                }
+                Err(_) => {
+                    warn!("maintenance pass panicked");
+                    metrics.failures += 1;
+                }
+            }
+            ctx.notify_later(Pass, interval);
+        }));
+    }
+}
