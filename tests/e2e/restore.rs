@@ -20,12 +20,14 @@ use libsql_wal::{
 };
 use libsql_wal_backend::{
     apply_retention, compact, Backend, CompactionReport, CompactionStrategy, FsBackend,
-    NamespaceName, ObjectReader, RetentionReport, S3TestServer,
+    NamespaceName, RetentionReport, S3TestServer,
 };
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
 use libsql_wal_tests::oracle::{compare_pages, run_statement};
 use libsql_wal_tests::{connect_native, Rng};
+
+use crate::hooked::{Call, HookedBackend};
 
 type File = std::fs::File;
 
@@ -453,80 +455,26 @@ fn a_bad_or_missing_object_fails_the_restore_naming_it_and_leaves_nothing() {
     compare_pages(&dest, &points[points.len() - 1].copy).unwrap();
 }
 
-/// Fails every `put_*` and `delete` from the `fail_at`th on (counting from 1): a fault injected
-/// into a real backend, standing for a process killed part way.
-#[derive(Debug)]
-struct FailingFrom<B> {
-    inner: B,
-    calls: AtomicUsize,
-    fail_at: usize,
-}
-
-impl<B: Backend> FailingFrom<B> {
-    fn check(&self) -> libsql_wal_backend::Result<()> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {
-            return Err(libsql_wal_backend::Error::transient(
-                "an injected failure",
-                "killed",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl<B: Backend> Backend for FailingFrom<B> {
-    type Config = B::Config;
-
-    fn default_config(&self) -> &B::Config {
-        self.inner.default_config()
-    }
-
-    async fn put_file(
-        &self,
-        config: &B::Config,
-        key: &str,
-        source: &Path,
-    ) -> libsql_wal_backend::Result<()> {
-        self.check()?;
-        self.inner.put_file(config, key, source).await
-    }
-
-    async fn put_bytes(
-        &self,
-        config: &B::Config,
-        key: &str,
-        bytes: Vec<u8>,
-    ) -> libsql_wal_backend::Result<()> {
-        self.check()?;
-        self.inner.put_bytes(config, key, bytes).await
-    }
-
-    async fn get(&self, config: &B::Config, key: &str) -> libsql_wal_backend::Result<ObjectReader> {
-        self.inner.get(config, key).await
-    }
-
-    async fn list(
-        &self,
-        config: &B::Config,
-        prefix: &str,
-        start_after: Option<&str>,
-        max_keys: usize,
-    ) -> libsql_wal_backend::Result<Vec<String>> {
-        self.inner.list(config, prefix, start_after, max_keys).await
-    }
-
-    async fn list_children(
-        &self,
-        config: &B::Config,
-        prefix: &str,
-    ) -> libsql_wal_backend::Result<Vec<String>> {
-        self.inner.list_children(config, prefix).await
-    }
-
-    async fn delete(&self, config: &B::Config, key: &str) -> libsql_wal_backend::Result<()> {
-        self.check()?;
-        self.inner.delete(config, key).await
-    }
+/// `inner`, with every `put_*` and `delete` from the `fail_at`th on (counting from 1) failing:
+/// a process killed part way.
+fn failing_from<B: Backend>(inner: B, fail_at: usize) -> HookedBackend<B> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    HookedBackend::new(
+        inner,
+        Arc::new(move |call, _| {
+            let counted = matches!(call, Call::Put | Call::Delete);
+            let fail = counted && calls.fetch_add(1, Ordering::SeqCst) + 1 >= fail_at;
+            Box::pin(async move {
+                if fail {
+                    return Err(libsql_wal_backend::Error::transient(
+                        "an injected failure",
+                        "killed",
+                    ));
+                }
+                Ok(())
+            })
+        }),
+    )
 }
 
 #[test]
@@ -536,11 +484,7 @@ fn compaction_or_retention_cut_short_leaves_the_bucket_restorable() {
     let make = || runtime.block_on(FsBackend::new(bucket.path())).unwrap();
     let work = tempfile::tempdir().unwrap();
     let points = record_history(make(), work.path(), 5, 12);
-    let failing = |fail_at| FailingFrom {
-        inner: make(),
-        calls: AtomicUsize::new(0),
-        fail_at,
-    };
+    let failing = |fail_at| failing_from(make(), fail_at);
     // Killed after the first merged index went up, before its data: an orphan index.
     let backend = failing(2);
     let err = compact_on(

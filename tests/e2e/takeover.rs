@@ -1,10 +1,12 @@
 //! A tenant moving between machines through storage alone (the fs backend): a namespace opened
 //! with no local files restores itself from storage before SQLite sees it; a machine whose
 //! database file is behind storage catches up from the newer segments only; a restore cut short
-//! is started over on the next open. Each machine is its own directory, `ActorStorage` and
+//! is started over on the next open; a slow restore holds up no other namespace's open. Each
+//! machine is its own directory, `ActorStorage` and
 //! registry over one shared bucket.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,8 @@ use libsql_wal_backend::{Backend, BackendExt, FsBackend, NamespaceName};
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
 use libsql_wal_tests::integrity_check;
+
+use crate::hooked::{Call, Hook, HookedBackend};
 
 type File = std::fs::File;
 type Storage = ActorStorage<FsBackend, File>;
@@ -186,4 +190,79 @@ fn a_new_namespace_with_nothing_stored_opens_empty() {
     assert_eq!(rows(&conn).len(), 5);
     drop(conn);
     machine.stop();
+}
+
+#[test]
+fn a_slow_restore_does_not_hold_up_opening_other_namespaces() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let fs = runtime
+        .block_on(FsBackend::new(&work.path().join("bucket")))
+        .unwrap();
+    // Listing the namespace `slow` (its restore on open) waits until released.
+    let release = Arc::new(AtomicBool::new(false));
+    let slow_listing = Arc::new(AtomicBool::new(false));
+    let hook: Hook = {
+        let (release, slow_listing) = (release.clone(), slow_listing.clone());
+        Arc::new(move |call, key| {
+            let slow = call == Call::List && key.starts_with("slow/");
+            let (release, slow_listing) = (release.clone(), slow_listing.clone());
+            Box::pin(async move {
+                if slow {
+                    slow_listing.store(true, Ordering::SeqCst);
+                    while !release.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                Ok(())
+            })
+        })
+    };
+    let storage = ActorStorage::<_, File>::start(
+        HookedBackend::new(fs, hook),
+        StorageConfig {
+            scratch_dir: work.path().join("scratch"),
+            ..StorageConfig::default()
+        },
+    )
+    .unwrap();
+    let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
+    let connect = |name: &str| {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn = Connection::open(
+            dir.join("data"),
+            libsql_sys::rusqlite::OpenFlags::default(),
+            LibsqlWalManager::new(registry.clone()),
+            0,
+            None,
+        )
+        .unwrap();
+        insert(&conn, 0, 2);
+        rows(&conn).len()
+    };
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| connect("slow"));
+        let started = Instant::now();
+        while !slow_listing.load(Ordering::SeqCst) {
+            assert!(started.elapsed() < Duration::from_secs(30), "slow open");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Enough namespaces that some share a map shard with `slow`.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let connect = &connect;
+        s.spawn(move || {
+            for i in 0..64 {
+                assert_eq!(connect(&format!("fast-{i:02}")), 2);
+            }
+            done_tx.send(()).unwrap();
+        });
+        let opened = done_rx.recv_timeout(Duration::from_secs(60));
+        let slow_still_open = !slow.is_finished();
+        release.store(true, Ordering::SeqCst);
+        assert!(opened.is_ok(), "other namespaces waited for the slow one");
+        assert!(slow_still_open, "the slow open was still restoring");
+        assert_eq!(slow.join().unwrap(), 2);
+    });
+    registry.shutdown().unwrap();
 }

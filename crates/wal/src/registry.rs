@@ -4,7 +4,7 @@
 //! holding the database file (`{root}/{namespace}/{file}`).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -94,6 +94,8 @@ pub struct WalRegistry<I: Io, S: Storage<File = I::File>> {
     config: RegistryConfig,
     /// Open logs (shared with the age-check thread).
     wals: Arc<DashMap<NamespaceName, Arc<SharedWal<I, S>>>>,
+    /// Namespaces being opened: whoever holds the lock opens, the others wait for it.
+    opening: DashMap<NamespaceName, Arc<Mutex<()>>>,
     /// Stops the age-check thread when dropped (it sees the channel close).
     _age_check: std::sync::mpsc::Sender<()>,
     /// Background checkpoints for every namespace.
@@ -119,6 +121,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             checkpointer: Arc::new(Checkpointer::start(config.checkpoint_threads)),
             config,
             wals,
+            opening: DashMap::new(),
             _age_check: stop,
         }
     }
@@ -140,18 +143,38 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             .iter()
             .find(|(ns, _)| *ns == namespace)
             .map_or(self.config.swap, |(_, swap)| *swap);
-        let entry = self.wals.entry(namespace.clone()).or_try_insert_with(|| {
-            SharedWal::open(
-                namespace,
+        // One opener per namespace, holding only that namespace's lock: opening may recover
+        // segments or restore from storage, and must not hold up other namespaces (a map
+        // shard's lock would).
+        loop {
+            let opening = self.opening.entry(namespace.clone()).or_default().clone();
+            let _opener = opening.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(shared) = self.wals.get(&namespace) {
+                return Ok(shared.clone());
+            }
+            let current = self
+                .opening
+                .get(&namespace)
+                .is_some_and(|lock| Arc::ptr_eq(&lock, &opening));
+            if !current {
+                // The opener before us failed and dropped this lock: queue on the new one.
+                continue;
+            }
+            let opened = SharedWal::open(
+                namespace.clone(),
                 self.io.clone(),
                 self.storage.clone(),
                 db_path,
                 swap,
                 self.config.writer_timeout,
                 self.checkpointer.clone(),
-            )
-        })?;
-        Ok(entry.clone())
+            );
+            if let Ok(shared) = &opened {
+                self.wals.insert(namespace.clone(), shared.clone());
+            }
+            self.opening.remove(&namespace);
+            return opened;
+        }
     }
 
     /// Returns the log of `namespace` if it is open.
