@@ -204,6 +204,10 @@ fn index_mismatch(namespace: &NamespaceName, key: &SegmentKey) -> Error {
 
 /// Largest run of consecutive pages `fetch_pages_into` writes with one call.
 const PAGE_RUN_BYTES: usize = 4 << 20;
+/// `fetch_pages_into` syncs the file after each this many bytes it wrote, so a large restore
+/// keeps a bounded amount of dirty page cache (other tenants share that memory) and the
+/// caller's final sync has little left to do.
+const SYNC_EVERY_BYTES: usize = 32 << 20;
 
 /// Consecutive pages waiting to be written into a database file. A full run is written on
 /// tokio's blocking pool while the next one fills, so reading and verifying frames overlaps the
@@ -217,6 +221,8 @@ struct PageRun {
     pages: Vec<u8>,
     /// The write in flight; gives its buffer back.
     writing: Option<tokio::task::JoinHandle<(Vec<u8>, Result<()>)>>,
+    /// Bytes written since the last sync.
+    unsynced: usize,
 }
 
 impl PageRun {
@@ -227,6 +233,7 @@ impl PageRun {
             first: 0,
             pages: Vec::with_capacity(PAGE_RUN_BYTES),
             writing: None,
+            unsynced: 0,
         }
     }
 
@@ -269,15 +276,23 @@ impl PageRun {
         }
         let next_buffer = self.written().await?;
         let pages = std::mem::replace(&mut self.pages, next_buffer);
+        self.unsynced += pages.len();
+        let sync = self.unsynced >= SYNC_EVERY_BYTES;
+        if sync {
+            self.unsynced = 0;
+        }
         let (db, object, first) = (self.db.clone(), self.object.clone(), self.first);
         self.writing = Some(tokio::task::spawn_blocking(move || {
             let at = u64::from(first.saturating_sub(1)) * PAGE_SIZE as u64;
-            let result = db.write_all_at(&pages, at).map_err(|e| {
-                Error::transient(
-                    format!("writing pages {first}.. of {object} into the database"),
-                    e,
-                )
-            });
+            let result = db
+                .write_all_at(&pages, at)
+                .and_then(|()| if sync { db.sync_data() } else { Ok(()) })
+                .map_err(|e| {
+                    Error::transient(
+                        format!("writing pages {first}.. of {object} into the database"),
+                        e,
+                    )
+                });
             (pages, result)
         }));
         Ok(())
