@@ -266,3 +266,50 @@ fn a_slow_restore_does_not_hold_up_opening_other_namespaces() {
     });
     registry.shutdown().unwrap();
 }
+
+#[test]
+fn a_machine_whose_local_log_storage_has_moved_past_refuses_to_open() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let bucket = work.path().join("bucket");
+    let (root_a, root_b) = (work.path().join("a"), work.path().join("b"));
+
+    // A makes part of its writes durable, then stops without a shutdown: a committed tail
+    // stays in its local log only.
+    let a = Machine::start(&runtime, &bucket, &root_a);
+    let conn = a.connect();
+    insert(&conn, 0, 50);
+    a.make_durable();
+    insert(&conn, 50, 5);
+    let local_end = a
+        .registry
+        .get(&namespace())
+        .unwrap()
+        .last_committed_frame_no();
+    let db_path = a.db_path.clone();
+    drop(conn);
+    drop(a);
+
+    // B takes over from storage and writes past A's tail.
+    let b = Machine::start(&runtime, &bucket, &root_b);
+    let conn = b.connect();
+    insert(&conn, 1000, 100);
+    b.make_durable();
+    let durable = b.registry.get(&namespace()).unwrap().durable_frame_no();
+    assert!(durable > local_end);
+    drop(conn);
+    b.stop();
+
+    // A comes back: its log and storage's history may differ, so it refuses, naming both.
+    let a = Machine::start(&runtime, &bucket, &root_a);
+    let err = a.registry.open(&db_path).err().expect("A must not open");
+    match &err {
+        libsql_wal::Error::BehindStorage {
+            local_frame_no,
+            durable_frame_no,
+            ..
+        } => assert_eq!((*local_frame_no, *durable_frame_no), (local_end, durable)),
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(err.to_string().contains("remove the local files"), "{err}");
+}

@@ -90,6 +90,20 @@ pub enum Error {
         /// The target asked for.
         target: String,
     },
+    /// The namespace's local log ends before what storage holds: another machine wrote it
+    /// since. Remove the local files to take storage's state (it is restored on open), or
+    /// restore elsewhere and reconcile.
+    #[error(
+        "namespace {namespace}: the local log ends at frame {local_frame_no} but storage holds frames up to {durable_frame_no}, written elsewhere since; remove the local files to take storage's state"
+    )]
+    BehindStorage {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The last committed frame of the local log.
+        local_frame_no: u64,
+        /// The last frame in storage.
+        durable_frame_no: u64,
+    },
     /// The local database and storage hold different logs of one namespace, so the local one
     /// cannot catch up from storage.
     #[error(
@@ -128,9 +142,8 @@ impl Error {
             Error::Unsupported { .. } => ffi::SQLITE_MISUSE,
             Error::DurableTimeout { .. } => ffi::SQLITE_IOERR,
             Error::DestinationExists { .. } => ffi::SQLITE_CANTOPEN,
-            Error::NothingToRestore { .. }
-            | Error::MissingFrames { .. }
-            | Error::OtherLog { .. } => ffi::SQLITE_IOERR,
+            Error::NothingToRestore { .. } | Error::MissingFrames { .. } => ffi::SQLITE_IOERR,
+            Error::OtherLog { .. } | Error::BehindStorage { .. } => ffi::SQLITE_CANTOPEN,
         }
     }
 

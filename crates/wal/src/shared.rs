@@ -718,7 +718,9 @@ const RESTORE_MARKER: &str = "restoring";
 /// by applying only the newer segments; a restore cut short is started over from scratch.
 /// A namespace with a local log (a segment holding a committed frame) is left to it: its frames
 /// are newer than or the same as what storage holds, and go to storage again if they are not
-/// durable yet.
+/// durable yet. If storage is ahead of that log, another machine wrote the namespace after this
+/// one last did, and the two histories may differ: the open fails with `BehindStorage` rather
+/// than guess which to keep.
 ///
 /// Returns true if it wrote the database file; the segment files of `starts` (which held no
 /// frame) are then removed, and the log starts after the restored point.
@@ -734,29 +736,45 @@ fn catch_up_from_storage<I: Io, S: Storage>(
         namespace: namespace.clone(),
         source,
     };
-    let mut has_local_log = false;
+    // The last committed frame of the local log, if it holds any.
+    let mut local_log_end = None;
     for &start in starts {
-        has_local_log |= match libsql_wal_segment::open_segment(io, &segment_path(dir, start))
+        let end = match libsql_wal_segment::open_segment(io, &segment_path(dir, start))
             .map_err(seg_err)?
         {
-            libsql_wal_segment::OpenedSegment::Sealed(_) => true,
+            libsql_wal_segment::OpenedSegment::Sealed(segment) => {
+                Some(segment.last_committed_frame_no())
+            }
             libsql_wal_segment::OpenedSegment::Current(segment, _) => {
-                segment.committed_frame_count() > 0
+                (segment.committed_frame_count() > 0).then(|| segment.last_committed_frame_no())
             }
         };
+        local_log_end = local_log_end.max(end);
     }
+    let durable = || {
+        futures::executor::block_on(storage.durable_frame_no(namespace, None)).map_err(|source| {
+            Error::Storage {
+                namespace: namespace.clone(),
+                source,
+            }
+        })
+    };
     let marker = dir.join(RESTORE_MARKER);
     let base = if marker.exists() {
         warn!(%namespace, "a restore of this database was cut short; restoring it from scratch");
         None
-    } else if has_local_log {
+    } else if let Some(local_frame_no) = local_log_end {
+        let durable_frame_no = durable()?;
+        if durable_frame_no > local_frame_no {
+            return Err(Error::BehindStorage {
+                namespace: namespace.clone(),
+                local_frame_no,
+                durable_frame_no,
+            });
+        }
         return Ok(false);
     } else if let Some(footer) = read_footer(io, db_path)? {
-        let durable = futures::executor::block_on(storage.durable_frame_no(namespace, None))
-            .map_err(|source| Error::Storage {
-                namespace: namespace.clone(),
-                source,
-            })?;
+        let durable = durable()?;
         if durable <= footer.replication_index {
             return Ok(false);
         }
