@@ -27,6 +27,30 @@ fn namespace() -> NamespaceName {
     "tenant".parse().unwrap()
 }
 
+/// A shared bucket and a runtime for test-side backend calls; machines live in subdirectories.
+struct World {
+    runtime: tokio::runtime::Runtime,
+    work: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            runtime: tokio::runtime::Runtime::new().unwrap(),
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn bucket(&self) -> PathBuf {
+        self.work.path().join("bucket")
+    }
+
+    /// Starts machine `name` (its files under `{work}/{name}`).
+    fn machine(&self, name: &str) -> Machine {
+        Machine::start(&self.runtime, &self.bucket(), &self.work.path().join(name))
+    }
+}
+
 /// One machine: its own files, storage pipeline and registry over the shared bucket.
 struct Machine {
     registry: Arc<Registry>,
@@ -107,13 +131,10 @@ fn rows<W: libsql_sys::wal::Wal>(conn: &Connection<W>) -> Vec<(i64, Vec<u8>)> {
 
 #[test]
 fn a_tenant_moves_between_machines_through_storage_and_catches_up() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let bucket = work.path().join("bucket");
-    let (root_a, root_b) = (work.path().join("a"), work.path().join("b"));
+    let world = World::new();
 
     // Machine A writes, some of it durable before shutdown, the rest made durable by it.
-    let a = Machine::start(&runtime, &bucket, &root_a);
+    let a = world.machine("a");
     let conn = a.connect();
     insert(&conn, 0, 300);
     a.make_durable();
@@ -124,7 +145,7 @@ fn a_tenant_moves_between_machines_through_storage_and_catches_up() {
     a.stop();
 
     // Machine B has no local files: opening the namespace restores it first.
-    let b = Machine::start(&runtime, &bucket, &root_b);
+    let b = world.machine("b");
     let conn = b.connect();
     assert_eq!(rows(&conn), on_a, "B sees what A committed");
     assert_eq!(integrity_check(&conn), "ok");
@@ -138,8 +159,8 @@ fn a_tenant_moves_between_machines_through_storage_and_catches_up() {
     b.stop();
 
     // A's database file is behind storage: reopening catches up from B's segments only.
-    let stored_before = objects_listed(&runtime, &bucket);
-    let a = Machine::start(&runtime, &bucket, &root_a);
+    let stored_before = objects_listed(&world.runtime, &world.bucket());
+    let a = world.machine("a");
     let conn = a.connect();
     assert_eq!(rows(&conn), on_b, "A caught up with what B committed");
     assert_eq!(integrity_check(&conn), "ok");
@@ -148,11 +169,10 @@ fn a_tenant_moves_between_machines_through_storage_and_catches_up() {
     a.make_durable();
     drop(conn);
     a.stop();
-    assert!(objects_listed(&runtime, &bucket) > stored_before);
+    assert!(objects_listed(&world.runtime, &world.bucket()) > stored_before);
 
     // A restore cut short (its marker left behind, the file half written) starts over.
-    let root_c = work.path().join("c");
-    let c = Machine::start(&runtime, &bucket, &root_c);
+    let c = world.machine("c");
     std::fs::write(&c.db_path, vec![0xAB; 4096 * 3]).unwrap();
     let segments = PathBuf::from(format!("{}-segments", c.db_path.display()));
     std::fs::create_dir_all(&segments).unwrap();
@@ -182,9 +202,8 @@ fn objects_listed(runtime: &tokio::runtime::Runtime, bucket: &Path) -> usize {
 
 #[test]
 fn a_new_namespace_with_nothing_stored_opens_empty() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let machine = Machine::start(&runtime, &work.path().join("bucket"), work.path());
+    let world = World::new();
+    let machine = world.machine("a");
     let conn = machine.connect();
     insert(&conn, 0, 5);
     assert_eq!(rows(&conn).len(), 5);
@@ -269,14 +288,11 @@ fn a_slow_restore_does_not_hold_up_opening_other_namespaces() {
 
 #[test]
 fn a_machine_whose_local_log_storage_has_moved_past_refuses_to_open() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let bucket = work.path().join("bucket");
-    let (root_a, root_b) = (work.path().join("a"), work.path().join("b"));
+    let world = World::new();
 
     // A makes part of its writes durable, then stops without a shutdown: a committed tail
     // stays in its local log only.
-    let a = Machine::start(&runtime, &bucket, &root_a);
+    let a = world.machine("a");
     let conn = a.connect();
     insert(&conn, 0, 50);
     a.make_durable();
@@ -291,7 +307,7 @@ fn a_machine_whose_local_log_storage_has_moved_past_refuses_to_open() {
     drop(a);
 
     // B takes over from storage and writes past A's tail.
-    let b = Machine::start(&runtime, &bucket, &root_b);
+    let b = world.machine("b");
     let conn = b.connect();
     insert(&conn, 1000, 100);
     b.make_durable();
@@ -301,7 +317,7 @@ fn a_machine_whose_local_log_storage_has_moved_past_refuses_to_open() {
     b.stop();
 
     // A comes back: its log and storage's history may differ, so it refuses, naming both.
-    let a = Machine::start(&runtime, &bucket, &root_a);
+    let a = world.machine("a");
     let err = a.registry.open(&db_path).err().expect("A must not open");
     match &err {
         libsql_wal::Error::BehindStorage {
