@@ -1,8 +1,12 @@
 //! The fs backend, the embedded default: objects are files under a root directory, with the same
 //! layout as in a bucket. Writes are atomic: the bytes go to a temporary file under
 //! `{root}/.tmp`, are fsynced, renamed into place, and the directory is fsynced, so a crash
-//! leaves either the whole object or none (and at most a stray temporary file, removed at the
-//! next start).
+//! leaves either the whole object or none (and at most a stray temporary file, removed by the
+//! next backend started on the root once it is `STALE_TMP_AGE` old).
+//!
+//! Several backends may share a root at once (a server and a maintenance command, or several
+//! storages in one process): each names its temporary files after its own random id, and a
+//! starting backend removes only temporary files nobody wrote to for `STALE_TMP_AGE`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +19,10 @@ use crate::error::{Error, Result};
 
 /// Directory under the root that holds files being written.
 const TMP_DIR: &str = ".tmp";
+
+/// A temporary file nobody wrote to for this long was left by a crash (a live writer's file
+/// changes as it writes, and a write takes far less).
+const STALE_TMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What an object is written from.
 enum Content<'a> {
@@ -36,8 +44,39 @@ pub struct FsConfig {
 pub struct FsBackend {
     /// The default root.
     config: FsConfig,
-    /// Makes temporary file names unique within this process.
+    /// This backend's id: its temporary files are `{id}-{n}`, unique among every backend
+    /// sharing the root.
+    id: uuid::Uuid,
+    /// Makes temporary file names unique within this backend.
     next_tmp: AtomicU64,
+}
+
+/// Removes the files of `dir` nobody modified for `STALE_TMP_AGE`.
+async fn remove_stale_files(dir: &Path) -> Result<()> {
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|e| local("cleaning", dir, e))?;
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|e| local("cleaning", dir, e))?
+    {
+        let path = entry.path();
+        let modified = match entry.metadata().await.and_then(|m| m.modified()) {
+            Ok(modified) => modified,
+            // Published or removed by its writer meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(local("cleaning", &path, e)),
+        };
+        if modified.elapsed().is_ok_and(|age| age >= STALE_TMP_AGE) {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => debug!(path = %path.display(), "removed a stale temporary file"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(local("cleaning", &path, e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn local(context: impl std::fmt::Display, path: &Path, e: std::io::Error) -> Error {
@@ -81,20 +120,17 @@ async fn dir_entries(dir: &Path) -> Result<Vec<(String, std::fs::FileType)>> {
 
 impl FsBackend {
     /// Returns a backend rooted at `root`, creating it if needed and removing temporary files
-    /// that a crash left behind.
+    /// that a crash left behind (those untouched for `STALE_TMP_AGE`).
     pub async fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let config = FsConfig { root: root.into() };
         let tmp = config.root.join(TMP_DIR);
-        match tokio::fs::remove_dir_all(&tmp).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(local("cleaning", &tmp, e)),
-        }
         tokio::fs::create_dir_all(&tmp)
             .await
             .map_err(|e| Error::fatal(format!("creating {}", tmp.display()), e))?;
+        remove_stale_files(&tmp).await?;
         Ok(FsBackend {
             config,
+            id: uuid::Uuid::new_v4(),
             next_tmp: AtomicU64::new(0),
         })
     }
@@ -110,7 +146,7 @@ impl FsBackend {
             .await
             .map_err(|e| local("creating", &dir, e))?;
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        Ok(dir.join(format!("{}-{n}", std::process::id())))
+        Ok(dir.join(format!("{}-{n}", self.id)))
     }
 
     /// Moves the finished temporary file `tmp` to object `key`, durably.

@@ -62,14 +62,26 @@ async fn fs_deletes_and_lists_again() {
 }
 
 #[tokio::test]
-async fn fs_leaves_no_temporary_file_and_cleans_old_ones_at_start() {
+async fn fs_leaves_no_temporary_file_and_cleans_stale_ones_at_start() {
     let (backend, root, scratch) = backend().await;
     conformance::delete_and_list_again(&backend, scratch.path()).await;
     let tmp = root.path().join(".tmp");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    // One temporary file left by a crash two hours ago, one another live backend is writing.
     std::fs::write(tmp.join("left-by-a-crash"), b"partial").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(tmp.join("left-by-a-crash"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
+    std::fs::write(tmp.join("being-written"), b"partial").unwrap();
     let backend = FsBackend::new(root.path()).await.unwrap();
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["being-written"], "only the stale file is removed");
     let names = backend
         .list_children(backend.default_config(), "")
         .await
@@ -79,4 +91,39 @@ async fn fs_leaves_no_temporary_file_and_cleans_old_ones_at_start() {
         ["delete"],
         "the temporary directory is not a namespace"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_backends_sharing_a_root_write_at_once_without_clashing() {
+    let root = tempfile::tempdir().unwrap();
+    let first = Arc::new(FsBackend::new(root.path()).await.unwrap());
+    let second = Arc::new(FsBackend::new(root.path()).await.unwrap());
+    let writers: Vec<_> = [first.clone(), second.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, backend)| {
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    let bytes = format!("writer {w} object {i}").repeat(50).into_bytes();
+                    backend
+                        .put_bytes(backend.default_config(), &format!("ns/{w}-{i}"), bytes)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    for w in 0..2 {
+        for i in 0..100 {
+            let stored = std::fs::read(root.path().join(format!("ns/{w}-{i}"))).unwrap();
+            assert_eq!(
+                stored,
+                format!("writer {w} object {i}").repeat(50).into_bytes(),
+                "object {w}-{i}"
+            );
+        }
+    }
 }
