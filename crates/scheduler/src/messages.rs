@@ -11,6 +11,8 @@ use libsql_wal_backend::NamespaceName;
 use libsql_wal_segment::format::FRAME_SIZE;
 use libsql_wal_segment::{FileExt, SealedSegment};
 
+use crate::scheduler::SchedulerConfig;
+
 /// A sealed segment for the scheduler's queue. Segments arrive in frame order.
 #[derive(Debug)]
 pub struct QueueSegment<F, C> {
@@ -52,6 +54,36 @@ impl<F: FileExt, C> UploadJob<F, C> {
         self.segments
             .last()
             .map_or(0, |s| s.last_committed_frame_no())
+    }
+
+    /// Appends the segments of `candidates` (oldest first, each with its destination) that
+    /// continue the job: the next frames, the same destination, within `config`'s caps.
+    /// Candidates the job already covers are skipped; the first that does not continue it ends
+    /// the extension.
+    pub fn extend<'a>(
+        &mut self,
+        config: &SchedulerConfig,
+        candidates: impl IntoIterator<Item = (&'a Arc<SealedSegment<F>>, &'a Option<C>)>,
+    ) where
+        F: 'a,
+        C: PartialEq + 'a,
+    {
+        let mut frames: u64 = self.segments.iter().map(|s| s.frame_count()).sum();
+        for (segment, destination) in candidates {
+            let end = self.end_frame_no();
+            if segment.last_committed_frame_no() <= end {
+                continue;
+            }
+            let total = frames + segment.frame_count();
+            let fits = total <= config.max_upload_frames
+                && total * FRAME_SIZE as u64 <= config.max_upload_bytes;
+            if !fits || segment.start_frame_no() != end + 1 || *destination != self.config_override
+            {
+                break;
+            }
+            self.segments.push(segment.clone());
+            frames = total;
+        }
     }
 
     /// Returns the bytes of frames the job reads (before compaction keeps the newest versions).

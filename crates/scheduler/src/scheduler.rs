@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult, Recipient};
 use libsql_wal_backend::NamespaceName;
-use libsql_wal_segment::format::FRAME_SIZE;
 use libsql_wal_segment::FileExt;
 use tracing::{debug, warn};
 
@@ -174,29 +173,17 @@ where
     /// destination, within the size caps (the first one always goes).
     fn next_job(&self) -> Option<UploadJob<F, C>> {
         let first = self.queue.front()?;
-        let mut segments = vec![first.segment.clone()];
-        let mut frames = first.segment.frame_count();
-        let mut end = first.segment.last_committed_frame_no();
-        for next in self.queue.iter().skip(1) {
-            let next_frames = next.segment.frame_count();
-            let fits = frames + next_frames <= self.config.max_upload_frames
-                && (frames + next_frames) * FRAME_SIZE as u64 <= self.config.max_upload_bytes;
-            if !fits
-                || next.segment.start_frame_no() != end + 1
-                || next.config_override != first.config_override
-            {
-                break;
-            }
-            segments.push(next.segment.clone());
-            frames += next_frames;
-            end = next.segment.last_committed_frame_no();
-        }
-        Some(UploadJob {
+        let mut job = UploadJob {
             id: self.job_ids.fetch_add(1, Ordering::Relaxed),
-            segments,
+            segments: vec![first.segment.clone()],
             config_override: first.config_override.clone(),
             oldest_arrival: first.arrival,
-        })
+        };
+        job.extend(
+            &self.config,
+            self.queue.iter().map(|q| (&q.segment, &q.config_override)),
+        );
+        Some(job)
     }
 
     fn snapshot(&self) -> SchedulerSnapshot {

@@ -255,6 +255,15 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
                 });
                 continue;
             }
+            // Segments that arrived while the job waited for a worker go with it: fewer PUTs,
+            // and fewer uploads to prepare.
+            job.extend(
+                &self.config.scheduler,
+                entry
+                    .unacked
+                    .iter()
+                    .map(|p| (&p.segment, &p.config_override)),
+            );
             entry.running = Some(job.id);
             self.busy += 1;
             self.spawn_upload(namespace, job, ctx);
