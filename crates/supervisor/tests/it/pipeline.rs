@@ -181,6 +181,49 @@ fn store_waits_at_the_configured_depth_while_the_backend_is_stalled() {
 }
 
 #[test]
+fn a_job_waiting_for_a_worker_takes_the_segments_that_arrive_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        max_in_flight: 1,
+        ..config(&dir.path().join("scratch"))
+    };
+    let storage = storage(
+        &dir.path().join("bucket"),
+        dir.path(),
+        Faults::default(),
+        config,
+    );
+    storage.backend().set_open(false);
+    let local = dir.path().join("local");
+    // `busy` holds the only worker, stalled; `waiting` asks for one with its first segment,
+    // then four more arrive.
+    let busy = segments(&local, "busy", 1, 2);
+    let waiting = segments(&local, "waiting", 5, 2);
+    let (busy_acks, waiting_acks) = (Acks::default(), Acks::default());
+    store(&storage, &ns("busy"), &busy[0], &busy_acks);
+    wait_until("the busy namespace's upload runs", || {
+        futures::executor::block_on(storage.metrics())
+            .unwrap()
+            .uploads_in_flight
+            == 1
+    });
+    for segment in &waiting {
+        store(&storage, &ns("waiting"), segment, &waiting_acks);
+    }
+    storage.backend().set_open(true);
+    wait_until("everything is durable", || waiting_acks.get().len() == 5);
+    let metrics = futures::executor::block_on(storage.metrics()).unwrap();
+    let waited = metrics.namespace(&ns("waiting")).unwrap();
+    assert_eq!(
+        (waited.uploads, waited.merged_uploads),
+        (1, 1),
+        "one upload carried all five segments: {waited:?}"
+    );
+    assert_eq!(waiting_acks.get(), [10; 5]);
+    assert_eq!(busy_acks.get(), [2]);
+}
+
+#[test]
 fn single_segments_do_not_wait_behind_another_namespaces_backlog() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir.path().join("scratch"));
