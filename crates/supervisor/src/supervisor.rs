@@ -16,6 +16,10 @@
 //!   segment that arrived before that: each namespace gets a turn, so one namespace with a
 //!   backlog cannot starve the others.
 //!
+//! - Merging: a job that waited for a worker leaves with the namespace's segments that arrived
+//!   meanwhile (consecutive, same destination, within the scheduler's caps): the busier the
+//!   workers, the fewer the uploads and PUTs.
+//!
 //! The upload itself runs as a future on the supervisor's thread (the compaction on tokio's
 //! blocking pool); a panic inside it is caught and counted, and the job is retried.
 
