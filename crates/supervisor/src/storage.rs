@@ -5,7 +5,8 @@
 //! a blocking executor) when a segment is sealed. It first takes a place in the namespace's
 //! queue (`max_enqueued_segments` places, freed as segments become durable) and waits while
 //! there is none: a backend that falls behind slows that namespace's writers instead of growing
-//! memory. A tokio server must therefore run SQLite work with `spawn_blocking`, never on an
+//! memory. It then queues the segment in the supervisor's mailbox without waiting for the
+//! supervisor to take it (a full mailbox does make it wait). A tokio server must therefore run SQLite work with `spawn_blocking`, never on an
 //! executor thread. The actors and every backend call run on the storage's own actix system
 //! thread, so `ActorStorage` works from any thread and inside any tokio runtime, and needs none.
 
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
+use actix::dev::SendError;
 use actix::{Actor, Addr, MailboxError};
 use dashmap::DashMap;
 use libsql_wal_backend::{
@@ -193,16 +195,26 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
             .acquire_owned()
             .await
             .map_err(|_| BackendError::ShutDown)?;
-        self.supervisor
-            .send(StoreSegment {
-                namespace: namespace.clone(),
-                segment,
-                config_override,
-                on_stored,
-                permit,
-            })
-            .await
-            .map_err(stopped)?
+        let message = StoreSegment {
+            namespace: namespace.clone(),
+            segment,
+            config_override,
+            on_stored,
+            permit,
+        };
+        // Queued without waiting for the supervisor to take it: `store` runs on SQLite's commit
+        // path, and a round trip to the storage thread per seal is latency the writer need not
+        // pay. Order holds: the WAL stores a namespace's segments one at a time, under its
+        // writer lock, into one mailbox. A full mailbox still makes the caller wait; what the
+        // supervisor refuses (it is shutting down) is logged there, and the WAL sends those
+        // segments again at its next start.
+        match self.supervisor.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(message)) => {
+                self.supervisor.send(message).await.map_err(stopped)?
+            }
+            Err(SendError::Closed(_)) => Err(BackendError::ShutDown),
+        }
     }
 
     fn keeps_remote_copies(&self) -> bool {

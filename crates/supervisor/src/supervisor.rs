@@ -557,6 +557,8 @@ impl<B: Backend, F: FileExt> Handler<StoreSegment<F, B::Config>> for Supervisor<
     #[tracing::instrument(skip_all, fields(namespace = %msg.namespace, start = msg.segment.start_frame_no(), end = msg.segment.last_committed_frame_no()))]
     fn handle(&mut self, msg: StoreSegment<F, B::Config>, ctx: &mut Context<Self>) -> Self::Result {
         if !self.accepting {
+            // `store` does not wait for this answer: say it here too.
+            warn!(namespace = %msg.namespace, end = msg.segment.last_committed_frame_no(), "segment refused: storage is shutting down (the WAL sends it again at its next start)");
             return Err(BackendError::ShutDown);
         }
         self.ticket += 1;
@@ -582,6 +584,7 @@ impl<B: Backend, F: FileExt> Handler<StoreSegment<F, B::Config>> for Supervisor<
         if let Some(last) = entry.unacked.back() {
             let last_end = last.segment.last_committed_frame_no();
             if start <= last_end {
+                error!(namespace = %msg.namespace, start, end, last_end, "segment refused: it overlaps the queued one (a bug in the caller)");
                 return Err(BackendError::fatal(
                     format!("queueing a segment of {}", msg.namespace),
                     format!(
