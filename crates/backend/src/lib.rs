@@ -49,4 +49,4 @@ pub use retention::{apply_retention, plan_retention, RetentionReport};
 pub use s3::{S3Backend, S3Config, S3Options};
 pub use storage::{NoStorage, OnStored, Storage};
 #[cfg(feature = "test-server")]
-pub use test_server::{test_server_options, S3TestServer, TEST_BUCKET};
+pub use test_server::{test_server_options, S3TestServer, TestServerOptions, TEST_BUCKET};

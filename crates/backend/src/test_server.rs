@@ -1,11 +1,30 @@
 //! `S3TestServer`: a real S3 server for tests and benchmarks: s3s-fs serving a temporary
 //! directory over HTTP on `127.0.0.1:<random port>`, in-process, with SigV4 authentication.
 //! Stops when dropped. Built with the `test-server` feature only.
+//!
+//! `TestServerOptions` make it behave like S3-compatible servers that are not AWS (short
+//! listing pages) or inject faults (failing or stalled multipart parts); with the default options
+//! it is s3s-fs unchanged.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
+use s3s::dto::{
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput,
+    CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput, CreateBucketInput,
+    CreateBucketOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteBucketInput,
+    DeleteBucketOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput,
+    DeleteObjectsOutput, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput,
+    GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
+    ListBucketsInput, ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
+    ListObjectsV2Output, ListPartsInput, ListPartsOutput, PutObjectInput, PutObjectOutput,
+    UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
+};
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -18,6 +37,253 @@ const ACCESS_KEY: &str = "libsql-wal-test";
 const SECRET_KEY: &str = "libsql-wal-test-secret";
 /// The one bucket the server starts with.
 pub const TEST_BUCKET: &str = "segments";
+
+/// How the test server departs from plain s3s-fs. The default departs in nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TestServerOptions {
+    /// Answers ListObjectsV2 with at most this many keys per page, whatever the client asks
+    /// for (`IsTruncated` stays true while keys remain), as S3 allows and several
+    /// S3-compatible servers do.
+    pub list_page_cap: Option<i32>,
+    /// UploadPart of this part number and of every later one fails with `InvalidRequest` (a
+    /// client error the SDK does not retry).
+    pub fail_parts_from: Option<i32>,
+    /// UploadPart of this part number and of every later one never answers.
+    pub stall_parts_from: Option<i32>,
+}
+
+/// A response future of the `S3` trait (the shape `async_trait` gives its methods).
+type Answer<'f, T> = Pin<Box<dyn Future<Output = S3Result<S3Response<T>>> + Send + 'f>>;
+
+/// s3s-fs, changed as `TestServerOptions` say. Delegates every operation s3s-fs implements.
+struct TestS3 {
+    /// The server doing the work.
+    fs: s3s_fs::FileSystem,
+    /// What to change.
+    options: TestServerOptions,
+}
+
+impl S3 for TestS3 {
+    fn list_objects_v2<'s, 'f>(
+        &'s self,
+        mut req: S3Request<ListObjectsV2Input>,
+    ) -> Answer<'f, ListObjectsV2Output>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        if let Some(cap) = self.options.list_page_cap {
+            // S3's default page is 1,000 keys.
+            let asked = req.input.max_keys.unwrap_or(1000);
+            req.input.max_keys = Some(asked.min(cap));
+        }
+        self.fs.list_objects_v2(req)
+    }
+
+    fn upload_part<'s, 'f>(
+        &'s self,
+        req: S3Request<UploadPartInput>,
+    ) -> Answer<'f, UploadPartOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        let part = req.input.part_number;
+        let from = |first: Option<i32>| first.is_some_and(|first| part >= first);
+        let stall = from(self.options.stall_parts_from);
+        let fail = from(self.options.fail_parts_from);
+        Box::pin(async move {
+            if stall {
+                std::future::pending::<()>().await;
+            }
+            if fail {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidRequest,
+                    format!("part {part} refused by the test server"),
+                ));
+            }
+            self.fs.upload_part(req).await
+        })
+    }
+
+    fn abort_multipart_upload<'s, 'f>(
+        &'s self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> Answer<'f, AbortMultipartUploadOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.abort_multipart_upload(req)
+    }
+
+    fn complete_multipart_upload<'s, 'f>(
+        &'s self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> Answer<'f, CompleteMultipartUploadOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.complete_multipart_upload(req)
+    }
+
+    fn copy_object<'s, 'f>(
+        &'s self,
+        req: S3Request<CopyObjectInput>,
+    ) -> Answer<'f, CopyObjectOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.copy_object(req)
+    }
+
+    fn create_bucket<'s, 'f>(
+        &'s self,
+        req: S3Request<CreateBucketInput>,
+    ) -> Answer<'f, CreateBucketOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.create_bucket(req)
+    }
+
+    fn create_multipart_upload<'s, 'f>(
+        &'s self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> Answer<'f, CreateMultipartUploadOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.create_multipart_upload(req)
+    }
+
+    fn delete_bucket<'s, 'f>(
+        &'s self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> Answer<'f, DeleteBucketOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.delete_bucket(req)
+    }
+
+    fn delete_object<'s, 'f>(
+        &'s self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> Answer<'f, DeleteObjectOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.delete_object(req)
+    }
+
+    fn delete_objects<'s, 'f>(
+        &'s self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> Answer<'f, DeleteObjectsOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.delete_objects(req)
+    }
+
+    fn get_bucket_location<'s, 'f>(
+        &'s self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> Answer<'f, GetBucketLocationOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.get_bucket_location(req)
+    }
+
+    fn get_object<'s, 'f>(&'s self, req: S3Request<GetObjectInput>) -> Answer<'f, GetObjectOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.get_object(req)
+    }
+
+    fn head_bucket<'s, 'f>(
+        &'s self,
+        req: S3Request<HeadBucketInput>,
+    ) -> Answer<'f, HeadBucketOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.head_bucket(req)
+    }
+
+    fn head_object<'s, 'f>(
+        &'s self,
+        req: S3Request<HeadObjectInput>,
+    ) -> Answer<'f, HeadObjectOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.head_object(req)
+    }
+
+    fn list_buckets<'s, 'f>(
+        &'s self,
+        req: S3Request<ListBucketsInput>,
+    ) -> Answer<'f, ListBucketsOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.list_buckets(req)
+    }
+
+    fn list_objects<'s, 'f>(
+        &'s self,
+        req: S3Request<ListObjectsInput>,
+    ) -> Answer<'f, ListObjectsOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.list_objects(req)
+    }
+
+    fn list_parts<'s, 'f>(&'s self, req: S3Request<ListPartsInput>) -> Answer<'f, ListPartsOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.list_parts(req)
+    }
+
+    fn put_object<'s, 'f>(&'s self, req: S3Request<PutObjectInput>) -> Answer<'f, PutObjectOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.put_object(req)
+    }
+
+    fn upload_part_copy<'s, 'f>(
+        &'s self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> Answer<'f, UploadPartCopyOutput>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.fs.upload_part_copy(req)
+    }
+}
 
 /// An s3s-fs server on loopback.
 pub struct S3TestServer {
@@ -32,6 +298,11 @@ pub struct S3TestServer {
 impl S3TestServer {
     /// Starts a server with one empty bucket, `TEST_BUCKET`, on the current tokio runtime.
     pub async fn start() -> Result<Self> {
+        Self::start_with(TestServerOptions::default()).await
+    }
+
+    /// Starts a server like `start`, departing from plain s3s-fs as `options` say.
+    pub async fn start_with(options: TestServerOptions) -> Result<Self> {
         let local = |what: &str, e: std::io::Error| {
             Error::fatal(format!("starting the test S3 server: {what}"), e)
         };
@@ -40,7 +311,7 @@ impl S3TestServer {
         let fs = s3s_fs::FileSystem::new(dir.path()).map_err(|e| {
             Error::fatal("starting the test S3 server: file system", format!("{e:?}"))
         })?;
-        let mut builder = S3ServiceBuilder::new(fs);
+        let mut builder = S3ServiceBuilder::new(TestS3 { fs, options });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -86,6 +357,25 @@ impl S3TestServer {
     /// Returns the directory holding the server's buckets.
     pub fn root(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// Returns the names of the files the server keeps for multipart uploads that were neither
+    /// completed nor aborted (upload records, parts, metadata), in order: empty when every
+    /// upload finished one way or the other.
+    pub fn unfinished_multipart_files(&self) -> Result<Vec<String>> {
+        let root = self.dir.path();
+        let local = |e| Error::fatal(format!("listing {}", root.display()), e);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(root).map_err(local)? {
+            let name = entry.map_err(local)?.file_name();
+            // s3s-fs names them `.upload-{id}.json`, `.upload_id-{id}.part-{n}` and
+            // `.bucket-{b}.object-{k}.upload-{id}.metadata.json`.
+            if let Some(name) = name.to_str().filter(|n| n.contains(".upload")) {
+                names.push(name.to_string());
+            }
+        }
+        names.sort_unstable();
+        Ok(names)
     }
 }
 
