@@ -25,6 +25,9 @@ use tracing::{debug, instrument, warn};
 use crate::backend::{Backend, ObjectReader};
 use crate::error::{Error, Result};
 
+/// The most keys S3 returns per ListObjectsV2 call.
+const MAX_LIST_PAGE: usize = 1000;
+
 /// Where the S3 backend puts objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Config {
@@ -369,35 +372,49 @@ impl Backend for S3Backend {
         max_keys: usize,
     ) -> Result<Vec<String>> {
         let object_prefix = Self::object_key(config, prefix);
+        let context = || format!("listing s3://{}/{object_prefix}", config.bucket);
+        let start_after = start_after.map(|a| Self::object_key(config, a));
         let mut keys = Vec::new();
-        let mut after = start_after.map(|a| Self::object_key(config, a));
-        // S3 returns at most 1,000 keys per call.
+        // Where the previous page ended; `start_after` is only for the first page.
+        let mut token: Option<String> = None;
         while keys.len() < max_keys {
-            let want = (max_keys - keys.len()).min(1000);
-            let output = self
+            let want = (max_keys - keys.len()).min(MAX_LIST_PAGE);
+            let request = self
                 .client
                 .list_objects_v2()
                 .bucket(&config.bucket)
                 .prefix(&object_prefix)
-                .set_start_after(after.clone())
-                .max_keys(i32::try_from(want).unwrap_or(1000))
-                .send()
-                .await
-                .map_err(|e| {
-                    sdk_error(format!("listing s3://{}/{object_prefix}", config.bucket), e)
-                })?;
-            let page: Vec<String> = output
-                .contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_string))
-                .collect();
-            let done = page.len() < want || output.is_truncated() != Some(true);
-            after = page.last().cloned();
-            keys.extend(page.iter().map(|o| Self::relative_key(config, o)));
-            if done || after.is_none() {
+                .max_keys(i32::try_from(want).unwrap_or(1000));
+            let request = match &token {
+                Some(token) => request.continuation_token(token),
+                None => request.set_start_after(start_after.clone()),
+            };
+            let output = request.send().await.map_err(|e| sdk_error(context(), e))?;
+            keys.extend(
+                output
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .map(|o| Self::relative_key(config, o)),
+            );
+            // A page may hold fewer keys than asked for while more follow (S3 allows it, and
+            // several S3-compatible servers cap pages): only `IsTruncated` says it is the last.
+            if output.is_truncated() != Some(true) {
                 break;
             }
+            token = Some(
+                output
+                    .next_continuation_token()
+                    .ok_or_else(|| {
+                        Error::fatal(
+                            context(),
+                            "the server truncated the listing without a continuation token",
+                        )
+                    })?
+                    .to_string(),
+            );
         }
+        keys.truncate(max_keys);
         Ok(keys)
     }
 

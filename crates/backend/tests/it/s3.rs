@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use libsql_wal_backend::{conformance, BackendExt, Error, NamespaceName, S3Backend};
-
-use libsql_wal_backend::S3TestServer;
+use libsql_wal_backend::{
+    conformance, Backend, BackendExt, Error, NamespaceName, S3Backend, S3TestServer,
+    TestServerOptions,
+};
 
 async fn backend(prefix: &str) -> (S3Backend, S3TestServer, tempfile::TempDir) {
     let server = S3TestServer::start().await.unwrap();
@@ -77,7 +78,7 @@ async fn s3_deletes_and_lists_again() {
 }
 
 fn backend_config(backend: &S3Backend) -> &libsql_wal_backend::S3Config {
-    libsql_wal_backend::Backend::default_config(backend)
+    Backend::default_config(backend)
 }
 
 #[tokio::test]
@@ -101,4 +102,65 @@ async fn s3_errors_name_the_bucket_and_say_whether_to_retry() {
         err.is_transient(),
         "a server that is gone is worth retrying: {err}"
     );
+}
+
+#[tokio::test]
+async fn s3_lists_every_key_from_a_server_that_caps_pages() {
+    use futures::stream::{StreamExt, TryStreamExt};
+    let server = S3TestServer::start_with(TestServerOptions {
+        list_page_cap: Some(100),
+        ..TestServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let backend = server.backend("p").await.unwrap();
+    let config = backend_config(&backend);
+    let keys: Vec<String> = (0..1234).map(|i| format!("ns/objects/{i:05}")).collect();
+    futures::stream::iter(&keys)
+        .map(|key| backend.put_bytes(config, key, key.clone().into_bytes()))
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
+        .unwrap();
+    // Listed keys as a range of `keys`, so a failure reads short.
+    let list = |start_after: Option<&'static str>, max_keys| {
+        let backend = &backend;
+        let keys = &keys;
+        async move {
+            let listed = backend
+                .list(config, "ns/objects/", start_after, max_keys)
+                .await
+                .unwrap();
+            let first = listed
+                .first()
+                .and_then(|k| keys.iter().position(|o| o == k));
+            let first = first.unwrap_or(0);
+            assert_eq!(
+                listed,
+                keys[first..first + listed.len()],
+                "not a run of keys in order"
+            );
+            first..first + listed.len()
+        }
+    };
+    assert_eq!(list(None, 5000).await, 0..1234, "every key, in order");
+    assert_eq!(list(None, 1500).await, 0..1234);
+    assert_eq!(list(None, 1000).await, 0..1000, "max_keys is honoured");
+    assert_eq!(list(None, 150).await, 0..150, "max_keys inside a page");
+    assert_eq!(
+        list(Some("ns/objects/00099"), 5000).await,
+        100..1234,
+        "after a page boundary"
+    );
+    assert_eq!(
+        list(Some("ns/objects/00500"), 1100).await,
+        501..1234,
+        "after a key inside a page"
+    );
+    assert_eq!(
+        list(Some("ns/objects/00500"), 250).await,
+        501..751,
+        "after a key, max_keys across pages"
+    );
+    assert_eq!(list(Some("ns/objects/01233"), 10).await.len(), 0);
 }
