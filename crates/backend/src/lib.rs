@@ -46,7 +46,7 @@ pub use key::{InvalidSegmentKey, SegmentKey, SEGMENT_KEY_LEN};
 pub use namespace::{NamespaceName, MAX_NAMESPACE_LEN};
 pub use retention::{apply_retention, plan_retention, RetentionReport};
 #[cfg(feature = "s3")]
-pub use s3::{S3Backend, S3Config, S3Options};
+pub use s3::{S3Backend, S3Config, S3Options, SecretKey};
 pub use storage::{NoStorage, OnStored, Storage};
 #[cfg(feature = "test-server")]
 pub use test_server::{test_server_options, S3TestServer, TestServerOptions, TEST_BUCKET};

@@ -9,8 +9,13 @@
 //!   aborted so no parts linger.
 //! - Timeouts and retries are the SDK's, set from `S3Options`; failures that survive the SDK's
 //!   retries are classified `Transient` (network, throttling, 5xx) or `Fatal` (everything else).
+//! - Secrets stay out of logs and errors: the secret key is a `SecretKey` (redacted `Debug`, no
+//!   `Display`), an endpoint's userinfo (`http://user:pass@host`) is shown as `<redacted>`, and
+//!   both are scrubbed from the SDK's error messages.
 
+use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -37,8 +42,95 @@ pub struct S3Config {
     pub prefix: String,
 }
 
-/// How to reach S3 and how to upload.
-#[derive(Debug, Clone)]
+/// What replaces a secret wherever it would be shown.
+const REDACTED: &str = "<redacted>";
+
+/// An S3 secret access key. Its `Debug` shows `SecretKey(<redacted>)` and it has no `Display`,
+/// so it does not end up in a log or an error by accident; `expose` gives the key to the SDK.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey(String);
+
+impl SecretKey {
+    /// Returns the secret itself, for the SDK's credentials.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretKey {
+    fn from(secret: String) -> Self {
+        SecretKey(secret)
+    }
+}
+
+impl From<&str> for SecretKey {
+    fn from(secret: &str) -> Self {
+        SecretKey(secret.to_string())
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey({REDACTED})")
+    }
+}
+
+/// Splits `endpoint` at its userinfo (`user:pass` in `http://user:pass@host`): returns the
+/// userinfo, if any, and the endpoint with it replaced by `<redacted>`, fit to show.
+fn redact_endpoint(endpoint: &str) -> (Option<&str>, String) {
+    let authority_at = endpoint.find("://").map_or(0, |at| at + 3);
+    let rest = &endpoint[authority_at..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => (
+            Some(&authority[..at]),
+            format!("{}{REDACTED}{}", &endpoint[..authority_at], &rest[at..]),
+        ),
+        None => (None, endpoint.to_string()),
+    }
+}
+
+/// The secrets of a backend's options, scrubbed from every message it shows.
+#[derive(Clone)]
+struct Redactions(Arc<[String]>);
+
+impl Redactions {
+    /// Returns the secrets in `options`: the secret key, the endpoint's userinfo and the
+    /// password in it.
+    fn of(options: &S3Options) -> Self {
+        let mut secrets = Vec::new();
+        if let Some((_, secret)) = &options.credentials {
+            secrets.push(secret.expose().to_string());
+        }
+        if let Some(userinfo) = options
+            .endpoint
+            .as_deref()
+            .and_then(|e| redact_endpoint(e).0)
+        {
+            secrets.push(userinfo.to_string());
+            if let Some((_, password)) = userinfo.split_once(':') {
+                secrets.push(password.to_string());
+            }
+        }
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Redactions(secrets.into())
+    }
+
+    /// Returns `text` with every secret replaced by `<redacted>`.
+    fn scrub(&self, mut text: String) -> String {
+        for secret in self.0.iter() {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), REDACTED);
+            }
+        }
+        text
+    }
+}
+
+/// How to reach S3 and how to upload. Its `Debug` shows no secret.
+#[derive(Clone)]
 pub struct S3Options {
     /// The default bucket and prefix.
     pub config: S3Config,
@@ -48,7 +140,7 @@ pub struct S3Options {
     /// The region; `None` takes it from the environment, or `us-east-1` with an endpoint.
     pub region: Option<String>,
     /// Access key id and secret; `None` uses the standard AWS credential chain.
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, SecretKey)>,
     /// Files larger than this are uploaded in parts.
     pub multipart_threshold: u64,
     /// Size of each part (S3's minimum is 5 MiB, except for the last part).
@@ -82,24 +174,59 @@ impl S3Options {
     }
 }
 
-/// Objects in an S3 bucket.
-#[derive(Debug)]
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Options")
+            .field("config", &self.config)
+            .field(
+                "endpoint",
+                &self.endpoint.as_deref().map(|e| redact_endpoint(e).1),
+            )
+            .field("region", &self.region)
+            .field("credentials", &self.credentials)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("part_size", &self.part_size)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
+}
+
+/// Objects in an S3 bucket. Its `Debug` shows no secret.
 pub struct S3Backend {
     /// The SDK client.
     client: Client,
     /// The default bucket and prefix.
     config: S3Config,
+    /// The endpoint, userinfo redacted, to show.
+    endpoint: Option<String>,
     /// Files larger than this are uploaded in parts.
     multipart_threshold: u64,
     /// Size of each part.
     part_size: u64,
+    /// Secrets to scrub from error messages.
+    redactions: Redactions,
 }
 
-/// Classifies an SDK error: what may pass on retry is transient.
-fn sdk_error<E, R>(context: String, error: SdkError<E, R>) -> Error
+impl fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the client: its configuration holds the endpoint as given.
+        f.debug_struct("S3Backend")
+            .field("config", &self.config)
+            .field("endpoint", &self.endpoint)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("part_size", &self.part_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Classifies an SDK error: what may pass on retry is transient. Its message is scrubbed of
+/// `redactions`.
+fn sdk_error<E, R>(redactions: &Redactions, context: String, error: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
     SdkError<E, R>: std::error::Error,
 {
     let transient = match &error {
@@ -123,6 +250,7 @@ where
         Some(code) => format!("{code}: {}", error.message().unwrap_or("no message")),
         None => aws_sdk_s3::error::DisplayErrorContext(&error).to_string(),
     };
+    let message = redactions.scrub(message);
     if transient {
         Error::transient(context, message)
     } else {
@@ -156,7 +284,7 @@ impl S3Backend {
         if let Some((key_id, secret)) = options.credentials.clone() {
             loader = loader.credentials_provider(Credentials::new(
                 key_id,
-                secret,
+                secret.expose(),
                 None,
                 None,
                 "libsql-wal",
@@ -172,6 +300,8 @@ impl S3Backend {
         }
         Ok(S3Backend {
             client: Client::from_conf(builder.build()),
+            redactions: Redactions::of(&options),
+            endpoint: options.endpoint.as_deref().map(|e| redact_endpoint(e).1),
             config: options.config,
             multipart_threshold: options.multipart_threshold,
             part_size: options.part_size,
@@ -211,7 +341,7 @@ impl S3Backend {
             .key(object)
             .send()
             .await
-            .map_err(|e| sdk_error(context(), e))?;
+            .map_err(|e| sdk_error(&self.redactions, context(), e))?;
         let upload_id = upload
             .upload_id()
             .ok_or_else(|| Error::fatal(context(), "no upload id in the response"))?
@@ -229,7 +359,10 @@ impl S3Backend {
                 .send()
                 .await
             {
-                warn!(object, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "cannot abort multipart upload");
+                let error = self
+                    .redactions
+                    .scrub(aws_sdk_s3::error::DisplayErrorContext(&e).to_string());
+                warn!(object, error, "cannot abort multipart upload");
             }
         }
         result
@@ -266,7 +399,7 @@ impl S3Backend {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| sdk_error(context(), e))?;
+                .map_err(|e| sdk_error(&self.redactions, context(), e))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(part_number)
@@ -289,7 +422,7 @@ impl S3Backend {
             )
             .send()
             .await
-            .map_err(|e| sdk_error(context(), e))?;
+            .map_err(|e| sdk_error(&self.redactions, context(), e))?;
         Ok(())
     }
 }
@@ -321,7 +454,13 @@ impl Backend for S3Backend {
             .body(body)
             .send()
             .await
-            .map_err(|e| sdk_error(format!("uploading s3://{}/{object}", config.bucket), e))?;
+            .map_err(|e| {
+                sdk_error(
+                    &self.redactions,
+                    format!("uploading s3://{}/{object}", config.bucket),
+                    e,
+                )
+            })?;
         Ok(())
     }
 
@@ -335,7 +474,13 @@ impl Backend for S3Backend {
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|e| sdk_error(format!("uploading s3://{}/{object}", config.bucket), e))?;
+            .map_err(|e| {
+                sdk_error(
+                    &self.redactions,
+                    format!("uploading s3://{}/{object}", config.bucket),
+                    e,
+                )
+            })?;
         Ok(())
     }
 
@@ -357,6 +502,7 @@ impl Backend for S3Backend {
                 })
             }
             Err(e) => Err(sdk_error(
+                &self.redactions,
                 format!("downloading s3://{}/{object}", config.bucket),
                 e,
             )),
@@ -389,7 +535,10 @@ impl Backend for S3Backend {
                 Some(token) => request.continuation_token(token),
                 None => request.set_start_after(start_after.clone()),
             };
-            let output = request.send().await.map_err(|e| sdk_error(context(), e))?;
+            let output = request
+                .send()
+                .await
+                .map_err(|e| sdk_error(&self.redactions, context(), e))?;
             keys.extend(
                 output
                     .contents()
@@ -441,7 +590,11 @@ impl Backend for S3Backend {
                 .send()
                 .await
                 .map_err(|e| {
-                    sdk_error(format!("listing s3://{}/{object_prefix}", config.bucket), e)
+                    sdk_error(
+                        &self.redactions,
+                        format!("listing s3://{}/{object_prefix}", config.bucket),
+                        e,
+                    )
                 })?;
             for common in output.common_prefixes() {
                 if let Some(name) = common
@@ -470,7 +623,13 @@ impl Backend for S3Backend {
             .key(&object)
             .send()
             .await
-            .map_err(|e| sdk_error(format!("deleting s3://{}/{object}", config.bucket), e))?;
+            .map_err(|e| {
+                sdk_error(
+                    &self.redactions,
+                    format!("deleting s3://{}/{object}", config.bucket),
+                    e,
+                )
+            })?;
         Ok(())
     }
 }

@@ -164,3 +164,61 @@ async fn s3_lists_every_key_from_a_server_that_caps_pages() {
     );
     assert_eq!(list(Some("ns/objects/01233"), 10).await.len(), 0);
 }
+
+#[tokio::test]
+async fn s3_options_backend_and_errors_never_show_secrets() {
+    const SECRET: &str = "wJalrXUtnFEMI-the-secret";
+    const ENDPOINT_PASSWORD: &str = "endpoint-hunter2";
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut options = libsql_wal_backend::S3Options::new("bucket", "p");
+    options.endpoint = Some(format!(
+        "http://operator:{ENDPOINT_PASSWORD}@127.0.0.1:{port}"
+    ));
+    options.region = Some("us-east-1".into());
+    options.credentials = Some(("AKIDEXAMPLE".into(), SECRET.into()));
+    options.max_attempts = 1;
+    let mut shown = vec![format!("{options:?}"), format!("{:?}", options.clone())];
+    let backend = S3Backend::new(options).await.unwrap();
+    shown.push(format!("{backend:?}"));
+    let config = backend_config(&backend);
+    let ns: NamespaceName = "x".parse().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let source = scratch.path().join("object");
+    std::fs::write(&source, b"data").unwrap();
+    let errors = [
+        backend
+            .put_bytes(config, "ns/a", b"data".to_vec())
+            .await
+            .unwrap_err(),
+        backend.put_file(config, "ns/a", &source).await.unwrap_err(),
+        backend.get(config, "ns/a").await.map(drop).unwrap_err(),
+        backend.list(config, "ns/", None, 10).await.unwrap_err(),
+        backend.list_children(config, "").await.unwrap_err(),
+        backend.delete(config, "ns/a").await.unwrap_err(),
+        backend.meta(config, &ns).await.unwrap_err(),
+    ];
+    for err in &errors {
+        assert!(err.is_transient(), "a closed port is worth retrying: {err}");
+        shown.push(format!("{err}"));
+        shown.push(format!("{err:?}"));
+        let mut source = std::error::Error::source(err);
+        while let Some(e) = source {
+            shown.push(format!("{e} {e:?}"));
+            source = e.source();
+        }
+    }
+    for text in &shown {
+        assert!(!text.contains(SECRET), "the secret key is shown: {text}");
+        assert!(
+            !text.contains(ENDPOINT_PASSWORD),
+            "the endpoint's password is shown: {text}"
+        );
+    }
+    assert!(
+        shown.iter().any(|t| t.contains(&port.to_string())),
+        "the endpoint's host and port are still shown: {shown:?}"
+    );
+}
