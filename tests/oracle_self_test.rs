@@ -1,6 +1,7 @@
 //! The oracle runner on scripts of its own, so a clone without `../shared` still tests it: it
 //! splits like SQLite, finds attached files, replaces `random()`, and passes scripts that
-//! attach databases, use savepoints and checkpoint. One test in its own binary: the runner
+//! attach databases, use savepoints and checkpoint, print paths, write pages of another size and
+//! draw on SQLite's own random generator. One test in its own binary: the runner
 //! changes the working directory.
 
 // Tests unwrap freely: a panic is the failure report.
@@ -39,6 +40,19 @@ fn the_oracle_runner_splits_compares_and_passes_its_own_scripts() {
          INSERT INTO v SELECT x * 2 FROM aux.u;
          SELECT * FROM v JOIN aux.u ON y = x * 2;
          PRAGMA integrity_check;",
+        // Absolute paths of each run's own directory.
+        "CREATE TABLE t(a); PRAGMA database_list;",
+        // Backfilled frames stay counted until the next writer restarts the log.
+        "CREATE TABLE t(a); INSERT INTO t VALUES (1);
+         PRAGMA wal_checkpoint; PRAGMA wal_checkpoint;
+         INSERT INTO t VALUES (2); PRAGMA wal_checkpoint; PRAGMA wal_checkpoint(TRUNCATE);
+         PRAGMA wal_checkpoint;",
+        // A database of 1024-byte pages, written by VACUUM INTO.
+        "CREATE TABLE t(a); INSERT INTO t VALUES (zeroblob(5000));
+         PRAGMA page_size = 1024; VACUUM INTO 'small-pages.db';",
+        // Clashing column names get suffixes from SQLite's own random generator.
+        "CREATE TABLE c AS SELECT 1 AS x, 2 AS x, 3 AS x, 4 AS x, 5 AS x, 6 AS x;
+         SELECT sql FROM sqlite_schema WHERE name = 'c';",
     ];
     for (i, script) in scripts.iter().enumerate() {
         let work = tempfile::tempdir().unwrap();

@@ -77,3 +77,259 @@ fn io_faults_reach_sqlite_as_errors_and_lose_no_committed_row() {
     let ok = integrity_check(&conn);
     assert_eq!(ok, "ok");
 }
+
+/// A registry on `FaultyIo` over `root`, and a connection maker for namespace `faults`.
+struct FaultyMachine {
+    plan: Arc<libsql_wal_segment::fault::FaultPlan>,
+    manager: LibsqlWalManager<FaultyIo<StdIo>, FaultyStorage>,
+    db_path: std::path::PathBuf,
+}
+
+impl FaultyMachine {
+    fn start(root: &std::path::Path) -> Self {
+        Self::start_with(root, RegistryConfig::default())
+    }
+
+    fn start_with(root: &std::path::Path, config: RegistryConfig) -> Self {
+        let db_dir = root.join("faults");
+        std::fs::create_dir_all(&db_dir).unwrap();
+        let io = FaultyIo::new(StdIo);
+        let plan = io.plan().clone();
+        let registry = Arc::new(WalRegistry::new(io, FaultyStorage::default(), config));
+        FaultyMachine {
+            plan,
+            manager: LibsqlWalManager::new(registry),
+            db_path: db_dir.join("data"),
+        }
+    }
+
+    fn connect(&self) -> FaultyConn {
+        Connection::open(
+            &self.db_path,
+            libsql_sys::rusqlite::OpenFlags::default(),
+            self.manager.clone(),
+            0,
+            None,
+        )
+        .unwrap()
+    }
+}
+
+/// Returns the start frame_no of every segment file of namespace `faults` under `root`.
+fn segment_starts(root: &std::path::Path) -> Vec<u64> {
+    let mut starts: Vec<u64> = std::fs::read_dir(root.join("faults/data-segments"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".seg")?.parse().ok()
+        })
+        .collect();
+    starts.sort_unstable();
+    starts
+}
+
+#[test]
+fn a_failed_seal_poisons_the_log_until_it_is_opened_again_and_reuses_no_frame_number() {
+    let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+    let machine = FaultyMachine::start(&root);
+    let conn = machine.connect();
+    conn.execute_batch("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
+        .unwrap();
+    for _ in 0..5 {
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
+            .unwrap();
+    }
+    // A seal makes the next segment (its file's fsync, the directory's), then syncs the index:
+    // that third fsync fails.
+    machine.plan.fail_sync(2);
+    let err = conn.execute_batch("PRAGMA wal_checkpoint").unwrap_err();
+    assert_eq!(err.sqlite_error_code(), Some(ErrorCode::SystemIoFailure));
+    // The next segment went with the seal that did not happen.
+    assert_eq!(segment_starts(&root), vec![1]);
+    // No writes until the log is opened again; reads go on.
+    let err = conn
+        .execute("INSERT INTO t(b) VALUES (x'01')", ())
+        .unwrap_err();
+    assert_eq!(err.sqlite_error_code(), Some(ErrorCode::SystemIoFailure));
+    assert_eq!(count(&conn), 5);
+    drop(conn);
+
+    // Every connection closed: the next one opens the log again from disk and writes.
+    let conn = machine.connect();
+    assert_eq!(count(&conn), 5);
+    for _ in 0..3 {
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
+            .unwrap();
+    }
+    // A crash (nothing shut down), then a fresh start writes on.
+    drop(conn);
+    drop(machine);
+    let machine = FaultyMachine::start(&root);
+    let conn = machine.connect();
+    conn.execute("INSERT INTO t(b) VALUES (x'02')", ()).unwrap();
+    drop(conn);
+    drop(machine);
+
+    let reopened = TestDb::reopen(&root, RegistryConfig::default());
+    let conn = reopened.connect("faults");
+    assert_eq!(count(&conn), 9);
+    assert_eq!(integrity_check(&conn), "ok");
+}
+
+#[test]
+fn an_empty_segment_out_of_place_is_repaired_and_one_holding_frames_is_refused() {
+    let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+    let db = TestDb::reopen(&root, RegistryConfig::default());
+    let conn = db.connect("faults");
+    conn.execute_batch("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
+        .unwrap();
+    for _ in 0..4 {
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
+            .unwrap();
+    }
+    let log_id = db
+        .registry()
+        .get(&"faults".parse().unwrap())
+        .unwrap()
+        .log_id();
+    drop(conn);
+    drop(db);
+    // A crash left an empty segment whose start is inside the current one's frames (what a seal
+    // that failed used to leave).
+    let dir = root.join("faults/data-segments");
+    assert_eq!(segment_starts(&root), vec![1]);
+    let stray = dir.join(format!("{:020}.seg", 3));
+    libsql_wal_segment::CurrentSegment::create(&StdIo, &stray, 3, log_id).unwrap();
+
+    let db = TestDb::reopen(&root, RegistryConfig::default());
+    let conn = db.connect("faults");
+    assert_eq!(count(&conn), 4);
+    conn.execute("INSERT INTO t(b) VALUES (x'01')", ()).unwrap();
+    let shared = db.registry().get(&"faults".parse().unwrap()).unwrap();
+    let last = shared.last_committed_frame_no();
+    drop(shared);
+    drop(conn);
+    drop(db);
+    assert!(
+        segment_starts(&root).iter().all(|&s| s != 3),
+        "the stray segment is gone: {:?}",
+        segment_starts(&root)
+    );
+
+    // The same out of place, holding a commit: refused, naming the file.
+    let db = TestDb::reopen(&root, RegistryConfig::default());
+    let conn = db.connect("faults");
+    assert_eq!(count(&conn), 5);
+    drop(conn);
+    drop(db);
+    let misplaced = dir.join(format!("{:020}.seg", last + 5));
+    let segment =
+        libsql_wal_segment::CurrentSegment::create(&StdIo, &misplaced, last + 5, log_id).unwrap();
+    segment
+        .insert_frames(vec![(1, &[0u8; 4096][..])], Some(1))
+        .unwrap();
+    segment.sync().unwrap();
+    drop(segment);
+    let registry = WalRegistry::new(StdIo, NoStorage::default(), RegistryConfig::default());
+    let err = match registry.open(&root.join("faults/data")) {
+        Ok(_) => panic!("a log with a gap opened"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, libsql_wal::Error::Discontiguous { start_frame_no, .. } if start_frame_no == last + 5),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&misplaced.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_seal_failing_after_a_commit_leaves_the_commit_standing_and_is_tried_again() {
+    let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+    let config = RegistryConfig {
+        swap: libsql_wal::SwapStrategy {
+            max_frames: 1,
+            ..Default::default()
+        },
+        ..RegistryConfig::default()
+    };
+    let machine = FaultyMachine::start_with(&root, config);
+    let conn = machine.connect();
+    conn.execute_batch("PRAGMA synchronous=NORMAL; CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
+        .unwrap();
+    let shared = machine
+        .manager
+        .registry()
+        .get(&"faults".parse().unwrap())
+        .unwrap();
+    // Synchronous NORMAL: the commit itself syncs nothing, so the first fsync after it is the
+    // seal's (creating the next segment), and it fails.
+    machine.plan.fail_sync(0);
+    conn.execute("INSERT INTO t(b) VALUES (x'01')", ())
+        .expect("a commit whose seal failed still succeeds");
+    assert_eq!(shared.seal_failures(), 1);
+    assert_eq!(shared.poisoned(), None, "nothing was half sealed");
+    assert_eq!(count(&conn), 1);
+    // The next commit seals both.
+    conn.execute("INSERT INTO t(b) VALUES (x'02')", ()).unwrap();
+    assert_eq!(shared.seal_failures(), 1);
+    assert_eq!(
+        segment_starts(&root).last().copied(),
+        Some(shared.last_committed_frame_no() + 1),
+        "the current segment was sealed"
+    );
+    drop(shared);
+    drop(conn);
+    machine.manager.registry().shutdown().unwrap();
+
+    let reopened = TestDb::reopen(&root, RegistryConfig::default());
+    let conn = reopened.connect("faults");
+    assert_eq!(count(&conn), 2);
+    assert_eq!(integrity_check(&conn), "ok");
+}
+
+#[test]
+fn two_database_files_never_share_a_log_and_no_log_opens_after_shutdown() {
+    let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+    let db = TestDb::reopen(&root, RegistryConfig::default());
+    let conn = db.connect("tenant");
+    conn.execute_batch("CREATE TABLE t(a);").unwrap();
+    let other = root.join("tenant/other.db");
+    let err = match db.registry().open(&other) {
+        Ok(_) => panic!("a second file of namespace tenant shares its log"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&err, libsql_wal::Error::PathConflict { other_path, .. } if *other_path == other),
+        "{err}"
+    );
+    // Through SQLite: the second file cannot be opened on this WAL.
+    let refused = Connection::open(
+        &other,
+        libsql_sys::rusqlite::OpenFlags::default(),
+        LibsqlWalManager::new(db.registry().clone()),
+        0,
+        None,
+    )
+    .and_then(|c| c.execute_batch("CREATE TABLE u(b)").map(|()| c));
+    assert!(
+        refused.is_err(),
+        "the second file was opened on the first one's log"
+    );
+    // The same path through another spelling is the same file.
+    let spelled = root.join("tenant/../tenant/data");
+    assert!(db.registry().open(&spelled).is_ok());
+    drop(conn);
+
+    db.registry().shutdown().unwrap();
+    let err = match db.registry().open(&root.join("tenant/data")) {
+        Ok(_) => panic!("a log opened after shutdown"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, libsql_wal::Error::RegistryShutDown { .. }),
+        "{err}"
+    );
+}

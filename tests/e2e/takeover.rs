@@ -329,3 +329,32 @@ fn a_machine_whose_local_log_storage_has_moved_past_refuses_to_open() {
     }
     assert!(err.to_string().contains("remove the local files"), "{err}");
 }
+
+#[test]
+fn a_one_page_database_keeps_its_header_settings_when_storage_holds_nothing() {
+    let world = World::new();
+    let a = world.machine("a");
+    // A database made by stock SQLite with settings but no table: one page, no footer.
+    {
+        let native = libsql_wal_tests::connect_native(&a.db_path);
+        native
+            .execute_batch("PRAGMA user_version = 7; PRAGMA application_id = 42;")
+            .unwrap();
+    }
+    assert_eq!(std::fs::metadata(&a.db_path).unwrap().len(), 4096);
+    let conn = a.connect();
+    let settings: (i64, i64) = conn
+        .query_row(
+            "SELECT * FROM pragma_user_version, pragma_application_id",
+            (),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        settings,
+        (7, 42),
+        "opening over an empty bucket kept page 1"
+    );
+    drop(conn);
+    a.stop();
+}

@@ -5,10 +5,12 @@
 //! - Statements are split where SQLite's `sqlite3_complete` says a statement ends, each is
 //!   prepared and stepped on its own, and its rows (or its error) are rendered as text.
 //! - `random()` and `randomblob(N)` are replaced by functions over one seeded generator per run,
-//!   the same seed for both runs.
+//!   the same seed for both runs; SQLite's own generator is reseeded before every statement.
 //! - Files named by `ATTACH` are opened with the run's WAL manager first, so both runs attach
 //!   a database of their own kind. Paths are relative to the run's working directory, so a
 //!   script must run in a process of its own (the `oracle` binary runs each in a child).
+//! - Each run works in a directory of its own; where an output names it (`PRAGMA
+//!   database_list` prints absolute paths), it reads `{dir}` on both sides.
 //! - After the script, both runs checkpoint everything (this WAL: seal, checkpoint, shut down)
 //!   and every database file is compared page by page, page 1's 100-byte header and the libSQL
 //!   footer excepted.
@@ -38,6 +40,23 @@ fn is_complete(sql: &str) -> bool {
     };
     // SAFETY: sqlite3_complete only reads the NUL-terminated string, which outlives the call.
     unsafe { libsql_sys::ffi::sqlite3_complete(c_sql.as_ptr()) != 0 }
+}
+
+/// Seeds SQLite's own random generator, which picks for example the suffixes of clashing column
+/// names in `CREATE TABLE ... AS SELECT`. Reseeded before every statement: the two runs share
+/// one process, and SQLite's WAL draws from the generator (for its salts) where this one does
+/// not, so one seed per run would still leave them apart.
+#[allow(unsafe_code)]
+fn seed_sqlite_prng() {
+    // SAFETY: SQLITE_TESTCTRL_PRNG_SEED takes an int and a database handle, which may be null;
+    // it only sets the seed and resets the generator.
+    unsafe {
+        libsql_sys::ffi::sqlite3_test_control(
+            libsql_sys::ffi::SQLITE_TESTCTRL_PRNG_SEED,
+            RANDOM_SEED as std::ffi::c_int,
+            std::ptr::null_mut::<libsql_sys::ffi::sqlite3>(),
+        );
+    }
 }
 
 /// Splits a script into statements the way SQLite's shell does.
@@ -108,6 +127,7 @@ fn install_random<W: Wal>(conn: &Connection<W>, state: &Arc<Mutex<Rng>>) -> Resu
 
 /// Runs one statement, rendering its rows or its error as text.
 pub fn run_statement<W: Wal>(conn: &Connection<W>, sql: &str) -> String {
+    seed_sqlite_prng();
     let mut stmt = match conn.prepare(sql) {
         Ok(stmt) => stmt,
         Err(e) => return format!("error: {e}"),
@@ -211,13 +231,26 @@ fn database_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Compares two database files page by page, ignoring page 1's 100-byte header and the libSQL
-/// footer after the last page of `ours`.
+/// Returns the page size a database file's header gives (4096 for a file too short to have
+/// one).
+fn page_size_of(bytes: &[u8]) -> usize {
+    match bytes.get(16..18) {
+        Some(&[1, 0]) => 65536,
+        Some(&[hi, lo]) if u16::from_be_bytes([hi, lo]) >= 512 => {
+            usize::from(u16::from_be_bytes([hi, lo]))
+        }
+        _ => 4096,
+    }
+}
+
+/// Compares two database files page by page, at the page size SQLite's file gives, ignoring
+/// page 1's 100-byte header and the libSQL footer after the last page of `ours`.
 pub fn compare_pages(ours: &Path, native: &Path) -> Result<(), String> {
     let ours_bytes = std::fs::read(ours).map_err(|e| format!("{}: {e}", ours.display()))?;
     let native_bytes = std::fs::read(native).map_err(|e| format!("{}: {e}", native.display()))?;
-    let page_bytes = native_bytes.len() - native_bytes.len() % 4096;
-    let ours_pages = if ours_bytes.len() % 4096 == libsql_wal::FOOTER_SIZE {
+    let page_size = page_size_of(&native_bytes);
+    let page_bytes = native_bytes.len() - native_bytes.len() % page_size;
+    let ours_pages = if ours_bytes.len() % page_size == libsql_wal::FOOTER_SIZE {
         ours_bytes.len() - libsql_wal::FOOTER_SIZE
     } else {
         ours_bytes.len()
@@ -228,14 +261,12 @@ pub fn compare_pages(ours: &Path, native: &Path) -> Result<(), String> {
         .unwrap_or_default();
     if ours_pages != page_bytes {
         return Err(format!(
-            "{name}: {} pages here, {} on SQLite's WAL",
-            ours_pages / 4096,
-            page_bytes / 4096
+            "{name}: {ours_pages} bytes of pages here, {page_bytes} on SQLite's WAL (pages of {page_size} bytes)"
         ));
     }
     for (i, (a, b)) in ours_bytes[..ours_pages]
-        .chunks(4096)
-        .zip(native_bytes[..page_bytes].chunks(4096))
+        .chunks(page_size)
+        .zip(native_bytes[..page_bytes].chunks(page_size))
         .enumerate()
     {
         let skip = if i == 0 { 100 } else { 0 };
@@ -244,6 +275,16 @@ pub fn compare_pages(ours: &Path, native: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Replaces the run's working directory in every output with `{dir}`: the two runs work in
+/// different directories, and statements such as `PRAGMA database_list` print absolute paths.
+fn with_dir_named(outputs: Vec<String>, dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy();
+    outputs
+        .into_iter()
+        .map(|out| out.replace(dir.as_ref(), "{dir}"))
+        .collect()
 }
 
 /// Runs `script` on both WALs under `work` (a fresh directory) and compares.
@@ -255,6 +296,7 @@ pub fn check_script(script: &str, work: &Path) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let native = run(Sqlite3WalManager::new(), &native_dir, &statements)?;
+    let native = with_dir_named(native, &native_dir);
     let registry = Arc::new(WalRegistry::new(
         StdIo,
         NoStorage::<std::fs::File>::default(),
@@ -271,6 +313,7 @@ pub fn check_script(script: &str, work: &Path) -> Result<(), String> {
     registry
         .shutdown()
         .map_err(|e| format!("shutting this WAL down: {e}"))?;
+    let ours = with_dir_named(ours, &ours_dir);
     for (i, (a, b)) in ours.iter().zip(&native).enumerate() {
         if a != b {
             return Err(format!(

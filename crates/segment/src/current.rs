@@ -457,7 +457,7 @@ impl<F: FileExt> CurrentSegment<F> {
 
     /// Takes back the last commit, for a commit that failed after its frames were written (its
     /// fsync failed) and that nobody was told about: drops its frames from memory and cuts them
-    /// off the file, so neither readers nor recovery see them. Only the last commit can be
+    /// off the file (and syncs the cut), so neither readers nor recovery see them. Only the last commit can be
     /// taken back, and only while no frame follows it.
     pub fn undo_last_commit(&self) -> Result<()> {
         let mut state = self.write_state();
@@ -474,8 +474,10 @@ impl<F: FileExt> CurrentSegment<F> {
         state.committed = committed;
         state.size_after = size_after;
         state.written_end = frame_offset(committed);
+        // Synced: a crash after the caller reported the commit as failed must not bring it back.
         self.file
             .set_len(frame_offset(committed))
+            .and_then(|()| self.file.sync_data())
             .map_err(|e| Error::io(&self.path, e))
     }
 

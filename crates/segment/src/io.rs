@@ -95,7 +95,8 @@ pub trait Io: Send + Sync + 'static {
     /// The type of an open file.
     type File: FileExt;
 
-    /// Creates `dir` and its parents if missing.
+    /// Creates `dir` and its parents if missing, durably: the parent of every directory it
+    /// created is synced, up to the first that existed.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Opens `path` in `mode`.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File>;
@@ -115,6 +116,29 @@ pub trait Io: Send + Sync + 'static {
     fn random_u32(&self) -> u32;
 }
 
+/// Creates `dir` and its missing parents, then syncs the parent of each directory it created,
+/// deepest first, so that a crash cannot lose a directory whose files were synced.
+pub fn create_dir_all_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !at.try_exists()? {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing {
+        let parent = match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// The real file system, clock and random source.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdIo;
@@ -123,7 +147,7 @@ impl Io for StdIo {
     type File = File;
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        create_dir_all_durably(dir)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<File> {
@@ -164,5 +188,21 @@ impl Io for StdIo {
         // The salt only has to differ between segments; if the OS random source fails we fall
         // back to the clock rather than refusing to write.
         getrandom::u32().unwrap_or_else(|_| Utc::now().timestamp_subsec_nanos())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_dir_all_durably_makes_every_missing_level_and_accepts_existing_ones() {
+        let root = tempfile::tempdir().expect("temporary directory");
+        let deep = root.path().join("a/b/c");
+        create_dir_all_durably(&deep).expect("created");
+        assert!(deep.is_dir());
+        create_dir_all_durably(&deep).expect("an existing directory is fine");
+        std::fs::write(root.path().join("file"), b"x").expect("file");
+        assert!(create_dir_all_durably(&root.path().join("file/d")).is_err());
     }
 }

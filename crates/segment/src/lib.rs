@@ -27,6 +27,6 @@ pub use compacted::{
 pub use current::{CurrentSegment, FramePosition, RecoveryReport};
 pub use error::{Error, Result};
 pub use index::PageIndex;
-pub use io::{FileExt, Io, OpenMode, StdIo};
+pub use io::{create_dir_all_durably, FileExt, Io, OpenMode, StdIo};
 pub use open::{open_segment, OpenedSegment};
 pub use sealed::{Frame, Frames, SealedSegment};

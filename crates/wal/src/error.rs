@@ -117,6 +117,47 @@ pub enum Error {
         /// The log in storage.
         stored: uuid::Uuid,
     },
+    /// A seal of the namespace's current segment failed part way (an fsync or a write of the
+    /// index or header): the segment file's state is unknown, so the log takes no more writes
+    /// until it is opened again from disk, where recovery decides what the file holds. Reads go
+    /// on. Committed frames are not lost: they are in the segment file.
+    #[error("namespace {namespace}: the log takes no writes since a seal failed ({why}); close every connection so that it is opened again from disk")]
+    Poisoned {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The failure.
+        why: String,
+    },
+    /// The segment files of a namespace do not follow each other (a segment starts elsewhere
+    /// than right after the previous one ends) and the one out of place holds frames.
+    #[error("namespace {namespace}: segment {path} starts at frame {start_frame_no}, but the log before it ends at frame {previous_end}")]
+    Discontiguous {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The segment out of place.
+        path: PathBuf,
+        /// Its first frame.
+        start_frame_no: u64,
+        /// The last frame before it (the previous segment's, or the database file's).
+        previous_end: u64,
+    },
+    /// A namespace open for one database file was asked for another: two files never share a
+    /// log.
+    #[error("namespace {namespace} is open for {open_path}, not for {other_path}: a database file needs a namespace of its own")]
+    PathConflict {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The file its log is open for.
+        open_path: PathBuf,
+        /// The other file.
+        other_path: PathBuf,
+    },
+    /// The registry was shut down: it opens no namespace any more.
+    #[error("cannot open {path}: the WAL registry is shut down")]
+    RegistryShutDown {
+        /// The database file asked for.
+        path: PathBuf,
+    },
     /// Frames between frame 1 and the restore's end point are in no stored segment.
     #[error("namespace {namespace}: cannot restore: {source}")]
     MissingFrames {
@@ -144,6 +185,9 @@ impl Error {
             Error::DestinationExists { .. } => ffi::SQLITE_CANTOPEN,
             Error::NothingToRestore { .. } | Error::MissingFrames { .. } => ffi::SQLITE_IOERR,
             Error::OtherLog { .. } | Error::BehindStorage { .. } => ffi::SQLITE_CANTOPEN,
+            Error::Poisoned { .. } => ffi::SQLITE_IOERR,
+            Error::PathConflict { .. } | Error::RegistryShutDown { .. } => ffi::SQLITE_CANTOPEN,
+            Error::Discontiguous { .. } => ffi::SQLITE_CORRUPT,
         }
     }
 

@@ -2,8 +2,18 @@
 //! race-free (the first opener recovers the log while later ones wait for it), and a namespace
 //! is resolved from the database path SQLite opens, by default from the name of the directory
 //! holding the database file (`{root}/{namespace}/{file}`).
+//!
+//! One namespace, one database file: a namespace open for one file refuses another
+//! (`Error::PathConflict`), so two files (an ATTACHed file beside a tenant's database, or the
+//! same directory name under two roots) never share a log. A file to ATTACH goes where
+//! `namespace_of` gives it a namespace of its own (for `namespace_from_directory`, a directory
+//! of its own).
+//!
+//! A log poisoned by a failed seal (`Error::Poisoned`) is opened again from disk by the first
+//! `open` after every connection to it closed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -100,6 +110,14 @@ pub struct WalRegistry<I: Io, S: Storage<File = I::File>> {
     _age_check: std::sync::mpsc::Sender<()>,
     /// Background checkpoints for every namespace.
     checkpointer: Arc<Checkpointer>,
+    /// Set by `shutdown`: no namespace opens after it.
+    shut_down: AtomicBool,
+}
+
+/// Returns `path` with every symbolic link and `.`/`..` resolved, or as it is if it cannot be
+/// (it does not exist).
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
@@ -123,6 +141,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             wals,
             opening: DashMap::new(),
             _age_check: stop,
+            shut_down: AtomicBool::new(false),
         }
     }
 
@@ -131,11 +150,45 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         &self.storage
     }
 
+    /// Returns the open log of `namespace` for a connection to `db_path`, or `None` if it must
+    /// be opened: it is not open, or it is poisoned and no connection uses it any more.
+    fn open_log(
+        &self,
+        namespace: &NamespaceName,
+        db_path: &Path,
+    ) -> Result<Option<Arc<SharedWal<I, S>>>> {
+        let Some(shared) = self.wals.get(namespace).map(|s| s.clone()) else {
+            return Ok(None);
+        };
+        if shared.db_path() != db_path && canonical(shared.db_path()) != canonical(db_path) {
+            return Err(Error::PathConflict {
+                namespace: namespace.clone(),
+                open_path: shared.db_path().to_path_buf(),
+                other_path: db_path.to_path_buf(),
+            });
+        }
+        // The map's reference and this one: nobody else holds the log.
+        if shared.poisoned().is_some() && Arc::strong_count(&shared) <= 2 {
+            warn!(%namespace, "opening a poisoned log again from disk");
+            self.wals
+                .remove_if(namespace, |_, s| Arc::ptr_eq(s, &shared));
+            return Ok(None);
+        }
+        Ok(Some(shared))
+    }
+
     /// Returns the log of the database at `db_path`, opening (and recovering) it on first use.
+    /// Fails with `PathConflict` if the namespace is open for another file, and with
+    /// `RegistryShutDown` after `shutdown`.
     pub fn open(&self, db_path: &Path) -> Result<Arc<SharedWal<I, S>>> {
+        if self.shut_down.load(Ordering::SeqCst) {
+            return Err(Error::RegistryShutDown {
+                path: db_path.to_path_buf(),
+            });
+        }
         let namespace = (self.config.namespace_of)(db_path)?;
-        if let Some(shared) = self.wals.get(&namespace) {
-            return Ok(shared.clone());
+        if let Some(shared) = self.open_log(&namespace, db_path)? {
+            return Ok(shared);
         }
         let swap = self
             .config
@@ -149,8 +202,8 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         loop {
             let opening = self.opening.entry(namespace.clone()).or_default().clone();
             let _opener = opening.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(shared) = self.wals.get(&namespace) {
-                return Ok(shared.clone());
+            if let Some(shared) = self.open_log(&namespace, db_path)? {
+                return Ok(shared);
             }
             let current = self
                 .opening
@@ -182,17 +235,32 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         self.wals.get(namespace).map(|s| s.clone())
     }
 
-    /// Shuts every open namespace down (seal, wait for durability, checkpoint) and forgets it,
-    /// then stops the background checkpointer. Returns the first error after trying them all.
+    /// Shuts every open namespace down and forgets it, then stops the background
+    /// checkpointer: first seals every namespace and hands its segments to storage, then waits
+    /// for all of them to be durable against one deadline (`shutdown_timeout` from then, not
+    /// per namespace), checkpointing each. Opens fail from the start of it. Returns the first
+    /// error after trying them all.
     pub fn shutdown(&self) -> Result<()> {
+        self.shut_down.store(true, Ordering::SeqCst);
         let mut first_error = None;
+        let mut failed = |namespace: &NamespaceName, e: Error| {
+            warn!(%namespace, error = %e, "namespace shutdown failed");
+            first_error.get_or_insert(e);
+        };
         let namespaces: Vec<_> = self.wals.iter().map(|e| e.key().clone()).collect();
+        let mut sealed = Vec::with_capacity(namespaces.len());
         for namespace in namespaces {
             if let Some((_, shared)) = self.wals.remove(&namespace) {
-                if let Err(e) = shared.shutdown(self.config.shutdown_timeout) {
-                    warn!(%namespace, error = %e, "namespace shutdown failed");
-                    first_error.get_or_insert(e);
+                match shared.seal_for_shutdown() {
+                    Ok(()) => sealed.push(shared),
+                    Err(e) => failed(&namespace, e),
                 }
+            }
+        }
+        let deadline = std::time::Instant::now() + self.config.shutdown_timeout;
+        for shared in sealed {
+            if let Err(e) = shared.finish_shutdown(deadline) {
+                failed(shared.namespace(), e);
             }
         }
         self.checkpointer.stop();

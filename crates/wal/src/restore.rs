@@ -175,9 +175,6 @@ pub(crate) fn restore_in_place<S: Storage>(
         .truncate(false)
         .open(db_path)
         .map_err(&io)?;
-    if base.is_none() {
-        db.set_len(0).map_err(&io)?;
-    }
     match futures::executor::block_on(restore.run(RestoreTarget::Latest, base, &db)) {
         Ok(report) => {
             if let Err(e) = std::fs::remove_file(marker) {
@@ -280,6 +277,12 @@ impl<S: Storage> Restore<'_, S> {
                 .and_then(|m| m.sync_all())
                 .map_err(Self::io_err(marker))?;
             sync_parent(marker)?;
+            if base.is_none() {
+                // Restoring in place from scratch: what the file held goes, now that storage is
+                // known to hold a point to restore (and the marker says the file is not to be
+                // trusted until the restore ends).
+                db.set_len(0).map_err(Self::io_err(self.building))?;
+            }
         }
         // The newest segment holds the newest version of every page it indexes, and its header
         // gives the database size: all its pages go in (those past the size are cut at the end).

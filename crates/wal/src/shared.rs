@@ -5,7 +5,7 @@
 //! FIFO queue, seals the current segment when the swap strategy says so (handing the sealed one
 //! to `Storage`), and checkpoints sealed segments into the database file. When it opens with
 //! storage that keeps remote copies, a namespace with no local log takes its database from
-//! storage first, and a database file behind storage catches up (`catch_up_from_storage`).
+//! storage first, and a database file behind storage catches up (`CatchUp`).
 //!
 //! Invariants:
 //! - A snapshot never changes: readers keep exactly the view they began with, across seals and
@@ -119,6 +119,10 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     durable_frame_no: Arc<AtomicU64>,
     /// Highest frame_no copied into the database file.
     checkpointed_frame_no: AtomicU64,
+    /// Frames checkpointed since the log last restarted: SQLite's WAL keeps counting them as in
+    /// the log (backfilled) until the next writer finds every frame backfilled and restarts the
+    /// log, and `PRAGMA wal_checkpoint` reports them so.
+    backfilled_frames: AtomicU64,
     /// Serialises checkpoints.
     checkpointing: Mutex<()>,
     /// The database file, opened on first use.
@@ -129,11 +133,24 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     checkpoint_queued: AtomicBool,
     /// This log, for queueing itself on the checkpointer.
     this: Weak<Self>,
+    /// Set when a seal failed part way: why. The log then takes no writes, seals or
+    /// checkpoints (see `Error::Poisoned`).
+    poisoned: OnceLock<String>,
+    /// Seals that failed after a commit (the commit stood; the seal is retried).
+    seal_failures: AtomicU64,
+    /// Sealed segments storage has not taken yet, oldest first: a segment `store` refused is
+    /// handed over again, before any newer one, at the next seal or age check.
+    unsent: Mutex<VecDeque<Arc<SealedSegment<I::File>>>>,
 }
 
-/// Writer-queue id of seals no connection makes: the registry's age check and `seal_now`
-/// (connection ids start at 1).
-const SEALER_ID: u64 = 0;
+/// Gives each connection, and each seal no connection makes (`seal_now`, the age check,
+/// shutdown), an id of its own in the writer queue.
+static NEXT_WRITER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Returns a writer-queue id nobody else has.
+pub(crate) fn next_writer_id() -> u64 {
+    NEXT_WRITER_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Removes one read mark at `frame_no`; returns true if it was the last one there.
 fn release_mark(readers: &mut BTreeMap<u64, usize>, frame_no: u64) -> bool {
@@ -154,9 +171,25 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Digits in a segment file name: `{start_frame_no:020}.seg`.
+const SEGMENT_NAME_DIGITS: usize = 20;
+
 /// Returns the path of the segment starting at `start_frame_no` in `dir`.
 fn segment_path(dir: &Path, start_frame_no: u64) -> PathBuf {
-    dir.join(format!("{start_frame_no:020}.seg"))
+    dir.join(format!(
+        "{start_frame_no:0width$}.seg",
+        width = SEGMENT_NAME_DIGITS
+    ))
+}
+
+/// Returns the start frame_no a segment file name (as `segment_path` builds it) names, or
+/// `None` for any other name: exactly 20 ASCII digits, then `.seg`.
+fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
@@ -183,24 +216,33 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         };
         let dir = segment_dir(db_path);
         io.create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let mut starts: Vec<u64> = std::fs::read_dir(&dir)
-            .map_err(|e| io_err(&dir, e))?
-            .filter_map(|entry| entry.ok())
-            .filter_map(|entry| {
-                let name = entry.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse().ok()
-            })
-            .collect();
-        starts.sort_unstable();
-        if storage.keeps_remote_copies()
-            && catch_up_from_storage(&*io, &*storage, &namespace, db_path, &dir, &starts)?
-        {
-            starts.clear();
+        let mut starts = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
+            let entry = entry.map_err(|e| io_err(&dir, e))?;
+            let name = entry.file_name();
+            match name.to_str().and_then(parse_segment_file_name) {
+                Some(start) => starts.push(start),
+                None if name.to_string_lossy().ends_with(".seg") => {
+                    warn!(path = %entry.path().display(), "ignoring a file whose name is not a segment name ({{20 digits}}.seg)");
+                }
+                None => {}
+            }
         }
-        let footer = read_footer(&*io, db_path)?;
+        starts.sort_unstable();
+        let durable_frame_no = if storage.keeps_remote_copies() {
+            futures::executor::block_on(storage.durable_frame_no(&namespace, None)).map_err(
+                |source| Error::Storage {
+                    namespace: namespace.clone(),
+                    source,
+                },
+            )?
+        } else {
+            0
+        };
+        let mut footer = read_footer(&*io, db_path)?;
         let mut sealed = Vec::new();
         let mut current = None;
-        let checkpointed = footer.map_or(0, |f| f.replication_index);
+        let mut checkpointed = footer.map_or(0, |f| f.replication_index);
         for (i, &start) in starts.iter().enumerate() {
             let path = segment_path(&dir, start);
             match libsql_wal_segment::open_segment(&*io, &path).map_err(seg_err)? {
@@ -227,6 +269,64 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 }
             }
         }
+        let mut previous_end = footer.map(|f| f.replication_index);
+        for segment in &sealed {
+            check_follows(
+                &namespace,
+                segment.path(),
+                segment.header().start_frame_no,
+                previous_end,
+            )?;
+            previous_end = Some(segment.last_committed_frame_no());
+        }
+        if let Some(segment) = &current {
+            if let Err(e) = check_follows(
+                &namespace,
+                segment.path(),
+                segment.start_frame_no(),
+                previous_end,
+            ) {
+                if segment.committed_frame_count() > 0 {
+                    return Err(e);
+                }
+                // An empty current segment out of place (left by a seal that failed): it holds
+                // nothing, and a new one starts where the log ends.
+                warn!(error = %e, "removing an empty current segment out of place");
+                let path = segment.path().to_path_buf();
+                current = None;
+                io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+            }
+        }
+        if storage.keeps_remote_copies() {
+            let local_log_end = sealed
+                .last()
+                .map(|s| s.last_committed_frame_no())
+                .or_else(|| {
+                    current
+                        .as_ref()
+                        .filter(|c| c.committed_frame_count() > 0)
+                        .map(|c| c.last_committed_frame_no())
+                });
+            let catch_up = CatchUp {
+                namespace: &namespace,
+                db_path,
+                dir: &dir,
+                footer,
+                local_log_end,
+                durable_frame_no,
+            };
+            if catch_up.run(&*storage)? {
+                // The log held no frame: its empty current segment goes, and the log starts
+                // after the restored point.
+                if let Some(empty) = current.take() {
+                    let path = empty.path().to_path_buf();
+                    drop(empty);
+                    io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                }
+                footer = read_footer(&*io, db_path)?;
+                checkpointed = footer.map_or(0, |f| f.replication_index);
+            }
+        }
         let log_id = sealed
             .first()
             .map(|s| s.header().log_id)
@@ -251,16 +351,6 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         } else {
             // Nothing in the log: read transactions take the size from the file's header.
             (checkpointed, 0)
-        };
-        let durable_frame_no = if storage.keeps_remote_copies() {
-            futures::executor::block_on(storage.durable_frame_no(&namespace, None)).map_err(
-                |source| Error::Storage {
-                    namespace: namespace.clone(),
-                    source,
-                },
-            )?
-        } else {
-            0
         };
         info!(
             last_committed_frame_no,
@@ -290,17 +380,22 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             readers: Mutex::default(),
             durable_frame_no: Arc::new(AtomicU64::new(durable_frame_no)),
             checkpointed_frame_no: AtomicU64::new(checkpointed),
+            backfilled_frames: AtomicU64::new(0),
             checkpointing: Mutex::new(()),
             db_file: OnceLock::new(),
             checkpointer,
             checkpoint_queued: AtomicBool::new(false),
             this: this.clone(),
+            poisoned: OnceLock::new(),
+            seal_failures: AtomicU64::new(0),
+            unsent: Mutex::default(),
         });
-        for segment in sealed {
-            if segment.last_committed_frame_no() > durable_frame_no {
-                shared.send_to_storage(segment)?;
-            }
-        }
+        lock(&shared.unsent).extend(
+            sealed
+                .into_iter()
+                .filter(|s| s.last_committed_frame_no() > durable_frame_no),
+        );
+        shared.send_unsent()?;
         shared.request_checkpoint();
         Ok(shared)
     }
@@ -308,6 +403,11 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Returns the namespace.
     pub fn namespace(&self) -> &NamespaceName {
         &self.namespace
+    }
+
+    /// Returns the database file the log is for.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
     }
 
     /// Returns the log id.
@@ -328,6 +428,53 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Returns the highest frame_no copied into the database file.
     pub fn checkpointed_frame_no(&self) -> u64 {
         self.checkpointed_frame_no.load(Ordering::SeqCst)
+    }
+
+    /// Returns the frames checkpointed since the log last restarted (see `restart_log`).
+    pub(crate) fn backfilled_frames(&self) -> u64 {
+        self.backfilled_frames.load(Ordering::SeqCst)
+    }
+
+    /// Restarts the log's frame count, as SQLite's WAL does when a writer begins with every
+    /// frame backfilled: called by a write transaction before its first frame, it forgets the
+    /// backfilled frames if the log holds no other frame.
+    pub(crate) fn restart_log(&self) {
+        let snapshot = self.snapshot();
+        if snapshot.sealed.is_empty() && snapshot.current.committed_frame_count() == 0 {
+            self.backfilled_frames.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Forgets the backfilled frames (a truncating checkpoint that emptied the log).
+    pub(crate) fn forget_backfilled(&self) {
+        self.backfilled_frames.store(0, Ordering::SeqCst);
+    }
+
+    /// Returns why the log takes no more writes, if a seal failed part way.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.get().map(String::as_str)
+    }
+
+    /// Returns how many seals failed after a commit (each commit stood; its seal was retried).
+    pub fn seal_failures(&self) -> u64 {
+        self.seal_failures.load(Ordering::SeqCst)
+    }
+
+    /// Fails with `Poisoned` if the log takes no more writes.
+    fn check_writable(&self) -> Result<()> {
+        match self.poisoned() {
+            Some(why) => Err(Error::Poisoned {
+                namespace: self.namespace.clone(),
+                why: why.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the log as taking no more writes, seals or checkpoints, for `why`.
+    pub(crate) fn poison(&self, why: String) {
+        tracing::error!(namespace = %self.namespace, %why, "the log takes no more writes until it is opened again");
+        let _ = self.poisoned.set(why);
     }
 
     /// Returns the number of sealed segments waiting to be checkpointed.
@@ -422,6 +569,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Waits, in arrival order, for the write lock for connection `id`, for at most the writer
     /// timeout; then fails with `Busy`.
     pub(crate) fn acquire_writer(&self, id: u64) -> Result<()> {
+        self.check_writable()?;
         let deadline = Instant::now() + self.writer_timeout;
         let mut queue = lock(&self.writers);
         if queue.holder == Some(id) {
@@ -474,10 +622,14 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
 
     /// Publishes the commit just written to `current` by the lock holder, then seals the
     /// segment if the swap strategy says so. Returns the new snapshot.
+    ///
+    /// The commit point is the publication: nothing after it fails the commit. A seal that
+    /// fails is logged and counted (`seal_failures`), and the next commit or age check tries
+    /// again (unless the failure poisoned the log).
     pub(crate) fn publish_commit(
         &self,
         current: &Arc<CurrentSegment<I::File>>,
-    ) -> Result<Snapshot<I::File>> {
+    ) -> Snapshot<I::File> {
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             state.last_committed_frame_no = current.last_committed_frame_no();
@@ -489,17 +641,29 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             || current.committed_len() >= self.swap.max_bytes
             || since.elapsed() >= self.swap.max_age
         {
-            self.seal_current()?;
+            if let Err(e) = self.seal_current() {
+                self.seal_failures.fetch_add(1, Ordering::SeqCst);
+                warn!(namespace = %self.namespace, error = %e, "sealing after a commit failed; the commit stands and the seal is tried again later");
+            }
         }
-        Ok(self.snapshot())
+        self.snapshot()
     }
 
     /// Seals the current segment if its first commit is older than the swap strategy's
     /// `max_age` and no connection holds or waits for the write lock (an idle namespace still
     /// seals, so its commits reach storage). Called periodically by the registry.
     pub(crate) fn seal_if_too_old(&self) -> Result<()> {
-        let due =
-            lock(&self.current_since).is_some_and(|since| since.elapsed() >= self.swap.max_age);
+        if self.poisoned().is_some() {
+            return Ok(());
+        }
+        // A segment storage refused is handed over again too; `try_lock`: a store waiting for
+        // room holds that lock, and the age check must not wait behind it.
+        let due = lock(&self.current_since)
+            .is_some_and(|since| since.elapsed() >= self.swap.max_age)
+            || self
+                .unsent
+                .try_lock()
+                .is_ok_and(|unsent| !unsent.is_empty());
         if due {
             self.seal_now()?;
         }
@@ -510,36 +674,55 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// the write lock; returns false, sealing nothing, when one does. Every seal ends a stored
     /// segment, so this marks a point a restore can land on exactly.
     pub fn seal_now(&self) -> Result<bool> {
-        if !self.try_acquire_writer(SEALER_ID) {
+        let id = next_writer_id();
+        if !self.try_acquire_writer(id) {
             return Ok(false);
         }
-        let sealed = self.seal_current();
-        self.release_writer(SEALER_ID);
+        let sealed = self.seal_current().and_then(|()| self.send_unsent());
+        self.release_writer(id);
         sealed.map(|()| true)
     }
 
     /// Seals the current segment (the caller holds the write lock, or no writer can run), starts
     /// a new one after it, and hands the sealed one to storage. Does nothing if the current
     /// segment holds no commit.
+    ///
+    /// Failure: if the next segment cannot be created, nothing changed and the seal can be tried
+    /// again. If the seal itself fails (writing or syncing the index or header), the segment
+    /// file's state is unknown: the next segment's file is removed and the log is poisoned.
+    /// If storage refuses the sealed segment, it is kept and handed over again before any newer
+    /// one (`send_unsent`).
     pub(crate) fn seal_current(&self) -> Result<()> {
         let seg_err = |source| Error::Segment {
             namespace: self.namespace.clone(),
             source,
         };
+        self.check_writable()?;
         let current = self.snapshot().current;
         if current.committed_frame_count() == 0 || current.in_transaction() {
             return Ok(());
         }
         let next_start = current.last_committed_frame_no() + 1;
-        let next = CurrentSegment::create(
-            &*self.io,
-            &segment_path(&self.dir, next_start),
-            next_start,
-            self.log_id,
-        )
-        .map_err(seg_err)?;
-        let Some(sealed) = current.seal(self.io.now()).map_err(seg_err)? else {
-            return Ok(());
+        let next_path = segment_path(&self.dir, next_start);
+        let next = CurrentSegment::create(&*self.io, &next_path, next_start, self.log_id)
+            .map_err(seg_err)?;
+        let sealed = match current.seal(self.io.now()) {
+            Ok(Some(sealed)) => sealed,
+            outcome => {
+                // The next segment must not outlive a seal that did not happen: it would start
+                // inside the frames of this one, which goes on (or is recovered) as current.
+                drop(next);
+                if let Err(e) = self.io.remove_file(&next_path) {
+                    warn!(path = %next_path.display(), error = %e, "cannot remove the next segment after a failed seal; the next open repairs it");
+                }
+                return match outcome {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        self.poison(format!("sealing {}: {e}", current.path().display()));
+                        Err(seg_err(e))
+                    }
+                };
+            }
         };
         let sealed = Arc::new(sealed);
         {
@@ -556,31 +739,41 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             end = sealed.last_committed_frame_no(),
             "segment sealed"
         );
-        self.send_to_storage(sealed)?;
+        lock(&self.unsent).push_back(sealed);
+        self.send_unsent()?;
         if !self.storage.keeps_remote_copies() {
             self.request_checkpoint();
         }
         Ok(())
     }
 
-    /// Hands a sealed segment to storage; the callback records the durable frame_no.
-    fn send_to_storage(&self, segment: Arc<SealedSegment<I::File>>) -> Result<()> {
-        let durable = self.durable_frame_no.clone();
-        let this = self.this.clone();
-        let on_stored = Box::new(move |frame_no: u64| {
-            durable.fetch_max(frame_no, Ordering::SeqCst);
-            if let Some(shared) = this.upgrade() {
-                shared.request_checkpoint();
-            }
-        });
-        futures::executor::block_on(
-            self.storage
-                .store(&self.namespace, segment, None, on_stored),
-        )
-        .map_err(|source| Error::Storage {
-            namespace: self.namespace.clone(),
-            source,
-        })
+    /// Hands the sealed segments storage has not taken yet to it, oldest first; the callback
+    /// records the durable frame_no. Stops at the first refusal, keeping it and every newer
+    /// segment for the next try, so storage always receives the segments in frame order.
+    fn send_unsent(&self) -> Result<()> {
+        let mut unsent = lock(&self.unsent);
+        while let Some(segment) = unsent.front().cloned() {
+            let durable = self.durable_frame_no.clone();
+            let this = self.this.clone();
+            let on_stored = Box::new(move |frame_no: u64| {
+                durable.fetch_max(frame_no, Ordering::SeqCst);
+                if let Some(shared) = this.upgrade() {
+                    shared.request_checkpoint();
+                }
+            });
+            futures::executor::block_on(self.storage.store(
+                &self.namespace,
+                segment,
+                None,
+                on_stored,
+            ))
+            .map_err(|source| Error::Storage {
+                namespace: self.namespace.clone(),
+                source,
+            })?;
+            unsent.pop_front();
+        }
+        Ok(())
     }
 
     /// Copies into the database file every sealed segment that may go: durable (when storage
@@ -590,6 +783,10 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     #[tracing::instrument(skip(self), fields(namespace = %self.namespace))]
     pub fn checkpoint(&self) -> Result<usize> {
         let _one_at_a_time = lock(&self.checkpointing);
+        if self.poisoned().is_some() {
+            // Opened again from disk, the log checkpoints what recovery finds there.
+            return Ok(0);
+        }
         // Readers registered later see a snapshot at least as new as this one.
         let (oldest_reader, snapshot) = {
             let readers = lock(&self.readers);
@@ -644,6 +841,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         db.sync_data().map_err(io_err)?;
         self.checkpointed_frame_no
             .fetch_max(end_frame_no, Ordering::SeqCst);
+        let copied: u64 = eligible.iter().map(|s| s.frame_count()).sum();
+        self.backfilled_frames.fetch_add(copied, Ordering::SeqCst);
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             let remaining: Vec<_> = state.sealed.iter().skip(eligible.len()).cloned().collect();
@@ -667,15 +866,33 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         Ok(eligible.len())
     }
 
-    /// Seals the current segment, waits (at most `timeout`) until storage made everything
-    /// durable if it keeps remote copies, and checkpoints everything no reader needs.
+    /// Seals the current segment (taking the write lock like any writer), waits (at most
+    /// `timeout`) until storage made everything durable if it keeps remote copies, and
+    /// checkpoints everything no reader needs. A poisoned log fails with `Poisoned`: what it
+    /// holds is recovered at the next open.
     pub fn shutdown(&self, timeout: Duration) -> Result<()> {
-        self.seal_current()?;
+        self.seal_for_shutdown()?;
+        self.finish_shutdown(Instant::now() + timeout)
+    }
+
+    /// The first half of `shutdown`: seals the current segment under the write lock and hands
+    /// every sealed segment to storage.
+    pub(crate) fn seal_for_shutdown(&self) -> Result<()> {
+        let id = next_writer_id();
+        self.acquire_writer(id)?;
+        let sealed = self.seal_current().and_then(|()| self.send_unsent());
+        self.release_writer(id);
+        sealed
+    }
+
+    /// The second half of `shutdown`: waits until `deadline` for storage to make everything
+    /// durable (if it keeps remote copies), then checkpoints everything no reader needs.
+    pub(crate) fn finish_shutdown(&self, deadline: Instant) -> Result<()> {
         let target = self.last_committed_frame_no();
         if self.storage.keeps_remote_copies() {
             let started = Instant::now();
             while self.durable_frame_no() < target {
-                if started.elapsed() >= timeout {
+                if Instant::now() >= deadline {
                     return Err(Error::DurableTimeout {
                         namespace: self.namespace.clone(),
                         frame_no: target,
@@ -708,104 +925,99 @@ pub(crate) fn segment_dir(db_path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Fails with `Discontiguous` unless a segment starting at `start_frame_no` follows a log that
+/// ends at `previous_end` (`None`: nothing is known before it, and any start follows).
+fn check_follows(
+    namespace: &NamespaceName,
+    path: &Path,
+    start_frame_no: u64,
+    previous_end: Option<u64>,
+) -> Result<()> {
+    match previous_end {
+        Some(end) if start_frame_no != end + 1 => Err(Error::Discontiguous {
+            namespace: namespace.clone(),
+            path: path.to_path_buf(),
+            start_frame_no,
+            previous_end: end,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Name of the file, in the segment directory, that marks a database file being restored in
 /// place: while it exists the file's content is not to be trusted.
 const RESTORE_MARKER: &str = "restoring";
 
-/// Runs before a namespace's log opens, with storage that keeps remote copies. A namespace with
-/// no local log and an empty database file takes its database from storage (a new machine
-/// taking over a tenant); a database file with no local log that storage is ahead of catches up
-/// by applying only the newer segments; a restore cut short is started over from scratch.
-/// A namespace with a local log (a segment holding a committed frame) is left to it: its frames
-/// are newer than or the same as what storage holds, and go to storage again if they are not
-/// durable yet. If storage is ahead of that log, another machine wrote the namespace after this
-/// one last did, and the two histories may differ: the open fails with `BehindStorage` rather
-/// than guess which to keep.
+/// What `SharedWal::open` knows, once it recovered the local segments, to decide whether the
+/// database must come from storage.
 ///
-/// Returns true if it wrote the database file; the segment files of `starts` (which held no
-/// frame) are then removed, and the log starts after the restored point.
-fn catch_up_from_storage<I: Io, S: Storage>(
-    io: &I,
-    storage: &S,
-    namespace: &NamespaceName,
-    db_path: &Path,
-    dir: &Path,
-    starts: &[u64],
-) -> Result<bool> {
-    let seg_err = |source| Error::Segment {
-        namespace: namespace.clone(),
-        source,
-    };
-    // The last committed frame of the local log, if it holds any.
-    let mut local_log_end = None;
-    for &start in starts {
-        let end = match libsql_wal_segment::open_segment(io, &segment_path(dir, start))
-            .map_err(seg_err)?
-        {
-            libsql_wal_segment::OpenedSegment::Sealed(segment) => {
-                Some(segment.last_committed_frame_no())
+/// A namespace with no local log and an empty database file takes its database from storage (a
+/// new machine taking over a tenant); a database file with no local log that storage is ahead of
+/// catches up by applying only the newer segments; a restore cut short is started over from
+/// scratch. A namespace with a local log (a segment holding a committed frame) is left to it:
+/// its frames are newer than or the same as what storage holds, and go to storage again if they
+/// are not durable yet. If storage is ahead of that log, another machine wrote the namespace
+/// after this one last did, and the two histories may differ: the open fails with
+/// `BehindStorage` rather than guess which to keep.
+struct CatchUp<'a> {
+    namespace: &'a NamespaceName,
+    db_path: &'a Path,
+    /// The segment directory (where the restore marker lives).
+    dir: &'a Path,
+    /// The database file's footer.
+    footer: Option<FooterInfo>,
+    /// The last committed frame of the local log, if it holds any.
+    local_log_end: Option<u64>,
+    /// The highest frame_no storage holds.
+    durable_frame_no: u64,
+}
+
+impl CatchUp<'_> {
+    /// Restores or catches the database file up from `storage` if it must; returns true if it
+    /// wrote the file.
+    fn run<S: Storage>(&self, storage: &S) -> Result<bool> {
+        let (namespace, durable) = (self.namespace, self.durable_frame_no);
+        let marker = self.dir.join(RESTORE_MARKER);
+        let base = if marker.exists() {
+            warn!(%namespace, "a restore of this database was cut short; restoring it from scratch");
+            None
+        } else if let Some(local_frame_no) = self.local_log_end {
+            if durable > local_frame_no {
+                return Err(Error::BehindStorage {
+                    namespace: namespace.clone(),
+                    local_frame_no,
+                    durable_frame_no: durable,
+                });
             }
-            libsql_wal_segment::OpenedSegment::Current(segment, _) => {
-                (segment.committed_frame_count() > 0).then(|| segment.last_committed_frame_no())
-            }
-        };
-        local_log_end = local_log_end.max(end);
-    }
-    let durable = || {
-        futures::executor::block_on(storage.durable_frame_no(namespace, None)).map_err(|source| {
-            Error::Storage {
-                namespace: namespace.clone(),
-                source,
-            }
-        })
-    };
-    let marker = dir.join(RESTORE_MARKER);
-    let base = if marker.exists() {
-        warn!(%namespace, "a restore of this database was cut short; restoring it from scratch");
-        None
-    } else if let Some(local_frame_no) = local_log_end {
-        let durable_frame_no = durable()?;
-        if durable_frame_no > local_frame_no {
-            return Err(Error::BehindStorage {
-                namespace: namespace.clone(),
-                local_frame_no,
-                durable_frame_no,
-            });
-        }
-        return Ok(false);
-    } else if let Some(footer) = read_footer(io, db_path)? {
-        let durable = durable()?;
-        if durable <= footer.replication_index {
             return Ok(false);
-        }
-        info!(%namespace, local = footer.replication_index, durable, "catching up from storage");
-        Some(Base {
-            after_frame_no: footer.replication_index,
-            log_id: footer.log_id,
-        })
-    } else {
-        if !holds_no_schema(db_path)? {
+        } else if let Some(footer) = self.footer {
+            if durable <= footer.replication_index {
+                return Ok(false);
+            }
+            info!(%namespace, local = footer.replication_index, durable, "catching up from storage");
+            Some(Base {
+                after_frame_no: footer.replication_index,
+                log_id: footer.log_id,
+            })
+        } else if holds_no_schema(self.db_path)? {
+            None
+        } else {
             // A database this log never checkpointed (no footer): it starts a new log.
             return Ok(false);
-        }
-        None
-    };
-    let Some(report) = restore_in_place(storage, namespace, db_path, base, &marker)? else {
-        return Ok(false);
-    };
-    info!(
-        %namespace,
-        end_frame_no = report.end_frame_no,
-        pages = report.db_pages,
-        objects = report.objects_fetched,
-        "database restored from storage"
-    );
-    for &start in starts {
-        let path = segment_path(dir, start);
-        io.remove_file(&path)
-            .map_err(|source| Error::Io { path, source })?;
+        };
+        let Some(report) = restore_in_place(storage, namespace, self.db_path, base, &marker)?
+        else {
+            return Ok(false);
+        };
+        info!(
+            %namespace,
+            end_frame_no = report.end_frame_no,
+            pages = report.db_pages,
+            objects = report.objects_fetched,
+            "database restored from storage"
+        );
+        Ok(true)
     }
-    Ok(true)
 }
 
 /// Returns true if the database file at `db_path` is missing, empty, or the single page SQLite

@@ -21,7 +21,6 @@
 //! commits since the last seal (the database stays consistent); OFF adds no fsync of its own.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use libsql_sys::ffi;
@@ -34,10 +33,7 @@ use libsql_wal_segment::format::{FRAME_SIZE, PAGE_SIZE};
 use libsql_wal_segment::Io;
 
 use crate::error::Error;
-use crate::shared::{SharedWal, Snapshot};
-
-/// Gives each connection an id for the writer queue.
-static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+use crate::shared::{next_writer_id, SharedWal, Snapshot};
 
 /// Returns the SQLite error for a segment error in this namespace.
 fn segment_error(
@@ -74,7 +70,7 @@ impl<I: Io, S: Storage<File = I::File>> LibsqlWal<I, S> {
     pub(crate) fn new(shared: Arc<SharedWal<I, S>>) -> Self {
         LibsqlWal {
             shared,
-            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_writer_id(),
             read: None,
             last_seen_frame_no: None,
             writing: false,
@@ -285,6 +281,9 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         let Some(read) = self.read.clone().filter(|_| self.writing) else {
             return Err(Self::no_read_txn());
         };
+        if self.tx_frames == 0 {
+            self.shared.restart_log();
+        }
         let pages: Vec<(u32, &[u8])> = page_headers.iter().collect();
         let count = pages.len();
         // WAL_SYNC_FLAGS: non-zero when `PRAGMA synchronous` is FULL or EXTRA.
@@ -307,15 +306,14 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
                 // SQLite will report the commit as failed: take it back, so that neither this
                 // process nor recovery after a crash ever shows it.
                 if let Err(undo) = read.current.undo_last_commit() {
-                    tracing::error!(%namespace, error = %undo, "cannot take back a commit whose fsync failed");
+                    // Recovery might show the commit: no more writes until it decides.
+                    self.shared
+                        .poison(format!("taking back a commit whose fsync failed: {undo}"));
                 }
                 return Err(segment_error(&namespace, e));
             }
         }
-        let snapshot = self
-            .shared
-            .publish_commit(&read.current)
-            .map_err(Error::into_sqlite)?;
+        let snapshot = self.shared.publish_commit(&read.current);
         self.shared.move_reader(
             read.last_committed_frame_no,
             snapshot.last_committed_frame_no,
@@ -338,7 +336,6 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
     ) -> WalResult<()> {
         // Seal what is committed so all of it can be copied in: PASSIVE only if the write lock
         // is free right now, the other modes wait for it like a writer.
-        let before = self.frames_in_wal();
         if !self.writing {
             let locked = if mode == CheckpointMode::Passive {
                 self.shared.try_acquire_writer(self.id)
@@ -356,12 +353,15 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         }
         self.shared.checkpoint().map_err(Error::into_sqlite)?;
         let after = self.frames_in_wal();
-        // Reported as SQLite's WAL does: frames in the log and frames copied back; a
-        // truncating checkpoint that copied everything leaves an empty log.
+        // Reported as SQLite's WAL does: frames in the log and frames copied back, which stay
+        // counted until the next writer restarts the log; a truncating checkpoint that copied
+        // everything leaves an empty log.
         let (log, copied) = if mode == CheckpointMode::Truncate && after == 0 {
+            self.shared.forget_backfilled();
             (0, 0)
         } else {
-            (before, before - after)
+            let backfilled = self.shared.backfilled_frames();
+            (backfilled + u64::from(after), backfilled)
         };
         if let Some(in_wal) = in_wal {
             *in_wal = i32::try_from(log).unwrap_or(i32::MAX);
