@@ -3,7 +3,9 @@
 //! backend only implements these.
 //!
 //! Keys are relative to the backend's root (a directory, or a bucket and prefix chosen by the
-//! backend's config), use `/` as separator, and are built only by this crate.
+//! backend's config), use `/` as separator, and are built only by this crate. Every backend
+//! checks the keys and prefixes it is given with `validate_key` and `validate_prefix`, so that
+//! no key escapes its root or names one object two ways, whatever the backend.
 
 use std::fmt;
 use std::future::Future;
@@ -12,7 +14,53 @@ use std::pin::Pin;
 
 use tokio::io::AsyncRead;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// Checks that `key` can name an object in every backend: relative, made of `/`-separated
+/// components that are non-empty and neither `.` nor `..`, without NUL or backslash. Returns
+/// `Error::InvalidKey` naming the key and what is wrong with it otherwise.
+pub fn validate_key(key: &str) -> Result<()> {
+    validate(key, false)
+}
+
+/// Checks a prefix of keys (`list`, `list_children`): as `validate_key`, except that it may be
+/// empty and may end with `/` (its last component empty) or in the middle of a component.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    validate(prefix, true)
+}
+
+/// Checks a key, or a prefix of keys when `prefix`.
+fn validate(key: &str, prefix: bool) -> Result<()> {
+    let invalid = |why| {
+        Err(Error::InvalidKey {
+            key: key.to_string(),
+            why,
+        })
+    };
+    if key.is_empty() {
+        return if prefix { Ok(()) } else { invalid("is empty") };
+    }
+    if key.contains('\0') {
+        return invalid("contains a NUL byte");
+    }
+    if key.contains('\\') {
+        return invalid("contains a backslash");
+    }
+    if key.starts_with('/') {
+        return invalid("is absolute");
+    }
+    let mut components = key.split('/').peekable();
+    while let Some(component) = components.next() {
+        let last = components.peek().is_none();
+        match component {
+            "" if prefix && last => {}
+            "" => return invalid("has an empty component"),
+            "." | ".." => return invalid("has a '.' or '..' component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 /// The body of an object being read.
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
@@ -26,6 +74,9 @@ pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
 /// - `list` returns keys in lexicographic byte order.
 /// - `delete` of a missing object is `Ok`.
 /// - Failures that may pass on retry are `Error::Transient`; misconfiguration is `Error::Fatal`.
+/// - A key refused by `validate_key`, or a prefix refused by `validate_prefix`, fails with
+///   `Error::InvalidKey` before anything is read or written. `start_after` is only compared
+///   with keys, never used as a path: any string is fine.
 ///
 /// `Config` selects where objects go (a root directory, a bucket and prefix); equal configs
 /// mean the same place. The backend has a
@@ -81,4 +132,49 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes object `key`; a missing object is not an error.
     fn delete(&self, config: &Self::Config, key: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_prefixes_are_relative_paths_of_plain_components() {
+        for key in [
+            "a",
+            "ns/segments/0001-2-3",
+            "ns/.hidden/x",
+            "a/..b/c.",
+            "a b/ü",
+        ] {
+            assert!(validate_key(key).is_ok(), "{key:?}");
+            assert!(validate_prefix(key).is_ok(), "{key:?} as a prefix");
+        }
+        for prefix in ["", "ns/", "ns/segments/", "ns/seg"] {
+            assert!(validate_prefix(prefix).is_ok(), "{prefix:?}");
+        }
+        for (key, why) in [
+            ("", "is empty"),
+            ("ns/", "has an empty component"),
+            ("a//b", "has an empty component"),
+            ("/a", "is absolute"),
+            ("a/../b", "has a '.' or '..' component"),
+            ("./a", "has a '.' or '..' component"),
+            ("a\0b", "contains a NUL byte"),
+            ("a\\b", "contains a backslash"),
+        ] {
+            match validate_key(key) {
+                Err(Error::InvalidKey {
+                    key: named,
+                    why: said,
+                }) => {
+                    assert_eq!((named.as_str(), said), (key, why))
+                }
+                other => panic!("{key:?}: {other:?}"),
+            }
+        }
+        for prefix in ["a//", "/", "..", "a/.", "a/../", "\\"] {
+            assert!(validate_prefix(prefix).is_err(), "{prefix:?}");
+        }
+    }
 }

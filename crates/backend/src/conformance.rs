@@ -476,3 +476,95 @@ pub async fn delete_and_list_again<B: Backend>(backend: &B, scratch: &Path) {
         assert!(left.is_empty(), "objects left under {prefix}: {left:?}");
     }
 }
+
+/// Keys and prefixes that could escape the backend's root or name one object two ways
+/// (`..`, `.`, absolute, empty components, NUL, backslash) are refused by every `Backend`
+/// method with `Error::InvalidKey` naming them, before anything is touched; good ones pass.
+pub async fn invalid_keys_are_refused<B: Backend>(backend: &B, scratch: &Path) {
+    let config = backend.default_config();
+    let source = scratch.join("object");
+    std::fs::write(&source, b"data").expect("write a source file");
+    let bad_keys = [
+        "",
+        ".",
+        "..",
+        "../escape",
+        "ns/../../escape",
+        "ns/..",
+        "/absolute",
+        "ns//double",
+        "ns/./dot",
+        "./dot",
+        "ns/trailing/",
+        "ns/nul\0byte",
+        "ns\\..\\escape",
+    ];
+    let refused = |what: &str, key: &str, result: Result<(), Error>| match result {
+        Err(Error::InvalidKey { key: named, .. }) => assert_eq!(named, key, "{what}"),
+        Err(other) => panic!("{what} {key:?}: expected InvalidKey, got {other}"),
+        Ok(()) => panic!("{what} {key:?} was accepted"),
+    };
+    for key in bad_keys {
+        refused(
+            "put_bytes",
+            key,
+            backend.put_bytes(config, key, b"data".to_vec()).await,
+        );
+        refused(
+            "put_file",
+            key,
+            backend.put_file(config, key, &source).await,
+        );
+        refused("get", key, backend.get(config, key).await.map(drop));
+        refused("delete", key, backend.delete(config, key).await);
+    }
+    let bad_prefixes = [
+        "..",
+        "../",
+        "ns/../",
+        "ns/../x",
+        "/absolute",
+        "ns//",
+        "./",
+        "ns/./x",
+        "ns/nul\0",
+        "ns\\x",
+    ];
+    for prefix in bad_prefixes {
+        refused(
+            "list",
+            prefix,
+            backend.list(config, prefix, None, 10).await.map(drop),
+        );
+        refused(
+            "list_children",
+            prefix,
+            backend.list_children(config, prefix).await.map(drop),
+        );
+    }
+    let err = backend
+        .put_bytes(config, "ns/../../escape", Vec::new())
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("ns/../../escape"),
+        "the error names the key: {err}"
+    );
+    // Good keys and prefixes, including a prefix ending in a partial component.
+    backend
+        .put_bytes(config, "ns/..dots-in-a-name./x.y", b"data".to_vec())
+        .await
+        .expect("dots inside a component are fine");
+    for prefix in ["", "ns", "ns/", "ns/..dots", "ns/..dots-in-a-name./"] {
+        backend
+            .list(config, prefix, None, 10)
+            .await
+            .unwrap_or_else(|e| panic!("list({prefix:?}) refused: {e}"));
+    }
+    for prefix in ["", "ns/", "ns"] {
+        backend
+            .list_children(config, prefix)
+            .await
+            .unwrap_or_else(|e| panic!("list_children({prefix:?}) refused: {e}"));
+    }
+}

@@ -52,6 +52,16 @@ pub enum Error {
         /// Why it is refused.
         why: &'static str,
     },
+    /// An object key or prefix that is not relative, `/`-separated, of non-empty components
+    /// other than `.` and `..`, free of NUL and backslash: it could escape the backend's root or
+    /// name one object two ways.
+    #[error("invalid object key {key:?}: {why}")]
+    InvalidKey {
+        /// The key or prefix given.
+        key: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
     /// The storage is shutting down and takes no new work.
     #[error("storage is shut down")]
     ShutDown,

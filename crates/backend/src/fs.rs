@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, instrument};
 
-use crate::backend::{Backend, ObjectReader};
+use crate::backend::{validate_key, validate_prefix, Backend, ObjectReader};
 use crate::error::{Error, Result};
 
 /// Directory under the root that holds files being written.
@@ -135,8 +135,17 @@ impl FsBackend {
         })
     }
 
-    fn path(config: &FsConfig, key: &str) -> PathBuf {
-        config.root.join(key)
+    /// Returns the path of object `key`, once `key` is checked: valid for every backend, and
+    /// not under the directory of files being written.
+    fn path(config: &FsConfig, key: &str) -> Result<PathBuf> {
+        validate_key(key)?;
+        if key.split('/').next() == Some(TMP_DIR) {
+            return Err(Error::InvalidKey {
+                key: key.to_string(),
+                why: "is under the fs backend's directory of files being written",
+            });
+        }
+        Ok(config.root.join(key))
     }
 
     /// Returns a fresh temporary path under `config`'s root.
@@ -150,23 +159,26 @@ impl FsBackend {
     }
 
     /// Moves the finished temporary file `tmp` to object `key`, durably.
-    async fn publish(config: &FsConfig, tmp: &Path, key: &str) -> Result<()> {
-        let dest = Self::path(config, key);
+    async fn publish(tmp: &Path, dest: &Path) -> Result<()> {
         let dir = dest.parent().ok_or_else(|| {
-            Error::fatal("storing an object", format!("key {key:?} has no parent"))
+            Error::fatal(
+                "storing an object",
+                format!("{} has no parent", dest.display()),
+            )
         })?;
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| local("creating", dir, e))?;
-        tokio::fs::rename(tmp, &dest)
+        tokio::fs::rename(tmp, dest)
             .await
-            .map_err(|e| local("renaming into", &dest, e))?;
+            .map_err(|e| local("renaming into", dest, e))?;
         sync_dir(dir).await
     }
 
     /// Writes `content` to a fresh temporary file, fsyncs it, then publishes it as `key`;
     /// removes the temporary file on failure.
     async fn put_content(&self, config: &FsConfig, key: &str, content: Content<'_>) -> Result<()> {
+        let dest = Self::path(config, key)?;
         let tmp = self.tmp_path(config).await?;
         let result = async {
             match content {
@@ -197,7 +209,7 @@ impl FsBackend {
                         .map_err(|e| local("syncing", &tmp, e))?;
                 }
             }
-            Self::publish(config, &tmp, key).await
+            Self::publish(&tmp, &dest).await
         }
         .await;
         if result.is_err() {
@@ -226,7 +238,7 @@ impl Backend for FsBackend {
 
     #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
     async fn get(&self, config: &FsConfig, key: &str) -> Result<ObjectReader> {
-        let path = Self::path(config, key);
+        let path = Self::path(config, key)?;
         match tokio::fs::File::open(&path).await {
             Ok(file) => Ok(Box::pin(tokio::io::BufReader::with_capacity(1 << 20, file))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound {
@@ -244,6 +256,7 @@ impl Backend for FsBackend {
         start_after: Option<&str>,
         max_keys: usize,
     ) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
         // Keys are `dir/name`: list the directory part, filter names on the rest of the prefix.
         let (dir_part, name_prefix) = match prefix.rfind('/') {
             Some(at) => (&prefix[..=at], &prefix[at + 1..]),
@@ -264,6 +277,7 @@ impl Backend for FsBackend {
 
     #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
     async fn list_children(&self, config: &FsConfig, prefix: &str) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
         let mut names: Vec<String> = dir_entries(&config.root.join(prefix))
             .await?
             .into_iter()
@@ -276,7 +290,7 @@ impl Backend for FsBackend {
 
     #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
     async fn delete(&self, config: &FsConfig, key: &str) -> Result<()> {
-        let path = Self::path(config, key);
+        let path = Self::path(config, key)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

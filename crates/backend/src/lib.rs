@@ -31,7 +31,7 @@ mod storage;
 #[cfg(feature = "test-server")]
 mod test_server;
 
-pub use backend::{Backend, ObjectReader};
+pub use backend::{validate_key, validate_prefix, Backend, ObjectReader};
 pub use chain::{maximal_segments, plan_chain, plan_chain_after, strictly_contains, MissingFrames};
 pub use compaction::{
     compact, plan_compaction, CompactedGroup, CompactionReport, CompactionStrategy,

@@ -27,7 +27,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use tracing::{debug, instrument, warn};
 
-use crate::backend::{Backend, ObjectReader};
+use crate::backend::{validate_key, validate_prefix, Backend, ObjectReader};
 use crate::error::{Error, Result};
 
 /// The most keys S3 returns per ListObjectsV2 call.
@@ -436,6 +436,7 @@ impl Backend for S3Backend {
 
     #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
     async fn put_file(&self, config: &S3Config, key: &str, source: &Path) -> Result<()> {
+        validate_key(key)?;
         let object = Self::object_key(config, key);
         let len = tokio::fs::metadata(source)
             .await
@@ -466,6 +467,7 @@ impl Backend for S3Backend {
 
     #[instrument(skip(self, config, bytes), fields(bucket = %config.bucket, len = bytes.len()), level = "debug")]
     async fn put_bytes(&self, config: &S3Config, key: &str, bytes: Vec<u8>) -> Result<()> {
+        validate_key(key)?;
         let object = Self::object_key(config, key);
         self.client
             .put_object()
@@ -486,6 +488,7 @@ impl Backend for S3Backend {
 
     #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
     async fn get(&self, config: &S3Config, key: &str) -> Result<ObjectReader> {
+        validate_key(key)?;
         let object = Self::object_key(config, key);
         match self
             .client
@@ -517,6 +520,7 @@ impl Backend for S3Backend {
         start_after: Option<&str>,
         max_keys: usize,
     ) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
         let object_prefix = Self::object_key(config, prefix);
         let context = || format!("listing s3://{}/{object_prefix}", config.bucket);
         let start_after = start_after.map(|a| Self::object_key(config, a));
@@ -569,6 +573,7 @@ impl Backend for S3Backend {
 
     #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
     async fn list_children(&self, config: &S3Config, prefix: &str) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
         let object_prefix = if config.prefix.is_empty() && prefix.is_empty() {
             String::new()
         } else {
@@ -616,6 +621,7 @@ impl Backend for S3Backend {
 
     #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
     async fn delete(&self, config: &S3Config, key: &str) -> Result<()> {
+        validate_key(key)?;
         let object = Self::object_key(config, key);
         self.client
             .delete_object()

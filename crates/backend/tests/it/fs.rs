@@ -127,3 +127,25 @@ async fn fs_backends_sharing_a_root_write_at_once_without_clashing() {
         }
     }
 }
+
+#[tokio::test]
+async fn fs_refuses_keys_that_escape_or_alias_the_root() {
+    let outer = tempfile::tempdir().unwrap();
+    let root = outer.path().join("root");
+    let backend = FsBackend::new(&root).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    conformance::invalid_keys_are_refused(&backend, scratch.path()).await;
+    let err = backend
+        .put_bytes(backend.default_config(), ".tmp/x", b"data".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, libsql_wal_backend::Error::InvalidKey { key, .. } if key == ".tmp/x"),
+        "the directory of files being written is not for objects: {err}"
+    );
+    let beside: Vec<_> = std::fs::read_dir(outer.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["root"], "nothing was written beside the root");
+}
