@@ -113,7 +113,9 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     ) -> impl Future<Output = Result<ObjectReader>> + Send;
 
     /// Returns up to `max_keys` keys that start with `prefix` and sort after `start_after`
-    /// (after nothing when `None`), in order.
+    /// (after nothing when `None`), in order. `prefix` is a string prefix, as in S3, not a
+    /// directory: `ns/segments/0000` matches `ns/segments/00001-...`, and `ns/` every key below
+    /// `ns`, however deep.
     fn list(
         &self,
         config: &Self::Config,

@@ -477,6 +477,78 @@ pub async fn delete_and_list_again<B: Backend>(backend: &B, scratch: &Path) {
     }
 }
 
+/// `list` matches keys by any string prefix, as S3 does, not by directory: a prefix that ends
+/// in the middle of a component (`ns/segments/0000`, `ns/seg`) matches every key starting with
+/// it, in order, with `start_after` and `max_keys` applied to the whole match.
+pub async fn list_matches_keys_by_any_prefix<B: Backend>(backend: &B) {
+    let config = backend.default_config();
+    let keys = [
+        "prefix/indexes/00001-a",
+        "prefix/segments-old/00001-a",
+        "prefix/segments/00001-a",
+        "prefix/segments/00002-b",
+        "prefix/segments/0001x",
+        "prefix/segments/deep/00003-c",
+        "prefixed/x",
+    ];
+    for key in keys {
+        backend
+            .put_bytes(config, key, key.as_bytes().to_vec())
+            .await
+            .unwrap_or_else(|e| panic!("storing {key} failed: {e}"));
+    }
+    let starting = |prefix: &str| -> Vec<&str> {
+        keys.iter()
+            .copied()
+            .filter(|k| k.starts_with(prefix))
+            .collect()
+    };
+    for prefix in [
+        "prefix/segments/0000",
+        "prefix/segments/000",
+        "prefix/segments/",
+        "prefix/seg",
+        "prefix/",
+        "prefix",
+        "pre",
+        "prefix/segments/00001-a",
+        "prefix/nothing",
+    ] {
+        let listed = backend
+            .list(config, prefix, None, 100)
+            .await
+            .unwrap_or_else(|e| panic!("listing {prefix:?} failed: {e}"));
+        assert_eq!(listed, starting(prefix), "list({prefix:?})");
+    }
+    let listed = backend
+        .list(config, "prefix/seg", Some("prefix/segments/00001-a"), 2)
+        .await
+        .expect("list after a key");
+    assert_eq!(
+        listed,
+        ["prefix/segments/00002-b", "prefix/segments/0001x"],
+        "list(\"prefix/seg\") after a key, two keys"
+    );
+    let listed = backend
+        .list(
+            config,
+            "prefix/segments/000",
+            Some("prefix/segments/00001"),
+            100,
+        )
+        .await
+        .expect("list after a partial key");
+    assert_eq!(
+        listed,
+        [
+            "prefix/segments/00001-a",
+            "prefix/segments/00002-b",
+            "prefix/segments/0001x"
+        ],
+        "start_after need not be a key"
+    );
+}
+
 /// Keys and prefixes that could escape the backend's root or name one object two ways
 /// (`..`, `.`, absolute, empty components, NUL, backslash) are refused by every `Backend`
 /// method with `Error::InvalidKey` naming them, before anything is touched; good ones pass.

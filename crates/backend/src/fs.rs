@@ -4,6 +4,9 @@
 //! leaves either the whole object or none (and at most a stray temporary file, removed by the
 //! next backend started on the root once it is `STALE_TMP_AGE` old).
 //!
+//! Keys map to paths one to one (`validate_key` refuses every other key), and `list` matches
+//! keys by string prefix across directories, as S3 does.
+//!
 //! Several backends may share a root at once (a server and a maintenance command, or several
 //! storages in one process): each names its temporary files after its own random id, and a
 //! starting backend removes only temporary files nobody wrote to for `STALE_TMP_AGE`.
@@ -257,18 +260,36 @@ impl Backend for FsBackend {
         max_keys: usize,
     ) -> Result<Vec<String>> {
         validate_prefix(prefix)?;
-        // Keys are `dir/name`: list the directory part, filter names on the rest of the prefix.
-        let (dir_part, name_prefix) = match prefix.rfind('/') {
-            Some(at) => (&prefix[..=at], &prefix[at + 1..]),
-            None => ("", prefix),
-        };
-        let mut keys: Vec<String> = dir_entries(&config.root.join(dir_part))
-            .await?
-            .into_iter()
-            .filter(|(name, kind)| kind.is_file() && name.starts_with(name_prefix))
-            .map(|(name, _)| format!("{dir_part}{name}"))
-            .filter(|key| start_after.is_none_or(|after| key.as_str() > after))
-            .collect();
+        // Keys match by string prefix, as in S3: walk the directory the prefix names up to its
+        // last `/`, and below it only the directories whose keys can start with the prefix
+        // and sort after `start_after`.
+        let dir_part = prefix.rfind('/').map_or("", |at| &prefix[..=at]);
+        let mut keys = Vec::new();
+        let mut dirs = vec![dir_part.to_string()];
+        while let Some(dir) = dirs.pop() {
+            for (name, kind) in dir_entries(&config.root.join(&dir)).await? {
+                if dir.is_empty() && name == TMP_DIR {
+                    continue;
+                }
+                let key = format!("{dir}{name}");
+                if kind.is_dir() {
+                    let below = key + "/";
+                    let may_match = below.starts_with(prefix) || prefix.starts_with(&below);
+                    // Every key below sorts after `below`, and before `start_after` when
+                    // `below` does and is not a prefix of it.
+                    let may_follow = start_after
+                        .is_none_or(|after| below.as_str() > after || after.starts_with(&below));
+                    if may_match && may_follow {
+                        dirs.push(below);
+                    }
+                } else if kind.is_file()
+                    && key.starts_with(prefix)
+                    && start_after.is_none_or(|after| key.as_str() > after)
+                {
+                    keys.push(key);
+                }
+            }
+        }
         keys.sort_unstable();
         keys.truncate(max_keys);
         debug!(count = keys.len(), "listed");

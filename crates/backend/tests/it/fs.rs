@@ -129,6 +129,12 @@ async fn fs_backends_sharing_a_root_write_at_once_without_clashing() {
 }
 
 #[tokio::test]
+async fn fs_lists_keys_by_any_prefix() {
+    let (backend, _root, _scratch) = backend().await;
+    conformance::list_matches_keys_by_any_prefix(&backend).await;
+}
+
+#[tokio::test]
 async fn fs_refuses_keys_that_escape_or_alias_the_root() {
     let outer = tempfile::tempdir().unwrap();
     let root = outer.path().join("root");

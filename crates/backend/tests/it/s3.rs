@@ -105,6 +105,12 @@ async fn s3_errors_name_the_bucket_and_say_whether_to_retry() {
 }
 
 #[tokio::test]
+async fn s3_lists_keys_by_any_prefix() {
+    let (backend, _server, _scratch) = backend("p").await;
+    conformance::list_matches_keys_by_any_prefix(&backend).await;
+}
+
+#[tokio::test]
 async fn s3_refuses_keys_that_escape_or_alias_the_root() {
     let (backend, _server, scratch) = backend("p").await;
     conformance::invalid_keys_are_refused(&backend, scratch.path()).await;
