@@ -1,7 +1,8 @@
 //! The fs backend, the embedded default: objects are files under a root directory, with the same
 //! layout as in a bucket. Writes are atomic: the bytes go to a temporary file under
-//! `{root}/.tmp`, are fsynced, renamed into place, and the directory is fsynced, so a crash
-//! leaves either the whole object or none (and at most a stray temporary file, removed by the
+//! `{root}/.tmp`, are fsynced, renamed into place, and the directory is fsynced (with the parent
+//! of every directory created for it, up to the first that existed), so a crash leaves either
+//! the whole object or none (and at most a stray temporary file, removed by the
 //! next backend started on the root once it is `STALE_TMP_AGE` old).
 //!
 //! Keys map to paths one to one (`validate_key` refuses every other key), and `list` matches
@@ -96,6 +97,53 @@ async fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| local("syncing directory", dir, e))
 }
 
+/// Returns `path`, or `.` for the empty path (the parent of a relative path's first component).
+fn non_empty(path: &Path) -> &Path {
+    if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    }
+}
+
+/// Creates `dir` and its missing ancestors, then fsyncs the parent of each directory it
+/// created, up to the first ancestor that existed, so the new entries survive a crash (the
+/// caller syncs `dir` itself once it wrote in it). Returns the directories that were missing,
+/// shallowest first. A directory another writer creates meanwhile counts as missing: its
+/// parent is synced all the same, since the caller's object will depend on it.
+async fn create_dir_all_synced(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    loop {
+        match tokio::fs::metadata(non_empty(at)).await {
+            // Something that is not a directory fails the `create_dir` below it.
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing.push(at.to_path_buf());
+                match at.parent() {
+                    Some(parent) => at = parent,
+                    None => break,
+                }
+            }
+            Err(e) => return Err(local("inspecting", at, e)),
+        }
+    }
+    missing.reverse();
+    for dir in &missing {
+        match tokio::fs::create_dir(dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(local("creating", dir, e)),
+        }
+    }
+    for dir in &missing {
+        if let Some(parent) = dir.parent() {
+            sync_dir(non_empty(parent)).await?;
+        }
+    }
+    Ok(missing)
+}
+
 /// Returns the entries of `dir` with UTF-8 names (no other name can be a key), and their
 /// types; a missing directory has none.
 async fn dir_entries(dir: &Path) -> Result<Vec<(String, std::fs::FileType)>> {
@@ -169,9 +217,7 @@ impl FsBackend {
                 format!("{} has no parent", dest.display()),
             )
         })?;
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| local("creating", dir, e))?;
+        create_dir_all_synced(dir).await?;
         tokio::fs::rename(tmp, dest)
             .await
             .map_err(|e| local("renaming into", dest, e))?;
@@ -317,5 +363,53 @@ impl Backend for FsBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(local("deleting", &path, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_directories_are_created_and_reported_shallowest_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let deep = root.join("a/b/c");
+        let created = create_dir_all_synced(&deep).await.unwrap();
+        assert_eq!(created, [root.join("a"), root.join("a/b"), deep.clone()]);
+        assert!(deep.is_dir());
+        assert_eq!(
+            create_dir_all_synced(&deep).await.unwrap(),
+            Vec::<PathBuf>::new()
+        );
+        let beside = root.join("a/x/y");
+        assert_eq!(
+            create_dir_all_synced(&beside).await.unwrap(),
+            [root.join("a/x"), beside.clone()],
+            "only up to the first directory that existed"
+        );
+        std::fs::write(root.join("file"), b"").unwrap();
+        let err = create_dir_all_synced(&root.join("file/z"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("file/z"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn publishing_creates_the_object_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = FsBackend::new(tmp.path()).await.unwrap();
+        backend
+            .put_bytes(
+                backend.default_config(),
+                "ns/segments/key",
+                b"data".to_vec(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(tmp.path().join("ns/segments/key")).unwrap(),
+            b"data"
+        );
     }
 }
