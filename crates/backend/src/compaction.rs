@@ -54,9 +54,15 @@ struct Run {
 }
 
 impl Run {
+    /// Returns the frames the run covers; a span that does not fit a u64 (every frame_no from
+    /// 0) saturates, as does any product of spans below: keys come from the bucket, so planning
+    /// must not overflow whatever they say.
     fn span(&self) -> u64 {
         match (self.members.first(), self.members.last()) {
-            (Some(first), Some(last)) => last.end_frame_no - first.start_frame_no + 1,
+            (Some(first), Some(last)) => last
+                .end_frame_no
+                .saturating_sub(first.start_frame_no)
+                .saturating_add(1),
             _ => 0,
         }
     }
@@ -89,7 +95,8 @@ pub fn plan_compaction(chain: &[SegmentKey], strategy: CompactionStrategy) -> Ve
             for run in runs {
                 stack.push(run);
                 while stack.len() >= 2
-                    && stack[stack.len() - 2].span() < 2 * stack[stack.len() - 1].span()
+                    && stack[stack.len() - 2].span()
+                        < stack[stack.len() - 1].span().saturating_mul(2)
                 {
                     let newer = stack.pop().map(|r| r.members).unwrap_or_default();
                     if let Some(older) = stack.last_mut() {
@@ -338,5 +345,44 @@ mod tests {
         assert!(spans.windows(2).all(|w| w[0] >= 2 * w[1]), "{spans:?}");
         let again = chain(&spans);
         assert!(plan_compaction(&again, CompactionStrategy::Logarithmic).is_empty());
+    }
+
+    #[test]
+    fn spans_near_u64_max_plan_without_overflow() {
+        let half = u64::MAX / 2;
+        // Two halves of the whole frame range: doubling the newer span overflows a u64.
+        let huge = [
+            SegmentKey {
+                start_frame_no: 1,
+                end_frame_no: half,
+                timestamp_ms: 1,
+            },
+            SegmentKey {
+                start_frame_no: half + 1,
+                end_frame_no: u64::MAX - 1,
+                timestamp_ms: 2,
+            },
+        ];
+        assert_eq!(
+            plan_compaction(&huge, CompactionStrategy::Logarithmic),
+            [huge.to_vec()],
+            "the older half is less than twice the newer one: they merge"
+        );
+        // A segment spanning every frame_no: its span does not fit a u64 and saturates.
+        let whole = SegmentKey {
+            start_frame_no: 0,
+            end_frame_no: u64::MAX,
+            timestamp_ms: 1,
+        };
+        for strategy in [
+            CompactionStrategy::Logarithmic,
+            CompactionStrategy::Tiered { fan_in: 2 },
+        ] {
+            assert_eq!(
+                plan_compaction(&[whole, huge[1]], strategy),
+                Vec::<Vec<SegmentKey>>::new(),
+                "{strategy:?}: the whole range is more than twice anything"
+            );
+        }
     }
 }
