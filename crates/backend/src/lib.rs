@@ -9,8 +9,9 @@
 //!   compaction of runs of segments (tiered or logarithmic), and retention of old ones.
 //! - `Storage`: what the WAL asks of durable storage, and `NoStorage`, which keeps everything
 //!   local.
-//! - `conformance`: the test suite every backend must pass; `S3TestServer` (feature
-//!   `test-server`): a real S3 server on loopback to run it against.
+//! - `conformance` (feature `conformance`): the test suite every backend must pass;
+//!   `S3TestServer` (feature `test-server`, which enables `conformance` too): a real S3 server
+//!   on loopback to run it against. Neither is in a default build.
 //!
 //! Remote layout, under each backend's root: `{namespace}/segments/{key}` (compacted data) and
 //! `{namespace}/indexes/{key}` (its page index).
@@ -18,6 +19,7 @@
 mod backend;
 mod chain;
 mod compaction;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
 mod ext;
