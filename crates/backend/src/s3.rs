@@ -4,9 +4,21 @@
 //!   instance metadata) unless given in `S3Options`.
 //! - An explicit endpoint switches to path-style addressing, for S3-compatible servers (MinIO,
 //!   R2, s3s).
-//! - Files above `multipart_threshold` are uploaded in parts of `part_size`, each part streamed
-//!   from the file: a segment is never held in memory whole. A failed multipart upload is
-//!   aborted so no parts linger.
+//! - Files above `multipart_threshold` are uploaded in parts of `part_size`, up to
+//!   `PARTS_IN_FLIGHT` (4) at once, each part streamed from the file: a segment is never held in
+//!   memory whole. A multipart upload that fails is aborted, and so is one whose future is
+//!   dropped mid-way (from a task spawned on the tokio runtime), so no parts linger.
+//!
+//!   An abort can still be lost (the process killed mid-upload, the abort itself failing, no
+//!   runtime left): parts of an incomplete upload are invisible to listings but billed. Set a
+//!   lifecycle rule on the bucket that removes them, for example with
+//!   `aws s3api put-bucket-lifecycle-configuration --bucket BUCKET --lifecycle-configuration`:
+//!
+//!   ```json
+//!   {"Rules": [{"ID": "abort-incomplete-multipart-uploads", "Status": "Enabled",
+//!               "Filter": {"Prefix": ""},
+//!               "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]}
+//!   ```
 //! - Timeouts and retries are the SDK's, set from `S3Options`; failures that survive the SDK's
 //!   retries are classified `Transient` (network, throttling, 5xx) or `Fatal` (everything else).
 //! - Secrets stay out of logs and errors: the secret key is a `SecretKey` (redacted `Debug`, no
@@ -32,6 +44,113 @@ use crate::error::{Error, Result};
 
 /// The most keys S3 returns per ListObjectsV2 call.
 const MAX_LIST_PAGE: usize = 1000;
+
+/// The most parts S3 takes in one multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// Parts of one multipart upload sent at once: several streams fill a link to S3 better than
+/// one, and the bound keeps one large segment from taking every connection and file handle
+/// (other namespaces upload too). Each part streams from the file: memory stays small.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// One part of a multipart upload: a range of the source file.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    /// Its number, from 1.
+    number: i32,
+    /// Where it starts in the file.
+    offset: u64,
+    /// Its length.
+    len: u64,
+}
+
+/// A multipart upload begun and not yet completed. Dropped without `completed` (a failure, or
+/// the upload future dropped mid-way), it aborts the upload: inline in `abort`, else from
+/// `Drop` on a task spawned on the current tokio runtime, if there is one. An upload left
+/// behind anyway (no runtime, the process killed, the abort failing) is for the bucket's
+/// `AbortIncompleteMultipartUpload` lifecycle rule (see the module docs).
+struct PendingUpload {
+    /// The client to abort with.
+    client: Client,
+    /// The bucket.
+    bucket: String,
+    /// The full object key.
+    object: String,
+    /// The upload; `None` once completed or aborted.
+    upload_id: Option<String>,
+    /// Secrets to keep out of the warning if the abort fails.
+    redactions: Redactions,
+}
+
+impl PendingUpload {
+    /// The upload completed: nothing to abort.
+    fn completed(mut self) {
+        self.upload_id = None;
+    }
+
+    /// Aborts the upload and waits for the answer. Dropped meanwhile, `Drop` aborts again.
+    async fn abort(mut self) {
+        if let Some(upload_id) = &self.upload_id {
+            abort_upload(
+                &self.client,
+                &self.bucket,
+                &self.object,
+                upload_id,
+                &self.redactions,
+            )
+            .await;
+            self.upload_id = None;
+        }
+    }
+}
+
+impl Drop for PendingUpload {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let client = self.client.clone();
+                let bucket = std::mem::take(&mut self.bucket);
+                let object = std::mem::take(&mut self.object);
+                let redactions = self.redactions.clone();
+                runtime.spawn(async move {
+                    abort_upload(&client, &bucket, &object, &upload_id, &redactions).await;
+                });
+            }
+            Err(_) => warn!(
+                object = %self.object,
+                upload_id,
+                "multipart upload dropped outside a tokio runtime: not aborted"
+            ),
+        }
+    }
+}
+
+/// Aborts a multipart upload; a failure is logged (the bucket's lifecycle rule is the backstop).
+async fn abort_upload(
+    client: &Client,
+    bucket: &str,
+    object: &str,
+    upload_id: &str,
+    redactions: &Redactions,
+) {
+    match client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(object)
+        .upload_id(upload_id)
+        .send()
+        .await
+    {
+        Ok(_) => debug!(object, upload_id, "multipart upload aborted"),
+        Err(e) => {
+            let error = redactions.scrub(aws_sdk_s3::error::DisplayErrorContext(&e).to_string());
+            warn!(object, upload_id, error, "cannot abort multipart upload");
+        }
+    }
+}
 
 /// Where the S3 backend puts objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,6 +453,17 @@ impl S3Backend {
         len: u64,
     ) -> Result<()> {
         let context = || format!("uploading s3://{}/{object}", config.bucket);
+        let parts = len.div_ceil(self.part_size);
+        if parts > MAX_PARTS {
+            return Err(Error::fatal(
+                context(),
+                format!(
+                    "{len} bytes in parts of {} need {parts} parts, S3 allows {MAX_PARTS}: \
+                     raise part_size",
+                    self.part_size
+                ),
+            ));
+        }
         let upload = self
             .client
             .create_multipart_upload()
@@ -344,72 +474,59 @@ impl S3Backend {
             .map_err(|e| sdk_error(&self.redactions, context(), e))?;
         let upload_id = upload
             .upload_id()
-            .ok_or_else(|| Error::fatal(context(), "no upload id in the response"))?
-            .to_string();
-        let result = self
-            .upload_parts(config, object, source, len, &upload_id)
-            .await;
-        if result.is_err() {
-            if let Err(e) = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&config.bucket)
-                .key(object)
-                .upload_id(&upload_id)
-                .send()
-                .await
-            {
-                let error = self
-                    .redactions
-                    .scrub(aws_sdk_s3::error::DisplayErrorContext(&e).to_string());
-                warn!(object, error, "cannot abort multipart upload");
+            .ok_or_else(|| Error::fatal(context(), "no upload id in the response"))?;
+        let pending = PendingUpload {
+            client: self.client.clone(),
+            bucket: config.bucket.clone(),
+            object: object.to_string(),
+            upload_id: Some(upload_id.to_string()),
+            redactions: self.redactions.clone(),
+        };
+        match self
+            .upload_parts(config, object, source, len, parts, upload_id)
+            .await
+        {
+            Ok(()) => {
+                pending.completed();
+                Ok(())
+            }
+            Err(e) => {
+                pending.abort().await;
+                Err(e)
             }
         }
-        result
     }
 
+    /// Uploads the `parts` parts of `source`, `PARTS_IN_FLIGHT` at a time, and completes the
+    /// upload.
     async fn upload_parts(
         &self,
         config: &S3Config,
         object: &str,
         source: &Path,
         len: u64,
+        parts: u64,
         upload_id: &str,
     ) -> Result<()> {
+        use futures::stream::{StreamExt, TryStreamExt};
         let context = || format!("uploading s3://{}/{object}", config.bucket);
-        let mut parts = Vec::new();
-        let mut offset = 0;
-        let mut part_number = 1;
-        while offset < len {
-            let part_len = self.part_size.min(len - offset);
-            let body = ByteStream::read_from()
-                .path(source)
-                .offset(offset)
-                .length(Length::Exact(part_len))
-                .build()
-                .await
-                .map_err(|e| Error::transient(format!("reading {}", source.display()), e))?;
-            let part = self
-                .client
-                .upload_part()
-                .bucket(&config.bucket)
-                .key(object)
-                .upload_id(upload_id)
-                .part_number(part_number)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.redactions, context(), e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(part_number)
-                    .set_e_tag(part.e_tag().map(str::to_string))
-                    .build(),
-            );
-            debug!(object, part_number, part_len, "part uploaded");
-            offset += part_len;
-            part_number += 1;
-        }
+        // Built up front: each future reads its own range of the file once polled.
+        let uploads: Vec<_> = (0..parts)
+            .map(|i| {
+                let offset = i * self.part_size;
+                let part = Part {
+                    // At most `MAX_PARTS`, checked by the caller.
+                    number: i32::try_from(i + 1).unwrap_or(i32::MAX),
+                    offset,
+                    len: self.part_size.min(len - offset),
+                };
+                self.upload_part(config, object, source, upload_id, part)
+            })
+            .collect();
+        let completed: Vec<CompletedPart> = futures::stream::iter(uploads)
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
         self.client
             .complete_multipart_upload()
             .bucket(&config.bucket)
@@ -417,13 +534,58 @@ impl S3Backend {
             .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
+                    .set_parts(Some(completed))
                     .build(),
             )
             .send()
             .await
             .map_err(|e| sdk_error(&self.redactions, context(), e))?;
         Ok(())
+    }
+
+    /// Uploads `part` of `source`, streamed from the file.
+    async fn upload_part(
+        &self,
+        config: &S3Config,
+        object: &str,
+        source: &Path,
+        upload_id: &str,
+        part: Part,
+    ) -> Result<CompletedPart> {
+        let Part {
+            number: part_number,
+            offset,
+            len: part_len,
+        } = part;
+        let body = ByteStream::read_from()
+            .path(source)
+            .offset(offset)
+            .length(Length::Exact(part_len))
+            .build()
+            .await
+            .map_err(|e| Error::transient(format!("reading {}", source.display()), e))?;
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&config.bucket)
+            .key(object)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                sdk_error(
+                    &self.redactions,
+                    format!("uploading s3://{}/{object}", config.bucket),
+                    e,
+                )
+            })?;
+        debug!(object, part_number, part_len, "part uploaded");
+        Ok(CompletedPart::builder()
+            .part_number(part_number)
+            .set_e_tag(uploaded.e_tag().map(str::to_string))
+            .build())
     }
 }
 

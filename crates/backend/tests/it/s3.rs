@@ -177,6 +177,90 @@ async fn s3_lists_every_key_from_a_server_that_caps_pages() {
     assert_eq!(list(Some("ns/objects/01233"), 10).await.len(), 0);
 }
 
+/// A 12 MiB file in 5 MiB parts: three parts.
+async fn multipart_backend(
+    server: &S3TestServer,
+) -> (S3Backend, tempfile::TempDir, std::path::PathBuf) {
+    let mut options = server.options("p");
+    options.multipart_threshold = 6 << 20;
+    options.part_size = 5 << 20;
+    options.max_attempts = 1;
+    let backend = S3Backend::new(options).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let source = scratch.path().join("big");
+    std::fs::write(&source, vec![7u8; 12 << 20]).unwrap();
+    (backend, scratch, source)
+}
+
+#[tokio::test]
+async fn s3_aborts_a_multipart_upload_whose_part_fails() {
+    let server = S3TestServer::start_with(TestServerOptions {
+        fail_parts_from: Some(2),
+        ..TestServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let (backend, _scratch, source) = multipart_backend(&server).await;
+    let config = backend_config(&backend);
+    let err = backend
+        .put_file(config, "ns/big", &source)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ns/big"), "{err}");
+    assert_eq!(
+        server.unfinished_multipart_files().unwrap(),
+        Vec::<String>::new(),
+        "the upload was aborted"
+    );
+    let err = backend.get(config, "ns/big").await.map(drop).unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_aborts_a_multipart_upload_dropped_midway() {
+    let server = S3TestServer::start_with(TestServerOptions {
+        stall_parts_from: Some(2),
+        ..TestServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let (backend, _scratch, source) = multipart_backend(&server).await;
+    let backend = Arc::new(backend);
+    let upload = {
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            backend
+                .put_file(backend_config(&backend), "ns/big", &source)
+                .await
+        })
+    };
+    // Wait until part 1 is stored (part 2 never answers), then drop the upload.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !server
+        .unfinished_multipart_files()
+        .unwrap()
+        .iter()
+        .any(|name| name.ends_with(".part-1"))
+    {
+        assert!(std::time::Instant::now() < deadline, "part 1 never arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    upload.abort();
+    assert!(upload.await.unwrap_err().is_cancelled());
+    // The abort is sent in the background.
+    loop {
+        let left = server.unfinished_multipart_files().unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped upload was not aborted: {left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn s3_options_backend_and_errors_never_show_secrets() {
     const SECRET: &str = "wJalrXUtnFEMI-the-secret";
