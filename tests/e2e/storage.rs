@@ -173,3 +173,95 @@ fn wal_on_actor_storage_over_s3_uploads_checkpoints_and_deletes_segments() {
         .unwrap();
     assert_eq!(listed, vec!["tenant".parse().unwrap()]);
 }
+
+#[test]
+fn a_namespace_whose_queue_is_full_holds_up_no_other_namespace_age_seal() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use crate::hooked::{Call, Hook, HookedBackend};
+
+    let runtime = tokio_runtime();
+    let work = tempfile::tempdir().unwrap();
+    let fs = runtime
+        .block_on(FsBackend::new(&work.path().join("bucket")))
+        .unwrap();
+    // Uploads of namespace `stuck` wait until released (a bucket that stopped answering it).
+    let release = Arc::new(AtomicBool::new(false));
+    let stuck_puts = Arc::new(AtomicUsize::new(0));
+    let hook: Hook = {
+        let (release, stuck_puts) = (release.clone(), stuck_puts.clone());
+        Arc::new(move |call, key| {
+            let stuck = call == Call::Put && key.starts_with("stuck/");
+            let (release, stuck_puts) = (release.clone(), stuck_puts.clone());
+            Box::pin(async move {
+                if stuck {
+                    stuck_puts.fetch_add(1, Ordering::SeqCst);
+                    while !release.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                Ok(())
+            })
+        })
+    };
+    let storage = ActorStorage::<_, File>::start(
+        HookedBackend::new(fs, hook),
+        StorageConfig {
+            scratch_dir: work.path().join("scratch"),
+            // One segment of a namespace waiting to be durable fills its queue.
+            max_enqueued_segments: 1,
+            ..StorageConfig::default()
+        },
+    )
+    .unwrap();
+    let registry = Arc::new(WalRegistry::new(
+        StdIo,
+        storage,
+        RegistryConfig {
+            swap: SwapStrategy {
+                max_age: Duration::from_millis(100),
+                ..SwapStrategy::default()
+            },
+            age_check_interval: Duration::from_millis(20),
+            shutdown_timeout: Duration::from_secs(60),
+            ..RegistryConfig::default()
+        },
+    ));
+    let connect = |name: &str| {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        Connection::open(
+            dir.join("data"),
+            libsql_sys::rusqlite::OpenFlags::default(),
+            LibsqlWalManager::new(registry.clone()),
+            0,
+            None,
+        )
+        .unwrap()
+    };
+    let stuck = connect("stuck");
+    stuck
+        .execute_batch("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
+        .unwrap();
+    // Its first age seal is uploading (held), its second one finds the queue full.
+    wait_until("the first upload of `stuck` started", || {
+        stuck_puts.load(Ordering::SeqCst) > 0
+    });
+    stuck.execute("INSERT INTO t VALUES (2)", ()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Another namespace still seals by age and becomes durable.
+    let free = connect("free");
+    free.execute_batch("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let shared = registry.get(&"free".parse().unwrap()).unwrap();
+    let end = shared.last_committed_frame_no();
+    wait_until("`free` sealed by age and durable", || {
+        shared.durable_frame_no() >= end
+    });
+
+    release.store(true, Ordering::SeqCst);
+    drop((stuck, free, shared));
+    registry.shutdown().unwrap();
+    runtime.block_on(registry.storage().shutdown());
+}

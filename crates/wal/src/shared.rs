@@ -141,6 +141,8 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     /// Sealed segments storage has not taken yet, oldest first: a segment `store` refused is
     /// handed over again, before any newer one, at the next seal or age check.
     unsent: Mutex<VecDeque<Arc<SealedSegment<I::File>>>>,
+    /// Set while a thread of `send_unsent_in_background` runs.
+    sending_in_background: AtomicBool,
 }
 
 /// Gives each connection, and each seal no connection makes (`seal_now`, the age check,
@@ -389,6 +391,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             poisoned: OnceLock::new(),
             seal_failures: AtomicU64::new(0),
             unsent: Mutex::default(),
+            sending_in_background: AtomicBool::new(false),
         });
         lock(&shared.unsent).extend(
             sealed
@@ -641,7 +644,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             || current.committed_len() >= self.swap.max_bytes
             || since.elapsed() >= self.swap.max_age
         {
-            if let Err(e) = self.seal_current() {
+            if let Err(e) = self.seal_current().and_then(|()| self.send_unsent()) {
                 self.seal_failures.fetch_add(1, Ordering::SeqCst);
                 warn!(namespace = %self.namespace, error = %e, "sealing after a commit failed; the commit stands and the seal is tried again later");
             }
@@ -651,23 +654,53 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
 
     /// Seals the current segment if its first commit is older than the swap strategy's
     /// `max_age` and no connection holds or waits for the write lock (an idle namespace still
-    /// seals, so its commits reach storage). Called periodically by the registry.
+    /// seals, so its commits reach storage), then hands what storage has not taken yet to it
+    /// from a thread of its own. Called periodically by the registry's age check, which must
+    /// never wait: one namespace whose queue is full does not hold up the others' age seals.
     pub(crate) fn seal_if_too_old(&self) -> Result<()> {
         if self.poisoned().is_some() {
             return Ok(());
         }
-        // A segment storage refused is handed over again too; `try_lock`: a store waiting for
-        // room holds that lock, and the age check must not wait behind it.
-        let due = lock(&self.current_since)
-            .is_some_and(|since| since.elapsed() >= self.swap.max_age)
-            || self
-                .unsent
-                .try_lock()
-                .is_ok_and(|unsent| !unsent.is_empty());
-        if due {
-            self.seal_now()?;
+        let due =
+            lock(&self.current_since).is_some_and(|since| since.elapsed() >= self.swap.max_age);
+        let id = next_writer_id();
+        if due && self.try_acquire_writer(id) {
+            let sealed = self.seal_current();
+            self.release_writer(id);
+            sealed?;
         }
+        self.send_unsent_in_background();
         Ok(())
+    }
+
+    /// Starts a thread that hands the unsent segments to storage, unless there are none or a
+    /// thread (or a writer) is at it already. The thread may wait on a full queue; nobody
+    /// waits for it.
+    fn send_unsent_in_background(&self) {
+        // `try_lock`: a store waiting for room holds the lock, and then somebody is at it.
+        let pending = self
+            .unsent
+            .try_lock()
+            .is_ok_and(|unsent| !unsent.is_empty());
+        if !pending || self.sending_in_background.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Some(this) = self.this.upgrade() else {
+            self.sending_in_background.store(false, Ordering::SeqCst);
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("libsql-wal-send".into())
+            .spawn(move || {
+                if let Err(e) = this.send_unsent() {
+                    warn!(namespace = %this.namespace, error = %e, "handing sealed segments to storage failed; tried again at the next age check");
+                }
+                this.sending_in_background.store(false, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            warn!(namespace = %self.namespace, error = %e, "cannot start a thread to hand sealed segments to storage");
+            self.sending_in_background.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Seals the current segment now, if it holds commits and no connection holds or waits for
@@ -684,8 +717,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     }
 
     /// Seals the current segment (the caller holds the write lock, or no writer can run), starts
-    /// a new one after it, and hands the sealed one to storage. Does nothing if the current
-    /// segment holds no commit.
+    /// a new one after it, and queues the sealed one for storage (`send_unsent` hands it over).
+    /// Does nothing if the current segment holds no commit.
     ///
     /// Failure: if the next segment cannot be created, nothing changed and the seal can be tried
     /// again. If the seal itself fails (writing or syncing the index or header), the segment
@@ -740,7 +773,6 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             "segment sealed"
         );
         lock(&self.unsent).push_back(sealed);
-        self.send_unsent()?;
         if !self.storage.keeps_remote_copies() {
             self.request_checkpoint();
         }
@@ -750,7 +782,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Hands the sealed segments storage has not taken yet to it, oldest first; the callback
     /// records the durable frame_no. Stops at the first refusal, keeping it and every newer
     /// segment for the next try, so storage always receives the segments in frame order.
-    fn send_unsent(&self) -> Result<()> {
+    /// May wait while storage's queue for the namespace is full (backpressure).
+    pub(crate) fn send_unsent(&self) -> Result<()> {
         let mut unsent = lock(&self.unsent);
         while let Some(segment) = unsent.front().cloned() {
             let durable = self.durable_frame_no.clone();

@@ -346,7 +346,10 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
                 true
             };
             if locked {
-                let sealed = self.shared.seal_current();
+                let sealed = self
+                    .shared
+                    .seal_current()
+                    .and_then(|()| self.shared.send_unsent());
                 self.shared.release_writer(self.id);
                 sealed.map_err(Error::into_sqlite)?;
             }
