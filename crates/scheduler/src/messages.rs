@@ -11,7 +11,7 @@ use libsql_wal_backend::NamespaceName;
 use libsql_wal_segment::format::FRAME_SIZE;
 use libsql_wal_segment::{FileExt, SealedSegment};
 
-use crate::scheduler::SchedulerConfig;
+use crate::config::SchedulerConfig;
 
 /// A sealed segment for the scheduler's queue. Segments arrive in frame order.
 #[derive(Debug)]

@@ -25,6 +25,7 @@ use libsql_wal_backend::NamespaceName;
 use libsql_wal_segment::FileExt;
 use tracing::{debug, warn};
 
+use crate::config::SchedulerConfig;
 use crate::messages::{
     ForceShutdown, QueueSegment, RequestUpload, UploadDone, UploadJob, UploadOutcome,
 };
@@ -33,32 +34,6 @@ use crate::messages::{
 pub trait Destination: Clone + PartialEq + Send + Sync + Unpin + 'static {}
 
 impl<C: Clone + PartialEq + Send + Sync + Unpin + 'static> Destination for C {}
-
-/// How a scheduler makes and retries jobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchedulerConfig {
-    /// Frames (counted in the sealed segments, before compaction) one job may carry. A single
-    /// segment larger than this still goes, alone.
-    pub max_upload_frames: u64,
-    /// Bytes of frames one job may carry, likewise.
-    pub max_upload_bytes: u64,
-    /// Delay before the first retry of a failed job.
-    pub retry_initial: Duration,
-    /// Longest delay between retries.
-    pub retry_max: Duration,
-}
-
-impl Default for SchedulerConfig {
-    /// Jobs up to 100,000 frames or 256 MiB; retries from 100 ms doubling up to 30 s.
-    fn default() -> Self {
-        SchedulerConfig {
-            max_upload_frames: 100_000,
-            max_upload_bytes: 256 << 20,
-            retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Returns the delay before retry number `failures` (1 for the first): `initial * 2^(n-1)`
 /// capped at `max`, then a uniformly random part of it between half and all, so namespaces
