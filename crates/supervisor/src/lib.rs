@@ -19,6 +19,7 @@ mod config;
 mod error;
 mod maintenance;
 mod messages;
+mod scratch;
 mod storage;
 mod supervisor;
 mod upload;

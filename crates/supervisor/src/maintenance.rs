@@ -10,7 +10,6 @@
 //! failing is logged and counted, and the pass goes on with the next.
 
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +19,8 @@ use libsql_wal_backend::{
     apply_retention, compact, Backend, BackendExt, CompactionStrategy, NamespaceName,
 };
 use tracing::{info, warn};
+
+use crate::scratch::Scratch;
 
 /// What a maintenance pass does, and how often the `Maintenance` actor runs one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +72,7 @@ pub struct MaintenanceMetrics {
 }
 
 /// Runs one maintenance pass over every namespace of `backend`, with scratch files under
-/// `scratch_dir`.
+/// `scratch_dir` (which should be the pass's own: two passes sharing one may clash).
 #[tracing::instrument(skip_all, fields(strategy = ?config.strategy, retention = ?config.retention))]
 pub async fn maintenance_pass<B: Backend>(
     backend: &B,
@@ -136,7 +137,8 @@ fn now_ms() -> u64 {
 pub struct Maintenance<B: Backend> {
     backend: Arc<B>,
     config: MaintenanceConfig,
-    scratch_dir: PathBuf,
+    /// Where each pass gets its own working directory.
+    scratch: Arc<Scratch>,
     metrics: Arc<Mutex<MaintenanceMetrics>>,
 }
 
@@ -145,13 +147,13 @@ impl<B: Backend> Maintenance<B> {
     pub(crate) fn new(
         backend: Arc<B>,
         config: MaintenanceConfig,
-        scratch_dir: PathBuf,
+        scratch: Arc<Scratch>,
         metrics: Arc<Mutex<MaintenanceMetrics>>,
     ) -> Self {
         Maintenance {
             backend,
             config,
-            scratch_dir,
+            scratch,
             metrics,
         }
     }
@@ -178,13 +180,22 @@ impl<B: Backend> Handler<Pass> for Maintenance<B> {
         let (backend, config, scratch) = (
             self.backend.clone(),
             self.config.clone(),
-            self.scratch_dir.clone(),
+            self.scratch.clone(),
         );
         // A panic in a pass (a backend bug) is caught and counted: it must not take down the
-        // storage thread the uploads run on.
-        let pass =
-            AssertUnwindSafe(async move { maintenance_pass(&*backend, &config, &scratch).await })
-                .catch_unwind();
+        // storage thread the uploads run on. Its directory's guard removes the directory then.
+        let pass = AssertUnwindSafe(async move {
+            let work = scratch.create_maintenance_dir().map_err(|e| {
+                libsql_wal_backend::Error::transient(
+                    "creating a maintenance directory for scratch files",
+                    e,
+                )
+            })?;
+            let report = maintenance_pass(&*backend, &config, work.path()).await;
+            work.remove().await;
+            report
+        })
+        .catch_unwind();
         let metrics = self.metrics.clone();
         let interval = self.config.interval;
         // `wait`: no other message is handled until the pass ends, so passes never overlap.

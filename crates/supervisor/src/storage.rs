@@ -11,7 +11,6 @@
 //! thread, so `ActorStorage` works from any thread and inside any tokio runtime, and needs none.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -32,7 +31,8 @@ use crate::maintenance::{maintenance_pass, MaintenanceConfig, MaintenanceReport}
 use crate::messages::{
     DurableFrameNo, Metrics, Shutdown, StorageMetrics, StoreSegment, WatchDurable,
 };
-use crate::supervisor::{create_scratch_dir, Supervisor};
+use crate::scratch::Scratch;
+use crate::supervisor::Supervisor;
 
 /// Durable storage through the actor pipeline.
 pub struct ActorStorage<B: Backend, F: FileExt> {
@@ -50,6 +50,8 @@ pub struct ActorStorage<B: Backend, F: FileExt> {
     places: DashMap<NamespaceName, Arc<Semaphore>>,
     /// Settings.
     config: StorageConfig,
+    /// This storage's files in the scratch directory (shared with the supervisor).
+    scratch: Arc<Scratch>,
 }
 
 /// Maps a failed send to the supervisor: it only fails once the storage stopped.
@@ -61,14 +63,14 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
     /// Starts the pipeline for `backend` on a new thread (`libsql-wal-storage`) running an
     /// actix system.
     pub fn start(backend: B, config: StorageConfig) -> crate::Result<Self> {
-        create_scratch_dir(&config)?;
+        let scratch = Arc::new(Scratch::open(&config.scratch_dir)?);
         let backend = Arc::new(backend);
         let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let for_thread = (backend.clone(), config.clone());
+        let for_thread = (backend.clone(), config.clone(), scratch.clone());
         let thread = std::thread::Builder::new()
             .name("libsql-wal-storage".into())
             .spawn(move || {
-                let (backend, config) = for_thread;
+                let (backend, config, scratch) = for_thread;
                 let system = actix::System::new();
                 let capacity = config.mailbox_capacity;
                 let started = system.block_on(async move {
@@ -76,7 +78,7 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
                     // this far behind, on top of each namespace's own bound.
                     let supervisor = Supervisor::create(move |ctx| {
                         ctx.set_mailbox_capacity(capacity);
-                        Supervisor::new(backend, config)
+                        Supervisor::new(backend, config, scratch)
                     });
                     (
                         supervisor,
@@ -106,6 +108,7 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
             thread: Mutex::new(Some(thread)),
             places: DashMap::new(),
             config,
+            scratch,
         })
     }
 
@@ -137,14 +140,17 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
     /// Runs one maintenance pass (compaction, then retention if `config` has a window) over
     /// every namespace in the backend now, on the storage thread, and returns what it did.
     pub async fn run_maintenance(&self, config: &MaintenanceConfig) -> Result<MaintenanceReport> {
-        static PASSES: AtomicU64 = AtomicU64::new(0);
-        let (backend, config) = (self.backend.clone(), config.clone());
-        let scratch = self.config.scratch_dir.join(format!(
-            "maintenance-on-demand-{}",
-            PASSES.fetch_add(1, Ordering::Relaxed)
-        ));
-        self.on_storage_thread(async move { maintenance_pass(&*backend, &config, &scratch).await })
-            .await
+        let (backend, config, scratch) =
+            (self.backend.clone(), config.clone(), self.scratch.clone());
+        self.on_storage_thread(async move {
+            let work = scratch.create_maintenance_dir().map_err(|e| {
+                BackendError::transient("creating a maintenance directory for scratch files", e)
+            })?;
+            let report = maintenance_pass(&*backend, &config, work.path()).await;
+            work.remove().await;
+            report
+        })
+        .await
     }
 
     /// Stops at once: uploads in flight are abandoned and segments not yet durable are left to

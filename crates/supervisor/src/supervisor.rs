@@ -25,7 +25,6 @@
 
 use std::collections::{hash_map, BTreeMap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -50,6 +49,7 @@ use crate::messages::{
     DurableFrameNo, Metrics, NamespaceMetrics, SchedulerOf, Shutdown, StorageMetrics, StoreSegment,
     WatchDurable,
 };
+use crate::scratch::Scratch;
 use crate::upload::{panic_message, run_job, UploadFailure, UploadReport, UploadTask};
 
 /// A segment taken and not yet durable.
@@ -112,6 +112,8 @@ pub struct Supervisor<B: Backend, F: FileExt> {
     backend: Arc<B>,
     /// Settings.
     config: StorageConfig,
+    /// This storage's files in the scratch directory.
+    scratch: Arc<Scratch>,
     /// Every namespace that handed over a segment (or was watched).
     namespaces: HashMap<NamespaceName, NamespaceEntry<F, B::Config>>,
     /// Durable frame_nos asked of the backend for namespaces not in `namespaces` yet.
@@ -137,11 +139,12 @@ pub struct Supervisor<B: Backend, F: FileExt> {
 }
 
 impl<B: Backend, F: FileExt> Supervisor<B, F> {
-    /// Returns a supervisor storing to `backend`.
-    pub fn new(backend: Arc<B>, config: StorageConfig) -> Self {
+    /// Returns a supervisor storing to `backend`, with its local files in `scratch`.
+    pub(crate) fn new(backend: Arc<B>, config: StorageConfig, scratch: Arc<Scratch>) -> Self {
         Supervisor {
             backend,
             config,
+            scratch,
             namespaces: HashMap::new(),
             known_durable: HashMap::new(),
             ticket: 0,
@@ -294,7 +297,7 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
             namespace: namespace.clone(),
             segments: job.segments,
             in_memory_bytes: self.config.in_memory_upload_bytes,
-            scratch_dir: self.config.scratch_dir.clone(),
+            scratch: self.scratch.clone(),
             job: id,
         };
         ctx.spawn(
@@ -535,7 +538,7 @@ impl<B: Backend, F: FileExt> Actor for Supervisor<B, F> {
                 Maintenance::new(
                     self.backend.clone(),
                     config,
-                    self.config.scratch_dir.join("maintenance"),
+                    self.scratch.clone(),
                     self.maintenance_metrics.clone(),
                 )
                 .start(),
@@ -729,13 +732,4 @@ impl<B: Backend, F: FileExt> Handler<ForceShutdown> for Supervisor<B, F> {
         );
         self.stop_all(ctx);
     }
-}
-
-/// Returns the scratch directory, created.
-pub(crate) fn create_scratch_dir(config: &StorageConfig) -> crate::Result<PathBuf> {
-    std::fs::create_dir_all(&config.scratch_dir).map_err(|source| crate::Error::ScratchDir {
-        path: config.scratch_dir.clone(),
-        source,
-    })?;
-    Ok(config.scratch_dir.clone())
 }

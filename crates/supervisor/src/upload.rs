@@ -1,14 +1,14 @@
 //! The work of an upload worker: turn one job's sealed segments into the storage format (one
 //! compacted segment holding the newest version of each page, plus its fst index) and store it
 //! with `BackendExt`. Small jobs are compacted in memory, large ones through a scratch file
-//! that is removed afterwards.
+//! (named from the storage instance and the job id, see `Scratch`) that is removed afterwards,
+//! or when the upload is dropped.
 //!
 //! Compaction reads files and checks checksums, so it runs on tokio's blocking pool, never on
 //! the actor thread. A panic anywhere in here is caught by the caller (`run_job`) and reported
 //! as a failed upload.
 
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -16,7 +16,9 @@ use libsql_wal_backend::{
     Backend, BackendExt, Error as BackendError, NamespaceName, SegmentData, SegmentKey,
 };
 use libsql_wal_segment::{merge, FileExt, SealedSegment};
-use tracing::{debug, warn};
+use tracing::debug;
+
+use crate::scratch::{Scratch, ScratchFile};
 
 /// What a stored job produced.
 #[derive(Debug, Clone, Copy)]
@@ -47,9 +49,17 @@ pub(crate) struct UploadTask<B: Backend, F> {
     /// Jobs with at most this many bytes of frames are compacted in memory.
     pub in_memory_bytes: u64,
     /// Where larger jobs are compacted.
-    pub scratch_dir: PathBuf,
+    pub scratch: Arc<Scratch>,
     /// The job id, for the scratch file's name.
     pub job: u64,
+}
+
+/// Where a job's compacted data is.
+enum Compacted {
+    /// In memory.
+    Bytes(Vec<u8>),
+    /// In a scratch file.
+    File(ScratchFile),
 }
 
 /// Runs one job, turning a panic into a failure.
@@ -88,31 +98,28 @@ async fn upload<B: Backend, F: FileExt>(
         .map(|s| s.frame_count() * libsql_wal_segment::format::FRAME_SIZE as u64)
         .sum();
     let in_memory = frame_bytes <= task.in_memory_bytes;
-    let scratch = task
-        .scratch_dir
-        .join(format!("{}-{}.compacted", task.namespace, task.job));
-    let segments = task.segments.clone();
-    let scratch_for_merge = scratch.clone();
+    let (segments, scratch, job) = (task.segments.clone(), task.scratch.clone(), task.job);
     let compacted = tokio::task::spawn_blocking(move || {
         let refs: Vec<&SealedSegment<F>> = segments.iter().map(|s| &**s).collect();
-        let local =
-            |e| BackendError::transient(format!("writing {}", scratch_for_merge.display()), e);
         let segment_error =
             |e| BackendError::from_segment(&refs[0].path().display().to_string(), e);
         if in_memory {
             let mut data = Vec::with_capacity(frame_bytes as usize + 4096);
             let compacted = merge(&refs, &mut data).map_err(segment_error)?;
-            Ok((compacted, Some(data)))
+            Ok((compacted, Compacted::Bytes(data)))
         } else {
-            let file = std::fs::File::create(&scratch_for_merge).map_err(local)?;
+            let (file, guard) = scratch.create_upload_file(job).map_err(|e| {
+                let path = scratch.upload_path(job);
+                BackendError::transient(format!("creating the scratch file {}", path.display()), e)
+            })?;
+            // A failed merge drops the guard, which removes the file.
             let compacted = merge(&refs, std::io::BufWriter::with_capacity(1 << 20, file))
                 .map_err(segment_error)?;
-            Ok((compacted, None))
+            Ok((compacted, Compacted::File(guard)))
         }
     })
     .await;
-    // The compacted bytes when in memory, `None` when in the scratch file.
-    let (compacted, in_memory_data) = match compacted {
+    let (compacted, data) = match compacted {
         Ok(result) => result?,
         Err(join) if join.is_panic() => {
             std::panic::resume_unwind(join.into_panic());
@@ -122,18 +129,17 @@ async fn upload<B: Backend, F: FileExt>(
     let key = SegmentKey::from(&compacted.header);
     let index = compacted.index.encode();
     let bytes = compacted.data_len + index.len() as u64;
-    let data = match in_memory_data {
-        Some(bytes) => SegmentData::Bytes(bytes),
-        None => SegmentData::File(&scratch),
+    let mut file = None;
+    let data = match data {
+        Compacted::Bytes(bytes) => SegmentData::Bytes(bytes),
+        Compacted::File(guard) => SegmentData::File(file.insert(guard).path()),
     };
     let stored = task
         .backend
         .store_segment(&task.config, &task.namespace, key, data, index)
         .await;
-    if !in_memory {
-        if let Err(e) = tokio::fs::remove_file(&scratch).await {
-            warn!(path = %scratch.display(), error = %e, "cannot remove an upload's scratch file");
-        }
+    if let Some(file) = file {
+        file.remove().await;
     }
     stored?;
     debug!(%key, bytes, "upload stored");

@@ -1,7 +1,8 @@
 //! `FaultyBackend`: a real backend wrapped to inject faults into segment uploads (the data
 //! object of each store): a seeded fraction fails (transient), another panics, some are
-//! delayed, and a gate can stall every upload until opened. It records the key of every data
-//! object stored, in the order they were stored. This is the tests' only mock, for faults.
+//! delayed, the next few can be made to fail, and a gate can stall every upload until opened
+//! (another gate stalls reads). It records the key of every data object stored, in the order
+//! they were stored. This is the tests' only mock, for faults.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,14 @@ pub struct FaultyBackend<B> {
     rng: Mutex<u64>,
     /// False while uploads are stalled.
     open: watch::Sender<bool>,
+    /// False while reads (get, list) are stalled.
+    reads_open: watch::Sender<bool>,
+    /// Data uploads stalled at the gate now.
+    pub stalled_uploads: AtomicU64,
+    /// Reads stalled at their gate now.
+    pub stalled_reads: AtomicU64,
+    /// Data uploads still to fail, whatever the dice say.
+    fail_next: AtomicU64,
     /// (namespace, key) of every data object stored, in order.
     stored: Mutex<Vec<(String, SegmentKey)>>,
     /// Failures injected.
@@ -48,6 +57,10 @@ impl<B: Backend> FaultyBackend<B> {
             faults,
             rng: Mutex::new(seed | 1),
             open: watch::Sender::new(true),
+            reads_open: watch::Sender::new(true),
+            stalled_uploads: AtomicU64::new(0),
+            stalled_reads: AtomicU64::new(0),
+            fail_next: AtomicU64::new(0),
             stored: Mutex::new(Vec::new()),
             failures: AtomicU64::new(0),
             panics: AtomicU64::new(0),
@@ -57,6 +70,21 @@ impl<B: Backend> FaultyBackend<B> {
     /// Stalls (false) or resumes (true) every data upload.
     pub fn set_open(&self, open: bool) {
         self.open.send_replace(open);
+    }
+
+    /// Stalls (false) or resumes (true) every read.
+    pub fn set_reads_open(&self, open: bool) {
+        self.reads_open.send_replace(open);
+    }
+
+    /// Waits for the reads gate, counted in `stalled_reads` meanwhile.
+    async fn before_read(&self) {
+        let mut open = self.reads_open.subscribe();
+        if !*open.borrow_and_update() {
+            self.stalled_reads.fetch_add(1, Ordering::SeqCst);
+            let _ = open.wait_for(|open| *open).await;
+            self.stalled_reads.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Returns the (namespace, key) of every data object stored, in order.
@@ -78,7 +106,22 @@ impl<B: Backend> FaultyBackend<B> {
             return Ok(());
         }
         let mut open = self.open.subscribe();
-        let _ = open.wait_for(|open| *open).await;
+        if !*open.borrow_and_update() {
+            self.stalled_uploads.fetch_add(1, Ordering::SeqCst);
+            let _ = open.wait_for(|open| *open).await;
+            self.stalled_uploads.fetch_sub(1, Ordering::SeqCst);
+        }
+        let forced = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if forced {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::transient(
+                format!("storing {key}"),
+                "injected failure",
+            ));
+        }
         let roll = self.roll();
         if roll < self.faults.delay_per_mille {
             tokio::time::sleep(self.faults.delay).await;
@@ -130,6 +173,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     }
 
     async fn get(&self, config: &Self::Config, key: &str) -> Result<ObjectReader> {
+        self.before_read().await;
         self.inner.get(config, key).await
     }
 
@@ -140,10 +184,12 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         start_after: Option<&str>,
         max_keys: usize,
     ) -> Result<Vec<String>> {
+        self.before_read().await;
         self.inner.list(config, prefix, start_after, max_keys).await
     }
 
     async fn list_children(&self, config: &Self::Config, prefix: &str) -> Result<Vec<String>> {
+        self.before_read().await;
         self.inner.list_children(config, prefix).await
     }
 

@@ -8,4 +8,5 @@
 mod faulty;
 mod maintenance;
 mod pipeline;
+mod scratch;
 mod support;

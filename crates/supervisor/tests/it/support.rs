@@ -83,8 +83,24 @@ pub fn store<B: Backend>(
     segment: &Segment,
     acks: &Acks,
 ) {
-    futures::executor::block_on(storage.store(namespace, segment.clone(), None, acks.callback()))
-        .unwrap();
+    store_to(storage, namespace, segment, None, acks);
+}
+
+/// Stores `segment` to `config_override` (the backend's default place if `None`).
+pub fn store_to<B: Backend>(
+    storage: &ActorStorage<B, std::fs::File>,
+    namespace: &NamespaceName,
+    segment: &Segment,
+    config_override: Option<B::Config>,
+    acks: &Acks,
+) {
+    futures::executor::block_on(storage.store(
+        namespace,
+        segment.clone(),
+        config_override,
+        acks.callback(),
+    ))
+    .unwrap();
 }
 
 /// Waits until `done` holds, for at most 60 s.
