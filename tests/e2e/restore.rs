@@ -519,3 +519,86 @@ fn compaction_or_retention_cut_short_leaves_the_bucket_restorable() {
     retain_on(&runtime, &backend, window, now).unwrap();
     assert_every_point_restores(&make, work.path(), &points[inside..], "retention-finished");
 }
+
+#[test]
+fn a_restore_racing_retention_plans_again_when_an_object_of_its_plan_is_gone() {
+    let runtime = tokio_runtime();
+    let bucket = tempfile::tempdir().unwrap();
+    let make = || runtime.block_on(FsBackend::new(bucket.path())).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let points = record_history(make(), work.path(), 13, 9);
+    let report = compact_on(
+        &runtime,
+        &make(),
+        CompactionStrategy::Tiered { fan_in: 3 },
+        work.path(),
+    )
+    .unwrap();
+    let compacted: Vec<String> = report.groups.iter().map(|g| g.key.to_string()).collect();
+    assert!(!compacted.is_empty(), "{report:?}");
+    // Planned on a listing that holds the compacted segments; the first one fetched goes (data
+    // and index) before its fetch lands, as retention or compaction elsewhere would do it.
+    let root = bucket.path().to_path_buf();
+    let removed = Arc::new(std::sync::Mutex::new(None::<String>));
+    let hooked = {
+        let removed = removed.clone();
+        HookedBackend::new(
+            make(),
+            Arc::new(move |call, key| {
+                if call == Call::Get {
+                    let mut removed = removed.lock().unwrap();
+                    let name = key.rsplit('/').next().unwrap_or_default().to_string();
+                    if removed.is_none() && compacted.contains(&name) {
+                        for kind in ["segments", "indexes"] {
+                            std::fs::remove_file(root.join(format!("tenant/{kind}/{name}")))
+                                .unwrap();
+                        }
+                        *removed = Some(name);
+                    }
+                }
+                Box::pin(async { Ok(()) })
+            }),
+        )
+    };
+    let dest = work.path().join("raced");
+    let restored = restore_from(hooked, work.path(), RestoreTarget::Latest, &dest)
+        .expect("the restore planned again on what is left");
+    assert!(removed.lock().unwrap().is_some(), "the race happened");
+    let last = points.last().unwrap();
+    assert_eq!(restored.end_frame_no, last.end_frame_no);
+    compare_pages(&dest, &last.copy).unwrap();
+}
+
+#[test]
+fn a_restore_never_replaces_a_file_that_appears_at_its_destination_meanwhile() {
+    let runtime = tokio_runtime();
+    let bucket = tempfile::tempdir().unwrap();
+    let make = || runtime.block_on(FsBackend::new(bucket.path())).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    record_history(make(), work.path(), 17, 3);
+    let dest = work.path().join("taken");
+    let hooked = {
+        let dest = dest.clone();
+        HookedBackend::new(
+            make(),
+            Arc::new(move |call, _| {
+                if call == Call::Get && !dest.exists() {
+                    std::fs::write(&dest, b"somebody else's file").unwrap();
+                }
+                Box::pin(async { Ok(()) })
+            }),
+        )
+    };
+    let err = restore_from(hooked, work.path(), RestoreTarget::Latest, &dest).unwrap_err();
+    assert!(
+        matches!(err, libsql_wal::Error::DestinationExists { .. }),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), b"somebody else's file");
+    let left: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("restoring"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

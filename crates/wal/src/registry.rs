@@ -33,11 +33,15 @@ pub fn namespace_from_directory(db_path: &Path) -> Result<NamespaceName> {
         path: db_path.to_path_buf(),
         why,
     };
-    let dir = db_path
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| bad("the database file has no named parent directory".into()))?;
+    let dir = db_path.parent().and_then(Path::file_name).ok_or_else(|| {
+        bad("the database file is not in a directory named after its namespace".into())
+    })?;
+    let dir = dir.to_str().ok_or_else(|| {
+        bad(format!(
+            "the directory name {:?} is not UTF-8, and a namespace name must be",
+            dir.to_string_lossy()
+        ))
+    })?;
     dir.parse()
         .map_err(|e: libsql_wal_backend::Error| bad(e.to_string()))
 }
@@ -268,5 +272,24 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+
+    #[test]
+    fn a_namespace_comes_from_the_directory_and_a_bad_one_says_what_is_wrong() {
+        let ns = namespace_from_directory(Path::new("/data/tenant-1/data")).expect("a namespace");
+        assert_eq!(ns.as_str(), "tenant-1");
+        let err = namespace_from_directory(Path::new("data")).expect_err("no directory");
+        assert!(err.to_string().contains("not in a directory"), "{err}");
+        let bytes = b"/data/caf\xe9/data";
+        let err = namespace_from_directory(Path::new(std::ffi::OsStr::from_bytes(bytes)))
+            .expect_err("not UTF-8");
+        assert!(err.to_string().contains("is not UTF-8"), "{err}");
     }
 }

@@ -19,7 +19,14 @@
 //! them that can still be built.
 //!
 //! Nothing half-written is ever at the destination: the file is built beside it under a
-//! temporary name and renamed at the end; on any error the temporary files are removed.
+//! temporary name (created new: a second restore to the same destination fails at once) and
+//! linked into place at the end, which fails rather than replace a file that appeared
+//! meanwhile; on any error the temporary files are removed.
+//!
+//! Racing retention or compaction elsewhere: an object of the plan that is gone when fetched
+//! (`NotFound`: deleted after the listing) makes the restore list and plan again, up to
+//! `MAX_REPLANS` times, as long as the new listing differs from the one planned on; the pages
+//! written so far are written again by the new plan.
 
 use std::path::Path;
 
@@ -31,6 +38,9 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::footer::{write_after_pages, Footer};
+
+/// Times a restore lists and plans again after an object of its plan was deleted meanwhile.
+const MAX_REPLANS: usize = 3;
 
 /// The point in time a restore rebuilds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,10 +109,11 @@ pub fn restore<S: Storage>(
     options: &RestoreOptions,
     config_override: Option<&S::Config>,
 ) -> Result<RestoreReport> {
+    let exists = || Error::DestinationExists {
+        path: dest.to_path_buf(),
+    };
     if dest.exists() {
-        return Err(Error::DestinationExists {
-            path: dest.to_path_buf(),
-        });
+        return Err(exists());
     }
     let name = dest
         .file_name()
@@ -117,15 +128,23 @@ pub fn restore<S: Storage>(
         building: &building,
         marker: None,
     };
-    let result = std::fs::File::create(&building)
-        .map_err(Restore::<S>::io_err(&building))
-        .and_then(|db| {
-            let report = futures::executor::block_on(restore.run(target, None, &db))?;
-            drop(db);
-            std::fs::rename(&building, dest).map_err(Restore::<S>::io_err(dest))?;
-            sync_parent(dest)?;
-            Ok(report)
-        });
+    let db = match std::fs::File::create_new(&building) {
+        Ok(db) => db,
+        // Another restore to this destination is running.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
+        Err(e) => return Err(Restore::<S>::io_err(&building)(e)),
+    };
+    let result = futures::executor::block_on(restore.run(target, None, &db)).and_then(|report| {
+        drop(db);
+        // A hard link never replaces: a file that appeared at `dest` meanwhile stays.
+        std::fs::hard_link(&building, dest).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => exists(),
+            _ => Restore::<S>::io_err(dest)(e),
+        })?;
+        std::fs::remove_file(&building).map_err(Restore::<S>::io_err(&building))?;
+        sync_parent(dest)?;
+        Ok(report)
+    });
     if result.is_err() {
         if let Err(e) = std::fs::remove_file(&building) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -240,20 +259,56 @@ impl<S: Storage> Restore<'_, S> {
     }
 
     /// Writes the pages of the chain from `base` (or from scratch) to `target` into `db`, then
-    /// its footer, and syncs it.
+    /// its footer, and syncs it. Lists and plans again when an object of the plan was deleted
+    /// meanwhile (see the module docs).
     async fn run(
         &self,
         target: RestoreTarget,
         base: Option<Base>,
         db: &std::fs::File,
     ) -> Result<RestoreReport> {
-        let keys = self
-            .storage
+        let mut keys = self.list().await?;
+        let mut replans = 0;
+        loop {
+            match self.run_on(&keys, target, base, db).await {
+                Err(Error::Storage {
+                    source: source @ libsql_wal_backend::Error::NotFound { .. },
+                    ..
+                }) if replans < MAX_REPLANS => {
+                    let listed = self.list().await?;
+                    if listed == keys {
+                        return Err(Error::Storage {
+                            namespace: self.namespace.clone(),
+                            source,
+                        });
+                    }
+                    replans += 1;
+                    warn!(error = %source, replans, "an object of the plan was deleted meanwhile; planning again");
+                    keys = listed;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Lists the namespace's stored segments.
+    async fn list(&self) -> Result<Vec<SegmentKey>> {
+        self.storage
             .list_segments(self.namespace, u64::MAX, self.config)
             .await
-            .map_err(self.storage_err())?;
+            .map_err(self.storage_err())
+    }
+
+    /// One attempt of `run`, on the listing `keys`.
+    async fn run_on(
+        &self,
+        keys: &[SegmentKey],
+        target: RestoreTarget,
+        base: Option<Base>,
+        db: &std::fs::File,
+    ) -> Result<RestoreReport> {
         let after = base.map_or(0, |b| b.after_frame_no);
-        let chain = self.plan(&keys, target, after)?;
+        let chain = self.plan(keys, target, after)?;
         let newest = *chain.last().ok_or_else(|| self.nothing(target))?;
         info!(
             end_frame_no = newest.end_frame_no,
@@ -277,12 +332,12 @@ impl<S: Storage> Restore<'_, S> {
                 .and_then(|m| m.sync_all())
                 .map_err(Self::io_err(marker))?;
             sync_parent(marker)?;
-            if base.is_none() {
-                // Restoring in place from scratch: what the file held goes, now that storage is
-                // known to hold a point to restore (and the marker says the file is not to be
-                // trusted until the restore ends).
-                db.set_len(0).map_err(Self::io_err(self.building))?;
-            }
+        }
+        if base.is_none() {
+            // From scratch: what the file held goes (a database restored in place, or an earlier
+            // attempt's pages), now that storage is known to hold a point to restore; in place,
+            // the marker says the file is not to be trusted until the restore ends.
+            db.set_len(0).map_err(Self::io_err(self.building))?;
         }
         // The newest segment holds the newest version of every page it indexes, and its header
         // gives the database size: all its pages go in (those past the size are cut at the end).
