@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    check_page_buffer, FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE,
-    SEGMENT_HEADER_SIZE, SEGMENT_SEALED,
+    check_page_buffer, read_header, FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE,
+    PAGE_SIZE, SEGMENT_SEALED,
 };
 use crate::index::PageIndex;
 use crate::io::{FileExt, Io, OpenMode};
@@ -686,17 +686,4 @@ fn end_of_nonzero_bytes<F: FileExt>(file: &F, path: &Path, from: u64, len: u64) 
         at += chunk.len() as u64;
     }
     Ok(end)
-}
-
-/// Reads and validates the header of the segment file `file` at `path`.
-pub(crate) fn read_header<F: FileExt>(file: &F, path: &Path) -> Result<SegmentHeader> {
-    let mut buf = [0; SEGMENT_HEADER_SIZE];
-    file.read_exact_at(&mut buf, 0).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corrupt(path, 0, "file is shorter than a segment header")
-        } else {
-            Error::io(path, e)
-        }
-    })?;
-    SegmentHeader::decode(&buf, path)
 }

@@ -9,12 +9,16 @@
 //! A frame's checksum is CRC32 over the frame's bytes after the checksum field, continued from
 //! the previous frame's checksum; the first frame continues from the segment's salt (segment) or
 //! the header's own CRC (compacted data), so a frame cannot be moved to another segment unnoticed.
+//!
+//! `read_header` reads a segment file's header through `FileExt`: the current, sealed and
+//! start-up code all open files with it, so none of them depends on another for it.
 
 use std::path::Path;
 
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::io::FileExt;
 
 /// Size of a database page. libsql-wal only handles 4 KiB pages.
 pub const PAGE_SIZE: usize = 4096;
@@ -208,6 +212,20 @@ impl SegmentHeader {
         }
         Ok(header)
     }
+}
+
+/// Reads and validates the header at the start of the segment file `file` at `path`. A file
+/// shorter than a header is corruption, not an I/O error.
+pub(crate) fn read_header<F: FileExt>(file: &F, path: &Path) -> Result<SegmentHeader> {
+    let mut buf = [0; SEGMENT_HEADER_SIZE];
+    file.read_exact_at(&mut buf, 0).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corrupt(path, 0, "file is shorter than a segment header")
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    SegmentHeader::decode(&buf, path)
 }
 
 /// The header of one frame, in a segment or in compacted data.

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use crate::current::{read_header, CurrentSegment, RecoveryReport};
+use crate::current::{CurrentSegment, RecoveryReport};
 use crate::error::{Error, Result};
+use crate::format::read_header;
 use crate::io::{Io, OpenMode};
 use crate::sealed::SealedSegment;
 

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::current::read_header;
 use crate::error::{Error, Result};
-use crate::format::{check_page_buffer, FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE};
+use crate::format::{
+    check_page_buffer, read_header, FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE,
+};
 use crate::index::PageIndex;
 use crate::io::{FileExt, Io, OpenMode};
 use crate::scan::{frame_offset, scan_frames};
