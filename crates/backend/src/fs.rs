@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use libsql_wal_segment::create_dir_all_durably;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, instrument};
 
@@ -97,51 +98,15 @@ async fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| local("syncing directory", dir, e))
 }
 
-/// Returns `path`, or `.` for the empty path (the parent of a relative path's first component).
-fn non_empty(path: &Path) -> &Path {
-    if path.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        path
-    }
-}
-
-/// Creates `dir` and its missing ancestors, then fsyncs the parent of each directory it
-/// created, up to the first ancestor that existed, so the new entries survive a crash (the
-/// caller syncs `dir` itself once it wrote in it). Returns the directories that were missing,
-/// shallowest first. A directory another writer creates meanwhile counts as missing: its
-/// parent is synced all the same, since the caller's object will depend on it.
-async fn create_dir_all_synced(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut missing = Vec::new();
-    let mut at = dir;
-    loop {
-        match tokio::fs::metadata(non_empty(at)).await {
-            // Something that is not a directory fails the `create_dir` below it.
-            Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                missing.push(at.to_path_buf());
-                match at.parent() {
-                    Some(parent) => at = parent,
-                    None => break,
-                }
-            }
-            Err(e) => return Err(local("inspecting", at, e)),
-        }
-    }
-    missing.reverse();
-    for dir in &missing {
-        match tokio::fs::create_dir(dir).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(local("creating", dir, e)),
-        }
-    }
-    for dir in &missing {
-        if let Some(parent) = dir.parent() {
-            sync_dir(non_empty(parent)).await?;
-        }
-    }
-    Ok(missing)
+/// Creates `dir` and its missing ancestors durably (`create_dir_all_durably`: the parent of each
+/// directory created is fsynced, up to the first that existed), on tokio's blocking pool.
+async fn create_dir_all_synced(dir: &Path) -> Result<()> {
+    let owned = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || create_dir_all_durably(&owned))
+        .await
+        .map_err(|e| Error::transient(format!("creating {}", dir.display()), e))?
+        .map(drop)
+        .map_err(|e| local("creating", dir, e))
 }
 
 /// Returns the entries of `dir` with UTF-8 names (no other name can be a key), and their
@@ -371,28 +336,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn missing_directories_are_created_and_reported_shallowest_first() {
+    async fn publishing_under_a_file_fails_naming_the_directory() {
         let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        let deep = root.join("a/b/c");
-        let created = create_dir_all_synced(&deep).await.unwrap();
-        assert_eq!(created, [root.join("a"), root.join("a/b"), deep.clone()]);
-        assert!(deep.is_dir());
-        assert_eq!(
-            create_dir_all_synced(&deep).await.unwrap(),
-            Vec::<PathBuf>::new()
-        );
-        let beside = root.join("a/x/y");
-        assert_eq!(
-            create_dir_all_synced(&beside).await.unwrap(),
-            [root.join("a/x"), beside.clone()],
-            "only up to the first directory that existed"
-        );
-        std::fs::write(root.join("file"), b"").unwrap();
-        let err = create_dir_all_synced(&root.join("file/z"))
+        let backend = FsBackend::new(tmp.path()).await.unwrap();
+        let config = backend.default_config();
+        backend
+            .put_bytes(config, "ns/file", b"x".to_vec())
+            .await
+            .unwrap();
+        let err = backend
+            .put_bytes(config, "ns/file/z", b"y".to_vec())
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("file/z"), "{err}");
+        assert!(err.to_string().contains("ns/file"), "{err}");
+        assert_eq!(std::fs::read(tmp.path().join("ns/file")).unwrap(), b"x");
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -117,26 +117,44 @@ pub trait Io: Send + Sync + 'static {
 }
 
 /// Creates `dir` and its missing parents, then syncs the parent of each directory it created,
-/// deepest first, so that a crash cannot lose a directory whose files were synced.
-pub fn create_dir_all_durably(dir: &Path) -> io::Result<()> {
+/// up to the first ancestor that existed, so that a crash cannot lose a directory whose files
+/// were synced (the caller syncs `dir` itself once it wrote in it). Returns the directories that
+/// were missing, shallowest first. A directory another writer creates meanwhile counts as
+/// missing: its parent is synced all the same, since the caller's files will depend on it.
+///
+/// Fails if `dir` or one of its ancestors exists but is not a directory.
+pub fn create_dir_all_durably(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut missing = Vec::new();
     let mut at = dir;
     while !at.as_os_str().is_empty() && !at.try_exists()? {
-        missing.push(at);
+        missing.push(at.to_path_buf());
         match at.parent() {
             Some(parent) => at = parent,
             None => break,
         }
     }
-    std::fs::create_dir_all(dir)?;
-    for created in missing {
+    missing.reverse();
+    for created in &missing {
+        match std::fs::create_dir(created) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && created.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
+    for created in &missing {
         let parent = match created.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
         File::open(parent)?.sync_all()?;
     }
-    Ok(())
+    Ok(missing)
 }
 
 /// The real file system, clock and random source.
@@ -147,7 +165,7 @@ impl Io for StdIo {
     type File = File;
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        create_dir_all_durably(dir)
+        create_dir_all_durably(dir).map(drop)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<File> {
@@ -196,13 +214,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn create_dir_all_durably_makes_every_missing_level_and_accepts_existing_ones() {
-        let root = tempfile::tempdir().expect("temporary directory");
-        let deep = root.path().join("a/b/c");
-        create_dir_all_durably(&deep).expect("created");
+    fn create_dir_all_durably_makes_every_missing_level_and_reports_them_shallowest_first() {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let root = tmp.path();
+        let deep = root.join("a/b/c");
+        let created = create_dir_all_durably(&deep).expect("created");
+        assert_eq!(created, [root.join("a"), root.join("a/b"), deep.clone()]);
         assert!(deep.is_dir());
-        create_dir_all_durably(&deep).expect("an existing directory is fine");
-        std::fs::write(root.path().join("file"), b"x").expect("file");
-        assert!(create_dir_all_durably(&root.path().join("file/d")).is_err());
+        assert_eq!(
+            create_dir_all_durably(&deep).expect("an existing directory is fine"),
+            Vec::<PathBuf>::new()
+        );
+        let beside = root.join("a/x/y");
+        assert_eq!(
+            create_dir_all_durably(&beside).expect("created"),
+            [root.join("a/x"), beside.clone()],
+            "only up to the first directory that existed"
+        );
+        std::fs::write(root.join("file"), b"x").expect("file");
+        assert!(create_dir_all_durably(&root.join("file/d")).is_err());
+        assert!(
+            create_dir_all_durably(&root.join("file")).is_err(),
+            "a file is not a directory"
+        );
     }
 }
