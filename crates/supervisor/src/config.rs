@@ -24,7 +24,12 @@ pub struct StorageConfig {
     /// Jobs whose frames take at most this many bytes are compacted in memory; larger ones go
     /// through a file in `scratch_dir`.
     pub in_memory_upload_bytes: u64,
-    /// Where large compacted uploads are written before they are sent.
+    /// Where large compacted uploads (and each maintenance pass) write their local files. A
+    /// server should set it under its own data directory. It is created mode 0700; an existing
+    /// one must be a directory (not a symlink) owned by this process's user, and is made 0700
+    /// if it lets anyone else in; another user's directory is refused. Several storages and
+    /// processes may share it: each names its files by an id of its own and removes only
+    /// those.
     pub scratch_dir: PathBuf,
     /// How often the supervisor checks that every scheduler is alive.
     pub supervision_interval: Duration,
@@ -39,8 +44,9 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     /// 8 workers, 32 waiting segments per namespace, unhealthy after 3 failures in a row,
-    /// jobs up to 16 MiB compacted in memory, scratch files under the system's temp directory,
-    /// no periodic maintenance.
+    /// jobs up to 16 MiB compacted in memory, scratch files in a directory of this user under
+    /// the system's temp directory (`$TMPDIR/libsql-wal-uploads-{uid}`: two users never share
+    /// it; a server should still set its own), no periodic maintenance.
     fn default() -> Self {
         StorageConfig {
             max_in_flight: 8,
@@ -48,7 +54,7 @@ impl Default for StorageConfig {
             scheduler: SchedulerConfig::default(),
             unhealthy_after_failures: 3,
             in_memory_upload_bytes: 16 << 20,
-            scratch_dir: std::env::temp_dir().join("libsql-wal-uploads"),
+            scratch_dir: crate::scratch::default_dir(),
             supervision_interval: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(60),
             mailbox_capacity: 1024,

@@ -17,12 +17,20 @@ pub enum Error {
     /// The storage thread ended before it handed out the supervisor.
     #[error("the storage thread stopped while starting")]
     StartAborted,
-    /// The scratch directory for uploads cannot be created.
-    #[error("cannot create the upload scratch directory {path}: {source}")]
+    /// The scratch directory for uploads cannot be created, checked or made private.
+    #[error("cannot prepare the upload scratch directory {path}: {source}")]
     ScratchDir {
         /// The directory.
         path: std::path::PathBuf,
         /// The operating system's error.
         source: std::io::Error,
+    },
+    /// The scratch directory exists but is not safe to use (see `StorageConfig::scratch_dir`).
+    #[error("refusing the upload scratch directory {path}: {why}")]
+    ScratchDirRefused {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
     },
 }

@@ -77,6 +77,11 @@ impl<B: Backend> FaultyBackend<B> {
         self.reads_open.send_replace(open);
     }
 
+    /// Makes the next `count` data uploads fail.
+    pub fn fail_next(&self, count: u64) {
+        self.fail_next.store(count, Ordering::SeqCst);
+    }
+
     /// Waits for the reads gate, counted in `stalled_reads` meanwhile.
     async fn before_read(&self) {
         let mut open = self.reads_open.subscribe();

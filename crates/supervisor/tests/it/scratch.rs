@@ -3,11 +3,12 @@
 //! namespace's name (so the longest valid name fits), created new and owner-only in a private
 //! directory, never through a planted symlink.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use libsql_wal_backend::{Backend, BackendExt, CompactionStrategy, MAX_NAMESPACE_LEN};
-use libsql_wal_supervisor::{MaintenanceConfig, StorageConfig};
+use libsql_wal_supervisor::{ActorStorage, MaintenanceConfig, StorageConfig};
 
 use crate::faulty::Faults;
 use crate::support::*;
@@ -20,6 +21,11 @@ fn scratch_files(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Returns the permission bits of `path` (not following a symlink).
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
 }
 
 /// A test configuration in which every upload goes through a scratch file.
@@ -163,5 +169,127 @@ fn a_maintenance_pass_works_in_a_directory_of_its_own_and_removes_it() {
         scratch_files(&scratch).is_empty(),
         "the pass left {:?}",
         scratch_files(&scratch)
+    );
+}
+
+#[test]
+fn the_scratch_directory_is_made_private_and_upload_files_are_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("not-yet").join("scratch");
+    let storage = storage(
+        &dir.path().join("bucket"),
+        dir.path(),
+        Faults::default(),
+        through_files(&scratch),
+    );
+    assert_eq!(mode(&scratch), 0o700, "a new scratch directory is private");
+    storage.backend().set_open(false);
+    let acks = Acks::default();
+    let segment = segments(&dir.path().join("local"), "private", 1, 2).remove(0);
+    store(&storage, &ns("private"), &segment, &acks);
+    wait_stalled(&storage, 1);
+    let files = scratch_files(&scratch);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(mode(&scratch.join(&files[0])), 0o600, "{}", files[0]);
+    storage.backend().set_open(true);
+    wait_until("the segment is durable", || acks.get() == [2]);
+}
+
+#[test]
+fn an_existing_scratch_directory_of_ours_is_made_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let _storage = storage(
+        &dir.path().join("bucket"),
+        dir.path(),
+        Faults::default(),
+        config(&scratch),
+    );
+    assert_eq!(mode(&scratch), 0o700);
+}
+
+#[test]
+fn a_scratch_directory_that_is_a_symlink_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let scratch = dir.path().join("scratch");
+    std::os::unix::fs::symlink(&elsewhere, &scratch).unwrap();
+    let fs = on_tokio(libsql_wal_backend::FsBackend::new(
+        dir.path().join("bucket"),
+    ))
+    .unwrap();
+    let started: Result<ActorStorage<_, std::fs::File>, _> =
+        ActorStorage::start(fs, config(&scratch));
+    let error = started
+        .err()
+        .expect("a symlinked scratch directory is refused");
+    assert!(
+        error.to_string().contains(&scratch.display().to_string()),
+        "the error names the directory: {error}"
+    );
+}
+
+#[test]
+fn a_symlink_planted_at_an_upload_file_path_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    let storage = storage(
+        &dir.path().join("bucket"),
+        dir.path(),
+        Faults::default(),
+        through_files(&scratch),
+    );
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"not yours").unwrap();
+    storage.backend().set_open(false);
+    let acks = Acks::default();
+    let segment = segments(&dir.path().join("local"), "planted", 1, 2).remove(0);
+    store(&storage, &ns("planted"), &segment, &acks);
+    wait_stalled(&storage, 1);
+    // The file of the job in flight shows how the next jobs' files are named:
+    // `{prefix}-{job}.{extension}`.
+    let files = scratch_files(&scratch);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (prefix, rest) = files[0].rsplit_once('-').unwrap();
+    let (job, extension) = rest.split_once('.').unwrap();
+    let job: u64 = job.parse().unwrap();
+    let planted: Vec<_> = (job + 1..=job + 5)
+        .map(|next| scratch.join(format!("{prefix}-{next}.{extension}")))
+        .collect();
+    for link in &planted {
+        std::os::unix::fs::symlink(&victim, link).unwrap();
+    }
+    // The upload in flight fails: its retries are the next jobs, at the planted paths.
+    storage.backend().fail_next(1);
+    storage.backend().set_open(true);
+    wait_until("the segment is durable", || acks.get() == [2]);
+    assert!(
+        std::fs::read(&victim).unwrap() == b"not yours",
+        "the symlinks' target is untouched"
+    );
+    for link in &planted {
+        assert!(
+            std::fs::symlink_metadata(link).unwrap().is_symlink(),
+            "{} is left alone",
+            link.display()
+        );
+    }
+    let metrics = futures::executor::block_on(storage.metrics()).unwrap();
+    assert!(
+        metrics.retries > 1,
+        "the planted paths were refused: {metrics:?}"
+    );
+}
+
+#[test]
+fn the_default_scratch_directory_is_per_user() {
+    let probe = tempfile::tempdir().unwrap();
+    let uid = std::fs::metadata(probe.path()).unwrap().uid();
+    assert_eq!(
+        StorageConfig::default().scratch_dir,
+        std::env::temp_dir().join(format!("libsql-wal-uploads-{uid}"))
     );
 }
