@@ -354,6 +354,84 @@ pub async fn a_flipped_byte_is_reported_as_corruption_naming_the_key<B: Backend>
     }
 }
 
+/// A data object whose header claims billions of frames, and an index object longer than any
+/// index of its key's frames can be, are `Corrupt` naming the object: nothing is reserved for
+/// what a header claims, and an index is read no further than its bound.
+pub async fn crafted_headers_and_oversized_indexes_are_corrupt<B: Backend>(
+    backend: &B,
+    scratch: &Path,
+) {
+    use libsql_wal_segment::format::{CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE};
+    use libsql_wal_segment::PageIndex;
+
+    let config = backend.default_config();
+    let ns = namespace("crafted");
+    let header = CompactedHeader {
+        log_id: uuid::Uuid::from_u128(0xbad),
+        start_frame_no: 1,
+        end_frame_no: 1 << 40,
+        size_after: u32::MAX,
+        frame_count: u32::MAX,
+        timestamp_ms: 900,
+    };
+    let encoded = header.encode();
+    let mut frame = vec![0; libsql_wal_segment::format::FRAME_SIZE];
+    FrameHeader {
+        checksum: 0,
+        page_no: 1,
+        size_after: 0,
+        flags: 0,
+        frame_no: 1,
+    }
+    .write_with_checksum(CompactedHeader::checksum_seed(&encoded), &mut frame);
+    let mut data = encoded.to_vec();
+    data.extend_from_slice(&frame);
+    let key = SegmentKey::from(&header);
+    let index = PageIndex::build(&[(1, COMPACTED_HEADER_SIZE as u64)], Path::new("crafted"))
+        .expect("a one-page index")
+        .encode();
+    backend
+        .store_segment(config, &ns, key, SegmentData::Bytes(data), index)
+        .await
+        .expect("store the crafted segment");
+    let data_key = segment_object(&ns, &key);
+    let dest = scratch.join("crafted");
+    match backend.fetch_segment_data(config, &ns, key, &dest).await {
+        Err(Error::Corrupt { key, what }) => {
+            assert_eq!(key, data_key);
+            assert!(what.contains("truncated"), "{what}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(!dest.exists(), "nothing is left at the destination");
+    match backend.verify_segment(config, &ns, key).await {
+        Err(Error::Corrupt { key, .. }) => assert_eq!(key, data_key),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+
+    // Four frames: an index of at most four pages, a few hundred bytes.
+    let segment = make_segment(scratch, 1, 4, 2, 1, 901);
+    store(backend, &ns, &segment).await;
+    backend
+        .fetch_index(config, &ns, segment.key)
+        .await
+        .expect("the real index is within its bound");
+    let index_key = index_object(&ns, &segment.key);
+    let mut oversized = segment.index.clone();
+    oversized.resize(64 << 10, 0);
+    backend
+        .put_bytes(config, &index_key, oversized)
+        .await
+        .expect("replace the index");
+    match backend.fetch_index(config, &ns, segment.key).await {
+        Err(Error::Corrupt { key, what }) => {
+            assert_eq!(key, index_key);
+            assert!(what.contains("longer than"), "{what}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
 /// Missing objects are `NotFound`; deleting them is fine.
 pub async fn missing_objects_are_not_found<B: Backend>(backend: &B, scratch: &Path) {
     let config = backend.default_config();

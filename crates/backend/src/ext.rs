@@ -7,15 +7,17 @@
 //!
 //! Everything read is verified: indexes are decoded and checked, data is checked frame by frame
 //! as it streams (`CompactedDecoder`), and the header must match the key it was stored under.
-//! A bad object is `Error::Corrupt` naming its key.
+//! A bad object is `Error::Corrupt` naming its key. Nothing read is trusted to size memory: an
+//! index object is read no further than the longest index its key's frames allow, and counts
+//! from a header reserve at most `MAX_PREALLOCATED_ENTRIES` entries up front.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use libsql_wal_segment::format::{
-    check_page_buffer, CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE, FRAME_HEADER_SIZE,
-    FRAME_SIZE, PAGE_SIZE,
+    check_page_buffer, untrusted_capacity, CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE,
+    FRAME_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE,
 };
 use libsql_wal_segment::{CompactedDecoder, FileExt, PageIndex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -305,6 +307,25 @@ impl PageRun {
     }
 }
 
+/// Longest index object read, whatever its key says, so a crafted key cannot make a reader
+/// buffer hundreds of GiB. The bound per page of `PageIndex::max_encoded_len` is a worst case
+/// (sparse pages, arbitrary offsets): the index of compacted data, whose offsets are regular,
+/// takes well under a byte per page (2 million consecutive pages: under 10 KiB), so no real
+/// index comes near this.
+const MAX_INDEX_OBJECT_LEN: u64 = 1 << 30;
+
+/// Returns the most bytes the index object of `key` can hold: an index of as many pages as the
+/// key covers frames (a compacted segment holds one frame per page, at most one per frame of
+/// its range, and at most 2^32 - 1 of them), at most `MAX_INDEX_OBJECT_LEN`.
+fn max_index_len(key: &SegmentKey) -> u64 {
+    let frames = key
+        .end_frame_no
+        .saturating_sub(key.start_frame_no)
+        .saturating_add(1)
+        .min(u64::from(u32::MAX));
+    PageIndex::max_encoded_len(frames).min(MAX_INDEX_OBJECT_LEN)
+}
+
 /// Returns the key of a segment's data object.
 pub(crate) fn segment_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
     format!("{namespace}/segments/{key}")
@@ -442,12 +463,28 @@ pub trait BackendExt: Backend {
     ) -> impl Future<Output = Result<PageIndex>> + Send {
         async move {
             let object = index_object(namespace, &key);
-            let mut reader = self.get(config, &object).await?;
+            let limit = max_index_len(&key);
+            let reader = self.get(config, &object).await?;
             let mut bytes = Vec::new();
+            // One byte past the limit tells an object at the limit from a longer one; the
+            // buffer grows only as bytes really arrive.
             reader
+                .take(limit.saturating_add(1))
                 .read_to_end(&mut bytes)
                 .await
                 .map_err(|e| Error::transient(format!("reading {object}"), e))?;
+            if bytes.len() as u64 > limit {
+                return Err(Error::corrupt(
+                    &object,
+                    format!(
+                        "index is longer than {limit} bytes, the most an index of a segment of \
+                         {} frames may take",
+                        key.end_frame_no
+                            .saturating_sub(key.start_frame_no)
+                            .saturating_add(1)
+                    ),
+                ));
+            }
             PageIndex::decode(&bytes, Path::new(&object), 0)
                 .map_err(|e| Error::from_segment(&object, e))
         }
@@ -478,7 +515,8 @@ pub trait BackendExt: Backend {
         async move {
             let index = self.fetch_index(config, namespace, key).await?;
             let mut frames = self.fetch_segment_frames(config, namespace, key).await?;
-            let mut entries = Vec::with_capacity(frames.header().frame_count as usize);
+            let mut entries =
+                Vec::with_capacity(untrusted_capacity(frames.header().frame_count.into()));
             loop {
                 let offset = frames.next_offset();
                 match frames.next_raw_frame().await? {
@@ -644,7 +682,7 @@ async fn download(
     out.write_all(&frames.header().encode())
         .await
         .map_err(local)?;
-    let mut entries = Vec::with_capacity(frames.header().frame_count as usize);
+    let mut entries = Vec::with_capacity(untrusted_capacity(frames.header().frame_count.into()));
     loop {
         let offset = frames.next_offset();
         match frames.next_raw_frame().await? {

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    check_page_buffer, CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE, FRAME_HEADER_SIZE,
-    FRAME_LAST, FRAME_SIZE, PAGE_SIZE,
+    check_page_buffer, untrusted_capacity, CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE,
+    FRAME_HEADER_SIZE, FRAME_LAST, FRAME_SIZE, PAGE_SIZE,
 };
 use crate::index::PageIndex;
 use crate::io::FileExt;
@@ -435,7 +435,8 @@ impl<R: Read> CompactedReader<R> {
     /// the header.
     pub fn verify_with_index(mut self, index: &PageIndex) -> Result<CompactedHeader> {
         let mut page = vec![0; PAGE_SIZE];
-        let mut entries = Vec::with_capacity(self.header().frame_count as usize);
+        // The count comes from the data: reserve a bounded amount, grow as frames arrive.
+        let mut entries = Vec::with_capacity(untrusted_capacity(self.header().frame_count.into()));
         loop {
             let offset = self.next_offset();
             match self.next_frame(&mut page)? {

@@ -51,6 +51,19 @@ const SEGMENT_KNOWN_FLAGS: u32 = SEGMENT_SEALED | SEGMENT_FRAME_UNORDERED;
 /// Frame flag, in compacted data only: this is the last frame.
 pub const FRAME_LAST: u32 = 1;
 
+/// Most entries reserved up front for a count read from untrusted bytes (a header on disk or
+/// from the network): a vector sized by such a count starts at most this big and grows as the
+/// entries really arrive, so a header claiming billions of frames costs nothing until they do.
+pub const MAX_PREALLOCATED_ENTRIES: usize = 64 * 1024;
+
+/// Returns the capacity to reserve for `count` entries announced by untrusted bytes: `count`,
+/// at most `MAX_PREALLOCATED_ENTRIES`.
+pub fn untrusted_capacity(count: u64) -> usize {
+    usize::try_from(count).map_or(MAX_PREALLOCATED_ENTRIES, |n| {
+        n.min(MAX_PREALLOCATED_ENTRIES)
+    })
+}
+
 fn le_u32(buf: &[u8], at: usize) -> u32 {
     let mut bytes = [0; 4];
     bytes.copy_from_slice(&buf[at..at + 4]);

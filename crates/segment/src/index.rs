@@ -20,6 +20,16 @@ const INDEX_PREFIX_SIZE: usize = 24;
 /// Bytes after the fst: the CRC32.
 const INDEX_SUFFIX_SIZE: usize = 4;
 
+/// Upper bound of the fst bytes one page adds. A 4-byte key adds at most 4 transitions and 4
+/// nodes to the automaton; a transition costs at most 17 bytes (input byte, 8-byte output,
+/// 8-byte address delta), a node at most 11 (state, sizes and count bytes, 8-byte final output),
+/// and a node of more than 32 transitions a 256-byte lookup table, which at least 33 of those
+/// transitions share: 4 * 17 + 4 * 11 + 4 * 256 / 33 < 144.
+const MAX_FST_BYTES_PER_PAGE: u64 = 144;
+/// Upper bound of the fst bytes that do not depend on the pages: its header (version, type),
+/// footer (length, root address, checksum) and root node.
+const MAX_FST_FIXED_BYTES: u64 = 64;
+
 /// A validated, immutable map from page_no to frame offset.
 #[derive(Clone)]
 pub struct PageIndex {
@@ -84,6 +94,15 @@ impl PageIndex {
     /// Returns the length of `encode()`'s output.
     pub fn encoded_len(&self) -> usize {
         INDEX_PREFIX_SIZE + self.map.as_fst().as_bytes().len() + INDEX_SUFFIX_SIZE
+    }
+
+    /// Returns an upper bound of the length of `encode()`'s output for an index of `pages`
+    /// pages (saturating): a stored index longer than that for the pages it can hold is corrupt,
+    /// and reading one stops there.
+    pub fn max_encoded_len(pages: u64) -> u64 {
+        pages
+            .saturating_mul(MAX_FST_BYTES_PER_PAGE)
+            .saturating_add(MAX_FST_FIXED_BYTES + (INDEX_PREFIX_SIZE + INDEX_SUFFIX_SIZE) as u64)
     }
 
     /// Returns the index in its checksummed envelope.
@@ -219,7 +238,29 @@ impl PageIndex {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Any set of pages with any offsets (large outputs make the largest fst) encodes
+        /// within the bound a stored index is read with.
+        #[test]
+        fn an_encoded_index_fits_its_bound(
+            pages in prop::collection::btree_map(1u32.., any::<u64>(), 0..600),
+            dense in 0u32..3000,
+            step in 1u64..1 << 40,
+        ) {
+            let sparse: Vec<(u32, u64)> = pages.into_iter().collect();
+            let dense: Vec<(u32, u64)> =
+                (1..=dense).map(|p| (p, u64::from(p).wrapping_mul(step))).collect();
+            for entries in [sparse, dense] {
+                let index = PageIndex::build(&entries, Path::new("x")).unwrap();
+                let bound = PageIndex::max_encoded_len(entries.len() as u64);
+                prop_assert!(index.encoded_len() as u64 <= bound, "{} > {bound}", index.encoded_len());
+            }
+        }
+    }
 
     #[test]
     fn page_index_round_trips() {

@@ -88,6 +88,15 @@ impl<F: FileExt> SealedSegment<F> {
                 ),
             );
         }
+        if header.index_size > PageIndex::max_encoded_len(header.frame_count) {
+            return corrupt(
+                0,
+                format!(
+                    "header says the index of {} frames is {} bytes, more than such an index can be",
+                    header.frame_count, header.index_size
+                ),
+            );
+        }
         let len = file.size().map_err(|e| Error::io(path, e))?;
         if header.index_offset.checked_add(header.index_size) != Some(len) {
             return corrupt(

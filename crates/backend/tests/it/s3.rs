@@ -48,6 +48,12 @@ async fn s3_reports_a_flipped_byte_as_corruption() {
 }
 
 #[tokio::test]
+async fn s3_reports_crafted_headers_and_oversized_indexes_as_corruption() {
+    let (backend, _server, scratch) = backend("p").await;
+    conformance::crafted_headers_and_oversized_indexes_are_corrupt(&backend, scratch.path()).await;
+}
+
+#[tokio::test]
 async fn s3_reports_missing_objects_as_not_found() {
     let (backend, _server, scratch) = backend("p").await;
     conformance::missing_objects_are_not_found(&backend, scratch.path()).await;

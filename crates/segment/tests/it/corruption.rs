@@ -7,9 +7,9 @@ use std::path::Path;
 use crate::common::{io, write_segment, Tx};
 use chrono::Utc;
 use libsql_wal_segment::format::{
-    COMPACTED_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE, SEGMENT_HEADER_SIZE,
+    CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE, SEGMENT_HEADER_SIZE,
 };
-use libsql_wal_segment::{merge, CompactedReader, Error, SealedSegment};
+use libsql_wal_segment::{merge, CompactedReader, Error, PageIndex, SealedSegment};
 use uuid::Uuid;
 
 fn txs() -> Vec<Tx> {
@@ -138,4 +138,63 @@ fn a_flipped_bit_or_a_cut_anywhere_in_compacted_data_names_the_object_and_offset
     let err = read_all(&longer, "long").unwrap_err();
     assert_eq!(corruption_offset(&err), data.len() as u64);
     assert!(SealedSegment::open(&io(), Path::new("/nonexistent")).is_err());
+}
+
+#[test]
+fn compacted_data_whose_header_claims_billions_of_frames_is_corrupt_without_reserving_them() {
+    // Valid header CRC, a range wide enough for u32::MAX frames, one real frame after it.
+    let header = CompactedHeader {
+        log_id: Uuid::new_v4(),
+        start_frame_no: 1,
+        end_frame_no: 1 << 40,
+        size_after: u32::MAX,
+        frame_count: u32::MAX,
+        timestamp_ms: 1,
+    };
+    let encoded = header.encode();
+    let mut frame = vec![0; FRAME_SIZE];
+    FrameHeader {
+        checksum: 0,
+        page_no: 1,
+        size_after: 0,
+        flags: 0,
+        frame_no: 1,
+    }
+    .write_with_checksum(CompactedHeader::checksum_seed(&encoded), &mut frame);
+    let mut data = encoded.to_vec();
+    data.extend_from_slice(&frame);
+    let index = PageIndex::build(&[(1, COMPACTED_HEADER_SIZE as u64)], Path::new("x")).unwrap();
+    // Reserving an entry per claimed frame (64 GiB) aborted the process before the fix.
+    let err = CompactedReader::new(&data[..], "ns/segments/huge")
+        .unwrap()
+        .verify_with_index(&index)
+        .unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    assert!(err.to_string().contains("ns/segments/huge"), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+#[test]
+fn a_sealed_header_claiming_an_index_larger_than_its_frames_allow_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let sealed = write_segment(&io(), &dir.path().join("seg"), 1, Uuid::new_v4(), &txs())
+        .seal(Utc::now())
+        .unwrap()
+        .unwrap();
+    let mut header = *sealed.header();
+    let mut bytes = std::fs::read(sealed.path()).unwrap();
+    let bound = PageIndex::max_encoded_len(header.frame_count);
+    // An index as long as the bound allows plus one, the file grown to match: only the bound
+    // refuses it, before the index is read.
+    header.index_size = bound + 1;
+    bytes.resize((header.index_offset + header.index_size) as usize, 0);
+    bytes[..SEGMENT_HEADER_SIZE].copy_from_slice(&header.encode());
+    let path = dir.path().join("big-index");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = SealedSegment::open(&io(), &path).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    assert!(
+        err.to_string().contains("more than such an index can be"),
+        "{err}"
+    );
 }
