@@ -4,7 +4,8 @@
 //! merges the waiting ones into one `UploadJob`, asks its owner for an upload worker with one
 //! `RequestUpload` at a time, and retries failed jobs with backoff. The owner (the supervisor
 //! crate) runs the jobs, keeps every segment until it is durable, and restarts a scheduler that
-//! stops. Messages are nouns: `QueueSegment`, `RequestUpload`, `UploadDone`, `ForceShutdown`.
+//! stops. Messages are nouns: `QueueSegment`, `RequestUpload`, `UploadDone`, `DurableUpTo`,
+//! `ForceShutdown`.
 //!
 //! Layers, lowest first; a module names only the ones below it: `config` (`SchedulerConfig`),
 //! `messages`, `scheduler`.
@@ -15,7 +16,7 @@ mod scheduler;
 
 pub use config::SchedulerConfig;
 pub use messages::{
-    ForceShutdown, QueueSegment, RequestUpload, UploadDone, UploadJob, UploadOutcome,
+    DurableUpTo, ForceShutdown, QueueSegment, RequestUpload, UploadDone, UploadJob, UploadOutcome,
 };
 pub use scheduler::{retry_delay, Destination, GetSnapshot, NamespaceScheduler, SchedulerSnapshot};
 

@@ -2,7 +2,9 @@
 //! workers (the supervisor).
 //!
 //! Flow: the supervisor queues segments (`QueueSegment`); the scheduler asks for a worker with
-//! one `RequestUpload` at a time; the supervisor runs the job and answers `UploadDone`.
+//! one `RequestUpload` at a time; the supervisor runs the job and answers `UploadDone`. When the
+//! supervisor learns from the backend that more is durable than it knew, it says so
+//! (`DurableUpTo`), and the scheduler drops what that covers.
 
 use std::sync::Arc;
 
@@ -121,6 +123,19 @@ pub struct UploadDone {
 }
 
 impl Message for UploadDone {
+    type Result = ();
+}
+
+/// Tells a scheduler that its namespace is durable up to `frame_no`, learnt other than by one
+/// of its jobs (the backend already held those frames): the segments it covers leave the queue
+/// without an upload.
+#[derive(Debug, Clone, Copy)]
+pub struct DurableUpTo {
+    /// The namespace's durable frame_no.
+    pub frame_no: u64,
+}
+
+impl Message for DurableUpTo {
     type Result = ();
 }
 

@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 
 use crate::config::SchedulerConfig;
 use crate::messages::{
-    ForceShutdown, QueueSegment, RequestUpload, UploadDone, UploadJob, UploadOutcome,
+    DurableUpTo, ForceShutdown, QueueSegment, RequestUpload, UploadDone, UploadJob, UploadOutcome,
 };
 
 /// Where a job's segments go (a backend's config): jobs merge only segments with equal ones.
@@ -161,6 +161,18 @@ where
         Some(job)
     }
 
+    /// Moves the durable frame_no forward to `frame_no` and drops the segments it covers.
+    fn advance_durable(&mut self, frame_no: u64) {
+        self.durable_frame_no = self.durable_frame_no.max(frame_no);
+        while self
+            .queue
+            .front()
+            .is_some_and(|q| q.segment.last_committed_frame_no() <= self.durable_frame_no)
+        {
+            self.queue.pop_front();
+        }
+    }
+
     fn snapshot(&self) -> SchedulerSnapshot {
         SchedulerSnapshot {
             queued: self.queue.len(),
@@ -205,6 +217,20 @@ where
     }
 }
 
+impl<F, C> Handler<DurableUpTo> for NamespaceScheduler<F, C>
+where
+    F: FileExt,
+    C: Destination,
+{
+    type Result = ();
+
+    fn handle(&mut self, msg: DurableUpTo, _: &mut Context<Self>) {
+        // A job in flight keeps going: the owner trims it before it runs, and its outcome
+        // still ends it.
+        self.advance_durable(msg.frame_no);
+    }
+}
+
 impl<F, C> Handler<UploadDone> for NamespaceScheduler<F, C>
 where
     F: FileExt,
@@ -216,14 +242,7 @@ where
         let ours = self.in_flight == Some(msg.job);
         match msg.outcome {
             UploadOutcome::Stored { end_frame_no } => {
-                self.durable_frame_no = self.durable_frame_no.max(end_frame_no);
-                while self
-                    .queue
-                    .front()
-                    .is_some_and(|q| q.segment.last_committed_frame_no() <= self.durable_frame_no)
-                {
-                    self.queue.pop_front();
-                }
+                self.advance_durable(end_frame_no);
                 if ours {
                     self.in_flight = None;
                     self.consecutive_failures = 0;

@@ -19,6 +19,9 @@
 //! - Merging: a job that waited for a worker leaves with the namespace's segments that arrived
 //!   meanwhile (consecutive, same destination, within the scheduler's caps): the busier the
 //!   workers, the fewer the uploads and PUTs.
+//! - Nothing twice: what the backend already holds (its durable frame_no, asked at
+//!   `DurableFrameNo`) is folded into the namespace's record whenever the answer comes, even
+//!   after segments arrived: the segments it covers are durable at once and never uploaded.
 //!
 //! The upload itself runs as a future on the supervisor's thread (the compaction on tokio's
 //! blocking pool); a panic inside it is caught and counted, and the job is retried.
@@ -36,8 +39,8 @@ use actix::{
 };
 use libsql_wal_backend::{Backend, BackendExt, Error as BackendError, NamespaceName, OnStored};
 use libsql_wal_scheduler::{
-    Destination, ForceShutdown, NamespaceScheduler, QueueSegment, RequestUpload, UploadDone,
-    UploadJob, UploadOutcome,
+    Destination, DurableUpTo, ForceShutdown, NamespaceScheduler, QueueSegment, RequestUpload,
+    UploadDone, UploadJob, UploadOutcome,
 };
 use libsql_wal_segment::{FileExt, SealedSegment};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
@@ -90,6 +93,9 @@ struct NamespaceEntry<F: FileExt, C: Destination> {
     unacked: VecDeque<Pending<F, C>>,
     /// The highest durable frame_no; only moves forward.
     durable_frame_no: u64,
+    /// True once `durable_frame_no` includes what the backend held (asked at `DurableFrameNo`,
+    /// before or after the entry was made); until then it counts only this storage's uploads.
+    backend_known: bool,
     /// Publishes `durable_frame_no`.
     durable: watch::Sender<u64>,
     /// Ticket when the namespace's last upload ended: its next job queues behind it.
@@ -169,7 +175,8 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
         match self.namespaces.entry(namespace.clone()) {
             hash_map::Entry::Occupied(entry) => entry.into_mut(),
             hash_map::Entry::Vacant(vacant) => {
-                let durable_frame_no = self.known_durable.remove(namespace).unwrap_or(0);
+                let known = self.known_durable.remove(namespace);
+                let durable_frame_no = known.unwrap_or(0);
                 let scheduler = start_scheduler(
                     &self.config,
                     &self.job_ids,
@@ -182,6 +189,7 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
                     scheduler,
                     unacked: VecDeque::new(),
                     durable_frame_no,
+                    backend_known: known.is_some(),
                     durable: watch::Sender::new(durable_frame_no),
                     last_turn: 0,
                     running: None,
@@ -478,8 +486,9 @@ fn start_scheduler<B: Backend, F: FileExt>(
         job_ids.clone(),
     );
     // Its messages are bounded elsewhere: at most `max_enqueued_segments` segments per
-    // namespace (the permits) and one upload outcome at a time, so this capacity only sizes
-    // the channel's buffer.
+    // namespace (the permits), one upload outcome at a time, and a `DurableUpTo` per backend
+    // answer (asked once per entry, more only for `DurableFrameNo` calls racing the first), so
+    // this capacity only sizes the channel's buffer.
     let capacity = config.max_enqueued_segments + 4;
     NamespaceScheduler::create(move |sctx| {
         sctx.set_mailbox_capacity(capacity);
@@ -636,11 +645,10 @@ impl<B: Backend, F: FileExt> Handler<DurableFrameNo<B::Config>> for Supervisor<B
     type Result = ResponseActFuture<Self, libsql_wal_backend::Result<u64>>;
 
     fn handle(&mut self, msg: DurableFrameNo<B::Config>, _: &mut Context<Self>) -> Self::Result {
-        let known = self
-            .namespaces
-            .get(&msg.namespace)
-            .map(|e| e.durable_frame_no)
-            .or_else(|| self.known_durable.get(&msg.namespace).copied());
+        let known = match self.namespaces.get(&msg.namespace) {
+            Some(entry) => entry.backend_known.then_some(entry.durable_frame_no),
+            None => self.known_durable.get(&msg.namespace).copied(),
+        };
         if let Some(durable) = known {
             return Box::pin(actix::fut::ready(Ok(durable)));
         }
@@ -652,8 +660,18 @@ impl<B: Backend, F: FileExt> Handler<DurableFrameNo<B::Config>> for Supervisor<B
         let ask = async move { backend.meta(&config, &namespace).await };
         Box::pin(wrap_future::<_, Self>(ask).map(move |meta, this, _| {
             let durable = meta?.durable_frame_no;
-            match this.namespaces.get(&msg.namespace) {
-                Some(entry) => Ok(entry.durable_frame_no.max(durable)),
+            match this.namespaces.get_mut(&msg.namespace) {
+                // Segments arrived while the backend was asked (or before): what it holds
+                // needs no upload. Folded in like a stored upload: callbacks, queue places and
+                // the scheduler's queue; a job waiting for a worker is trimmed at dispatch.
+                Some(entry) => {
+                    entry.backend_known = true;
+                    this.callback_panics += advance_durable(entry, durable);
+                    entry.scheduler.do_send(DurableUpTo {
+                        frame_no: entry.durable_frame_no,
+                    });
+                    Ok(entry.durable_frame_no)
+                }
                 None => {
                     this.known_durable.insert(msg.namespace, durable);
                     Ok(durable)

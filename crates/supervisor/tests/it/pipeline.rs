@@ -303,6 +303,84 @@ fn cold_namespaces_wait_behind_one_upload_of_a_hot_backlog_not_the_whole_backlog
 }
 
 #[test]
+fn segments_covered_by_a_durable_frame_no_learnt_later_are_not_uploaded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let scratch = dir.path().join("scratch");
+    let namespace = ns("revisited");
+    let all = segments(&dir.path().join("local"), "revisited", 5, 2);
+    // A first life made frames 1..=6 durable.
+    {
+        let storage = storage(&bucket, dir.path(), Faults::default(), config(&scratch));
+        let acks = Acks::default();
+        for segment in &all[..3] {
+            store(&storage, &namespace, segment, &acks);
+        }
+        wait_until("the first life is durable", || acks.get().len() == 3);
+        futures::executor::block_on(storage.shutdown());
+    }
+    // The next one: its only worker is busy with another namespace, and the backend is slow to
+    // answer the durable frame_no, which the WAL asks for while it sends its segments again.
+    let storage = storage(
+        &bucket,
+        dir.path(),
+        Faults::default(),
+        StorageConfig {
+            max_in_flight: 1,
+            ..config(&scratch)
+        },
+    );
+    storage.backend().set_open(false);
+    let busy = segments(&dir.path().join("local"), "busy", 1, 2).remove(0);
+    store(&storage, &ns("busy"), &busy, &Acks::default());
+    wait_until("the busy namespace holds the worker", || {
+        storage.backend().stalled_uploads.load(Ordering::SeqCst) == 1
+    });
+    storage.backend().set_reads_open(false);
+    let acks = Acks::default();
+    std::thread::scope(|s| {
+        let asked = s.spawn(|| {
+            futures::executor::block_on(storage.durable_frame_no(&namespace, None)).unwrap()
+        });
+        wait_until("the supervisor asks the backend", || {
+            storage.backend().stalled_reads.load(Ordering::SeqCst) == 1
+        });
+        for segment in &all {
+            store(&storage, &namespace, segment, &acks);
+        }
+        wait_until("the segments are taken", || {
+            futures::executor::block_on(storage.metrics())
+                .unwrap()
+                .namespace(&namespace)
+                .is_some_and(|n| n.queue_depth == 5)
+        });
+        storage.backend().set_reads_open(true);
+        assert_eq!(asked.join().unwrap(), 6);
+    });
+    assert_eq!(
+        acks.get(),
+        [6, 6, 6],
+        "the segments the backend already holds are durable at once"
+    );
+    storage.backend().set_open(true);
+    wait_until("everything is durable", || acks.get().len() == 5);
+    assert_eq!(acks.get().last(), Some(&10));
+    let puts: Vec<_> = storage
+        .backend()
+        .stored()
+        .into_iter()
+        .filter(|(n, _)| n == "revisited")
+        .map(|(_, key)| key)
+        .collect();
+    assert!(
+        puts.iter().all(|k| k.start_frame_no > 6),
+        "nothing at or below frame 6 is stored again: {puts:?}"
+    );
+    assert_eq!(puts.first().map(|k| k.start_frame_no), Some(7));
+    assert_eq!(puts.last().map(|k| k.end_frame_no), Some(10));
+}
+
+#[test]
 fn a_scheduler_that_stops_is_restarted_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let storage = storage(
