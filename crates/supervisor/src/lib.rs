@@ -5,9 +5,10 @@
 //! - `Supervisor`: routes each namespace's sealed segments to its `NamespaceScheduler`
 //!   (started on first use, restarted if it stops), owns the `max_in_flight` upload workers and
 //!   hands them out fairly, keeps every segment until it is durable, and answers `Metrics`.
-//! - `Maintenance`: the optional periodic compaction and retention of every stored namespace,
-//!   started by the supervisor (`StorageConfig::maintenance`); `ActorStorage::run_maintenance`
-//!   runs one pass on demand.
+//! - `Maintenance`: the optional periodic compaction and retention of every stored namespace
+//!   (in the default place and in every override segments were stored with), started by the
+//!   supervisor (`StorageConfig::maintenance`); `ActorStorage::run_maintenance` runs one pass
+//!   on demand.
 //!
 //! Guarantees: per namespace, segments become durable in frame order, each once, with at most
 //! one upload in flight; a failed or panicking upload is retried, never dropped; every queue

@@ -1,7 +1,9 @@
-//! Remote maintenance: compaction and retention of every namespace in the backend, as one pass
-//! (`maintenance_pass`, run on demand by `ActorStorage::run_maintenance`) and as the optional
-//! `Maintenance` actor the supervisor starts when `StorageConfig::maintenance` is set, which
-//! runs a pass, waits `interval`, and runs the next.
+//! Remote maintenance: compaction and retention of every namespace in every place the storage
+//! writes to (the backend's default config and each override a segment was stored with, kept
+//! in `Places`), as one pass (`maintenance_pass`, run on demand by
+//! `ActorStorage::run_maintenance`) and as the optional `Maintenance` actor the supervisor
+//! starts when `StorageConfig::maintenance` is set, which runs a pass, waits `interval`, and
+//! runs the next.
 //!
 //! A pass compacts each namespace with the configured strategy, then (with a retention window)
 //! deletes what retention allows. Both are safe to cut short at any point and to run beside
@@ -45,10 +47,46 @@ impl Default for MaintenanceConfig {
     }
 }
 
+/// The places (backend configs) a storage has written to: the default one first, then each
+/// override in the order it was first used. Kept for the storage's life, not per namespace:
+/// a place still holds data after its namespaces closed, and maintenance must keep visiting
+/// it. Its size is the number of distinct places, which the server chooses.
+#[derive(Debug)]
+pub(crate) struct Places<C> {
+    places: Mutex<Vec<C>>,
+}
+
+impl<C: Clone + PartialEq> Places<C> {
+    /// Returns the places, knowing only `default`.
+    pub(crate) fn new(default: C) -> Self {
+        Places {
+            places: Mutex::new(vec![default]),
+        }
+    }
+
+    /// Adds `place` if it is new.
+    pub(crate) fn add(&self, place: &C) {
+        let mut places = self.places.lock().unwrap_or_else(PoisonError::into_inner);
+        if !places.contains(place) {
+            places.push(place.clone());
+        }
+    }
+
+    /// Returns every place, the default first.
+    pub(crate) fn all(&self) -> Vec<C> {
+        self.places
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// What one maintenance pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MaintenanceReport {
-    /// Namespaces visited.
+    /// Places (backend configs) visited.
+    pub places: usize,
+    /// Namespaces visited, over all places (a namespace in two places counts twice).
     pub namespaces: usize,
     /// Compacted segments stored.
     pub compacted_segments: usize,
@@ -56,6 +94,9 @@ pub struct MaintenanceReport {
     pub deleted_segments: usize,
     /// Namespaces whose compaction or retention failed, with the error.
     pub failures: Vec<(NamespaceName, String)>,
+    /// Places whose namespaces could not be listed (the place and the error); the pass went on
+    /// with the next place.
+    pub unlisted_places: Vec<String>,
 }
 
 /// The periodic actor's counters, shared with the supervisor's `Metrics`.
@@ -65,66 +106,80 @@ pub struct MaintenanceMetrics {
     pub running: bool,
     /// Periodic passes finished.
     pub passes: u64,
-    /// Namespace failures over all passes (a panic counts as one).
+    /// Namespace and place failures over all passes (a panic counts as one).
     pub failures: u64,
     /// The last pass.
     pub last: Option<MaintenanceReport>,
 }
 
-/// Runs one maintenance pass over every namespace of `backend`, with scratch files under
-/// `scratch_dir` (which should be the pass's own: two passes sharing one may clash).
+/// Runs one maintenance pass over every namespace of every place in `places` (configs of
+/// `backend`), with scratch files under `scratch_dir` (which should be the pass's own: two
+/// passes sharing one may clash).
 #[tracing::instrument(skip_all, fields(strategy = ?config.strategy, retention = ?config.retention))]
 pub async fn maintenance_pass<B: Backend>(
     backend: &B,
+    places: &[B::Config],
     config: &MaintenanceConfig,
     scratch_dir: &std::path::Path,
 ) -> libsql_wal_backend::Result<MaintenanceReport> {
-    let backend_config = backend.default_config();
-    let namespaces = backend.list_namespaces(backend_config).await?;
     let mut report = MaintenanceReport {
-        namespaces: namespaces.len(),
+        places: places.len(),
         ..MaintenanceReport::default()
     };
-    for (done, namespace) in namespaces.into_iter().enumerate() {
-        let result = async {
-            let compaction = compact(
-                backend,
-                backend_config,
-                &namespace,
-                config.strategy,
-                scratch_dir,
-                |_, _| {},
-            )
-            .await?;
-            let deleted = match config.retention {
-                Some(window) => {
-                    apply_retention(backend, backend_config, &namespace, window, now_ms())
-                        .await?
-                        .deleted
-                        .len()
-                }
-                None => 0,
-            };
-            Ok::<_, libsql_wal_backend::Error>((compaction.groups.len(), deleted))
-        }
-        .await;
-        match result {
-            Ok((compacted, deleted)) => {
-                report.compacted_segments += compacted;
-                report.deleted_segments += deleted;
-            }
+    for place in places {
+        let namespaces = match backend.list_namespaces(place).await {
+            Ok(namespaces) => namespaces,
             Err(e) => {
-                warn!(%namespace, error = %e, "maintenance of a namespace failed");
-                report.failures.push((namespace, e.to_string()));
+                warn!(?place, error = %e, "maintenance cannot list a place's namespaces");
+                report.unlisted_places.push(format!("{place:?}: {e}"));
+                continue;
             }
+        };
+        report.namespaces += namespaces.len();
+        let total = namespaces.len();
+        for (done, namespace) in namespaces.into_iter().enumerate() {
+            match maintain_namespace(backend, place, &namespace, config, scratch_dir).await {
+                Ok((compacted, deleted)) => {
+                    report.compacted_segments += compacted;
+                    report.deleted_segments += deleted;
+                }
+                Err(e) => {
+                    warn!(%namespace, ?place, error = %e, "maintenance of a namespace failed");
+                    report.failures.push((namespace, e.to_string()));
+                }
+            }
+            info!(?place, done = done + 1, total, "maintenance progress");
         }
-        info!(
-            done = done + 1,
-            total = report.namespaces,
-            "maintenance progress"
-        );
     }
     Ok(report)
+}
+
+/// Compacts `namespace` in `place`, then applies retention; returns the compacted segments
+/// stored and the segments deleted.
+async fn maintain_namespace<B: Backend>(
+    backend: &B,
+    place: &B::Config,
+    namespace: &NamespaceName,
+    config: &MaintenanceConfig,
+    scratch_dir: &std::path::Path,
+) -> libsql_wal_backend::Result<(usize, usize)> {
+    let compaction = compact(
+        backend,
+        place,
+        namespace,
+        config.strategy,
+        scratch_dir,
+        |_, _| {},
+    )
+    .await?;
+    let deleted = match config.retention {
+        Some(window) => apply_retention(backend, place, namespace, window, now_ms())
+            .await?
+            .deleted
+            .len(),
+        None => 0,
+    };
+    Ok((compaction.groups.len(), deleted))
 }
 
 fn now_ms() -> u64 {
@@ -139,6 +194,8 @@ pub struct Maintenance<B: Backend> {
     config: MaintenanceConfig,
     /// Where each pass gets its own working directory.
     scratch: Arc<Scratch>,
+    /// Where each pass goes.
+    places: Arc<Places<B::Config>>,
     metrics: Arc<Mutex<MaintenanceMetrics>>,
 }
 
@@ -148,12 +205,14 @@ impl<B: Backend> Maintenance<B> {
         backend: Arc<B>,
         config: MaintenanceConfig,
         scratch: Arc<Scratch>,
+        places: Arc<Places<B::Config>>,
         metrics: Arc<Mutex<MaintenanceMetrics>>,
     ) -> Self {
         Maintenance {
             backend,
             config,
             scratch,
+            places,
             metrics,
         }
     }
@@ -182,6 +241,7 @@ impl<B: Backend> Handler<Pass> for Maintenance<B> {
             self.config.clone(),
             self.scratch.clone(),
         );
+        let places = self.places.all();
         // A panic in a pass (a backend bug) is caught and counted: it must not take down the
         // storage thread the uploads run on. Its directory's guard removes the directory then.
         let pass = AssertUnwindSafe(async move {
@@ -191,7 +251,7 @@ impl<B: Backend> Handler<Pass> for Maintenance<B> {
                     e,
                 )
             })?;
-            let report = maintenance_pass(&*backend, &config, work.path()).await;
+            let report = maintenance_pass(&*backend, &places, &config, work.path()).await;
             work.remove().await;
             report
         })
@@ -205,13 +265,16 @@ impl<B: Backend> Handler<Pass> for Maintenance<B> {
             match outcome {
                 Ok(Ok(report)) => {
                     info!(
+                        places = report.places,
                         namespaces = report.namespaces,
                         compacted = report.compacted_segments,
                         deleted = report.deleted_segments,
                         failures = report.failures.len(),
+                        unlisted_places = report.unlisted_places.len(),
                         "maintenance pass done"
                     );
-                    metrics.failures += report.failures.len() as u64;
+                    metrics.failures +=
+                        (report.failures.len() + report.unlisted_places.len()) as u64;
                     metrics.last = Some(report);
                 }
                 Ok(Err(e)) => {

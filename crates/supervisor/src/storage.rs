@@ -27,7 +27,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::config::StorageConfig;
-use crate::maintenance::{maintenance_pass, MaintenanceConfig, MaintenanceReport};
+use crate::maintenance::{maintenance_pass, MaintenanceConfig, MaintenanceReport, Places};
 use crate::messages::{
     DurableFrameNo, Metrics, Shutdown, StorageMetrics, StoreSegment, WatchDurable,
 };
@@ -52,6 +52,8 @@ pub struct ActorStorage<B: Backend, F: FileExt> {
     config: StorageConfig,
     /// This storage's files in the scratch directory (shared with the supervisor).
     scratch: Arc<Scratch>,
+    /// Every place segments were stored to (filled by the supervisor), for maintenance.
+    written_places: Arc<Places<B::Config>>,
 }
 
 /// Maps a failed send to the supervisor: it only fails once the storage stopped.
@@ -64,13 +66,19 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
     /// actix system.
     pub fn start(backend: B, config: StorageConfig) -> crate::Result<Self> {
         let scratch = Arc::new(Scratch::open(&config.scratch_dir)?);
+        let written_places = Arc::new(Places::new(backend.default_config().clone()));
         let backend = Arc::new(backend);
         let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let for_thread = (backend.clone(), config.clone(), scratch.clone());
+        let for_thread = (
+            backend.clone(),
+            config.clone(),
+            scratch.clone(),
+            written_places.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("libsql-wal-storage".into())
             .spawn(move || {
-                let (backend, config, scratch) = for_thread;
+                let (backend, config, scratch, places) = for_thread;
                 let system = actix::System::new();
                 let capacity = config.mailbox_capacity;
                 let started = system.block_on(async move {
@@ -78,7 +86,7 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
                     // this far behind, on top of each namespace's own bound.
                     let supervisor = Supervisor::create(move |ctx| {
                         ctx.set_mailbox_capacity(capacity);
-                        Supervisor::new(backend, config, scratch)
+                        Supervisor::new(backend, config, scratch, places)
                     });
                     (
                         supervisor,
@@ -109,6 +117,7 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
             places: DashMap::new(),
             config,
             scratch,
+            written_places,
         })
     }
 
@@ -138,15 +147,17 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
     }
 
     /// Runs one maintenance pass (compaction, then retention if `config` has a window) over
-    /// every namespace in the backend now, on the storage thread, and returns what it did.
+    /// every namespace in every place the storage has stored to (the backend's default config
+    /// and each override), now, on the storage thread, and returns what it did.
     pub async fn run_maintenance(&self, config: &MaintenanceConfig) -> Result<MaintenanceReport> {
         let (backend, config, scratch) =
             (self.backend.clone(), config.clone(), self.scratch.clone());
+        let places = self.written_places.all();
         self.on_storage_thread(async move {
             let work = scratch.create_maintenance_dir().map_err(|e| {
                 BackendError::transient("creating a maintenance directory for scratch files", e)
             })?;
-            let report = maintenance_pass(&*backend, &config, work.path()).await;
+            let report = maintenance_pass(&*backend, &places, &config, work.path()).await;
             work.remove().await;
             report
         })

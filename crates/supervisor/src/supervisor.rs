@@ -47,7 +47,7 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 use tracing::{debug, error, info, warn};
 
 use crate::config::StorageConfig;
-use crate::maintenance::{Maintenance, MaintenanceMetrics};
+use crate::maintenance::{Maintenance, MaintenanceMetrics, Places};
 use crate::messages::{
     DurableFrameNo, Metrics, NamespaceMetrics, SchedulerOf, Shutdown, StorageMetrics, StoreSegment,
     WatchDurable,
@@ -98,6 +98,8 @@ struct NamespaceEntry<F: FileExt, C: Destination> {
     backend_known: bool,
     /// Publishes `durable_frame_no`.
     durable: watch::Sender<u64>,
+    /// The destination of the namespace's last segment (an override is in `Places`).
+    place: Option<C>,
     /// Ticket when the namespace's last upload ended: its next job queues behind it.
     last_turn: u64,
     /// The job of this namespace running now.
@@ -120,6 +122,8 @@ pub struct Supervisor<B: Backend, F: FileExt> {
     config: StorageConfig,
     /// This storage's files in the scratch directory.
     scratch: Arc<Scratch>,
+    /// Every place segments were stored to, for maintenance.
+    places: Arc<Places<B::Config>>,
     /// Every namespace that handed over a segment (or was watched).
     namespaces: HashMap<NamespaceName, NamespaceEntry<F, B::Config>>,
     /// Durable frame_nos asked of the backend for namespaces not in `namespaces` yet.
@@ -145,12 +149,19 @@ pub struct Supervisor<B: Backend, F: FileExt> {
 }
 
 impl<B: Backend, F: FileExt> Supervisor<B, F> {
-    /// Returns a supervisor storing to `backend`, with its local files in `scratch`.
-    pub(crate) fn new(backend: Arc<B>, config: StorageConfig, scratch: Arc<Scratch>) -> Self {
+    /// Returns a supervisor storing to `backend`, with its local files in `scratch`, recording
+    /// in `places` every override a segment is stored with.
+    pub(crate) fn new(
+        backend: Arc<B>,
+        config: StorageConfig,
+        scratch: Arc<Scratch>,
+        places: Arc<Places<B::Config>>,
+    ) -> Self {
         Supervisor {
             backend,
             config,
             scratch,
+            places,
             namespaces: HashMap::new(),
             known_durable: HashMap::new(),
             ticket: 0,
@@ -191,6 +202,7 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
                     durable_frame_no,
                     backend_known: known.is_some(),
                     durable: watch::Sender::new(durable_frame_no),
+                    place: None,
                     last_turn: 0,
                     running: None,
                     stats: NamespaceStats::default(),
@@ -548,6 +560,7 @@ impl<B: Backend, F: FileExt> Actor for Supervisor<B, F> {
                     self.backend.clone(),
                     config,
                     self.scratch.clone(),
+                    self.places.clone(),
                     self.maintenance_metrics.clone(),
                 )
                 .start(),
@@ -575,7 +588,15 @@ impl<B: Backend, F: FileExt> Handler<StoreSegment<F, B::Config>> for Supervisor<
         }
         self.ticket += 1;
         let arrival = self.ticket;
+        let places = self.places.clone();
         let entry = self.entry(&msg.namespace, ctx);
+        // Checked only when the namespace's destination changes, not at every segment.
+        if entry.place != msg.config_override {
+            if let Some(place) = &msg.config_override {
+                places.add(place);
+            }
+            entry.place = msg.config_override.clone();
+        }
         let (start, end) = (
             msg.segment.start_frame_no(),
             msg.segment.last_committed_frame_no(),

@@ -1,12 +1,13 @@
 //! Remote maintenance through `ActorStorage`: a pass on demand compacts every namespace and
 //! applies retention, keeps every chain restorable, and reports a namespace it cannot compact
-//! without stopping; the periodic actor the supervisor starts does the same by itself.
+//! without stopping; the periodic actor the supervisor starts does the same by itself; both
+//! visit every place the storage has written to (the default one and every override).
 
 use std::path::Path;
 use std::time::Duration;
 
 use libsql_wal_backend::{
-    plan_chain, Backend, BackendExt, CompactionStrategy, SegmentKey, Storage,
+    plan_chain, Backend, BackendExt, CompactionStrategy, FsConfig, SegmentKey, Storage,
 };
 use libsql_wal_supervisor::{MaintenanceConfig, StorageConfig};
 
@@ -18,9 +19,20 @@ const FRAMES: u64 = 4;
 
 /// Stores `count` segments of `name`, each durable before the next, so each is its own object.
 fn store_one_by_one(storage: &TestStorage, local: &Path, name: &str, count: u64) {
+    store_one_by_one_to(storage, local, name, count, None);
+}
+
+/// Likewise, to `config_override`.
+fn store_one_by_one_to(
+    storage: &TestStorage,
+    local: &Path,
+    name: &str,
+    count: u64,
+    config_override: Option<FsConfig>,
+) {
     let acks = Acks::default();
     for (i, segment) in segments(local, name, count, FRAMES).iter().enumerate() {
-        store(storage, &ns(name), segment, &acks);
+        store_to(storage, &ns(name), segment, config_override.clone(), &acks);
         wait_until("the segment is durable", || acks.get().len() == i + 1);
     }
 }
@@ -33,8 +45,12 @@ fn fs_storage(dir: &Path, config: StorageConfig) -> TestStorage {
 /// The stored segments of `name`, listed through the storage's own backend (a second
 /// `FsBackend` on the same root would clear its temporary files from under it).
 fn stored_keys(storage: &TestStorage, name: &str) -> Vec<SegmentKey> {
-    let backend = storage.backend();
-    on_tokio(backend.list_segments(backend.default_config(), &ns(name), u64::MAX)).unwrap()
+    stored_keys_in(storage, storage.backend().default_config(), name)
+}
+
+/// Likewise, in `config`'s place.
+fn stored_keys_in(storage: &TestStorage, config: &FsConfig, name: &str) -> Vec<SegmentKey> {
+    on_tokio(storage.backend().list_segments(config, &ns(name), u64::MAX)).unwrap()
 }
 
 /// Checks that the chain to frame `end` of `name` plans and every segment in it verifies;
@@ -122,5 +138,40 @@ fn the_periodic_actor_compacts_by_itself_and_reports_its_passes() {
     assert!(assert_restorable(&storage, "alpha", 6 * FRAMES) < 6);
     // Without a retention window nothing is deleted.
     assert!(stored_keys(&storage, "alpha").len() > 6);
+    futures::executor::block_on(storage.shutdown());
+}
+
+#[test]
+fn maintenance_visits_the_default_place_and_every_override_the_storage_wrote_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = FsConfig {
+        root: dir.path().join("tenant-bucket"),
+    };
+    let storage = fs_storage(dir.path(), config(&dir.path().join("scratch")));
+    let local = dir.path().join("local");
+    store_one_by_one(&storage, &local, "alpha", 6);
+    store_one_by_one_to(&storage, &local, "beta", 6, Some(tenant.clone()));
+    assert_eq!(stored_keys_in(&storage, &tenant, "beta").len(), 6);
+
+    let report = on_tokio(storage.run_maintenance(&MaintenanceConfig {
+        strategy: CompactionStrategy::Tiered { fan_in: 2 },
+        retention: None,
+        ..MaintenanceConfig::default()
+    }))
+    .unwrap();
+    assert_eq!(report.namespaces, 2, "{report:?}");
+    assert!(report.failures.is_empty(), "{report:?}");
+    let spans_history = |keys: Vec<SegmentKey>| {
+        keys.iter()
+            .any(|k| k.start_frame_no == 1 && k.end_frame_no >= 4 * FRAMES)
+    };
+    assert!(
+        spans_history(stored_keys(&storage, "alpha")),
+        "alpha compacted"
+    );
+    assert!(
+        spans_history(stored_keys_in(&storage, &tenant, "beta")),
+        "beta compacted in its own bucket"
+    );
     futures::executor::block_on(storage.shutdown());
 }
