@@ -46,70 +46,143 @@ impl Default for CompactionStrategy {
     }
 }
 
-/// A run of chain segments with its span, while planning.
-#[derive(Debug, Clone)]
+/// A run of consecutive chain segments while planning: `chain[first..=last]`.
+#[derive(Debug, Clone, Copy)]
 struct Run {
-    /// The chain segments, oldest first.
-    members: Vec<SegmentKey>,
+    /// Position in the chain of its oldest segment.
+    first: usize,
+    /// Position in the chain of its newest segment.
+    last: usize,
 }
 
 impl Run {
+    /// Returns the run of the one segment at `at`.
+    fn single(at: usize) -> Self {
+        Run {
+            first: at,
+            last: at,
+        }
+    }
+
     /// Returns the frames the run covers; a span that does not fit a u64 (every frame_no from
     /// 0) saturates, as does any product of spans below: keys come from the bucket, so planning
     /// must not overflow whatever they say.
-    fn span(&self) -> u64 {
-        match (self.members.first(), self.members.last()) {
-            (Some(first), Some(last)) => last
-                .end_frame_no
-                .saturating_sub(first.start_frame_no)
-                .saturating_add(1),
-            _ => 0,
+    fn span(&self, chain: &[SegmentKey]) -> u64 {
+        chain[self.last]
+            .end_frame_no
+            .saturating_sub(chain[self.first].start_frame_no)
+            .saturating_add(1)
+    }
+}
+
+/// The least and greatest span of any range of the runs on the planning stack, each query and
+/// update O(log n): a segment tree over stack positions. Positions at or above the stack's
+/// length hold stale values that no query reaches.
+struct SpanTree {
+    /// Leaves start here (a power of two at least the chain's length).
+    leaves: usize,
+    /// Least span below each node; node 1 is the root, node `i`'s children `2i` and `2i + 1`.
+    min: Vec<u64>,
+    /// Greatest span below each node.
+    max: Vec<u64>,
+}
+
+impl SpanTree {
+    fn new(len: usize) -> Self {
+        let leaves = len.next_power_of_two();
+        SpanTree {
+            leaves,
+            min: vec![u64::MAX; 2 * leaves],
+            max: vec![0; 2 * leaves],
         }
+    }
+
+    /// Sets the span at stack position `at`.
+    fn set(&mut self, at: usize, span: u64) {
+        let mut node = at + self.leaves;
+        self.min[node] = span;
+        self.max[node] = span;
+        while node > 1 {
+            node /= 2;
+            self.min[node] = self.min[2 * node].min(self.min[2 * node + 1]);
+            self.max[node] = self.max[2 * node].max(self.max[2 * node + 1]);
+        }
+    }
+
+    /// Returns the least and greatest span at stack positions `from..to`.
+    fn min_max(&self, from: usize, to: usize) -> (u64, u64) {
+        let (mut min, mut max) = (u64::MAX, 0);
+        let (mut lo, mut hi) = (from + self.leaves, to + self.leaves);
+        while lo < hi {
+            if lo % 2 == 1 {
+                min = min.min(self.min[lo]);
+                max = max.max(self.max[lo]);
+                lo += 1;
+            }
+            if hi % 2 == 1 {
+                hi -= 1;
+                min = min.min(self.min[hi]);
+                max = max.max(self.max[hi]);
+            }
+            lo /= 2;
+            hi /= 2;
+        }
+        (min, max)
     }
 }
 
 /// Returns the groups of consecutive `chain` segments (oldest first) that `strategy` merges,
 /// each of two or more segments.
+///
+/// Both strategies push the chain's segments, oldest first, on a stack of runs and merge at its
+/// top, so planning is O(n log n) in the chain's length. For `Tiered` this is the same as
+/// repeatedly merging the oldest `fan_in` consecutive runs of similar spans: the oldest such
+/// window is the one whose newest run is pushed first, and a merge changes only windows that
+/// end at or after the merged run.
 pub fn plan_compaction(chain: &[SegmentKey], strategy: CompactionStrategy) -> Vec<Vec<SegmentKey>> {
-    let mut runs: Vec<Run> = chain.iter().map(|&k| Run { members: vec![k] }).collect();
+    let mut stack: Vec<Run> = Vec::new();
     match strategy {
         CompactionStrategy::Tiered { fan_in } => {
             let fan_in = fan_in.max(2);
-            let similar = |runs: &[Run]| {
-                let spans = runs.iter().map(Run::span);
-                let (min, max) = (spans.clone().min(), spans.max());
-                matches!((min, max), (Some(min), Some(max)) if max < min.saturating_mul(fan_in as u64))
-            };
-            while let Some(at) =
-                (0..runs.len().saturating_sub(fan_in - 1)).find(|&i| similar(&runs[i..i + fan_in]))
-            {
-                let members = runs
-                    .drain(at..at + fan_in)
-                    .flat_map(|r| r.members)
-                    .collect();
-                runs.insert(at, Run { members });
+            let mut spans = SpanTree::new(chain.len());
+            for at in 0..chain.len() {
+                stack.push(Run::single(at));
+                spans.set(stack.len() - 1, stack[stack.len() - 1].span(chain));
+                while stack.len() >= fan_in {
+                    let from = stack.len() - fan_in;
+                    let (min, max) = spans.min_max(from, stack.len());
+                    if max >= min.saturating_mul(fan_in as u64) {
+                        break;
+                    }
+                    let merged = Run {
+                        first: stack[from].first,
+                        last: stack[stack.len() - 1].last,
+                    };
+                    stack.truncate(from);
+                    stack.push(merged);
+                    spans.set(from, merged.span(chain));
+                }
             }
         }
         CompactionStrategy::Logarithmic => {
-            let mut stack: Vec<Run> = Vec::new();
-            for run in runs {
-                stack.push(run);
-                while stack.len() >= 2
-                    && stack[stack.len() - 2].span()
-                        < stack[stack.len() - 1].span().saturating_mul(2)
-                {
-                    let newer = stack.pop().map(|r| r.members).unwrap_or_default();
+            for at in 0..chain.len() {
+                stack.push(Run::single(at));
+                while let [.., older, newer] = stack[..] {
+                    if older.span(chain) >= newer.span(chain).saturating_mul(2) {
+                        break;
+                    }
+                    stack.pop();
                     if let Some(older) = stack.last_mut() {
-                        older.members.extend(newer);
+                        older.last = newer.last;
                     }
                 }
             }
-            runs = stack;
         }
     }
-    runs.into_iter()
-        .filter(|r| r.members.len() >= 2)
-        .map(|r| r.members)
+    stack
+        .into_iter()
+        .filter(|r| r.last > r.first)
+        .map(|r| chain[r.first..=r.last].to_vec())
         .collect()
 }
 
@@ -281,7 +354,85 @@ async fn remove_quietly(path: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The quadratic planner this module had before the stack of runs: the reference the new
+    /// one must agree with on every input.
+    fn reference_plan_compaction(
+        chain: &[SegmentKey],
+        strategy: CompactionStrategy,
+    ) -> Vec<Vec<SegmentKey>> {
+        let span = |run: &[SegmentKey]| match (run.first(), run.last()) {
+            (Some(first), Some(last)) => last
+                .end_frame_no
+                .saturating_sub(first.start_frame_no)
+                .saturating_add(1),
+            _ => 0,
+        };
+        let mut runs: Vec<Vec<SegmentKey>> = chain.iter().map(|&k| vec![k]).collect();
+        match strategy {
+            CompactionStrategy::Tiered { fan_in } => {
+                let fan_in = fan_in.max(2);
+                let similar = |runs: &[Vec<SegmentKey>]| {
+                    let spans = runs.iter().map(|r| span(r));
+                    let (min, max) = (spans.clone().min(), spans.max());
+                    matches!((min, max), (Some(min), Some(max)) if max < min.saturating_mul(fan_in as u64))
+                };
+                while let Some(at) = (0..runs.len().saturating_sub(fan_in - 1))
+                    .find(|&i| similar(&runs[i..i + fan_in]))
+                {
+                    let members = runs.drain(at..at + fan_in).flatten().collect();
+                    runs.insert(at, members);
+                }
+            }
+            CompactionStrategy::Logarithmic => {
+                let mut stack: Vec<Vec<SegmentKey>> = Vec::new();
+                for run in runs {
+                    stack.push(run);
+                    while stack.len() >= 2
+                        && span(&stack[stack.len() - 2])
+                            < span(&stack[stack.len() - 1]).saturating_mul(2)
+                    {
+                        let newer = stack.pop().unwrap();
+                        stack.last_mut().unwrap().extend(newer);
+                    }
+                }
+                runs = stack;
+            }
+        }
+        runs.into_iter().filter(|r| r.len() >= 2).collect()
+    }
+
+    proptest! {
+        /// Chains of segments of random spans, some overlapping the previous one as compacted
+        /// segments do: both strategies plan exactly what the quadratic reference plans.
+        #[test]
+        fn stack_planning_agrees_with_the_quadratic_reference(
+            segments in prop::collection::vec((1u64..64, 0u64..8, 0u32..4), 0..120),
+            fan_in in 0usize..7,
+        ) {
+            let mut chain = Vec::new();
+            let mut next = 1u64;
+            for (len, back, scale) in segments {
+                // A span of 1..64 frames, times 1, 8, 64 or 512 so tiers form; reaching back
+                // over up to 7 frames of the previous segment.
+                let len = len << (3 * scale);
+                let start = next.saturating_sub(back).max(1);
+                let end = (next + len - 1).max(start);
+                chain.push(SegmentKey { start_frame_no: start, end_frame_no: end, timestamp_ms: end });
+                next = end + 1;
+            }
+            for strategy in [CompactionStrategy::Tiered { fan_in }, CompactionStrategy::Logarithmic] {
+                prop_assert_eq!(
+                    plan_compaction(&chain, strategy),
+                    reference_plan_compaction(&chain, strategy),
+                    "{:?}", strategy
+                );
+            }
+        }
+    }
 
     fn chain(spans: &[u64]) -> Vec<SegmentKey> {
         let mut start = 1;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 use crate::backend::Backend;
-use crate::chain::{maximal_segments, strictly_contains};
+use crate::chain::{covering_segment, maximal_segments};
 use crate::error::Result;
 use crate::ext::BackendExt;
 use crate::key::SegmentKey;
@@ -64,6 +64,9 @@ pub async fn apply_retention<B: Backend>(
 }
 
 /// Returns the segments retention deletes, each with the maximal segment that covers it.
+///
+/// O(n log n) in the number of keys: the covers are found once (`maximal_segments`), and each
+/// expired key's cover by binary search among them.
 pub fn plan_retention(
     keys: &[SegmentKey],
     window: Duration,
@@ -89,9 +92,9 @@ pub fn plan_retention(
     let covers = maximal_segments(&before_floor);
     let mut plan = HashMap::new();
     for key in keys.iter().filter(|k| k.timestamp_ms < opened_ms) {
-        if let Some(cover) = covers.iter().find(|c| strictly_contains(c, key)) {
+        if let Some(cover) = covering_segment(&covers, key) {
             debug!(%key, %cover, "expired and covered");
-            plan.insert(*key, *cover);
+            plan.insert(*key, cover);
         }
     }
     plan
@@ -99,7 +102,61 @@ pub fn plan_retention(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::chain::strictly_contains;
+    use crate::chain::tests::{overlapping_key_sets, reference_maximal_segments};
+
+    /// The quadratic planner this module had before the binary search: the reference the new
+    /// one must agree with on every input.
+    fn reference_plan_retention(
+        keys: &[SegmentKey],
+        window: Duration,
+        now_ms: u64,
+    ) -> HashMap<SegmentKey, SegmentKey> {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let opened_ms = now_ms.saturating_sub(window_ms);
+        let Some(floor) = keys
+            .iter()
+            .filter(|k| k.timestamp_ms >= opened_ms)
+            .map(|k| k.end_frame_no)
+            .min()
+            .or_else(|| keys.iter().map(|k| k.end_frame_no).max())
+        else {
+            return HashMap::new();
+        };
+        let before_floor: Vec<SegmentKey> = keys
+            .iter()
+            .filter(|k| k.end_frame_no <= floor)
+            .copied()
+            .collect();
+        let covers = reference_maximal_segments(&before_floor);
+        let mut plan = HashMap::new();
+        for key in keys.iter().filter(|k| k.timestamp_ms < opened_ms) {
+            if let Some(cover) = covers.iter().find(|c| strictly_contains(c, key)) {
+                plan.insert(*key, *cover);
+            }
+        }
+        plan
+    }
+
+    proptest! {
+        /// On any set of overlapping keys and any window, retention plans exactly what the
+        /// quadratic reference plans.
+        #[test]
+        fn sorted_retention_agrees_with_the_quadratic_reference(
+            keys in overlapping_key_sets(),
+            window_ms in 0u64..8,
+            now_ms in 0u64..10,
+        ) {
+            let window = Duration::from_millis(window_ms);
+            prop_assert_eq!(
+                plan_retention(&keys, window, now_ms),
+                reference_plan_retention(&keys, window, now_ms)
+            );
+        }
+    }
 
     fn key(start: u64, end: u64, timestamp_ms: u64) -> SegmentKey {
         SegmentKey {
