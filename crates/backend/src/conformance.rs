@@ -432,6 +432,57 @@ pub async fn crafted_headers_and_oversized_indexes_are_corrupt<B: Backend>(
     }
 }
 
+/// Retention deletes an index object whose data was never stored once its key's timestamp is
+/// older than `ORPHAN_INDEX_GRACE`, counts it in its report, and leaves alone a younger orphan
+/// (an upload that may be in flight) and every index whose data exists.
+pub async fn retention_sweeps_old_orphan_indexes<B: Backend>(backend: &B, scratch: &Path) {
+    let config = backend.default_config();
+    let ns = namespace("orphans");
+    let grace_ms = crate::retention::ORPHAN_INDEX_GRACE.as_millis() as u64;
+    let now_ms = 10 * grace_ms;
+    let old = make_segment(scratch, 1, 10, 4, 1, 1_000);
+    store(backend, &ns, &old).await;
+    let orphan = make_segment(scratch, 11, 20, 4, 1, now_ms - grace_ms - 1);
+    let young = make_segment(scratch, 21, 30, 4, 1, now_ms - grace_ms / 2);
+    for segment in [&orphan, &young] {
+        backend
+            .put_bytes(
+                config,
+                &index_object(&ns, &segment.key),
+                segment.index.clone(),
+            )
+            .await
+            .expect("store an index without its data");
+    }
+    let window = std::time::Duration::from_millis(now_ms);
+    let report = crate::retention::apply_retention(backend, config, &ns, window, now_ms)
+        .await
+        .expect("retention");
+    assert_eq!(report.orphan_indexes, [orphan.key], "{report:?}");
+    assert!(report.deleted.is_empty(), "{report:?}");
+    match backend.get(config, &index_object(&ns, &orphan.key)).await {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!(
+            "the old orphan index must be gone, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    for kept in [&old, &young] {
+        backend
+            .get(config, &index_object(&ns, &kept.key))
+            .await
+            .unwrap_or_else(|e| panic!("index of {} must stay: {e}", kept.key));
+    }
+    backend
+        .verify_segment(config, &ns, old.key)
+        .await
+        .expect("the stored segment is whole");
+    let again = crate::retention::apply_retention(backend, config, &ns, window, now_ms)
+        .await
+        .expect("retention again");
+    assert!(again.orphan_indexes.is_empty(), "{again:?}");
+}
+
 /// Missing objects are `NotFound`; deleting them is fine.
 pub async fn missing_objects_are_not_found<B: Backend>(backend: &B, scratch: &Path) {
     let config = backend.default_config();

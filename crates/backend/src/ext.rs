@@ -355,6 +355,36 @@ fn parse_listed(prefix: &str, object: &str) -> Result<SegmentKey> {
         .map_err(|e: crate::key::InvalidSegmentKey| Error::corrupt(object, e.to_string()))
 }
 
+/// Returns the keys of `namespace`'s index objects, in listing order (newest-ending first),
+/// whether or not their data exists. An object under the index prefix whose name is not a key
+/// is skipped with a warning: it is not ours to judge or delete.
+pub(crate) async fn list_index_keys<B: Backend + ?Sized>(
+    backend: &B,
+    config: &B::Config,
+    namespace: &NamespaceName,
+) -> Result<Vec<SegmentKey>> {
+    let prefix = indexes_prefix(namespace);
+    let mut after: Option<String> = None;
+    let mut keys = Vec::new();
+    loop {
+        let page = backend
+            .list(config, &prefix, after.as_deref(), LIST_PAGE)
+            .await?;
+        for object in &page {
+            match parse_listed(&prefix, object) {
+                Ok(key) => keys.push(key),
+                Err(e) => {
+                    warn!(object, error = %e, "skipping an index object that is not a segment key")
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == LIST_PAGE => after = Some(last.clone()),
+            _ => return Ok(keys),
+        }
+    }
+}
+
 /// Segment operations, available on every `Backend`.
 pub trait BackendExt: Backend {
     /// Stores a compacted segment of `namespace` under `key`: `data` is the compacted data (as

@@ -46,7 +46,7 @@ pub use ext::{
 pub use fs::{FsBackend, FsConfig};
 pub use key::{InvalidSegmentKey, SegmentKey, SEGMENT_KEY_LEN};
 pub use namespace::{NamespaceName, MAX_NAMESPACE_LEN};
-pub use retention::{apply_retention, plan_retention, RetentionReport};
+pub use retention::{apply_retention, plan_retention, RetentionReport, ORPHAN_INDEX_GRACE};
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Config, S3Options, SecretKey};
 pub use storage::{NoStorage, OnStored, Storage};

@@ -12,16 +12,24 @@
 //! was deleted. Points before the window become coarser: a restore there lands on the newest
 //! end of a surviving segment at or before the target. A crash part way leaves segments that
 //! are still covered, so the bucket restores at every step.
+//!
+//! Retention also sweeps orphan indexes: a store writes the index object first and the data
+//! second, so a crash between the two leaves an index no listing shows and nothing deletes. An
+//! index whose data does not exist and whose key's timestamp is older than `ORPHAN_INDEX_GRACE`
+//! is deleted (the data is checked once more just before). The grace keeps the sweep off an
+//! upload in flight, which stores its data right after its index: a store of a segment sealed
+//! long ago (a compaction of old history) must not run on the namespace while retention does,
+//! as the maintenance pass ensures by running compaction and retention one after the other.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tracing::{debug, info};
 
 use crate::backend::Backend;
 use crate::chain::{covering_segment, maximal_segments};
-use crate::error::Result;
-use crate::ext::BackendExt;
+use crate::error::{Error, Result};
+use crate::ext::{index_object, list_index_keys, segment_object, BackendExt};
 use crate::key::SegmentKey;
 use crate::namespace::NamespaceName;
 
@@ -32,7 +40,14 @@ pub struct RetentionReport {
     pub deleted: Vec<SegmentKey>,
     /// Compacted segments verified because they cover what was deleted.
     pub verified: Vec<SegmentKey>,
+    /// Orphan index objects deleted (their data never stored, their key's timestamp older than
+    /// `ORPHAN_INDEX_GRACE`), oldest first.
+    pub orphan_indexes: Vec<SegmentKey>,
 }
+
+/// How old (by its key's timestamp) an index without data must be before retention deletes
+/// it: far longer than any store takes between its index and its data.
+pub const ORPHAN_INDEX_GRACE: Duration = Duration::from_secs(3600);
 
 /// Deletes the segments of `namespace` that retention allows (see the module docs), with the
 /// window open from `now_ms - window` (milliseconds since the Unix epoch).
@@ -54,13 +69,54 @@ pub async fn apply_retention<B: Backend>(
     let mut deleted: Vec<SegmentKey> = plan.keys().copied().collect();
     deleted.sort_by_key(|k| (k.start_frame_no, k.end_frame_no, k.timestamp_ms));
     backend.delete_segments(config, namespace, &deleted).await?;
+    report.deleted = deleted;
+    report.orphan_indexes = sweep_orphan_indexes(backend, config, namespace, now_ms).await?;
     info!(
-        deleted = deleted.len(),
+        deleted = report.deleted.len(),
         verified = report.verified.len(),
+        orphan_indexes = report.orphan_indexes.len(),
         "retention applied"
     );
-    report.deleted = deleted;
     Ok(report)
+}
+
+/// Deletes the index objects of `namespace` whose data does not exist and whose key's
+/// timestamp is older than `ORPHAN_INDEX_GRACE` before `now_ms`; returns their keys, oldest
+/// first. Indexes are listed before data, so a store that completes in between keeps its index.
+async fn sweep_orphan_indexes<B: Backend>(
+    backend: &B,
+    config: &B::Config,
+    namespace: &NamespaceName,
+    now_ms: u64,
+) -> Result<Vec<SegmentKey>> {
+    let grace_ms = u64::try_from(ORPHAN_INDEX_GRACE.as_millis()).unwrap_or(u64::MAX);
+    let expired_before = now_ms.saturating_sub(grace_ms);
+    let indexes = list_index_keys(backend, config, namespace).await?;
+    let data: HashSet<SegmentKey> = backend
+        .list_segments(config, namespace, u64::MAX)
+        .await?
+        .into_iter()
+        .collect();
+    let mut orphans: Vec<SegmentKey> = indexes
+        .into_iter()
+        .filter(|k| !data.contains(k) && k.timestamp_ms < expired_before)
+        .collect();
+    orphans.sort_by_key(|k| (k.start_frame_no, k.end_frame_no, k.timestamp_ms));
+    let mut deleted = Vec::with_capacity(orphans.len());
+    for key in orphans {
+        // The data may have arrived since it was listed: then the index is not an orphan.
+        match backend.get(config, &segment_object(namespace, &key)).await {
+            Err(Error::NotFound { .. }) => {}
+            Ok(_) => continue,
+            Err(e) => return Err(e),
+        }
+        backend
+            .delete(config, &index_object(namespace, &key))
+            .await?;
+        debug!(%key, "orphan index deleted");
+        deleted.push(key);
+    }
+    Ok(deleted)
 }
 
 /// Returns the segments retention deletes, each with the maximal segment that covers it.

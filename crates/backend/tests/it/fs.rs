@@ -44,6 +44,12 @@ async fn fs_reports_crafted_headers_and_oversized_indexes_as_corruption() {
 }
 
 #[tokio::test]
+async fn fs_retention_sweeps_old_orphan_indexes() {
+    let (backend, _root, scratch) = backend().await;
+    conformance::retention_sweeps_old_orphan_indexes(&backend, scratch.path()).await;
+}
+
+#[tokio::test]
 async fn fs_reports_missing_objects_as_not_found() {
     let (backend, _root, scratch) = backend().await;
     conformance::missing_objects_are_not_found(&backend, scratch.path()).await;

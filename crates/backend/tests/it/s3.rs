@@ -54,6 +54,12 @@ async fn s3_reports_crafted_headers_and_oversized_indexes_as_corruption() {
 }
 
 #[tokio::test]
+async fn s3_retention_sweeps_old_orphan_indexes() {
+    let (backend, _server, scratch) = backend("p").await;
+    conformance::retention_sweeps_old_orphan_indexes(&backend, scratch.path()).await;
+}
+
+#[tokio::test]
 async fn s3_reports_missing_objects_as_not_found() {
     let (backend, _server, scratch) = backend("p").await;
     conformance::missing_objects_are_not_found(&backend, scratch.path()).await;
