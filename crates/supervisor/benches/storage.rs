@@ -6,7 +6,11 @@
 //!
 //! - `null`: 1,000 namespaces x 20 small segments to a backend that stores nothing: the
 //!   pipeline's own cost (compaction included). Segments are made beforehand, in waves of 5 per
-//!   namespace (to stay under the open-file limit); only the waves are timed.
+//!   namespace (to stay under the open-file limit); only the waves are timed. Each wave also goes,
+//!   in the same process, through the shape the actors replace: one bounded tokio channel into
+//!   one task that compacts each segment (on the blocking pool) and stores it to the same null
+//!   backend, as a plain async storage loop would; the line ends with
+//!   `channel_seg_per_s=<x> ratio=<ours / channel>` (the waves alternate which goes first).
 //! - `fs`: 200 namespaces x 10 segments of 256 KiB to the fs backend, with
 //!   `fs_ratio=<mb_s / plain copy mb_s>`: the copy is `copy` + `fsync` of the same segment
 //!   files into a directory on the same file system, in the same run.
@@ -28,10 +32,11 @@ use std::time::{Duration, Instant};
 
 use libsql_wal_backend::conformance::sealed_segments;
 use libsql_wal_backend::{
-    Backend, FsBackend, NamespaceName, ObjectReader, OnStored, Result, S3TestServer, Storage,
+    Backend, BackendExt, FsBackend, NamespaceName, ObjectReader, OnStored, Result, S3TestServer,
+    SegmentData, SegmentKey, Storage,
 };
 use libsql_wal_segment::format::FRAME_SIZE;
-use libsql_wal_segment::SealedSegment;
+use libsql_wal_segment::{merge, SealedSegment};
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
 
 type Segment = Arc<SealedSegment<std::fs::File>>;
@@ -167,12 +172,25 @@ fn record_latency(done: &Arc<AtomicU64>, timings: &Arc<Mutex<Timings>>) -> OnSto
     })
 }
 
-/// Stores `segments` (per namespace, in order) from 4 writer threads, each owning a share of
-/// the namespaces and going round-robin over them; returns when every segment is durable.
+/// Stores `segments` (per namespace, in order) through `storage` from 4 writer threads; returns
+/// when every segment is durable.
 fn drive<B: Backend>(
     storage: &ActorStorage<B, std::fs::File>,
     work: &[(NamespaceName, Vec<Segment>)],
     timings: &Arc<Mutex<Timings>>,
+) -> Duration {
+    drive_with(work, timings, &|namespace, segment, on_stored| {
+        futures::executor::block_on(storage.store(namespace, segment, None, on_stored)).unwrap();
+    })
+}
+
+/// Stores `segments` (per namespace, in order) with `store` from 4 writer threads, each owning
+/// a share of the namespaces and going round-robin over them; returns when every segment is
+/// durable.
+fn drive_with(
+    work: &[(NamespaceName, Vec<Segment>)],
+    timings: &Arc<Mutex<Timings>>,
+    store: &(dyn Fn(&NamespaceName, Segment, OnStored) + Sync),
 ) -> Duration {
     let total: usize = work.iter().map(|(_, s)| s.len()).sum();
     let done = Arc::new(AtomicU64::new(0));
@@ -190,20 +208,47 @@ fn drive<B: Backend>(
                         let Some(segment) = segments.get(round) else {
                             continue;
                         };
-                        let on_stored = record_latency(&done, &timings);
-                        futures::executor::block_on(storage.store(
-                            namespace,
-                            segment.clone(),
-                            None,
-                            on_stored,
-                        ))
-                        .unwrap();
+                        store(namespace, segment.clone(), record_latency(&done, &timings));
                     }
                 }
             });
         }
     });
     elapsed_until_all_durable(&done, total, timings, started)
+}
+
+/// What a writer hands to the channel loop.
+type Sent = (NamespaceName, Segment, OnStored);
+
+/// The shape the actors replace: one task takes segments from a channel, in arrival order,
+/// compacts each on the blocking pool, stores it and calls back; one upload at a time.
+async fn channel_loop(
+    backend: Arc<CountingBackend>,
+    mut segments: tokio::sync::mpsc::Receiver<Sent>,
+) {
+    while let Some((namespace, segment, on_stored)) = segments.recv().await {
+        let end = segment.last_committed_frame_no();
+        let (compacted, data) = tokio::task::spawn_blocking(move || {
+            let mut data =
+                Vec::with_capacity((segment.frame_count() * FRAME_SIZE as u64) as usize + 4096);
+            let compacted = merge(&[&*segment], &mut data).unwrap();
+            (compacted, data)
+        })
+        .await
+        .unwrap();
+        let key = SegmentKey::from(&compacted.header);
+        backend
+            .store_segment(
+                &(),
+                &namespace,
+                key,
+                SegmentData::Bytes(data),
+                compacted.index.encode(),
+            )
+            .await
+            .unwrap();
+        on_stored(end);
+    }
 }
 
 /// Waits until `total` callbacks ran; returns the time from `started` to the last of them.
@@ -275,12 +320,26 @@ fn null_case() {
     let scratch = scratch_root();
     let backend = CountingBackend::new(None);
     let storage = ActorStorage::start(backend, config(scratch.path())).unwrap();
+    // The peer: a channel into one task on a runtime of its own, to a null backend of its own.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let channel_backend = Arc::new(CountingBackend::new(None));
+    // Bounded like the supervisor's mailbox (`mailbox_capacity`), so writers wait alike.
+    let (channel, received) =
+        tokio::sync::mpsc::channel::<Sent>(StorageConfig::default().mailbox_capacity);
+    runtime.spawn(channel_loop(channel_backend.clone(), received));
     let names: Vec<NamespaceName> = (0..1000)
         .map(|i| format!("ns-{i:04}").parse().unwrap())
         .collect();
     let timings = Arc::new(Mutex::new(Timings::default()));
-    let (mut elapsed, mut segments, mut bytes) = (Duration::ZERO, 0, 0);
+    let channel_timings = Arc::new(Mutex::new(Timings::default()));
+    let (mut elapsed, mut channel_elapsed, mut segments, mut bytes) =
+        (Duration::ZERO, Duration::ZERO, 0, 0);
     let frames = 2;
+    let segments_dir = scratch.path().join("segments");
     for wave in 0..4u64 {
         let work: Vec<(NamespaceName, Vec<Segment>)> = names
             .iter()
@@ -288,18 +347,30 @@ fn null_case() {
                 let first = wave * 5 * frames + 1;
                 (
                     n.clone(),
-                    make_segments(scratch.path(), n.as_str(), first, 5, frames),
+                    make_segments(&segments_dir, n.as_str(), first, 5, frames),
                 )
             })
             .collect();
         segments += work.iter().map(|(_, s)| s.len()).sum::<usize>();
         bytes += segment_bytes(&work);
-        elapsed += drive(&storage, &work, &timings);
+        let through_channel = |namespace: &NamespaceName, segment: Segment, on_stored| {
+            futures::executor::block_on(channel.send((namespace.clone(), segment, on_stored)))
+                .unwrap();
+        };
+        // Alternate which goes first, so neither always runs on a warmer machine.
+        if wave % 2 == 0 {
+            elapsed += drive(&storage, &work, &timings);
+            channel_elapsed += drive_with(&work, &channel_timings, &through_channel);
+        } else {
+            channel_elapsed += drive_with(&work, &channel_timings, &through_channel);
+            elapsed += drive(&storage, &work, &timings);
+        }
         drop(work);
-        std::fs::remove_dir_all(scratch.path()).unwrap();
-        std::fs::create_dir_all(scratch.path().join("uploads")).unwrap();
+        std::fs::remove_dir_all(&segments_dir).unwrap();
     }
     let puts = storage.backend().puts.load(Ordering::Relaxed);
+    let seg_per_s = segments as f64 / elapsed.as_secs_f64();
+    let channel_seg_per_s = segments as f64 / channel_elapsed.as_secs_f64();
     report(
         "null",
         names.len(),
@@ -308,7 +379,10 @@ fn null_case() {
         elapsed,
         &timings,
         puts,
-        "",
+        &format!(
+            " channel_seg_per_s={channel_seg_per_s:.0} ratio={:.2}",
+            seg_per_s / channel_seg_per_s
+        ),
     );
 }
 
