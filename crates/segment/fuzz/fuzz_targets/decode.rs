@@ -4,15 +4,17 @@
 
 #![no_main]
 
+mod checksums;
 mod mem;
 
 use std::path::Path;
 use std::sync::RwLock;
 
+use checksums::fix_compacted_checksums;
 use libfuzzer_sys::fuzz_target;
 use libsql_wal_segment::format::PAGE_SIZE;
 use libsql_wal_segment::{CompactedReader, CurrentSegment, PageIndex, SealedSegment};
-use mem::{fix_compacted_checksums, fix_segment_checksums, MemFile};
+use mem::{fix_segment_checksums, MemFile};
 
 fn exercise(segment_bytes: Vec<u8>, compacted_bytes: &[u8], index_bytes: &[u8]) {
     let path = Path::new("fuzz");

@@ -1,13 +1,13 @@
-//! An in-memory `FileExt` for the fuzz targets, and the checksum fix-up that lets mutated inputs
-//! get past the CRCs and reach the decoders' structural checks.
+//! An in-memory `FileExt` for the fuzz targets, and the checksum fix-up of segment files (see
+//! `checksums` for the parts shared with compacted data).
 
 use std::io;
 use std::sync::RwLock;
 
-use libsql_wal_segment::format::{
-    FrameHeader, COMPACTED_HEADER_SIZE, FRAME_HEADER_SIZE, FRAME_SIZE, SEGMENT_HEADER_SIZE,
-};
+use libsql_wal_segment::format::SEGMENT_HEADER_SIZE;
 use libsql_wal_segment::FileExt;
+
+use crate::checksums::{fix_crc, fix_frames};
 
 /// A file held in memory.
 pub struct MemFile(pub RwLock<Vec<u8>>);
@@ -55,26 +55,6 @@ impl FileExt for MemFile {
     }
 }
 
-fn fix_crc(buf: &mut [u8]) {
-    if buf.len() >= 4 {
-        let at = buf.len() - 4;
-        let crc = crc32fast::hash(&buf[..at]);
-        buf[at..].copy_from_slice(&crc.to_le_bytes());
-    }
-}
-
-fn fix_frames(data: &mut [u8], start: usize, mut previous: u32) {
-    let mut offset = start;
-    while offset + FRAME_SIZE <= data.len() {
-        let frame = &mut data[offset..offset + FRAME_SIZE];
-        let header = FrameHeader::decode(frame);
-        let (encoded, checksum) = header.encode(previous, &frame[FRAME_HEADER_SIZE..]);
-        frame[..FRAME_HEADER_SIZE].copy_from_slice(&encoded);
-        previous = checksum;
-        offset += FRAME_SIZE;
-    }
-}
-
 /// Recomputes every checksum of `data` read as a segment file: header CRC, frame chain, and the
 /// CRC of an index envelope found where the header says.
 pub fn fix_segment_checksums(data: &mut [u8]) {
@@ -98,14 +78,4 @@ pub fn fix_segment_checksums(data: &mut [u8]) {
             fix_crc(&mut data[index_offset..end]);
         }
     }
-}
-
-/// Recomputes every checksum of `data` read as compacted data.
-pub fn fix_compacted_checksums(data: &mut [u8]) {
-    if data.len() < COMPACTED_HEADER_SIZE {
-        return;
-    }
-    fix_crc(&mut data[..COMPACTED_HEADER_SIZE]);
-    let seed = u32::from_le_bytes([data[76], data[77], data[78], data[79]]);
-    fix_frames(data, COMPACTED_HEADER_SIZE, seed);
 }
