@@ -54,8 +54,9 @@ fn crash_child_writer() {
     }
 }
 
-/// Runs the child until about `run_for`, kills it, returns the last id it acknowledged.
-fn run_and_kill(root: &Path, sync: &str, run_for: Duration) -> i64 {
+/// Runs the child until about `run_for`, kills it, returns the last id it acknowledged and
+/// what it printed on stderr.
+fn run_and_kill(root: &Path, sync: &str, run_for: Duration) -> (i64, String) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -65,7 +66,7 @@ fn run_and_kill(root: &Path, sync: &str, run_for: Duration) -> i64 {
         ])
         .env(CHILD_ENV, format!("{}|{sync}", root.display()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -81,8 +82,12 @@ fn run_and_kill(root: &Path, sync: &str, run_for: Duration) -> i64 {
             break;
         }
     }
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+    }
     child.wait().unwrap();
-    last
+    (last, stderr)
 }
 
 fn check(root: &Path, acknowledged: i64, round: usize, sync: &str) {
@@ -111,10 +116,10 @@ fn crash_rounds(sync: &str) {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let run_for = Duration::from_millis(30 + seed % 170);
-        let acknowledged = run_and_kill(&root, sync, run_for);
+        let (acknowledged, stderr) = run_and_kill(&root, sync, run_for);
         assert!(
             acknowledged > previous,
-            "{sync} round {round}: the writer made no progress ({acknowledged})"
+            "{sync} round {round}: the writer made no progress ({acknowledged}); it said: {stderr}"
         );
         previous = acknowledged;
         check(&root, acknowledged, round, sync);

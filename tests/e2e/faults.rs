@@ -139,9 +139,8 @@ fn a_failed_seal_poisons_the_log_until_it_is_opened_again_and_reuses_no_frame_nu
         conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
             .unwrap();
     }
-    // A seal makes the next segment (its file's fsync, the directory's), then syncs the index:
-    // that third fsync fails.
-    machine.plan.fail_sync(2);
+    // A seal makes the next segment (nothing synced), then syncs the index: that fsync fails.
+    machine.plan.fail_sync(0);
     let err = conn.execute_batch("PRAGMA wal_checkpoint").unwrap_err();
     assert_eq!(err.sqlite_error_code(), Some(ErrorCode::SystemIoFailure));
     // The next segment went with the seal that did not happen.
@@ -273,9 +272,9 @@ fn a_seal_failing_after_a_commit_leaves_the_commit_standing_and_is_tried_again()
         );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    // Synchronous NORMAL: the commit itself syncs nothing, so the first fsync after it is the
-    // seal's (creating the next segment), and it fails.
-    machine.plan.fail_sync(0);
+    // Synchronous NORMAL: the commit writes its frames (one write) and syncs nothing; the next
+    // write is the next segment's header, and it fails: the seal cannot start.
+    machine.plan.fault_write(1, WriteFault::Fail);
     conn.execute("INSERT INTO t(b) VALUES (x'01')", ())
         .expect("a commit whose seal failed still succeeds");
     assert_eq!(shared.seal_failures(), 1);

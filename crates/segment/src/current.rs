@@ -159,22 +159,7 @@ impl<F: FileExt> CurrentSegment<F> {
         start_frame_no: u64,
         log_id: Uuid,
     ) -> Result<Self> {
-        if start_frame_no == 0 {
-            return Err(Error::invalid_state(path, "frames are numbered from 1"));
-        }
-        let header = SegmentHeader {
-            flags: 0,
-            start_frame_no,
-            last_committed_frame_no: start_frame_no - 1,
-            frame_count: 0,
-            size_after: 0,
-            page_size: PAGE_SIZE as u32,
-            index_offset: 0,
-            index_size: 0,
-            salt: io.random_u32(),
-            log_id,
-            sealed_at_ms: 0,
-        };
+        let header = Self::new_header(io, path, start_frame_no, log_id)?;
         let tmp = path.with_extension("creating");
         match io.remove_file(&tmp) {
             Ok(()) => {}
@@ -191,12 +176,70 @@ impl<F: FileExt> CurrentSegment<F> {
         if let Some(dir) = path.parent() {
             io.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
         }
-        Ok(CurrentSegment {
+        Ok(Self::empty(path, file, header))
+    }
+
+    /// Creates an empty segment at `path` like `create`, but syncs nothing: the file is created
+    /// new (never replacing one) and its header written, that is all. For a segment made on the
+    /// commit path, whose durability comes later: its header with its first fsync (`sync` at a
+    /// commit, or `seal`), its name with the caller's sync of the directory. Until then a power
+    /// loss may leave the file missing, shorter than a header or with a zeroed header, which
+    /// `open_segment` reports as `OpenedSegment::Unwritten` (it held nothing durable).
+    #[tracing::instrument(skip(io), level = "debug")]
+    pub fn create_unsynced<I: Io<File = F>>(
+        io: &I,
+        path: &Path,
+        start_frame_no: u64,
+        log_id: Uuid,
+    ) -> Result<Self> {
+        let header = Self::new_header(io, path, start_frame_no, log_id)?;
+        let file = io
+            .open(path, OpenMode::CreateNew)
+            .map_err(|e| Error::io(path, e))?;
+        if let Err(e) = file.write_all_at(&header.encode(), 0) {
+            // A file without its header must not stand in the way of the next try.
+            drop(file);
+            if let Err(removing) = io.remove_file(path) {
+                warn!(path = %path.display(), error = %removing, "cannot remove a segment whose header could not be written");
+            }
+            return Err(Error::io(path, e));
+        }
+        Ok(Self::empty(path, file, header))
+    }
+
+    /// Returns the header of a new segment at `path` starting at `start_frame_no`.
+    fn new_header<I: Io<File = F>>(
+        io: &I,
+        path: &Path,
+        start_frame_no: u64,
+        log_id: Uuid,
+    ) -> Result<SegmentHeader> {
+        if start_frame_no == 0 {
+            return Err(Error::invalid_state(path, "frames are numbered from 1"));
+        }
+        Ok(SegmentHeader {
+            flags: 0,
+            start_frame_no,
+            last_committed_frame_no: start_frame_no - 1,
+            frame_count: 0,
+            size_after: 0,
+            page_size: PAGE_SIZE as u32,
+            index_offset: 0,
+            index_size: 0,
+            salt: io.random_u32(),
+            log_id,
+            sealed_at_ms: 0,
+        })
+    }
+
+    /// Returns a segment with no frame over `file`, whose header is `header`.
+    fn empty(path: &Path, file: F, header: SegmentHeader) -> Self {
+        CurrentSegment {
             path: path.to_path_buf(),
             file: Arc::new(file),
             header,
             state: RwLock::new(State::from_frames(Vec::new(), 0, 0)),
-        })
+        }
     }
 
     /// Opens an unsealed segment after a crash or a clean stop: scans its frames, keeps every
@@ -209,6 +252,34 @@ impl<F: FileExt> CurrentSegment<F> {
     pub fn recover<I: Io<File = F>>(io: &I, path: &Path) -> Result<(Self, RecoveryReport)> {
         let file = io
             .open(path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io(path, e))?;
+        Self::recover_file(file, path)
+    }
+
+    /// Opens a segment whose header says `SEALED` but which does not validate (a seal cut
+    /// short): puts back the header it had before the seal (same start, salt and log), synced,
+    /// then recovers it as `recover` does. The stale sealed header must go before any frame is
+    /// appended: it describes frames that appending overwrites.
+    pub(crate) fn recover_torn_seal<I: Io<File = F>>(
+        io: &I,
+        path: &Path,
+    ) -> Result<(Self, RecoveryReport)> {
+        let file = io
+            .open(path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io(path, e))?;
+        let sealed = read_header(&file, path)?;
+        let unsealed = SegmentHeader {
+            flags: sealed.flags & !SEGMENT_SEALED,
+            last_committed_frame_no: sealed.start_frame_no - 1,
+            frame_count: 0,
+            size_after: 0,
+            index_offset: 0,
+            index_size: 0,
+            sealed_at_ms: 0,
+            ..sealed
+        };
+        file.write_all_at(&unsealed.encode(), 0)
+            .and_then(|()| file.sync_data())
             .map_err(|e| Error::io(path, e))?;
         Self::recover_file(file, path)
     }
@@ -592,12 +663,15 @@ impl<F: FileExt> CurrentSegment<F> {
             .map_err(|e| Error::io(&self.path, e))
     }
 
-    /// Seals the segment: writes the page index after the committed frames, fsyncs, then writes
-    /// the final header with `SEALED` and fsyncs again. Returns `None`, and leaves the segment
-    /// current, when it holds no committed frame.
+    /// Seals the segment: writes the page index after the committed frames and the final header
+    /// with `SEALED`, then fsyncs once. Returns `None`, and leaves the segment current, when it
+    /// holds no committed frame.
     ///
-    /// Fails with `InvalidState` while a transaction is in progress. A crash at any point leaves
-    /// either the unsealed segment (recovery drops the partial index) or the sealed one.
+    /// Fails with `InvalidState` while a transaction is in progress. A crash before the fsync
+    /// returns may leave any part of what was written: the unsealed segment (recovery drops the
+    /// partial index), the sealed one, or a `SEALED` header over a partial index or partial
+    /// frames, which does not validate and which `open_segment` recovers like a current segment
+    /// (to its last whole commit; nothing after the last fsync was promised).
     #[tracing::instrument(skip(self), fields(path = %self.path.display()), level = "debug")]
     pub fn seal(&self, now: DateTime<Utc>) -> Result<Option<SealedSegment<F>>> {
         let mut state = self.write_state();
@@ -632,7 +706,6 @@ impl<F: FileExt> CurrentSegment<F> {
         self.file
             .set_len(index_offset + index_bytes.len() as u64)
             .map_err(io_err)?;
-        self.file.sync_data().map_err(io_err)?;
         let header = SegmentHeader {
             flags: self.header.flags | SEGMENT_SEALED,
             last_committed_frame_no: last_committed(&self.header, &state),

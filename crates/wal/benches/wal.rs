@@ -4,6 +4,9 @@
 //! checkpoints from the commit path; this WAL leaves it to its swap strategy (default 10,000
 //! frames) and its background checkpointer, which run during the measurement. Prints
 //! `wal-bench ...` summary lines, with the first and last round of each side.
+//!
+//! `seal-heavy`: 200 namespaces x 10 transactions of 64 rows of 4,000-byte blobs, with a seal
+//! after every transaction and without, in the same run; `ratio=<with / without>`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -155,8 +158,133 @@ fn bench(sync: &str) -> BenchResult {
     Ok(())
 }
 
+/// Namespaces of the seal-heavy case.
+const SEAL_HEAVY_NAMESPACES: usize = 200;
+/// Transactions per namespace in the seal-heavy case.
+const SEAL_HEAVY_TRANSACTIONS: usize = 10;
+/// Rows of 4,000-byte blobs per transaction in the seal-heavy case.
+const SEAL_HEAVY_ROWS: usize = 64;
+
+/// A connection of the seal-heavy case and its namespace's log.
+type SealHeavyNamespace = (
+    Connection<libsql_wal::LibsqlWal<StdIo, NoStorage<std::fs::File>>>,
+    Arc<libsql_wal::SharedWal<StdIo, NoStorage<std::fs::File>>>,
+);
+
+/// One side of the seal-heavy case: a registry over its own directory and a connection per
+/// namespace.
+struct SealHeavySide {
+    registry: Arc<WalRegistry<StdIo, NoStorage<std::fs::File>>>,
+    conns: Vec<SealHeavyNamespace>,
+    elapsed: Duration,
+    /// Of `elapsed`, the time spent in `seal_now`.
+    sealing: Duration,
+}
+
+impl SealHeavySide {
+    fn open(root: &Path) -> BenchResult<Self> {
+        let registry = Arc::new(WalRegistry::new(
+            StdIo,
+            NoStorage::<std::fs::File>::default(),
+            RegistryConfig::default(),
+        ));
+        let mut conns = Vec::with_capacity(SEAL_HEAVY_NAMESPACES);
+        for ns in 0..SEAL_HEAVY_NAMESPACES {
+            let dir = root.join(format!("ns-{ns}"));
+            std::fs::create_dir_all(&dir)?;
+            let conn = Connection::open(
+                dir.join("data"),
+                libsql_sys::rusqlite::OpenFlags::default(),
+                LibsqlWalManager::new(registry.clone()),
+                0,
+                None,
+            )?;
+            conn.execute_batch(
+                "PRAGMA synchronous=NORMAL; CREATE TABLE IF NOT EXISTS t(a INTEGER PRIMARY KEY, b BLOB);",
+            )?;
+            let shared = registry
+                .get(&format!("ns-{ns}").parse()?)
+                .ok_or("the namespace is not open")?;
+            conns.push((conn, shared));
+        }
+        Ok(SealHeavySide {
+            registry,
+            conns,
+            elapsed: Duration::ZERO,
+            sealing: Duration::ZERO,
+        })
+    }
+
+    /// Runs one transaction on every namespace, sealing after each one if `seal`.
+    fn round(&mut self, seal: bool) -> BenchResult {
+        let started = Instant::now();
+        for (conn, shared) in &self.conns {
+            conn.execute_batch("BEGIN")?;
+            for _ in 0..SEAL_HEAVY_ROWS {
+                conn.execute("INSERT INTO t(b) VALUES (randomblob(4000))", ())?;
+            }
+            conn.execute_batch("COMMIT")?;
+            if seal {
+                let sealing = Instant::now();
+                if !shared.seal_now()? {
+                    return Err("a seal found the write lock taken".into());
+                }
+                self.sealing += sealing.elapsed();
+            }
+        }
+        self.elapsed += started.elapsed();
+        Ok(())
+    }
+}
+
+/// The seal-heavy case: the same transactions with a seal after each one (the shape of
+/// point-in-time marks with `seal_now`, and of age seals across many quiet tenants) and without
+/// (the default swap strategy never fires here), alternating rounds, synchronous=NORMAL.
+fn seal_heavy() -> BenchResult {
+    let dir = tempfile::tempdir()?;
+    let mut with = SealHeavySide::open(&dir.path().join("with"))?;
+    let mut without = SealHeavySide::open(&dir.path().join("without"))?;
+    for round in 0..SEAL_HEAVY_TRANSACTIONS {
+        if round % 2 == 0 {
+            with.round(true)?;
+            without.round(false)?;
+        } else {
+            without.round(false)?;
+            with.round(true)?;
+        }
+    }
+    let transactions = SEAL_HEAVY_NAMESPACES * SEAL_HEAVY_TRANSACTIONS;
+    let (with_rate, without_rate) = (
+        tx_per_s(transactions, with.elapsed),
+        tx_per_s(transactions, without.elapsed),
+    );
+    println!(
+        "wal-bench seal-heavy sync=NORMAL namespaces={SEAL_HEAVY_NAMESPACES} transactions={transactions} rows_per_tx={SEAL_HEAVY_ROWS} with_seals_tx_s={with_rate:.0} without_tx_s={without_rate:.0} with_seals_s={:.2} of_which_sealing_s={:.2} without_s={:.2} ratio={:.2}",
+        with.elapsed.as_secs_f64(),
+        with.sealing.as_secs_f64(),
+        without.elapsed.as_secs_f64(),
+        with_rate / without_rate,
+    );
+    for side in [with, without] {
+        drop(side.conns);
+        side.registry.shutdown()?;
+    }
+    Ok(())
+}
+
+/// Runs every case, or only those named on the command line (`inserts-reads`, `seal-heavy`).
 fn main() -> BenchResult {
-    bench("NORMAL")?;
-    bench("FULL")?;
+    let asked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |case: &str| asked.is_empty() || asked.iter().any(|a| a == case);
+    if wanted("inserts-reads") {
+        bench("NORMAL")?;
+        bench("FULL")?;
+    }
+    if wanted("seal-heavy") {
+        seal_heavy()?;
+    }
     Ok(())
 }

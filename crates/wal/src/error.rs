@@ -141,6 +141,15 @@ pub enum Error {
         /// The last frame before it (the previous segment's, or the database file's).
         previous_end: u64,
     },
+    /// A segment file holds no header although later segments follow it: it lost what a crash
+    /// can only take from the newest one.
+    #[error("namespace {namespace}: segment {path} holds no header, but later segments follow it")]
+    UnwrittenSegment {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The segment file.
+        path: PathBuf,
+    },
     /// A namespace open for one database file was asked for another: two files never share a
     /// log.
     #[error("namespace {namespace} is open for {open_path}, not for {other_path}: a database file needs a namespace of its own")]
@@ -187,7 +196,7 @@ impl Error {
             Error::OtherLog { .. } | Error::BehindStorage { .. } => ffi::SQLITE_CANTOPEN,
             Error::Poisoned { .. } => ffi::SQLITE_IOERR,
             Error::PathConflict { .. } | Error::RegistryShutDown { .. } => ffi::SQLITE_CANTOPEN,
-            Error::Discontiguous { .. } => ffi::SQLITE_CORRUPT,
+            Error::Discontiguous { .. } | Error::UnwrittenSegment { .. } => ffi::SQLITE_CORRUPT,
         }
     }
 

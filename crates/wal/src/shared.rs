@@ -14,7 +14,7 @@
 //! - A segment leaves the local disk only after it is in the database file, and (when storage
 //!   keeps remote copies) after it is durable.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use libsql_wal_backend::{NamespaceName, Storage};
 use libsql_wal_segment::format::PAGE_SIZE;
-use libsql_wal_segment::{CurrentSegment, FileExt, Io, OpenMode, SealedSegment};
+use libsql_wal_segment::{
+    newest_versions, CurrentSegment, FileExt, Io, OpenMode, PageIndex, SealedSegment,
+};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
@@ -145,6 +147,9 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     sending_in_background: AtomicBool,
 }
 
+/// Pages a checkpoint writes with one call, at most (1 MiB).
+const CHECKPOINT_RUN_PAGES: usize = 256;
+
 /// Gives each connection, and each seal no connection makes (`seal_now`, the age check,
 /// shutdown), an id of its own in the writer queue.
 static NEXT_WRITER_ID: AtomicU64 = AtomicU64::new(1);
@@ -255,6 +260,18 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         continue;
                     }
                     sealed.push(Arc::new(segment));
+                }
+                libsql_wal_segment::OpenedSegment::Unwritten if i + 1 == starts.len() => {
+                    // The newest segment, made on the commit path, lost its header to a crash
+                    // before anything in it was durable.
+                    warn!(path = %path.display(), "removing a segment that holds no header");
+                    io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                }
+                libsql_wal_segment::OpenedSegment::Unwritten => {
+                    return Err(Error::UnwrittenSegment {
+                        namespace: namespace.clone(),
+                        path,
+                    });
                 }
                 libsql_wal_segment::OpenedSegment::Current(segment, report) => {
                     if report.dropped_frames > 0 {
@@ -737,7 +754,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         }
         let next_start = current.last_committed_frame_no() + 1;
         let next_path = segment_path(&self.dir, next_start);
-        let next = CurrentSegment::create(&*self.io, &next_path, next_start, self.log_id)
+        // Unsynced: the seal's directory sync below makes its name durable, its first fsync its
+        // header (see `CurrentSegment::create_unsynced`).
+        let next = CurrentSegment::create_unsynced(&*self.io, &next_path, next_start, self.log_id)
             .map_err(seg_err)?;
         let sealed = match current.seal(self.io.now()) {
             Ok(Some(sealed)) => sealed,
@@ -757,6 +776,17 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 };
             }
         };
+        if let Err(e) = self.io.sync_dir(&self.dir) {
+            // The next segment's name may not be durable, and a failed fsync is not retried.
+            self.poison(format!(
+                "syncing the segment directory {}: {e}",
+                self.dir.display()
+            ));
+            return Err(Error::Io {
+                path: self.dir.clone(),
+                source: e,
+            });
+        }
         let sealed = Arc::new(sealed);
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
@@ -854,16 +884,33 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             source,
         };
         let db = self.db_file().map_err(io_err)?;
-        let mut written: HashSet<u32> = HashSet::new();
-        let mut page = vec![0; PAGE_SIZE];
-        for segment in eligible.iter().rev() {
-            for (page_no, _) in segment.index().entries() {
-                if page_no > size_after || !written.insert(page_no) {
-                    continue;
-                }
-                segment.read_page(page_no, &mut page).map_err(seg_err)?;
-                db.write_all_at(&page, u64::from(page_no - 1) * PAGE_SIZE as u64)
+        // The newest version of every page, in page order: runs of consecutive pages go to the
+        // file with one write each.
+        let indexes: Vec<&PageIndex> = eligible.iter().map(|s| s.index()).collect();
+        let mut pages: Vec<(u32, usize)> = newest_versions(&indexes, size_after)
+            .into_iter()
+            .map(|(page_no, (segment, _))| (page_no, segment))
+            .collect();
+        pages.sort_unstable();
+        let mut run: Vec<u8> = Vec::with_capacity(CHECKPOINT_RUN_PAGES * PAGE_SIZE);
+        let mut run_start = 0;
+        for (i, &(page_no, segment)) in pages.iter().enumerate() {
+            if run.is_empty() {
+                run_start = page_no;
+            }
+            let at = run.len();
+            run.resize(at + PAGE_SIZE, 0);
+            eligible[segment]
+                .read_page(page_no, &mut run[at..])
+                .map_err(seg_err)?;
+            let run_ends = pages
+                .get(i + 1)
+                .is_none_or(|&(next, _)| next != page_no + 1)
+                || run.len() >= CHECKPOINT_RUN_PAGES * PAGE_SIZE;
+            if run_ends {
+                db.write_all_at(&run, u64::from(run_start - 1) * PAGE_SIZE as u64)
                     .map_err(io_err)?;
+                run.clear();
             }
         }
         let footer = Footer {
@@ -893,7 +940,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         info!(
             segments = eligible.len(),
             end_frame_no,
-            pages = written.len(),
+            pages = pages.len(),
             "checkpointed"
         );
         Ok(eligible.len())

@@ -387,4 +387,41 @@ fn open_segment_validates_sealed_files_and_recovers_the_current_one() {
     }
     assert!(SealedSegment::open(&io(), &current_path).is_err());
     assert!(CurrentSegment::recover(&io(), &sealed_path).is_err());
+
+    // What a crash leaves of a segment made without syncing: nothing, or a zeroed header.
+    for (name, bytes) in [("short", vec![0; 10]), ("zeroed", vec![0; 4096])] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        assert!(
+            matches!(
+                open_segment(&io(), &path).unwrap(),
+                OpenedSegment::Unwritten
+            ),
+            "{name}"
+        );
+    }
+    // A header that is not all zeros is not taken for an unwritten one.
+    let path = dir.path().join("damaged");
+    let mut bytes = vec![0; 4096];
+    bytes[5] = 1;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(open_segment(&io(), &path).is_err());
+}
+
+#[test]
+fn an_unsynced_segment_is_created_new_with_a_valid_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("next");
+    let log_id = Uuid::new_v4();
+    let segment = CurrentSegment::create_unsynced(&io(), &path, 42, log_id).unwrap();
+    assert_eq!(segment.start_frame_no(), 42);
+    drop(segment);
+    assert!(
+        CurrentSegment::create_unsynced(&io(), &path, 42, log_id).is_err(),
+        "an existing file is never replaced"
+    );
+    match open_segment(&io(), &path).unwrap() {
+        OpenedSegment::Current(s, _) => assert_eq!(s.start_frame_no(), 42),
+        other => panic!("expected a current segment, got {other:?}"),
+    }
 }
