@@ -31,6 +31,10 @@ const BENCHES: &[Bench] = &[
         cargo_args: &["bench", "-p", "libsql-wal-backend", "--bench", "backend"],
     },
     Bench {
+        name: "planning",
+        cargo_args: &["bench", "-p", "libsql-wal-backend", "--bench", "planning"],
+    },
+    Bench {
         name: "storage",
         cargo_args: &["bench", "-p", "libsql-wal-supervisor", "--bench", "storage"],
     },

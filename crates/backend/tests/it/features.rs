@@ -15,8 +15,8 @@ fn section<'a>(toml: &'a str, name: &str) -> Vec<&'a str> {
 
 #[test]
 fn the_conformance_suite_is_behind_a_feature_that_default_builds_leave_out() {
-    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-        .unwrap();
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
     let features = section(&manifest, "features");
     let feature = |name: &str| {
         features
@@ -24,7 +24,11 @@ fn the_conformance_suite_is_behind_a_feature_that_default_builds_leave_out() {
             .find(|line| line.split('=').next().map(str::trim) == Some(name))
             .map(|line| line.split_once('=').unwrap().1.trim().to_string())
     };
-    assert_eq!(feature("conformance").as_deref(), Some("[]"), "{features:?}");
+    assert_eq!(
+        feature("conformance").as_deref(),
+        Some("[]"),
+        "{features:?}"
+    );
     let mut default = vec!["default".to_string()];
     let mut seen = Vec::new();
     while let Some(name) = default.pop() {
