@@ -265,3 +265,115 @@ fn a_namespace_whose_queue_is_full_holds_up_no_other_namespace_age_seal() {
     registry.shutdown().unwrap();
     runtime.block_on(registry.storage().shutdown());
 }
+
+#[test]
+fn a_segment_storage_refuses_after_store_returned_is_known_to_the_wal_and_sent_again() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use crate::hooked::{Call, Hook, HookedBackend};
+
+    let runtime = tokio_runtime();
+    let work = tempfile::tempdir().unwrap();
+    let bucket = work.path().join("bucket");
+    let fs = runtime.block_on(FsBackend::new(&bucket)).unwrap();
+    // Uploads wait until released, so the first segment keeps the storage from draining.
+    let release = Arc::new(AtomicBool::new(false));
+    let puts = Arc::new(AtomicUsize::new(0));
+    let hook: Hook = {
+        let (release, puts) = (release.clone(), puts.clone());
+        Arc::new(move |call, _| {
+            let (release, puts) = (release.clone(), puts.clone());
+            Box::pin(async move {
+                if call == Call::Put {
+                    puts.fetch_add(1, Ordering::SeqCst);
+                    while !release.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                Ok(())
+            })
+        })
+    };
+    let storage = ActorStorage::<_, File>::start(
+        HookedBackend::new(fs, hook),
+        StorageConfig {
+            scratch_dir: work.path().join("scratch"),
+            shutdown_timeout: Duration::from_secs(60),
+            ..StorageConfig::default()
+        },
+    )
+    .unwrap();
+    let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
+    let db_dir = work.path().join("tenant");
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
+        db_dir.join("data"),
+        libsql_sys::rusqlite::OpenFlags::default(),
+        LibsqlWalManager::new(registry.clone()),
+        0,
+        None,
+    )
+    .unwrap();
+    conn.execute_batch("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let shared = registry.get(&"tenant".parse().unwrap()).unwrap();
+    assert!(shared.seal_now().unwrap());
+    wait_until("the first upload started", || {
+        puts.load(Ordering::SeqCst) > 0
+    });
+
+    std::thread::scope(|s| {
+        // Storage begins to shut down: it drains (held by the upload) and refuses new segments.
+        let stopping = s.spawn(|| runtime.block_on(registry.storage().shutdown()));
+        wait_until("storage stops accepting", || {
+            !runtime
+                .block_on(registry.storage().metrics())
+                .unwrap()
+                .accepting
+        });
+        conn.execute("INSERT INTO t VALUES (2)", ()).unwrap();
+        assert!(
+            shared.seal_now().unwrap(),
+            "store returns before the refusal"
+        );
+        wait_until("the WAL learnt of the refusal", || {
+            shared.pending_segments() == 1
+        });
+        release.store(true, Ordering::SeqCst);
+        stopping.join().unwrap();
+    });
+    let end = shared.last_committed_frame_no();
+    assert!(
+        shared.durable_frame_no() < end,
+        "the refused segment is not durable"
+    );
+    drop((conn, shared));
+    assert!(
+        registry.shutdown().is_err(),
+        "shutdown says what is not durable"
+    );
+
+    // The next start hands the refused segment over again: every frame becomes durable.
+    let storage = ActorStorage::<_, File>::start(
+        runtime.block_on(FsBackend::new(&bucket)).unwrap(),
+        StorageConfig {
+            scratch_dir: work.path().join("scratch"),
+            ..StorageConfig::default()
+        },
+    )
+    .unwrap();
+    let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
+    let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
+        db_dir.join("data"),
+        libsql_sys::rusqlite::OpenFlags::default(),
+        LibsqlWalManager::new(registry.clone()),
+        0,
+        None,
+    )
+    .unwrap();
+    assert_eq!(count(&conn), 2);
+    let shared = registry.get(&"tenant".parse().unwrap()).unwrap();
+    wait_until("everything durable", || shared.durable_frame_no() >= end);
+    drop((conn, shared));
+    registry.shutdown().unwrap();
+}

@@ -24,6 +24,11 @@ use crate::namespace::NamespaceName;
 
 /// Called once with the namespace's new durable frame_no when a stored segment (and every one
 /// before it) is durable. It runs on the storage's own thread: it must be quick and not block.
+///
+/// A storage that gives up on a segment after `store` returned (it refused it, it shut down
+/// with the segment not durable, its actor stopped) drops the callback without calling it:
+/// that is how the caller learns of every refusal, and it hands the segment over again. (A
+/// storage that keeps no remote copies, `keeps_remote_copies` false, never calls it.)
 pub type OnStored = Box<dyn FnOnce(u64) + Send + 'static>;
 
 /// Durable storage as the WAL sees it.

@@ -35,7 +35,10 @@ pub struct StorageConfig {
     pub supervision_interval: Duration,
     /// How long a graceful shutdown waits for the queues to drain before it stops anyway.
     pub shutdown_timeout: Duration,
-    /// Capacity of the supervisor's mailbox: `store` calls beyond it wait to be taken.
+    /// Capacity of the supervisor's mailbox: `store` calls beyond it wait to be taken. The real
+    /// bound is higher: actix's `send` on a full mailbox still enqueues its message (and then
+    /// waits), so the mailbox holds at most this many plus one `StoreSegment` per waiting
+    /// `store`, which is at most `max_enqueued_segments` per namespace (each holds a place).
     pub mailbox_capacity: usize,
     /// Periodic compaction and retention of every namespace in the backend; `None` runs none
     /// (`ActorStorage::run_maintenance` still runs a pass on demand).

@@ -121,6 +121,8 @@ pub struct StorageMetrics {
     pub callback_panics: u64,
     /// Periodic maintenance passes (all zero when it is off).
     pub maintenance: MaintenanceMetrics,
+    /// False once shutdown began: new segments are refused.
+    pub accepting: bool,
 }
 
 impl StorageMetrics {

@@ -222,9 +222,10 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
         // Queued without waiting for the supervisor to take it: `store` runs on SQLite's commit
         // path, and a round trip to the storage thread per seal is latency the writer need not
         // pay. Order holds: the WAL stores a namespace's segments one at a time, under its
-        // writer lock, into one mailbox. A full mailbox still makes the caller wait; what the
-        // supervisor refuses (it is shutting down) is logged there, and the WAL sends those
-        // segments again at its next start.
+        // writer lock, into one mailbox. A full mailbox still makes the caller wait. What the
+        // supervisor refuses (it is shutting down, or the segment overlaps a queued one) it
+        // logs, and the message goes with its `on_stored` uncalled: that tells the caller (see
+        // `OnStored`).
         match self.supervisor.try_send(message) {
             Ok(()) => Ok(()),
             Err(SendError::Full(message)) => {

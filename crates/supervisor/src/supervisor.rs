@@ -462,6 +462,7 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
             .collect();
         namespaces.sort_by(|a, b| a.namespace.cmp(&b.namespace));
         StorageMetrics {
+            accepting: self.accepting,
             restarts: namespaces.iter().map(|n| n.restarts).sum(),
             panics: namespaces.iter().map(|n| n.panics).sum(),
             retries: namespaces.iter().map(|n| n.retries).sum(),
@@ -583,7 +584,7 @@ impl<B: Backend, F: FileExt> Handler<StoreSegment<F, B::Config>> for Supervisor<
     fn handle(&mut self, msg: StoreSegment<F, B::Config>, ctx: &mut Context<Self>) -> Self::Result {
         if !self.accepting {
             // `store` does not wait for this answer: say it here too.
-            warn!(namespace = %msg.namespace, end = msg.segment.last_committed_frame_no(), "segment refused: storage is shutting down (the WAL sends it again at its next start)");
+            warn!(namespace = %msg.namespace, end = msg.segment.last_committed_frame_no(), "segment refused: storage is shutting down (its on-stored callback is dropped uncalled, which tells the WAL)");
             return Err(BackendError::ShutDown);
         }
         self.ticket += 1;

@@ -145,6 +145,10 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     unsent: Mutex<VecDeque<Arc<SealedSegment<I::File>>>>,
     /// Set while a thread of `send_unsent_in_background` runs.
     sending_in_background: AtomicBool,
+    /// Segments storage took and then gave up on (their `OnStored` dropped uncalled, see
+    /// `StoreReceipt`), to go back into `unsent`. Its own lock, never held while waiting: the
+    /// storage's thread takes it.
+    refused: Mutex<Vec<Arc<SealedSegment<I::File>>>>,
 }
 
 /// Pages a checkpoint writes with one call, at most (1 MiB).
@@ -409,6 +413,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             seal_failures: AtomicU64::new(0),
             unsent: Mutex::default(),
             sending_in_background: AtomicBool::new(false),
+            refused: Mutex::default(),
         });
         lock(&shared.unsent).extend(
             sealed
@@ -473,6 +478,12 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Returns why the log takes no more writes, if a seal failed part way.
     pub fn poisoned(&self) -> Option<&str> {
         self.poisoned.get().map(String::as_str)
+    }
+
+    /// Returns the sealed segments storage has not taken, or took and gave up on: they are
+    /// handed over again at the next seal or age check.
+    pub fn pending_segments(&self) -> usize {
+        lock(&self.refused).len() + self.unsent.try_lock().map_or(1, |unsent| unsent.len())
     }
 
     /// Returns how many seals failed after a commit (each commit stood; its seal was retried).
@@ -698,7 +709,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         let pending = self
             .unsent
             .try_lock()
-            .is_ok_and(|unsent| !unsent.is_empty());
+            .is_ok_and(|unsent| !unsent.is_empty())
+            || !lock(&self.refused).is_empty();
         if !pending || self.sending_in_background.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -815,15 +827,28 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// May wait while storage's queue for the namespace is full (backpressure).
     pub(crate) fn send_unsent(&self) -> Result<()> {
         let mut unsent = lock(&self.unsent);
+        // What storage gave up on goes back, in frame order, before anything newer.
+        let durable = self.durable_frame_no();
+        let mut refused = std::mem::take(&mut *lock(&self.refused));
+        refused.retain(|s| {
+            s.last_committed_frame_no() > durable
+                && !unsent
+                    .iter()
+                    .any(|u| u.start_frame_no() == s.start_frame_no())
+        });
+        if !refused.is_empty() {
+            warn!(namespace = %self.namespace, segments = refused.len(), "storage gave up on sealed segments; handing them over again");
+            refused.extend(unsent.drain(..));
+            refused.sort_by_key(|s| s.start_frame_no());
+            unsent.extend(refused);
+        }
         while let Some(segment) = unsent.front().cloned() {
-            let durable = self.durable_frame_no.clone();
-            let this = self.this.clone();
-            let on_stored = Box::new(move |frame_no: u64| {
-                durable.fetch_max(frame_no, Ordering::SeqCst);
-                if let Some(shared) = this.upgrade() {
-                    shared.request_checkpoint();
-                }
-            });
+            let receipt = StoreReceipt {
+                log: self.this.clone(),
+                // Storage that keeps no remote copies never reports anything durable.
+                segment: self.storage.keeps_remote_copies().then(|| segment.clone()),
+            };
+            let on_stored = Box::new(move |frame_no: u64| receipt.durable(frame_no));
             futures::executor::block_on(self.storage.store(
                 &self.namespace,
                 segment,
@@ -985,6 +1010,39 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         }
         self.checkpoint()?;
         Ok(())
+    }
+}
+
+/// The WAL's side of one segment handed to storage, held by its `OnStored` callback: called,
+/// it records the durable frame_no; dropped uncalled (storage gave up on the segment), it puts
+/// the segment back for the next hand-over, so no refusal goes unnoticed.
+struct StoreReceipt<I: Io, S: Storage<File = I::File>> {
+    /// The log the segment belongs to.
+    log: Weak<SharedWal<I, S>>,
+    /// The segment, until storage reports it durable.
+    segment: Option<Arc<SealedSegment<I::File>>>,
+}
+
+impl<I: Io, S: Storage<File = I::File>> StoreReceipt<I, S> {
+    /// Storage made the log durable up to `frame_no`.
+    fn durable(mut self, frame_no: u64) {
+        self.segment = None;
+        if let Some(shared) = self.log.upgrade() {
+            shared
+                .durable_frame_no
+                .fetch_max(frame_no, Ordering::SeqCst);
+            shared.request_checkpoint();
+        }
+    }
+}
+
+impl<I: Io, S: Storage<File = I::File>> Drop for StoreReceipt<I, S> {
+    fn drop(&mut self) {
+        let (Some(segment), Some(shared)) = (self.segment.take(), self.log.upgrade()) else {
+            return;
+        };
+        warn!(namespace = %shared.namespace, end = segment.last_committed_frame_no(), "storage gave up on a sealed segment; it is handed over again");
+        lock(&shared.refused).push(segment);
     }
 }
 
