@@ -341,3 +341,71 @@ fn two_database_files_never_share_a_log_and_no_log_opens_after_shutdown() {
         "{err}"
     );
 }
+
+/// Writes a sealed segment of frames `start..start + 4` and returns its path and index offset.
+fn sealed_segment(
+    dir: &std::path::Path,
+    start: u64,
+    log_id: uuid::Uuid,
+) -> (std::path::PathBuf, u64) {
+    let path = dir.join(format!("{start:020}.seg"));
+    let segment = libsql_wal_segment::CurrentSegment::create(&StdIo, &path, start, log_id).unwrap();
+    for page in 1..=4u32 {
+        segment
+            .insert_frames(vec![(page, &[page as u8; 4096][..])], Some(4))
+            .unwrap();
+    }
+    let sealed = segment
+        .seal(libsql_wal_segment::Io::now(&StdIo))
+        .unwrap()
+        .unwrap();
+    (path, sealed.header().index_offset)
+}
+
+#[test]
+fn only_the_last_seal_can_have_been_cut_short_anywhere_else_a_bad_segment_refuses_the_open() {
+    let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+    let db_path = root.join("faults/data");
+    let dir = root.join("faults/data-segments");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_id = uuid::Uuid::new_v4();
+    let open = || {
+        WalRegistry::new(StdIo, NoStorage::default(), RegistryConfig::default())
+            .open(&db_path)
+            .map(|s| s.last_committed_frame_no())
+    };
+
+    // A damaged frame in a sealed segment that frames follow: refused, the file untouched.
+    let (first, _) = sealed_segment(&dir, 1, log_id);
+    let (second, index_offset) = sealed_segment(&dir, 5, log_id);
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[200] ^= 0x40;
+    std::fs::write(&first, &bytes).unwrap();
+    let err = match open() {
+        Ok(end) => panic!("opened at {end} over a damaged segment"),
+        Err(e) => e,
+    };
+    assert!(
+        err.to_string().contains(&first.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        bytes,
+        "nothing was rewritten"
+    );
+    bytes[200] ^= 0x40;
+    std::fs::write(&first, &bytes).unwrap();
+
+    // The newest seal cut short (its index never reached the disk), the next segment empty:
+    // its frames are recovered and the log goes on after them.
+    let next = dir.join(format!("{:020}.seg", 9));
+    libsql_wal_segment::CurrentSegment::create_unsynced(&StdIo, &next, 9, log_id).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&second)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0; 64], index_offset).unwrap();
+    drop(file);
+    assert_eq!(open().unwrap(), 8);
+}

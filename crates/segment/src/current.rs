@@ -260,7 +260,7 @@ impl<F: FileExt> CurrentSegment<F> {
     /// short): puts back the header it had before the seal (same start, salt and log), synced,
     /// then recovers it as `recover` does. The stale sealed header must go before any frame is
     /// appended: it describes frames that appending overwrites.
-    pub(crate) fn recover_torn_seal<I: Io<File = F>>(
+    pub fn recover_torn_seal<I: Io<File = F>>(
         io: &I,
         path: &Path,
     ) -> Result<(Self, RecoveryReport)> {
@@ -670,8 +670,9 @@ impl<F: FileExt> CurrentSegment<F> {
     /// Fails with `InvalidState` while a transaction is in progress. A crash before the fsync
     /// returns may leave any part of what was written: the unsealed segment (recovery drops the
     /// partial index), the sealed one, or a `SEALED` header over a partial index or partial
-    /// frames, which does not validate and which `open_segment` recovers like a current segment
-    /// (to its last whole commit; nothing after the last fsync was promised).
+    /// frames, which does not validate: `open_segment` reports it as `TornSeal`, and
+    /// `recover_torn_seal` recovers it to its last whole commit (nothing after the last fsync
+    /// was promised).
     #[tracing::instrument(skip(self), fields(path = %self.path.display()), level = "debug")]
     pub fn seal(&self, now: DateTime<Utc>) -> Result<Option<SealedSegment<F>>> {
         let mut state = self.write_state();
@@ -745,7 +746,12 @@ fn last_committed(header: &SegmentHeader, state: &State) -> u64 {
 
 /// Returns the offset just past the last non-zero byte of `file` in `from..len` (`from` if
 /// they are all zeros).
-fn end_of_nonzero_bytes<F: FileExt>(file: &F, path: &Path, from: u64, len: u64) -> Result<u64> {
+pub(crate) fn end_of_nonzero_bytes<F: FileExt>(
+    file: &F,
+    path: &Path,
+    from: u64,
+    len: u64,
+) -> Result<u64> {
     let mut end = from;
     let mut buf = vec![0; PREALLOCATION_STEP.min(len.saturating_sub(from)) as usize];
     let mut at = from;

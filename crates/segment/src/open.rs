@@ -1,15 +1,14 @@
 //! Opening a segment file whose state is not known in advance (at start-up, when the WAL lists
-//! its directory): sealed files are validated, an unsealed one is recovered, and so is a sealed
-//! one that does not validate (a seal cut short, see `CurrentSegment::seal`).
+//! its directory): sealed files are validated, an unsealed one is recovered; a sealed one that
+//! does not validate and an empty one are reported for the caller to judge.
 
 use std::path::Path;
 
-use crate::current::{CurrentSegment, RecoveryReport};
+use crate::current::{end_of_nonzero_bytes, CurrentSegment, RecoveryReport};
 use crate::error::{Error, Result};
 use crate::format::{read_header, SEGMENT_HEADER_SIZE};
 use crate::io::{FileExt, Io, OpenMode};
 use crate::sealed::SealedSegment;
-use tracing::warn;
 
 /// A segment file opened by `open_segment`.
 #[derive(Debug)]
@@ -18,11 +17,16 @@ pub enum OpenedSegment<F> {
     Sealed(SealedSegment<F>),
     /// The file was not sealed; it was recovered to its last commit.
     Current(CurrentSegment<F>, RecoveryReport),
-    /// The file holds no header: it is shorter than one, or the header's bytes are all zero.
+    /// The file holds nothing: it is shorter than a header, or every byte of it is zero.
     /// What `CurrentSegment::create_unsynced` leaves when a crash comes before the header is
     /// durable: the segment never held a durable frame. The caller decides whether that is
     /// possible where the file is (only the newest segment of a log can be so).
     Unwritten,
+    /// The header says sealed but the file does not validate (the error says where). Nothing
+    /// was written. A seal cut short leaves this (see `CurrentSegment::seal`), but only on the
+    /// segment sealed last, which no frame follows; anywhere else it is corruption. The caller
+    /// decides, and recovers a seal cut short with `CurrentSegment::recover_torn_seal`.
+    TornSeal(Error),
 }
 
 /// Opens the segment at `path`: validates it if sealed, recovers it otherwise.
@@ -36,13 +40,7 @@ pub fn open_segment<I: Io>(io: &I, path: &Path) -> Result<OpenedSegment<I::File>
     if read_header(&file, path)?.is_sealed() {
         match SealedSegment::from_file(file, path) {
             Ok(sealed) => Ok(OpenedSegment::Sealed(sealed)),
-            // A seal cut short (its one fsync never returned) can leave a sealed header over a
-            // partial index or partial frames: what it holds is recovered like a current one.
-            Err(e) if e.is_corruption() => {
-                warn!(path = %path.display(), error = %e, "a sealed segment does not validate; recovering its frames as a current segment");
-                let (segment, report) = CurrentSegment::recover_torn_seal(io, path)?;
-                Ok(OpenedSegment::Current(segment, report))
-            }
+            Err(e) if e.is_corruption() => Ok(OpenedSegment::TornSeal(e)),
             Err(e) => Err(e),
         }
     } else {
@@ -52,7 +50,9 @@ pub fn open_segment<I: Io>(io: &I, path: &Path) -> Result<OpenedSegment<I::File>
     }
 }
 
-/// Returns true if `file` is shorter than a segment header or its header bytes are all zero.
+/// Returns true if `file` is shorter than a segment header (no frame can follow a header that
+/// was never whole) or every byte of it is zero. A zeroed header with bytes after it is not
+/// taken for an unwritten segment: the frames may be durable, and reading it fails instead.
 fn holds_no_header<F: FileExt>(file: &F, path: &Path) -> Result<bool> {
     let len = file.size().map_err(|e| Error::io(path, e))?;
     if len < SEGMENT_HEADER_SIZE as u64 {
@@ -61,5 +61,9 @@ fn holds_no_header<F: FileExt>(file: &F, path: &Path) -> Result<bool> {
     let mut header = [0; SEGMENT_HEADER_SIZE];
     file.read_exact_at(&mut header, 0)
         .map_err(|e| Error::io(path, e))?;
-    Ok(header.iter().all(|&b| b == 0))
+    if header.iter().any(|&b| b != 0) {
+        return Ok(false);
+    }
+    let header_end = SEGMENT_HEADER_SIZE as u64;
+    Ok(end_of_nonzero_bytes(file, path, header_end, len)? == header_end)
 }

@@ -254,9 +254,41 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         let mut sealed = Vec::new();
         let mut current = None;
         let mut checkpointed = footer.map_or(0, |f| f.replication_index);
+        // A seal cut short can only be the last seal: of the newest segment, or of the one
+        // before it when the newest (made just before that seal) holds nothing.
+        let newest_holds_nothing = match starts.last() {
+            Some(&start) if starts.len() >= 2 => {
+                match libsql_wal_segment::open_segment(&*io, &segment_path(&dir, start))
+                    .map_err(seg_err)?
+                {
+                    libsql_wal_segment::OpenedSegment::Unwritten => true,
+                    libsql_wal_segment::OpenedSegment::Current(segment, _) => {
+                        segment.committed_frame_count() == 0
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
         for (i, &start) in starts.iter().enumerate() {
             let path = segment_path(&dir, start);
-            match libsql_wal_segment::open_segment(&*io, &path).map_err(seg_err)? {
+            let opened = match libsql_wal_segment::open_segment(&*io, &path).map_err(seg_err)? {
+                libsql_wal_segment::OpenedSegment::TornSeal(e) => {
+                    let sealed_last =
+                        i + 1 == starts.len() || (i + 2 == starts.len() && newest_holds_nothing);
+                    if !sealed_last {
+                        // Frames follow it: not a seal cut short, a damaged segment.
+                        return Err(seg_err(e));
+                    }
+                    warn!(path = %path.display(), error = %e, "a seal was cut short; recovering the segment's frames");
+                    let (segment, report) =
+                        CurrentSegment::recover_torn_seal(&*io, &path).map_err(seg_err)?;
+                    libsql_wal_segment::OpenedSegment::Current(segment, report)
+                }
+                opened => opened,
+            };
+            match opened {
+                libsql_wal_segment::OpenedSegment::TornSeal(e) => return Err(seg_err(e)),
                 libsql_wal_segment::OpenedSegment::Sealed(segment) => {
                     if segment.last_committed_frame_no() <= checkpointed {
                         // Copied into the database file before a crash: only the deletion was lost.

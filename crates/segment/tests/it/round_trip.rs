@@ -400,6 +400,12 @@ fn open_segment_validates_sealed_files_and_recovers_the_current_one() {
             "{name}"
         );
     }
+    // A zeroed header with frames after it is not taken for an unwritten segment.
+    let path = dir.path().join("zeroed-header");
+    let mut bytes = vec![0; 8192];
+    bytes[5000] = 1;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(open_segment(&io(), &path).is_err());
     // A header that is not all zeros is not taken for an unwritten one.
     let path = dir.path().join("damaged");
     let mut bytes = vec![0; 4096];
