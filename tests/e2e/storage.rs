@@ -249,6 +249,9 @@ fn a_namespace_whose_queue_is_full_holds_up_no_other_namespace_age_seal() {
     });
     stuck.execute("INSERT INTO t VALUES (2)", ()).unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // A third age seal while the second one's hand-over still waits for room.
+    stuck.execute("INSERT INTO t VALUES (3)", ()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
 
     // Another namespace still seals by age and becomes durable.
     let free = connect("free");

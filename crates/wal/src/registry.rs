@@ -155,11 +155,13 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
     }
 
     /// Returns the open log of `namespace` for a connection to `db_path`, or `None` if it must
-    /// be opened: it is not open, or it is poisoned and no connection uses it any more.
+    /// be opened: it is not open, or it is poisoned (and then, if `reopen` — the caller holds
+    /// the namespace's opener lock — and no connection uses it any more, it is forgotten).
     fn open_log(
         &self,
         namespace: &NamespaceName,
         db_path: &Path,
+        reopen: bool,
     ) -> Result<Option<Arc<SharedWal<I, S>>>> {
         let Some(shared) = self.wals.get(namespace).map(|s| s.clone()) else {
             return Ok(None);
@@ -170,6 +172,9 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 open_path: shared.db_path().to_path_buf(),
                 other_path: db_path.to_path_buf(),
             });
+        }
+        if shared.poisoned().is_some() && !reopen {
+            return Ok(None);
         }
         // The map's reference and this one: nobody else holds the log.
         if shared.poisoned().is_some() && Arc::strong_count(&shared) <= 2 {
@@ -191,7 +196,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             });
         }
         let namespace = (self.config.namespace_of)(db_path)?;
-        if let Some(shared) = self.open_log(&namespace, db_path)? {
+        if let Some(shared) = self.open_log(&namespace, db_path, false)? {
             return Ok(shared);
         }
         let swap = self
@@ -206,7 +211,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         loop {
             let opening = self.opening.entry(namespace.clone()).or_default().clone();
             let _opener = opening.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(shared) = self.open_log(&namespace, db_path)? {
+            if let Some(shared) = self.open_log(&namespace, db_path, true)? {
                 return Ok(shared);
             }
             let current = self

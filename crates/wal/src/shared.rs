@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -145,11 +145,19 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     unsent: Mutex<VecDeque<Arc<SealedSegment<I::File>>>>,
     /// Set while a thread of `send_unsent_in_background` runs.
     sending_in_background: AtomicBool,
+    /// Held by whoever hands `unsent` to storage, across the waits: one sender at a time.
+    sending: Mutex<()>,
     /// Segments storage took and then gave up on (their `OnStored` dropped uncalled, see
     /// `StoreReceipt`), to go back into `unsent`. Its own lock, never held while waiting: the
     /// storage's thread takes it.
     refused: Mutex<Vec<Arc<SealedSegment<I::File>>>>,
 }
+
+/// Threads of `send_unsent_in_background` running, over every namespace of the process.
+static BACKGROUND_SENDERS: AtomicUsize = AtomicUsize::new(0);
+/// At most this many at once: each waits on one namespace's full queue, and an outage of the
+/// bucket must not turn thousands of namespaces into thousands of threads.
+const MAX_BACKGROUND_SENDERS: usize = 64;
 
 /// Pages a checkpoint writes with one call, at most (1 MiB).
 const CHECKPOINT_RUN_PAGES: usize = 256;
@@ -445,6 +453,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             seal_failures: AtomicU64::new(0),
             unsent: Mutex::default(),
             sending_in_background: AtomicBool::new(false),
+            sending: Mutex::new(()),
             refused: Mutex::default(),
         });
         lock(&shared.unsent).extend(
@@ -515,7 +524,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Returns the sealed segments storage has not taken, or took and gave up on: they are
     /// handed over again at the next seal or age check.
     pub fn pending_segments(&self) -> usize {
-        lock(&self.refused).len() + self.unsent.try_lock().map_or(1, |unsent| unsent.len())
+        lock(&self.refused).len() + lock(&self.unsent).len()
     }
 
     /// Returns how many seals failed after a commit (each commit stood; its seal was retried).
@@ -737,13 +746,14 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// thread (or a writer) is at it already. The thread may wait on a full queue; nobody
     /// waits for it.
     fn send_unsent_in_background(&self) {
-        // `try_lock`: a store waiting for room holds the lock, and then somebody is at it.
-        let pending = self
-            .unsent
-            .try_lock()
-            .is_ok_and(|unsent| !unsent.is_empty())
-            || !lock(&self.refused).is_empty();
+        let pending = !lock(&self.unsent).is_empty() || !lock(&self.refused).is_empty();
         if !pending || self.sending_in_background.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Bounded across namespaces: past the bound, the next age check tries again.
+        if BACKGROUND_SENDERS.fetch_add(1, Ordering::SeqCst) >= MAX_BACKGROUND_SENDERS {
+            BACKGROUND_SENDERS.fetch_sub(1, Ordering::SeqCst);
+            self.sending_in_background.store(false, Ordering::SeqCst);
             return;
         }
         let Some(this) = self.this.upgrade() else {
@@ -757,10 +767,12 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     warn!(namespace = %this.namespace, error = %e, "handing sealed segments to storage failed; tried again at the next age check");
                 }
                 this.sending_in_background.store(false, Ordering::SeqCst);
+                BACKGROUND_SENDERS.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             warn!(namespace = %self.namespace, error = %e, "cannot start a thread to hand sealed segments to storage");
             self.sending_in_background.store(false, Ordering::SeqCst);
+            BACKGROUND_SENDERS.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -858,23 +870,31 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// segment for the next try, so storage always receives the segments in frame order.
     /// May wait while storage's queue for the namespace is full (backpressure).
     pub(crate) fn send_unsent(&self) -> Result<()> {
-        let mut unsent = lock(&self.unsent);
-        // What storage gave up on goes back, in frame order, before anything newer.
-        let durable = self.durable_frame_no();
-        let mut refused = std::mem::take(&mut *lock(&self.refused));
-        refused.retain(|s| {
-            s.last_committed_frame_no() > durable
-                && !unsent
-                    .iter()
-                    .any(|u| u.start_frame_no() == s.start_frame_no())
-        });
-        if !refused.is_empty() {
-            warn!(namespace = %self.namespace, segments = refused.len(), "storage gave up on sealed segments; handing them over again");
-            refused.extend(unsent.drain(..));
-            refused.sort_by_key(|s| s.start_frame_no());
-            unsent.extend(refused);
+        // One sender at a time keeps the order; `unsent` itself is only locked for moments, so
+        // a seal never waits behind a sender that waits on storage.
+        let _sender = lock(&self.sending);
+        {
+            let mut unsent = lock(&self.unsent);
+            // What storage gave up on goes back, in frame order, before anything newer.
+            let durable = self.durable_frame_no();
+            let mut refused = std::mem::take(&mut *lock(&self.refused));
+            refused.retain(|s| {
+                s.last_committed_frame_no() > durable
+                    && !unsent
+                        .iter()
+                        .any(|u| u.start_frame_no() == s.start_frame_no())
+            });
+            if !refused.is_empty() {
+                warn!(namespace = %self.namespace, segments = refused.len(), "storage gave up on sealed segments; handing them over again");
+                refused.extend(unsent.drain(..));
+                refused.sort_by_key(|s| s.start_frame_no());
+                unsent.extend(refused);
+            }
         }
-        while let Some(segment) = unsent.front().cloned() {
+        loop {
+            let Some(segment) = lock(&self.unsent).front().cloned() else {
+                return Ok(());
+            };
             let receipt = StoreReceipt {
                 log: self.this.clone(),
                 // Storage that keeps no remote copies never reports anything durable.
@@ -891,9 +911,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 namespace: self.namespace.clone(),
                 source,
             })?;
-            unsent.pop_front();
+            lock(&self.unsent).pop_front();
         }
-        Ok(())
     }
 
     /// Copies into the database file every sealed segment that may go: durable (when storage
