@@ -380,3 +380,84 @@ fn a_segment_storage_refuses_after_store_returned_is_known_to_the_wal_and_sent_a
     drop((conn, shared));
     registry.shutdown().unwrap();
 }
+
+/// Returns the file descriptors this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn ten_thousand_namespaces_opened_and_closed_leave_no_state_and_no_file_open() {
+    let runtime = tokio_runtime();
+    let work = tempfile::tempdir().unwrap();
+    let fs = runtime
+        .block_on(FsBackend::new(&work.path().join("bucket")))
+        .unwrap();
+    let storage = ActorStorage::<_, File>::start(
+        fs,
+        StorageConfig {
+            scratch_dir: work.path().join("scratch"),
+            ..StorageConfig::default()
+        },
+    )
+    .unwrap();
+    let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
+    let manager = LibsqlWalManager::new(registry.clone());
+    let fds_before = open_fds();
+    for i in 0..10_000 {
+        let name = format!("tenant-{i}");
+        let dir = work.path().join("data").join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
+            dir.join("data"),
+            libsql_sys::rusqlite::OpenFlags::default(),
+            manager.clone(),
+            0,
+            None,
+        )
+        .unwrap();
+        if i % 10 == 0 {
+            // Some write, seal, upload and checkpoint before they close.
+            conn.execute_batch("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
+                .unwrap();
+        } else {
+            conn.query_row("SELECT count(*) FROM sqlite_schema", (), |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap();
+        }
+        let namespace = name.parse().unwrap();
+        let shared = registry.get(&namespace).expect("the namespace is open");
+        assert_eq!(shared.connections(), 1, "{name}");
+        drop(shared);
+        let busy = registry.close(&namespace).unwrap_err();
+        assert!(matches!(busy, libsql_wal::Error::Busy { .. }), "{busy}");
+        drop(conn);
+        registry.close(&namespace).unwrap();
+        assert!(registry.get(&namespace).is_none());
+    }
+    assert!(
+        open_fds() <= fds_before + 16,
+        "{} file descriptors open, {fds_before} before",
+        open_fds()
+    );
+    let metrics = runtime.block_on(registry.storage().metrics()).unwrap();
+    assert!(
+        metrics.namespaces.is_empty(),
+        "{} namespaces still in storage",
+        metrics.namespaces.len()
+    );
+    // A closed namespace opens again on demand, with what it had.
+    let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
+        work.path().join("data/tenant-0/data"),
+        libsql_sys::rusqlite::OpenFlags::default(),
+        manager.clone(),
+        0,
+        None,
+    )
+    .unwrap();
+    assert_eq!(count(&conn), 1);
+    drop(conn);
+    registry.shutdown().unwrap();
+    runtime.block_on(registry.storage().shutdown());
+}

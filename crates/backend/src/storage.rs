@@ -101,6 +101,15 @@ pub trait Storage: Send + Sync + 'static {
     /// Stops taking segments and finishes or abandons the work in flight, as the implementation
     /// documents.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;
+
+    /// Forgets what it keeps of `namespace`, which its owner closed (every segment handed over
+    /// is durable and no more come until it opens again): nothing per namespace lives forever.
+    /// Returns false if something of it is still in flight, and then keeps it. The default
+    /// keeps nothing per namespace.
+    fn forget(&self, namespace: &NamespaceName) -> impl Future<Output = bool> + Send {
+        let _ = namespace;
+        async { true }
+    }
 }
 
 /// Storage that stores nothing: segments stay local, nothing is ever reported durable, and

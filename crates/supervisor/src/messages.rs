@@ -32,6 +32,19 @@ impl<F: 'static, C: 'static> Message for StoreSegment<F, C> {
     type Result = Result<()>;
 }
 
+/// Forgets a namespace its owner closed: its entry, its scheduler and what the supervisor
+/// learnt of it go, unless a segment of it is still not durable (then nothing changes).
+/// Answers whether it was forgotten.
+#[derive(Debug, Clone)]
+pub struct Forget {
+    /// The namespace.
+    pub namespace: NamespaceName,
+}
+
+impl Message for Forget {
+    type Result = bool;
+}
+
 /// Asks for the highest durable frame_no of a namespace: from the supervisor's record when it
 /// has one, else from the backend.
 #[derive(Debug, Clone)]

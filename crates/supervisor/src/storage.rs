@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use crate::config::StorageConfig;
 use crate::maintenance::{maintenance_pass, MaintenanceConfig, MaintenanceReport, Places};
 use crate::messages::{
-    DurableFrameNo, Metrics, Shutdown, StorageMetrics, StoreSegment, WatchDurable,
+    DurableFrameNo, Forget, Metrics, Shutdown, StorageMetrics, StoreSegment, WatchDurable,
 };
 use crate::scratch::Scratch;
 use crate::supervisor::Supervisor;
@@ -319,6 +319,23 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
     /// Graceful: stops taking segments, waits (at most `shutdown_timeout`) until every queue is
     /// drained, then stops the storage thread. What could not be made durable in time is left
     /// to the WAL's next start.
+    async fn forget(&self, namespace: &NamespaceName) -> bool {
+        let forgotten = self
+            .supervisor
+            .send(Forget {
+                namespace: namespace.clone(),
+            })
+            .await
+            .unwrap_or(false);
+        if forgotten {
+            // No segment of it is queued, so none holds a place in its queue.
+            let max = self.config.max_enqueued_segments.max(1);
+            self.places
+                .remove_if(namespace, |_, places| places.available_permits() == max);
+        }
+        forgotten
+    }
+
     async fn shutdown(&self) {
         let timeout = self.config.shutdown_timeout;
         match self.supervisor.send(Shutdown { timeout }).await {

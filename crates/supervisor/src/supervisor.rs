@@ -49,8 +49,8 @@ use tracing::{debug, error, info, warn};
 use crate::config::StorageConfig;
 use crate::maintenance::{Maintenance, MaintenanceMetrics, Places};
 use crate::messages::{
-    DurableFrameNo, Metrics, NamespaceMetrics, SchedulerOf, Shutdown, StorageMetrics, StoreSegment,
-    WatchDurable,
+    DurableFrameNo, Forget, Metrics, NamespaceMetrics, SchedulerOf, Shutdown, StorageMetrics,
+    StoreSegment, WatchDurable,
 };
 use crate::scratch::Scratch;
 use crate::upload::{panic_message, run_job, UploadFailure, UploadReport, UploadTask};
@@ -759,6 +759,28 @@ impl<B: Backend, F: FileExt> Handler<Shutdown> for Supervisor<B, F> {
         }
         self.check_drained(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(0)) })
+    }
+}
+
+impl<B: Backend, F: FileExt> Handler<Forget> for Supervisor<B, F> {
+    type Result = bool;
+
+    #[tracing::instrument(skip_all, fields(namespace = %msg.namespace))]
+    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) -> bool {
+        self.known_durable.remove(&msg.namespace);
+        let Some(entry) = self.namespaces.get(&msg.namespace) else {
+            return true;
+        };
+        let waiting = self.waiting.values().any(|w| w.namespace == msg.namespace);
+        if !entry.unacked.is_empty() || entry.running.is_some() || waiting {
+            debug!("not forgotten: segments of it are not durable yet");
+            return false;
+        }
+        if let Some(entry) = self.namespaces.remove(&msg.namespace) {
+            entry.scheduler.do_send(ForceShutdown);
+        }
+        debug!("namespace forgotten");
+        true
     }
 }
 

@@ -62,7 +62,7 @@ impl<I: Io, S: Storage<File = I::File>> WalManager for LibsqlWalManager<I, S> {
     ) -> WalResult<Self::Wal> {
         let shared = self
             .registry
-            .open(path_of(db_path))
+            .open_connection(path_of(db_path))
             .map_err(Error::into_sqlite)?;
         Ok(LibsqlWal::new(shared))
     }

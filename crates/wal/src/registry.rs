@@ -173,11 +173,11 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 other_path: db_path.to_path_buf(),
             });
         }
-        if shared.poisoned().is_some() && !reopen {
+        if shared.is_closed() || (shared.poisoned().is_some() && !reopen) {
+            // Being closed: the caller waits for the closer on the opener lock.
             return Ok(None);
         }
-        // The map's reference and this one: nobody else holds the log.
-        if shared.poisoned().is_some() && Arc::strong_count(&shared) <= 2 {
+        if shared.poisoned().is_some() && shared.connections() == 0 {
             warn!(%namespace, "opening a poisoned log again from disk");
             self.wals
                 .remove_if(namespace, |_, s| Arc::ptr_eq(s, &shared));
@@ -236,6 +236,55 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             }
             self.opening.remove(&namespace);
             return opened;
+        }
+    }
+
+    /// Closes `namespace`: seals it, waits (at most `shutdown_timeout`) until storage made
+    /// everything durable, checkpoints it, and forgets it, here and in storage (its actor, its
+    /// queue), so that nothing of it stays in memory or holds a file open. It opens again on
+    /// demand. Fails with `Busy` while a connection is open on it (nothing changes then); a
+    /// namespace that is not open is closed already.
+    pub fn close(&self, namespace: &NamespaceName) -> Result<()> {
+        let opening = self.opening.entry(namespace.clone()).or_default().clone();
+        let _opener = opening.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(shared) = self.get(namespace) else {
+            return Ok(());
+        };
+        if !shared.close() {
+            return Err(Error::Busy {
+                namespace: namespace.clone(),
+                why: "connections are open on it",
+                stale_snapshot: false,
+            });
+        }
+        let deadline = std::time::Instant::now() + self.config.shutdown_timeout;
+        if let Err(e) = shared
+            .seal_for_shutdown()
+            .and_then(|()| shared.finish_shutdown(deadline))
+        {
+            shared.reopen();
+            return Err(e);
+        }
+        self.wals
+            .remove_if(namespace, |_, s| Arc::ptr_eq(s, &shared));
+        drop(shared);
+        if !futures::executor::block_on(self.storage.forget(namespace)) {
+            warn!(%namespace, "storage still holds segments of a closed namespace");
+        }
+        self.opening
+            .remove_if(namespace, |_, lock| Arc::ptr_eq(lock, &opening));
+        Ok(())
+    }
+
+    /// `open` for a connection: returns the log with the connection counted on it, so that
+    /// `close` never closes a log a connection is opening on.
+    pub(crate) fn open_connection(&self, db_path: &Path) -> Result<Arc<SharedWal<I, S>>> {
+        loop {
+            let shared = self.open(db_path)?;
+            if shared.attach() {
+                return Ok(shared);
+            }
+            // Closed between `open` and here: the next `open` waits for the closer.
         }
     }
 

@@ -80,6 +80,15 @@ impl<F> Clone for Snapshot<F> {
     }
 }
 
+/// Connections on a log, and whether it was closed.
+#[derive(Debug, Default)]
+struct Lifecycle {
+    /// Connections open on it.
+    connections: usize,
+    /// Set by `WalRegistry::close`.
+    closed: bool,
+}
+
 /// The FIFO queue of connections waiting to write.
 #[derive(Debug, Default)]
 struct WriterQueue {
@@ -147,6 +156,9 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     sending_in_background: AtomicBool,
     /// Held by whoever hands `unsent` to storage, across the waits: one sender at a time.
     sending: Mutex<()>,
+    /// Connections open on this log, and whether it was closed (`WalRegistry::close`): a closed
+    /// log takes no new connection.
+    lifecycle: Mutex<Lifecycle>,
     /// Segments storage took and then gave up on (their `OnStored` dropped uncalled, see
     /// `StoreReceipt`), to go back into `unsent`. Its own lock, never held while waiting: the
     /// storage's thread takes it.
@@ -454,6 +466,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             unsent: Mutex::default(),
             sending_in_background: AtomicBool::new(false),
             sending: Mutex::new(()),
+            lifecycle: Mutex::default(),
             refused: Mutex::default(),
         });
         lock(&shared.unsent).extend(
@@ -519,6 +532,47 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Returns why the log takes no more writes, if a seal failed part way.
     pub fn poisoned(&self) -> Option<&str> {
         self.poisoned.get().map(String::as_str)
+    }
+
+    /// Returns the number of connections open on this log.
+    pub fn connections(&self) -> usize {
+        lock(&self.lifecycle).connections
+    }
+
+    /// Counts a connection opening on this log; false (counting nothing) if the log was closed.
+    pub(crate) fn attach(&self) -> bool {
+        let mut lifecycle = lock(&self.lifecycle);
+        if lifecycle.closed {
+            return false;
+        }
+        lifecycle.connections += 1;
+        true
+    }
+
+    /// Counts a connection closed (`LibsqlWal`'s drop).
+    pub(crate) fn detach(&self) {
+        let mut lifecycle = lock(&self.lifecycle);
+        lifecycle.connections = lifecycle.connections.saturating_sub(1);
+    }
+
+    /// Marks the log closed if no connection is open on it; returns whether it did.
+    pub(crate) fn close(&self) -> bool {
+        let mut lifecycle = lock(&self.lifecycle);
+        if lifecycle.connections > 0 {
+            return false;
+        }
+        lifecycle.closed = true;
+        true
+    }
+
+    /// Takes a log marked closed back (its close failed part way).
+    pub(crate) fn reopen(&self) {
+        lock(&self.lifecycle).closed = false;
+    }
+
+    /// Returns true if the log was marked closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.lifecycle).closed
     }
 
     /// Returns the sealed segments storage has not taken, or took and gave up on: they are

@@ -67,6 +67,7 @@ pub struct LibsqlWal<I: Io, S: Storage<File = I::File>> {
 }
 
 impl<I: Io, S: Storage<File = I::File>> LibsqlWal<I, S> {
+    /// Returns a connection's handle on `shared`, which counted it (`SharedWal::attach`).
     pub(crate) fn new(shared: Arc<SharedWal<I, S>>) -> Self {
         LibsqlWal {
             shared,
@@ -123,6 +124,7 @@ impl<I: Io, S: Storage<File = I::File>> Drop for LibsqlWal<I, S> {
             self.shared.snapshot().current.rollback();
             self.shared.release_writer(self.id);
         }
+        self.shared.detach();
     }
 }
 
