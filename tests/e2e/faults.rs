@@ -1,6 +1,7 @@
 //! Injected I/O faults (the segment crate's `FaultyIo`, a mock used only to inject faults): a
 //! failed write, a short write or a failed fsync reaches SQLite as an I/O error, the database
-//! stays consistent and usable, and the next open recovers every commit that succeeded.
+//! stays consistent and usable (after a failed fsync, once the log is opened again from disk),
+//! and the next open recovers every commit that succeeded.
 
 use std::sync::Arc;
 
@@ -30,15 +31,21 @@ fn io_faults_reach_sqlite_as_errors_and_lose_no_committed_row() {
         FaultyStorage::default(),
         RegistryConfig::default(),
     ));
-    let conn: FaultyConn = Connection::open(
-        db_dir.join("data"),
-        libsql_sys::rusqlite::OpenFlags::default(),
-        LibsqlWalManager::new(registry),
-        0,
-        None,
-    )
-    .unwrap();
-    conn.execute_batch("PRAGMA synchronous=FULL; CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
+    let manager = LibsqlWalManager::new(registry);
+    let connect = || -> FaultyConn {
+        let conn = Connection::open(
+            db_dir.join("data"),
+            libsql_sys::rusqlite::OpenFlags::default(),
+            manager.clone(),
+            0,
+            None,
+        )
+        .unwrap();
+        conn.execute_batch("PRAGMA synchronous=FULL").unwrap();
+        conn
+    };
+    let mut conn = connect();
+    conn.execute_batch("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
         .unwrap();
     let mut committed = 0;
     let faults: [(&str, ArmFault); 3] = [
@@ -63,6 +70,17 @@ fn io_faults_reach_sqlite_as_errors_and_lose_no_committed_row() {
             committed,
             "{name}: the failed commit is not there"
         );
+        if name == "failed fsync" {
+            // A failed fsync poisons the log: no writes until it is opened again from disk,
+            // which the next connection does once this one closed.
+            let err = conn
+                .execute("INSERT INTO t(b) VALUES (x'01')", ())
+                .unwrap_err();
+            assert_eq!(err.sqlite_error_code(), Some(ErrorCode::SystemIoFailure));
+            drop(conn);
+            conn = connect();
+            assert_eq!(count(&conn), committed, "{name}: reopened from disk");
+        }
         conn.execute("INSERT INTO t(b) VALUES (x'01')", ()).unwrap();
         committed += 1;
     }

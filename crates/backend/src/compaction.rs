@@ -242,7 +242,8 @@ pub async fn compact<B: Backend>(
         groups = groups.len(),
         "compaction planned"
     );
-    let work = scratch_dir.join(format!("compact-{namespace}-{}", std::process::id()));
+    // Named from ids, never from the namespace: a name of 255 bytes would overflow NAME_MAX.
+    let work = scratch_dir.join(format!("compact-{}", uuid::Uuid::new_v4()));
     tokio::fs::create_dir_all(&work)
         .await
         .map_err(|e| Error::transient(format!("creating {}", work.display()), e))?;

@@ -118,9 +118,9 @@ pub enum Error {
         stored: uuid::Uuid,
     },
     /// A seal of the namespace's current segment failed part way (an fsync or a write of the
-    /// index or header): the segment file's state is unknown, so the log takes no more writes
-    /// until it is opened again from disk, where recovery decides what the file holds. Reads go
-    /// on. Committed frames are not lost: they are in the segment file.
+    /// index or header), or a commit's fsync failed: the segment file's state is unknown, so the
+    /// log takes no more writes until it is opened again from disk, where recovery decides what
+    /// the file holds. Reads go on. Committed frames are not lost: they are in the segment file.
     #[error("namespace {namespace}: the log takes no writes since a seal failed ({why}); close every connection so that it is opened again from disk")]
     Poisoned {
         /// The namespace.

@@ -306,12 +306,16 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
         if sync_at_commit {
             if let Err(e) = read.current.sync() {
                 // SQLite will report the commit as failed: take it back, so that neither this
-                // process nor recovery after a crash ever shows it.
-                if let Err(undo) = read.current.undo_last_commit() {
-                    // Recovery might show the commit: no more writes until it decides.
-                    self.shared
-                        .poison(format!("taking back a commit whose fsync failed: {undo}"));
-                }
+                // process nor recovery after a crash ever shows it. After a failed fsync the
+                // page cache is no evidence of what the disk holds (the error is reported once):
+                // no more writes until the log is opened again from disk.
+                let why = match read.current.undo_last_commit() {
+                    Ok(()) => format!("a commit's fsync failed ({e}); the commit was taken back"),
+                    Err(undo) => format!(
+                        "a commit's fsync failed ({e}), and taking the commit back failed ({undo})"
+                    ),
+                };
+                self.shared.poison(why);
                 return Err(segment_error(&namespace, e));
             }
         }
