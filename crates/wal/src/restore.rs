@@ -19,8 +19,7 @@
 //! them that can still be built.
 //!
 //! Nothing half-written is ever at the destination: the file is built beside it under a
-//! temporary name (created new: a second restore to the same destination fails at once) and
-//! linked into place at the end, which fails rather than replace a file that appeared
+//! temporary name of its own (created new) and linked into place at the end, which fails rather than replace a file that appeared
 //! meanwhile; on any error the temporary files are removed.
 //!
 //! Racing retention or compaction elsewhere: an object of the plan that is gone when fetched
@@ -115,11 +114,9 @@ pub fn restore<S: Storage>(
     if dest.exists() {
         return Err(exists());
     }
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "db".into());
-    let building = dest.with_file_name(format!(".{name}.restoring"));
+    // A name of its own (a restore cut short leaves one behind, in no one's way), short whatever
+    // the destination's name is.
+    let building = dest.with_file_name(format!(".restoring-{}", Uuid::new_v4()));
     let restore = Restore {
         storage,
         namespace,
@@ -128,12 +125,7 @@ pub fn restore<S: Storage>(
         building: &building,
         marker: None,
     };
-    let db = match std::fs::File::create_new(&building) {
-        Ok(db) => db,
-        // Another restore to this destination is running.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
-        Err(e) => return Err(Restore::<S>::io_err(&building)(e)),
-    };
+    let db = std::fs::File::create_new(&building).map_err(Restore::<S>::io_err(&building))?;
     let result = futures::executor::block_on(restore.run(target, None, &db)).and_then(|report| {
         drop(db);
         // A hard link never replaces: a file that appeared at `dest` meanwhile stays.
@@ -141,7 +133,10 @@ pub fn restore<S: Storage>(
             std::io::ErrorKind::AlreadyExists => exists(),
             _ => Restore::<S>::io_err(dest)(e),
         })?;
-        std::fs::remove_file(&building).map_err(Restore::<S>::io_err(&building))?;
+        if let Err(e) = std::fs::remove_file(&building) {
+            // The restore is whole at `dest`; only a second name of it is left.
+            warn!(path = %building.display(), error = %e, "cannot remove the restore's temporary name");
+        }
         sync_parent(dest)?;
         Ok(report)
     });
