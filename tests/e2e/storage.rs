@@ -306,7 +306,14 @@ fn a_segment_storage_refuses_after_store_returned_is_known_to_the_wal_and_sent_a
         },
     )
     .unwrap();
-    let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
+    let registry = Arc::new(WalRegistry::new(
+        StdIo,
+        storage,
+        RegistryConfig {
+            shutdown_timeout: Duration::from_secs(2),
+            ..RegistryConfig::default()
+        },
+    ));
     let db_dir = work.path().join("tenant");
     std::fs::create_dir_all(&db_dir).unwrap();
     let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
@@ -459,5 +466,83 @@ fn ten_thousand_namespaces_opened_and_closed_leave_no_state_and_no_file_open() {
     assert_eq!(count(&conn), 1);
     drop(conn);
     registry.shutdown().unwrap();
+    runtime.block_on(registry.storage().shutdown());
+}
+
+#[test]
+fn shutdown_during_a_bucket_outage_ends_at_its_deadline() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::hooked::{Call, Hook, HookedBackend};
+
+    let runtime = tokio_runtime();
+    let work = tempfile::tempdir().unwrap();
+    let fs = runtime
+        .block_on(FsBackend::new(&work.path().join("bucket")))
+        .unwrap();
+    // The bucket stops answering uploads.
+    let release = Arc::new(AtomicBool::new(false));
+    let hook: Hook = {
+        let release = release.clone();
+        Arc::new(move |call, _| {
+            let release = release.clone();
+            Box::pin(async move {
+                while call == Call::Put && !release.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(())
+            })
+        })
+    };
+    let storage = ActorStorage::<_, File>::start(
+        HookedBackend::new(fs, hook),
+        StorageConfig {
+            scratch_dir: work.path().join("scratch"),
+            // One segment waiting to be durable fills a namespace's queue.
+            max_enqueued_segments: 1,
+            ..StorageConfig::default()
+        },
+    )
+    .unwrap();
+    let registry = Arc::new(WalRegistry::new(
+        StdIo,
+        storage,
+        RegistryConfig {
+            shutdown_timeout: Duration::from_millis(500),
+            ..RegistryConfig::default()
+        },
+    ));
+    let manager = LibsqlWalManager::new(registry.clone());
+    for name in ["a", "b", "c"] {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
+            dir.join("data"),
+            libsql_sys::rusqlite::OpenFlags::default(),
+            manager.clone(),
+            0,
+            None,
+        )
+        .unwrap();
+        conn.execute_batch("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
+            .unwrap();
+        // The first segment fills the queue; the shutdown's seal makes a second one.
+        let shared = registry.get(&name.parse().unwrap()).unwrap();
+        assert!(shared.seal_now().unwrap());
+        conn.execute("INSERT INTO t VALUES (2)", ()).unwrap();
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let stopping = registry.clone();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(stopping.shutdown());
+    });
+    let outcome = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("shutdown ends at its deadline");
+    assert!(
+        matches!(outcome, Err(libsql_wal::Error::DurableTimeout { .. })),
+        "{outcome:?}"
+    );
+    release.store(true, Ordering::SeqCst);
     runtime.block_on(registry.storage().shutdown());
 }

@@ -260,6 +260,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         let deadline = std::time::Instant::now() + self.config.shutdown_timeout;
         if let Err(e) = shared
             .seal_for_shutdown()
+            .and_then(|()| shared.send_unsent())
             .and_then(|()| shared.finish_shutdown(deadline))
         {
             shared.reopen();
@@ -294,10 +295,12 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
     }
 
     /// Shuts every open namespace down and forgets it, then stops the background
-    /// checkpointer: first seals every namespace and hands its segments to storage, then waits
-    /// for all of them to be durable against one deadline (`shutdown_timeout` from then, not
-    /// per namespace), checkpointing each. Opens fail from the start of it. Returns the first
-    /// error after trying them all.
+    /// checkpointer: first seals every namespace, then hands their segments to storage from a
+    /// thread of its own (a namespace whose queue stays full, in a bucket outage, holds up no
+    /// deadline) while waiting for all of them to be durable against one deadline
+    /// (`shutdown_timeout` from then, not per namespace), checkpointing each. Opens fail from
+    /// the start of it. Returns the first error after trying them all; what did not become
+    /// durable stays on local disk and is handed over at the next start.
     pub fn shutdown(&self) -> Result<()> {
         self.shut_down.store(true, Ordering::SeqCst);
         let mut first_error = None;
@@ -316,6 +319,24 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             }
         }
         let deadline = std::time::Instant::now() + self.config.shutdown_timeout;
+        let senders: Vec<_> = sealed.clone();
+        let spawned = std::thread::Builder::new()
+            .name("libsql-wal-shutdown-send".into())
+            .spawn(move || {
+                for shared in senders {
+                    if let Err(e) = shared.send_unsent() {
+                        warn!(namespace = %shared.namespace(), error = %e, "handing the last segments to storage failed");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start a thread to hand the last segments to storage; handing them over here");
+            for shared in &sealed {
+                if let Err(e) = shared.send_unsent() {
+                    failed(shared.namespace(), e);
+                }
+            }
+        }
         for shared in sealed {
             if let Err(e) = shared.finish_shutdown(deadline) {
                 failed(shared.namespace(), e);

@@ -1082,15 +1082,16 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// holds is recovered at the next open.
     pub fn shutdown(&self, timeout: Duration) -> Result<()> {
         self.seal_for_shutdown()?;
+        self.send_unsent()?;
         self.finish_shutdown(Instant::now() + timeout)
     }
 
-    /// The first half of `shutdown`: seals the current segment under the write lock and hands
-    /// every sealed segment to storage.
+    /// The first step of `shutdown`: seals the current segment under the write lock (queued
+    /// for storage; `send_unsent` hands it over).
     pub(crate) fn seal_for_shutdown(&self) -> Result<()> {
         let id = next_writer_id();
         self.acquire_writer(id)?;
-        let sealed = self.seal_current().and_then(|()| self.send_unsent());
+        let sealed = self.seal_current();
         self.release_writer(id);
         sealed
     }
