@@ -8,8 +8,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The storage thread could not be started.
-    #[error("cannot start the storage thread: {source}")]
+    /// The storage thread, or the runtime its reads run on, could not be started.
+    #[error("cannot start the storage thread or its read runtime: {source}")]
     StartThread {
         /// The operating system's error.
         source: std::io::Error,

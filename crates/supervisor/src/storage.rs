@@ -7,8 +7,9 @@
 //! there is none: a backend that falls behind slows that namespace's writers instead of growing
 //! memory. It then queues the segment in the supervisor's mailbox without waiting for the
 //! supervisor to take it (a full mailbox does make it wait). A tokio server must therefore run SQLite work with `spawn_blocking`, never on an
-//! executor thread. The actors and every backend call run on the storage's own actix system
-//! thread, so `ActorStorage` works from any thread and inside any tokio runtime, and needs none.
+//! executor thread. The actors run on the storage's own actix system thread, backend reads
+//! (restores' fetches, listings) and on-demand maintenance on a small runtime of its own, so
+//! `ActorStorage` works from any thread and inside any tokio runtime, and needs none.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,8 +41,10 @@ pub struct ActorStorage<B: Backend, F: FileExt> {
     supervisor: Addr<Supervisor<B, F>>,
     /// The backend, for reads (which need no actor).
     backend: Arc<B>,
-    /// The storage thread's runtime: backend reads run there.
-    runtime: tokio::runtime::Handle,
+    /// The runtime backend reads and on-demand maintenance run on: threads of their own, so
+    /// that verifying and decoding what a restore downloads never holds up the actors (the
+    /// storage thread runs them all). Shut down in the background when the storage drops.
+    reads: Option<tokio::runtime::Runtime>,
     /// The storage thread's actix system.
     system: actix::System,
     /// The storage thread, joined when the storage is dropped.
@@ -88,11 +91,7 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
                         ctx.set_mailbox_capacity(capacity);
                         Supervisor::new(backend, config, scratch, places)
                     });
-                    (
-                        supervisor,
-                        tokio::runtime::Handle::current(),
-                        actix::System::current(),
-                    )
+                    (supervisor, actix::System::current())
                 });
                 if started_tx.send(started).is_ok() {
                     if let Err(e) = system.run() {
@@ -101,8 +100,15 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
                 }
             })
             .map_err(|source| crate::Error::StartThread { source })?;
-        let (supervisor, runtime, system) =
-            started_rx.recv().map_err(|_| crate::Error::StartAborted)?;
+        let (supervisor, system) = started_rx.recv().map_err(|_| crate::Error::StartAborted)?;
+        // Two threads: reads are mostly waiting on the backend; the CPU they need (checksums,
+        // index decoding) must not take both cores from SQLite.
+        let reads = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("libsql-wal-reads")
+            .enable_all()
+            .build()
+            .map_err(|source| crate::Error::StartThread { source })?;
         info!(
             max_in_flight = config.max_in_flight,
             max_enqueued_segments = config.max_enqueued_segments,
@@ -111,7 +117,7 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
         Ok(ActorStorage {
             supervisor,
             backend,
-            runtime,
+            reads: Some(reads),
             system,
             thread: Mutex::new(Some(thread)),
             places: DashMap::new(),
@@ -148,12 +154,12 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
 
     /// Runs one maintenance pass (compaction, then retention if `config` has a window) over
     /// every namespace in every place the storage has stored to (the backend's default config
-    /// and each override), now, on the storage thread, and returns what it did.
+    /// and each override), now, on the read runtime, and returns what it did.
     pub async fn run_maintenance(&self, config: &MaintenanceConfig) -> Result<MaintenanceReport> {
         let (backend, config, scratch) =
             (self.backend.clone(), config.clone(), self.scratch.clone());
         let places = self.written_places.all();
-        self.on_storage_thread(async move {
+        self.on_read_runtime(async move {
             let work = scratch.create_maintenance_dir().map_err(|e| {
                 BackendError::transient("creating a maintenance directory for scratch files", e)
             })?;
@@ -172,15 +178,18 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
         self.system.stop();
     }
 
-    /// Runs a backend call on the storage thread.
-    async fn on_storage_thread<T: Send + 'static>(
+    /// Runs a backend call on the read runtime.
+    async fn on_read_runtime<T: Send + 'static>(
         &self,
         call: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
-        self.runtime
+        let Some(reads) = &self.reads else {
+            return Err(BackendError::ShutDown);
+        };
+        reads
             .spawn(call)
             .await
-            .map_err(|e| BackendError::fatal("running a backend call on the storage thread", e))?
+            .map_err(|e| BackendError::fatal("running a backend call on the read runtime", e))?
     }
 
     fn config_or_default(&self, config_override: Option<&B::Config>) -> B::Config {
@@ -261,7 +270,7 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
     ) -> Result<Option<SegmentKey>> {
         let (backend, namespace) = (self.backend.clone(), namespace.clone());
         let config = self.config_or_default(config_override);
-        self.on_storage_thread(async move { backend.find_segment(&config, &namespace, find).await })
+        self.on_read_runtime(async move { backend.find_segment(&config, &namespace, find).await })
             .await
     }
 
@@ -273,7 +282,7 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
     ) -> Result<PageIndex> {
         let (backend, namespace) = (self.backend.clone(), namespace.clone());
         let config = self.config_or_default(config_override);
-        self.on_storage_thread(async move { backend.fetch_index(&config, &namespace, key).await })
+        self.on_read_runtime(async move { backend.fetch_index(&config, &namespace, key).await })
             .await
     }
 
@@ -292,7 +301,7 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
         let db = db
             .try_clone()
             .map_err(|e| BackendError::transient("sharing the database file being restored", e))?;
-        self.on_storage_thread(async move {
+        self.on_read_runtime(async move {
             backend
                 .fetch_pages_into(&config, &namespace, key, &index, &wanted, &db)
                 .await
@@ -308,7 +317,7 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
     ) -> Result<Vec<SegmentKey>> {
         let (backend, namespace) = (self.backend.clone(), namespace.clone());
         let config = self.config_or_default(config_override);
-        self.on_storage_thread(async move {
+        self.on_read_runtime(async move {
             backend
                 .list_segments(&config, &namespace, until_frame_no)
                 .await
@@ -352,6 +361,10 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
 
 impl<B: Backend, F: FileExt> Drop for ActorStorage<B, F> {
     fn drop(&mut self) {
+        if let Some(reads) = self.reads.take() {
+            // Allowed from any context, inside a tokio runtime too.
+            reads.shutdown_background();
+        }
         self.system.stop();
         let thread = self
             .thread
