@@ -4,6 +4,7 @@
 //! holds covers every frame.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ use libsql_wal_backend::{Backend, BackendExt, FsBackend, S3TestServer, Storage};
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
 use libsql_wal_tests::{count, integrity_check};
+
+use crate::hooked::{Call, Hook, HookedBackend};
 
 type File = std::fs::File;
 
@@ -35,6 +38,64 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Uploads held back until released, as by a bucket that stopped answering them (a test
+/// double that only injects the stall, see `hooked`).
+struct StalledUploads {
+    /// Lets every held upload through.
+    release: Arc<AtomicBool>,
+    /// Uploads that reached the hook.
+    started: Arc<AtomicUsize>,
+}
+
+impl StalledUploads {
+    /// Returns the hook holding back every upload whose key starts with `prefix` ("" for all).
+    fn hook(prefix: &'static str) -> (Hook, Self) {
+        let stalled = StalledUploads {
+            release: Arc::new(AtomicBool::new(false)),
+            started: Arc::new(AtomicUsize::new(0)),
+        };
+        let (release, started) = (stalled.release.clone(), stalled.started.clone());
+        let hook: Hook = Arc::new(move |call, key| {
+            let held = call == Call::Put && key.starts_with(prefix);
+            let (release, started) = (release.clone(), started.clone());
+            Box::pin(async move {
+                if held {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    while !release.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                Ok(())
+            })
+        });
+        (hook, stalled)
+    }
+
+    fn release(&self) {
+        self.release.store(true, Ordering::SeqCst);
+    }
+
+    fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+}
+
+/// Opens a connection to the database `{dir}/data` through `manager`, creating `dir`.
+fn connect_in<S: Storage<File = File>>(
+    manager: &LibsqlWalManager<StdIo, S>,
+    dir: &Path,
+) -> Connection<LibsqlWal<StdIo, S>> {
+    std::fs::create_dir_all(dir).unwrap();
+    Connection::open(
+        dir.join("data"),
+        libsql_sys::rusqlite::OpenFlags::default(),
+        manager.clone(),
+        0,
+        None,
+    )
+    .unwrap()
 }
 
 /// Returns the segment files of the database at `db_path`.
@@ -176,34 +237,13 @@ fn wal_on_actor_storage_over_s3_uploads_checkpoints_and_deletes_segments() {
 
 #[test]
 fn a_namespace_whose_queue_is_full_holds_up_no_other_namespace_age_seal() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    use crate::hooked::{Call, Hook, HookedBackend};
-
     let runtime = tokio_runtime();
     let work = tempfile::tempdir().unwrap();
     let fs = runtime
         .block_on(FsBackend::new(&work.path().join("bucket")))
         .unwrap();
     // Uploads of namespace `stuck` wait until released (a bucket that stopped answering it).
-    let release = Arc::new(AtomicBool::new(false));
-    let stuck_puts = Arc::new(AtomicUsize::new(0));
-    let hook: Hook = {
-        let (release, stuck_puts) = (release.clone(), stuck_puts.clone());
-        Arc::new(move |call, key| {
-            let stuck = call == Call::Put && key.starts_with("stuck/");
-            let (release, stuck_puts) = (release.clone(), stuck_puts.clone());
-            Box::pin(async move {
-                if stuck {
-                    stuck_puts.fetch_add(1, Ordering::SeqCst);
-                    while !release.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-                Ok(())
-            })
-        })
-    };
+    let (hook, stalled) = StalledUploads::hook("stuck/");
     let storage = ActorStorage::<_, File>::start(
         HookedBackend::new(fs, hook),
         StorageConfig {
@@ -227,25 +267,15 @@ fn a_namespace_whose_queue_is_full_holds_up_no_other_namespace_age_seal() {
             ..RegistryConfig::default()
         },
     ));
-    let connect = |name: &str| {
-        let dir = work.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        Connection::open(
-            dir.join("data"),
-            libsql_sys::rusqlite::OpenFlags::default(),
-            LibsqlWalManager::new(registry.clone()),
-            0,
-            None,
-        )
-        .unwrap()
-    };
+    let manager = LibsqlWalManager::new(registry.clone());
+    let connect = |name: &str| connect_in(&manager, &work.path().join(name));
     let stuck = connect("stuck");
     stuck
         .execute_batch("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
         .unwrap();
     // Its first age seal is uploading (held), its second one finds the queue full.
     wait_until("the first upload of `stuck` started", || {
-        stuck_puts.load(Ordering::SeqCst) > 0
+        stalled.started() > 0
     });
     stuck.execute("INSERT INTO t VALUES (2)", ()).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -263,7 +293,7 @@ fn a_namespace_whose_queue_is_full_holds_up_no_other_namespace_age_seal() {
         shared.durable_frame_no() >= end
     });
 
-    release.store(true, Ordering::SeqCst);
+    stalled.release();
     drop((stuck, free, shared));
     registry.shutdown().unwrap();
     runtime.block_on(registry.storage().shutdown());
@@ -271,32 +301,12 @@ fn a_namespace_whose_queue_is_full_holds_up_no_other_namespace_age_seal() {
 
 #[test]
 fn a_segment_storage_refuses_after_store_returned_is_known_to_the_wal_and_sent_again() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    use crate::hooked::{Call, Hook, HookedBackend};
-
     let runtime = tokio_runtime();
     let work = tempfile::tempdir().unwrap();
     let bucket = work.path().join("bucket");
     let fs = runtime.block_on(FsBackend::new(&bucket)).unwrap();
     // Uploads wait until released, so the first segment keeps the storage from draining.
-    let release = Arc::new(AtomicBool::new(false));
-    let puts = Arc::new(AtomicUsize::new(0));
-    let hook: Hook = {
-        let (release, puts) = (release.clone(), puts.clone());
-        Arc::new(move |call, _| {
-            let (release, puts) = (release.clone(), puts.clone());
-            Box::pin(async move {
-                if call == Call::Put {
-                    puts.fetch_add(1, Ordering::SeqCst);
-                    while !release.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-                Ok(())
-            })
-        })
-    };
+    let (hook, stalled) = StalledUploads::hook("");
     let storage = ActorStorage::<_, File>::start(
         HookedBackend::new(fs, hook),
         StorageConfig {
@@ -315,22 +325,12 @@ fn a_segment_storage_refuses_after_store_returned_is_known_to_the_wal_and_sent_a
         },
     ));
     let db_dir = work.path().join("tenant");
-    std::fs::create_dir_all(&db_dir).unwrap();
-    let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
-        db_dir.join("data"),
-        libsql_sys::rusqlite::OpenFlags::default(),
-        LibsqlWalManager::new(registry.clone()),
-        0,
-        None,
-    )
-    .unwrap();
+    let conn = connect_in(&LibsqlWalManager::new(registry.clone()), &db_dir);
     conn.execute_batch("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
         .unwrap();
     let shared = registry.get(&"tenant".parse().unwrap()).unwrap();
     assert!(shared.seal_now().unwrap());
-    wait_until("the first upload started", || {
-        puts.load(Ordering::SeqCst) > 0
-    });
+    wait_until("the first upload started", || stalled.started() > 0);
 
     std::thread::scope(|s| {
         // Storage begins to shut down: it drains (held by the upload) and refuses new segments.
@@ -349,7 +349,7 @@ fn a_segment_storage_refuses_after_store_returned_is_known_to_the_wal_and_sent_a
         wait_until("the WAL learnt of the refusal", || {
             shared.pending_segments() == 1
         });
-        release.store(true, Ordering::SeqCst);
+        stalled.release();
         stopping.join().unwrap();
     });
     let end = shared.last_committed_frame_no();
@@ -373,14 +373,7 @@ fn a_segment_storage_refuses_after_store_returned_is_known_to_the_wal_and_sent_a
     )
     .unwrap();
     let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
-    let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
-        db_dir.join("data"),
-        libsql_sys::rusqlite::OpenFlags::default(),
-        LibsqlWalManager::new(registry.clone()),
-        0,
-        None,
-    )
-    .unwrap();
+    let conn = connect_in(&LibsqlWalManager::new(registry.clone()), &db_dir);
     assert_eq!(count(&conn), 2);
     let shared = registry.get(&"tenant".parse().unwrap()).unwrap();
     wait_until("everything durable", || shared.durable_frame_no() >= end);
@@ -413,16 +406,7 @@ fn ten_thousand_namespaces_opened_and_closed_leave_no_state_and_no_file_open() {
     let fds_before = open_fds();
     for i in 0..10_000 {
         let name = format!("tenant-{i}");
-        let dir = work.path().join("data").join(&name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
-            dir.join("data"),
-            libsql_sys::rusqlite::OpenFlags::default(),
-            manager.clone(),
-            0,
-            None,
-        )
-        .unwrap();
+        let conn = connect_in(&manager, &work.path().join("data").join(&name));
         if i % 10 == 0 {
             // Some write, seal, upload and checkpoint before they close.
             conn.execute_batch("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
@@ -455,14 +439,7 @@ fn ten_thousand_namespaces_opened_and_closed_leave_no_state_and_no_file_open() {
         metrics.namespaces.len()
     );
     // A closed namespace opens again on demand, with what it had.
-    let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
-        work.path().join("data/tenant-0/data"),
-        libsql_sys::rusqlite::OpenFlags::default(),
-        manager.clone(),
-        0,
-        None,
-    )
-    .unwrap();
+    let conn = connect_in(&manager, &work.path().join("data/tenant-0"));
     assert_eq!(count(&conn), 1);
     drop(conn);
     registry.shutdown().unwrap();
@@ -471,29 +448,13 @@ fn ten_thousand_namespaces_opened_and_closed_leave_no_state_and_no_file_open() {
 
 #[test]
 fn shutdown_during_a_bucket_outage_ends_at_its_deadline() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use crate::hooked::{Call, Hook, HookedBackend};
-
     let runtime = tokio_runtime();
     let work = tempfile::tempdir().unwrap();
     let fs = runtime
         .block_on(FsBackend::new(&work.path().join("bucket")))
         .unwrap();
     // The bucket stops answering uploads.
-    let release = Arc::new(AtomicBool::new(false));
-    let hook: Hook = {
-        let release = release.clone();
-        Arc::new(move |call, _| {
-            let release = release.clone();
-            Box::pin(async move {
-                while call == Call::Put && !release.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Ok(())
-            })
-        })
-    };
+    let (hook, stalled) = StalledUploads::hook("");
     let storage = ActorStorage::<_, File>::start(
         HookedBackend::new(fs, hook),
         StorageConfig {
@@ -514,16 +475,7 @@ fn shutdown_during_a_bucket_outage_ends_at_its_deadline() {
     ));
     let manager = LibsqlWalManager::new(registry.clone());
     for name in ["a", "b", "c"] {
-        let dir = work.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let conn: Connection<LibsqlWal<StdIo, _>> = Connection::open(
-            dir.join("data"),
-            libsql_sys::rusqlite::OpenFlags::default(),
-            manager.clone(),
-            0,
-            None,
-        )
-        .unwrap();
+        let conn = connect_in(&manager, &work.path().join(name));
         conn.execute_batch("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
             .unwrap();
         // The first segment fills the queue; the shutdown's seal makes a second one.
@@ -543,6 +495,6 @@ fn shutdown_during_a_bucket_outage_ends_at_its_deadline() {
         matches!(outcome, Err(libsql_wal::Error::DurableTimeout { .. })),
         "{outcome:?}"
     );
-    release.store(true, Ordering::SeqCst);
+    stalled.release();
     runtime.block_on(registry.storage().shutdown());
 }
