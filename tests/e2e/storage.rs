@@ -82,6 +82,29 @@ impl StalledUploads {
     }
 }
 
+/// Starts `ActorStorage` over a fresh fs bucket under `work` whose uploads of keys starting
+/// with `prefix` are held back (`StalledUploads`), with `config` and its scratch files there.
+fn storage_with_stalled_uploads(
+    runtime: &tokio::runtime::Runtime,
+    work: &Path,
+    prefix: &'static str,
+    config: StorageConfig,
+) -> (ActorStorage<HookedBackend<FsBackend>, File>, StalledUploads) {
+    let fs = runtime
+        .block_on(FsBackend::new(&work.join("bucket")))
+        .unwrap();
+    let (hook, stalled) = StalledUploads::hook(prefix);
+    let storage = ActorStorage::start(
+        HookedBackend::new(fs, hook),
+        StorageConfig {
+            scratch_dir: work.join("scratch"),
+            ..config
+        },
+    )
+    .unwrap();
+    (storage, stalled)
+}
+
 /// Opens a connection to the database `{dir}/data` through `manager`, creating `dir`.
 fn connect_in<S: Storage<File = File>>(
     manager: &LibsqlWalManager<StdIo, S>,
@@ -239,21 +262,17 @@ fn wal_on_actor_storage_over_s3_uploads_checkpoints_and_deletes_segments() {
 fn a_namespace_whose_queue_is_full_holds_up_no_other_namespace_age_seal() {
     let runtime = tokio_runtime();
     let work = tempfile::tempdir().unwrap();
-    let fs = runtime
-        .block_on(FsBackend::new(&work.path().join("bucket")))
-        .unwrap();
     // Uploads of namespace `stuck` wait until released (a bucket that stopped answering it).
-    let (hook, stalled) = StalledUploads::hook("stuck/");
-    let storage = ActorStorage::<_, File>::start(
-        HookedBackend::new(fs, hook),
+    let (storage, stalled) = storage_with_stalled_uploads(
+        &runtime,
+        work.path(),
+        "stuck/",
         StorageConfig {
-            scratch_dir: work.path().join("scratch"),
             // One segment of a namespace waiting to be durable fills its queue.
             max_enqueued_segments: 1,
             ..StorageConfig::default()
         },
-    )
-    .unwrap();
+    );
     let registry = Arc::new(WalRegistry::new(
         StdIo,
         storage,
@@ -304,18 +323,16 @@ fn a_segment_storage_refuses_after_store_returned_is_known_to_the_wal_and_sent_a
     let runtime = tokio_runtime();
     let work = tempfile::tempdir().unwrap();
     let bucket = work.path().join("bucket");
-    let fs = runtime.block_on(FsBackend::new(&bucket)).unwrap();
     // Uploads wait until released, so the first segment keeps the storage from draining.
-    let (hook, stalled) = StalledUploads::hook("");
-    let storage = ActorStorage::<_, File>::start(
-        HookedBackend::new(fs, hook),
+    let (storage, stalled) = storage_with_stalled_uploads(
+        &runtime,
+        work.path(),
+        "",
         StorageConfig {
-            scratch_dir: work.path().join("scratch"),
             shutdown_timeout: Duration::from_secs(60),
             ..StorageConfig::default()
         },
-    )
-    .unwrap();
+    );
     let registry = Arc::new(WalRegistry::new(
         StdIo,
         storage,
@@ -450,21 +467,17 @@ fn ten_thousand_namespaces_opened_and_closed_leave_no_state_and_no_file_open() {
 fn shutdown_during_a_bucket_outage_ends_at_its_deadline() {
     let runtime = tokio_runtime();
     let work = tempfile::tempdir().unwrap();
-    let fs = runtime
-        .block_on(FsBackend::new(&work.path().join("bucket")))
-        .unwrap();
     // The bucket stops answering uploads.
-    let (hook, stalled) = StalledUploads::hook("");
-    let storage = ActorStorage::<_, File>::start(
-        HookedBackend::new(fs, hook),
+    let (storage, stalled) = storage_with_stalled_uploads(
+        &runtime,
+        work.path(),
+        "",
         StorageConfig {
-            scratch_dir: work.path().join("scratch"),
             // One segment waiting to be durable fills a namespace's queue.
             max_enqueued_segments: 1,
             ..StorageConfig::default()
         },
-    )
-    .unwrap();
+    );
     let registry = Arc::new(WalRegistry::new(
         StdIo,
         storage,
