@@ -110,8 +110,9 @@ pub struct WalRegistry<I: Io, S: Storage<File = I::File>> {
     wals: Arc<DashMap<NamespaceName, Arc<SharedWal<I, S>>>>,
     /// Namespaces being opened: whoever holds the lock opens, the others wait for it.
     opening: DashMap<NamespaceName, Arc<Mutex<()>>>,
-    /// Stops the age-check thread when dropped (it sees the channel close).
-    _age_check: std::sync::mpsc::Sender<()>,
+    /// The age-check thread and the channel that stops it (it sees the channel close): both
+    /// go when the registry is dropped, which waits for the thread.
+    age_check: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
     /// Background checkpoints for every namespace.
     checkpointer: Arc<Checkpointer>,
     /// Set by `shutdown`: no namespace opens after it.
@@ -131,12 +132,16 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         let (stop, stopped) = std::sync::mpsc::channel();
         let watched = Arc::downgrade(&wals);
         let interval = config.age_check_interval;
-        let spawned = std::thread::Builder::new()
+        let age_check = match std::thread::Builder::new()
             .name("libsql-wal-age-check".into())
-            .spawn(move || seal_old_segments(&watched, &stopped, interval));
-        if let Err(e) = spawned {
-            warn!(error = %e, "cannot start the age check: segments seal by size only");
-        }
+            .spawn(move || seal_old_segments(&watched, &stopped, interval))
+        {
+            Ok(thread) => Some((stop, thread)),
+            Err(e) => {
+                warn!(error = %e, "cannot start the age check: segments seal by size only");
+                None
+            }
+        };
         WalRegistry {
             io: Arc::new(io),
             storage: Arc::new(storage),
@@ -144,7 +149,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             config,
             wals,
             opening: DashMap::new(),
-            _age_check: stop,
+            age_check,
             shut_down: AtomicBool::new(false),
         }
     }
@@ -179,6 +184,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         }
         if shared.poisoned().is_some() && shared.connections() == 0 {
             warn!(%namespace, "opening a poisoned log again from disk");
+            shared.retire();
             self.wals
                 .remove_if(namespace, |_, s| Arc::ptr_eq(s, &shared));
             return Ok(None);
@@ -266,6 +272,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             shared.reopen();
             return Err(e);
         }
+        shared.retire();
         self.wals
             .remove_if(namespace, |_, s| Arc::ptr_eq(s, &shared));
         drop(shared);
@@ -347,6 +354,21 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// Dropping a registry (without `shutdown`) leaves nothing of it running on the namespaces'
+/// files: it waits for the age check and for the background checkpoints queued so far, so that
+/// another registry (or process) opening the same files next finds them at rest.
+impl<I: Io, S: Storage<File = I::File>> Drop for WalRegistry<I, S> {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.age_check.take() {
+            drop(stop);
+            if thread.join().is_err() {
+                tracing::error!("the age-check thread panicked");
+            }
+        }
+        self.checkpointer.stop();
     }
 }
 

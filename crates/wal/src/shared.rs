@@ -597,6 +597,18 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         }
     }
 
+    /// Ends this log's work on its files once the registry has forgotten it (closed, or
+    /// poisoned and about to be opened again from disk): waits for a checkpoint running on it
+    /// and makes every later seal and checkpoint of it do nothing (a background checkpoint may
+    /// still be queued), so that nothing of it runs alongside the log opened next over the same
+    /// files.
+    pub(crate) fn retire(&self) {
+        let _running = lock(&self.checkpointing);
+        let _ = self
+            .poisoned
+            .set("the namespace was closed; it opens again on demand".to_string());
+    }
+
     /// Marks the log as taking no more writes, seals or checkpoints, for `why`.
     pub(crate) fn poison(&self, why: String) {
         tracing::error!(namespace = %self.namespace, %why, "the log takes no more writes until it is opened again");
