@@ -1,0 +1,412 @@
+//! `libsql-wal run`: the server. It opens the storage (a directory, or S3), a WAL registry
+//! over it and the HTTP server, prints a banner, and on SIGINT or SIGTERM stops gracefully
+//! (requests finish, streams roll back, every namespace is sealed, made durable and
+//! checkpointed); a second signal exits at once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use libsql_wal::{RegistryConfig, SwapStrategy, WalRegistry};
+use libsql_wal_backend::{Backend, CompactionStrategy, FsBackend, S3Backend, S3Options};
+use libsql_wal_segment::StdIo;
+use libsql_wal_server::{Durability, Limits, Server, ServerConfig, Token, WalHost};
+use libsql_wal_supervisor::{ActorStorage, MaintenanceConfig, StorageConfig};
+use tracing::{error, info};
+
+use crate::settings::{init_logging, parse_duration, LogFormat, StorageArgs, StorageLocation};
+
+/// When commits are synced to local disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncMode {
+    /// At seal (the bucket is the durable copy): SQLite's synchronous=NORMAL.
+    Normal,
+    /// At every commit: SQLite's synchronous=FULL.
+    Full,
+}
+
+/// How remote segments are compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compaction {
+    /// Size-tiered, 8 segments per merge.
+    Tiered,
+    /// Every segment twice the span of the next newer.
+    Logarithmic,
+}
+
+/// `libsql-wal run`'s flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where namespaces (and, by default, the bucket) live.
+    #[arg(long, env = "LIBSQL_WAL_DATA_DIR", default_value = "libsql-wal-data")]
+    data_dir: PathBuf,
+    /// Durable storage.
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Where the user API (Hrana over HTTP) listens.
+    #[arg(long, env = "LIBSQL_WAL_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the admin API listens.
+    #[arg(
+        long,
+        env = "LIBSQL_WAL_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
+    admin_listen: SocketAddr,
+    /// Serve no admin API.
+    #[arg(long, env = "LIBSQL_WAL_NO_ADMIN")]
+    no_admin: bool,
+    /// The user API's bearer token (prefer the environment variable or a file: flags show in
+    /// process listings).
+    #[arg(long, env = "LIBSQL_WAL_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// A file holding the user API's bearer token.
+    #[arg(
+        long,
+        env = "LIBSQL_WAL_AUTH_TOKEN_FILE",
+        conflicts_with = "auth_token"
+    )]
+    auth_token_file: Option<PathBuf>,
+    /// The admin API's bearer token.
+    #[arg(long, env = "LIBSQL_WAL_ADMIN_AUTH_TOKEN", hide_env_values = true)]
+    admin_auth_token: Option<String>,
+    /// A file holding the admin API's bearer token.
+    #[arg(
+        long,
+        env = "LIBSQL_WAL_ADMIN_AUTH_TOKEN_FILE",
+        conflicts_with = "admin_auth_token"
+    )]
+    admin_auth_token_file: Option<PathBuf>,
+    /// Serve without a token on a non-loopback address.
+    #[arg(long, env = "LIBSQL_WAL_ALLOW_UNAUTHENTICATED")]
+    allow_unauthenticated: bool,
+    /// When commits are synced to local disk.
+    #[arg(long, env = "LIBSQL_WAL_SYNC", value_enum, default_value = "normal")]
+    sync: SyncMode,
+    /// Seal a segment (and ship it) once it holds this many frames.
+    #[arg(long, env = "LIBSQL_WAL_SEGMENT_MAX_FRAMES", default_value_t = SwapStrategy::default().max_frames)]
+    segment_max_frames: u64,
+    /// Seal a segment once its frames take this many bytes.
+    #[arg(long, env = "LIBSQL_WAL_SEGMENT_MAX_BYTES", default_value_t = SwapStrategy::default().max_bytes)]
+    segment_max_bytes: u64,
+    /// Seal a segment once its first commit is this old (bounds what a lost disk loses).
+    #[arg(long, env = "LIBSQL_WAL_SEGMENT_MAX_AGE", default_value = "5m", value_parser = parse_duration)]
+    segment_max_age: Duration,
+    /// Uploads running at once, across namespaces.
+    #[arg(long, env = "LIBSQL_WAL_UPLOAD_CONCURRENCY", default_value_t = StorageConfig::default().max_in_flight)]
+    upload_concurrency: usize,
+    /// Sealed segments of one namespace that may wait to be durable before writers wait.
+    #[arg(long, env = "LIBSQL_WAL_QUEUE_DEPTH", default_value_t = StorageConfig::default().max_enqueued_segments)]
+    queue_depth: usize,
+    /// Compact (and, with --retention, prune) the bucket this often; off when not given.
+    #[arg(long, env = "LIBSQL_WAL_MAINTENANCE_INTERVAL", value_parser = parse_duration)]
+    maintenance_interval: Option<Duration>,
+    /// How segments are compacted by maintenance.
+    #[arg(
+        long,
+        env = "LIBSQL_WAL_COMPACTION",
+        value_enum,
+        default_value = "tiered"
+    )]
+    compaction: Compaction,
+    /// Keep restore points this far back (older segments covered by a compacted one go);
+    /// every point is kept when not given.
+    #[arg(long, env = "LIBSQL_WAL_RETENTION", value_parser = parse_duration, requires = "maintenance_interval")]
+    retention: Option<Duration>,
+    /// Close a namespace unused this long (it reopens on demand).
+    #[arg(long, env = "LIBSQL_WAL_IDLE_NAMESPACE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    idle_namespace_timeout: Duration,
+    /// Threads running SQL.
+    #[arg(long, env = "LIBSQL_WAL_SQL_THREADS", default_value_t = ServerConfig::default().sql_threads)]
+    sql_threads: usize,
+    /// Time one request may run before it is interrupted.
+    #[arg(long, env = "LIBSQL_WAL_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    statement_timeout: Duration,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "LIBSQL_WAL_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// How long shutdown waits for storage to make every namespace durable.
+    #[arg(long, env = "LIBSQL_WAL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+    /// Log line format (the level comes from RUST_LOG, default info).
+    #[arg(
+        long,
+        env = "LIBSQL_WAL_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+fn read_token(
+    value: Option<&str>,
+    file: Option<&PathBuf>,
+    flag: &str,
+) -> Result<Option<Token>, String> {
+    let text = match (value, file) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("{flag}-file {}: {e}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    Token::new(text)
+        .map(Some)
+        .map_err(|e| format!("{flag}: {e}"))
+}
+
+/// How the banner's curl line sends the token without printing it.
+fn token_hint(value: Option<&str>, file: Option<&PathBuf>) -> Option<String> {
+    if value.is_some() {
+        if std::env::var_os("LIBSQL_WAL_AUTH_TOKEN").is_some() {
+            return Some("-H \"Authorization: Bearer $LIBSQL_WAL_AUTH_TOKEN\" ".into());
+        }
+        return Some("-H 'Authorization: Bearer <your token>' ".into());
+    }
+    file.map(|path| format!("-H \"Authorization: Bearer $(cat {})\" ", path.display()))
+}
+
+/// Runs the server until a signal; returns the process's exit code.
+pub fn run(args: RunArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("libsql-wal-io")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the I/O runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let location = match args.storage.location(&args.data_dir) {
+        Ok(location) => location,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
+        eprintln!(
+            "error: cannot create the data directory {}: {e}",
+            args.data_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match &location {
+        StorageLocation::Fs(path) => {
+            let backend = runtime.block_on(FsBackend::new(path.clone()));
+            match backend {
+                Ok(backend) => serve(backend, &args, &location, runtime),
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot open the storage directory {}: {e}",
+                        path.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        StorageLocation::S3 { bucket, prefix } => {
+            let mut options = S3Options::new(bucket.clone(), prefix.clone());
+            options.endpoint = args.storage.s3_endpoint.clone();
+            options.region = args.storage.s3_region.clone();
+            match runtime.block_on(S3Backend::new(options)) {
+                Ok(backend) => serve(backend, &args, &location, runtime),
+                Err(e) => {
+                    eprintln!("error: cannot reach the S3 storage {location}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve<B: Backend>(
+    backend: B,
+    args: &RunArgs,
+    location: &StorageLocation,
+    runtime: tokio::runtime::Runtime,
+) -> ExitCode {
+    let auth_token = match read_token(
+        args.auth_token.as_deref(),
+        args.auth_token_file.as_ref(),
+        "--auth-token",
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let admin_token = match read_token(
+        args.admin_auth_token.as_deref(),
+        args.admin_auth_token_file.as_ref(),
+        "--admin-auth-token",
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let storage_config = StorageConfig {
+        max_in_flight: args.upload_concurrency.max(1),
+        max_enqueued_segments: args.queue_depth.max(1),
+        scratch_dir: args.data_dir.join("scratch"),
+        shutdown_timeout: args.shutdown_timeout,
+        maintenance: args.maintenance_interval.map(|interval| MaintenanceConfig {
+            interval,
+            strategy: match args.compaction {
+                Compaction::Tiered => CompactionStrategy::default(),
+                Compaction::Logarithmic => CompactionStrategy::Logarithmic,
+            },
+            retention: args.retention,
+        }),
+        ..StorageConfig::default()
+    };
+    let storage = match ActorStorage::start(backend, storage_config) {
+        Ok(storage) => storage,
+        Err(e) => {
+            eprintln!("error: cannot start the storage pipeline: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let registry = Arc::new(WalRegistry::new(
+        StdIo,
+        storage,
+        RegistryConfig {
+            swap: SwapStrategy {
+                max_frames: args.segment_max_frames.max(1),
+                max_bytes: args.segment_max_bytes.max(1),
+                max_age: args.segment_max_age,
+            },
+            shutdown_timeout: args.shutdown_timeout,
+            ..RegistryConfig::default()
+        },
+    ));
+    let durability = match args.sync {
+        SyncMode::Normal => Durability::Normal,
+        SyncMode::Full => Durability::Full,
+    };
+    let host = match WalHost::new(
+        &args.data_dir,
+        registry,
+        runtime.handle().clone(),
+        durability,
+    ) {
+        Ok(host) => Arc::new(host),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = ServerConfig {
+        user_addr: args.listen,
+        admin_addr: (!args.no_admin).then_some(args.admin_listen),
+        auth_token,
+        admin_token,
+        allow_unauthenticated: args.allow_unauthenticated,
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            statement_timeout: args.statement_timeout,
+            ..Limits::default()
+        },
+        idle_namespace_timeout: Some(args.idle_namespace_timeout),
+        sql_threads: args.sql_threads,
+        ..ServerConfig::default()
+    };
+    let server = match Server::start(config, host) {
+        Ok(server) => server,
+        Err(e @ libsql_wal_server::Error::Config(_)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let user = format!("http://{}", server.user_addr());
+    let hint =
+        token_hint(args.auth_token.as_deref(), args.auth_token_file.as_ref()).unwrap_or_default();
+    println!("libsql-wal {} serving", env!("CARGO_PKG_VERSION"));
+    println!("  data:      {}", args.data_dir.display());
+    println!("  bucket:    {location}");
+    println!("  user API:  {user}  (namespace `default`; others by x-namespace header)");
+    match server.admin_addr() {
+        Some(admin) => {
+            println!("  admin API: http://{admin}  (status page, /metrics, /v1/namespaces)")
+        }
+        None => println!("  admin API: off"),
+    }
+    println!(
+        "  try:       curl -s {hint}{user}/v2/pipeline -d '{{\"requests\":[{{\"type\":\"execute\",\"stmt\":{{\"sql\":\"SELECT 1\"}}}},{{\"type\":\"close\"}}]}}'"
+    );
+    info!(user_api = %user, "serving");
+
+    let signals = runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    });
+    let (mut interrupt, mut terminate) = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    });
+    info!("stopping: finishing requests, rolling back open streams, sealing and shipping every namespace");
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let stopper = std::thread::spawn(move || {
+        let _ = done_tx.send(server.stop());
+    });
+    let summary = runtime.block_on(async {
+        tokio::select! {
+            summary = done_rx => summary.ok(),
+            _ = interrupt.recv() => None,
+            _ = terminate.recv() => None,
+        }
+    });
+    match summary {
+        Some(summary) => {
+            let _ = stopper.join();
+            let took = summary.took.as_secs_f64();
+            match summary.error {
+                None => {
+                    println!(
+                        "libsql-wal stopped: {} namespaces sealed, durable and checkpointed, {} open streams rolled back, in {took:.1} s",
+                        summary.namespaces, summary.streams_rolled_back
+                    );
+                    ExitCode::SUCCESS
+                }
+                Some(e) => {
+                    error!(error = %e, "shutdown incomplete");
+                    println!(
+                        "libsql-wal stopped with an error after {took:.1} s: {e} (what is not durable stays on local disk and is sent at the next start)"
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            println!("libsql-wal: second signal, exiting now (what is not durable stays on local disk and is sent at the next start)");
+            std::process::exit(130);
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The admin API, on its own listener with its own token: create, delete, list and describe
+//! namespaces, checkpoint or seal one now, Prometheus metrics (`GET /metrics`), and a small
+//! status page (`GET /`) that refreshes itself.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use crate::namespaces::NamespaceInfo;
+use crate::user::{authorize, parse_namespace, Failure};
+use crate::State;
+
+#[derive(Debug, Default, Deserialize)]
+struct DeleteRequest {
+    #[serde(default)]
+    keep_backup: bool,
+}
+
+async fn create(
+    state: Arc<State>,
+    req: HttpRequest,
+    name: String,
+    body: Bytes,
+) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, true)?;
+    let namespace = parse_namespace(&name)?;
+    if !body.is_empty() {
+        // sqld takes options here; none is needed by this server, but the body must be JSON.
+        serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
+            Failure::json(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                format!("the body is not JSON: {e}"),
+            )
+        })?;
+    }
+    let host = state.host.clone();
+    state.pool.run(move || host.create(&namespace)).await??;
+    Ok(HttpResponse::Ok().finish())
+}
+
+async fn delete(
+    state: Arc<State>,
+    req: HttpRequest,
+    name: String,
+    body: Bytes,
+) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, true)?;
+    let namespace = parse_namespace(&name)?;
+    let options: DeleteRequest = if body.is_empty() {
+        DeleteRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Failure::json(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                format!("the body is not a delete request: {e}"),
+            )
+        })?
+    };
+    if !state.host.exists(&namespace) {
+        return Err(crate::error::Error::NamespaceNotFound(namespace).into());
+    }
+    let (idle, none_running) = state.streams.take_namespace(&namespace);
+    let host = state.host.clone();
+    state
+        .pool
+        .run(move || {
+            // Their connections roll back and close here, before the log closes.
+            drop(idle);
+            if !none_running {
+                return Err(Failure::json(
+                    StatusCode::CONFLICT,
+                    "NAMESPACE_BUSY",
+                    "a request is running on the namespace; try again",
+                ));
+            }
+            host.delete(&namespace, options.keep_backup)
+                .map_err(Failure::from)
+        })
+        .await??;
+    Ok(HttpResponse::Ok().finish())
+}
+
+async fn infos(
+    state: &Arc<State>,
+) -> Result<(Vec<NamespaceInfo>, libsql_wal_supervisor::StorageMetrics), Failure> {
+    let host = state.host.clone();
+    Ok(state
+        .pool
+        .run(move || {
+            let storage = host.storage_metrics()?;
+            let mut infos = Vec::new();
+            for namespace in host.list()? {
+                match host.info(&namespace, &storage) {
+                    Ok(info) => infos.push(info),
+                    // Deleted meanwhile.
+                    Err(crate::error::Error::NamespaceNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok::<_, crate::error::Error>((infos, storage))
+        })
+        .await??)
+}
+
+async fn list(state: Arc<State>, req: HttpRequest) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, true)?;
+    let (infos, _) = infos(&state).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "namespaces": infos })))
+}
+
+async fn get(state: Arc<State>, req: HttpRequest, name: String) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, true)?;
+    let namespace = parse_namespace(&name)?;
+    let host = state.host.clone();
+    let info = state
+        .pool
+        .run(move || {
+            let storage = host.storage_metrics()?;
+            host.info(&namespace, &storage)
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(info))
+}
+
+async fn checkpoint(
+    state: Arc<State>,
+    req: HttpRequest,
+    name: String,
+) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, true)?;
+    let namespace = parse_namespace(&name)?;
+    if !state.host.exists(&namespace) {
+        return Err(crate::error::Error::NamespaceNotFound(namespace).into());
+    }
+    let host = state.host.clone();
+    let segments = state
+        .pool
+        .run(move || host.checkpoint(&namespace))
+        .await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "checkpointed_segments": segments })))
+}
+
+async fn seal(state: Arc<State>, req: HttpRequest, name: String) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, true)?;
+    let namespace = parse_namespace(&name)?;
+    if !state.host.exists(&namespace) {
+        return Err(crate::error::Error::NamespaceNotFound(namespace).into());
+    }
+    let host = state.host.clone();
+    let sealed = state.pool.run(move || host.seal(&namespace)).await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "sealed": sealed })))
+}
+
+async fn metrics(state: Arc<State>, req: HttpRequest) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, true)?;
+    let (infos, storage) = infos(&state).await?;
+    let text = state
+        .metrics
+        .render(state.streams.open(None), &infos, &storage);
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text))
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn status_page(state: Arc<State>, req: HttpRequest) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, true)?;
+    let (infos, storage) = infos(&state).await?;
+    let mut rows = String::new();
+    for info in &infos {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape(&info.name),
+            if info.open { "open" } else { "closed" },
+            info.last_committed_frame_no,
+            info.durable_frame_no,
+            info.durable_lag_frames,
+            info.sealed_segments,
+            info.local_bytes,
+            escape(&info.health),
+        ));
+    }
+    let bytes_sent: u64 = storage.namespaces.iter().map(|n| n.bytes_sent).sum();
+    let page = format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5"><title>libsql-wal</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style>
+</head><body>
+<h1>libsql-wal</h1>
+<p>{} namespaces, {} open streams. Storage: {} uploads in flight, {} waiting, {} segments queued, {} retries, {} bytes uploaded since start{}.</p>
+<table><tr><th>namespace</th><th>log</th><th>frames</th><th>durable</th><th>lag (frames)</th><th>sealed segments</th><th>local bytes</th><th>health</th></tr>
+{}</table>
+<p>Refreshes every 5 s. Metrics: <a href="/metrics">/metrics</a>.</p>
+</body></html>
+"#,
+        infos.len(),
+        state.streams.open(None),
+        storage.uploads_in_flight,
+        storage.uploads_waiting,
+        storage.queued_segments(),
+        storage.retries,
+        bytes_sent,
+        if storage.accepting {
+            ""
+        } else {
+            "; shutting down"
+        },
+        rows
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(page))
+}
+
+fn answered(
+    state: &State,
+    route: &str,
+    started: Instant,
+    outcome: Result<HttpResponse, Failure>,
+) -> HttpResponse {
+    let response = outcome.unwrap_or_else(Failure::response);
+    state.metrics.request(
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// Adds the admin API's routes.
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/v1/namespaces/{namespace}/create",
+        web::post().to(
+            |s: web::Data<Arc<State>>, r: HttpRequest, p: web::Path<String>, b: Bytes| async move {
+                let (started, state) = (Instant::now(), s.get_ref().clone());
+                let outcome = create(state.clone(), r, p.into_inner(), b).await;
+                answered(&state, "admin:create", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/v1/namespaces/{namespace}",
+        web::delete().to(
+            |s: web::Data<Arc<State>>, r: HttpRequest, p: web::Path<String>, b: Bytes| async move {
+                let (started, state) = (Instant::now(), s.get_ref().clone());
+                let outcome = delete(state.clone(), r, p.into_inner(), b).await;
+                answered(&state, "admin:delete", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/v1/namespaces/{namespace}",
+        web::get().to(
+            |s: web::Data<Arc<State>>, r: HttpRequest, p: web::Path<String>| async move {
+                let (started, state) = (Instant::now(), s.get_ref().clone());
+                let outcome = get(state.clone(), r, p.into_inner()).await;
+                answered(&state, "admin:get", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/v1/namespaces",
+        web::get().to(|s: web::Data<Arc<State>>, r: HttpRequest| async move {
+            let (started, state) = (Instant::now(), s.get_ref().clone());
+            let outcome = list(state.clone(), r).await;
+            answered(&state, "admin:list", started, outcome)
+        }),
+    )
+    .route(
+        "/v1/namespaces/{namespace}/checkpoint",
+        web::post().to(
+            |s: web::Data<Arc<State>>, r: HttpRequest, p: web::Path<String>| async move {
+                let (started, state) = (Instant::now(), s.get_ref().clone());
+                let outcome = checkpoint(state.clone(), r, p.into_inner()).await;
+                answered(&state, "admin:checkpoint", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/v1/namespaces/{namespace}/seal",
+        web::post().to(
+            |s: web::Data<Arc<State>>, r: HttpRequest, p: web::Path<String>| async move {
+                let (started, state) = (Instant::now(), s.get_ref().clone());
+                let outcome = seal(state.clone(), r, p.into_inner()).await;
+                answered(&state, "admin:seal", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/metrics",
+        web::get().to(|s: web::Data<Arc<State>>, r: HttpRequest| async move {
+            let (started, state) = (Instant::now(), s.get_ref().clone());
+            let outcome = metrics(state.clone(), r).await;
+            answered(&state, "admin:metrics", started, outcome)
+        }),
+    )
+    .route(
+        "/",
+        web::get().to(|s: web::Data<Arc<State>>, r: HttpRequest| async move {
+            let (started, state) = (Instant::now(), s.get_ref().clone());
+            let outcome = status_page(state.clone(), r).await;
+            answered(&state, "admin:status", started, outcome)
+        }),
+    );
+}

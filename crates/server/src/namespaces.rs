@@ -1,0 +1,425 @@
+//! The namespaces a server hosts: each one a database file `{data}/namespaces/{ns}/data` on
+//! this WAL, whose log goes to durable storage through `ActorStorage`. `Host` is what the
+//! HTTP side asks of them (open a connection, create, delete, describe, close when idle);
+//! `WalHost` is it over a `WalRegistry`. Every method blocks: call them on the SQL threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::{DashMap, DashSet};
+use libsql_sys::rusqlite::OpenFlags;
+use libsql_wal::{LibsqlWalManager, WalRegistry};
+use libsql_wal_backend::{Backend, NamespaceName, Storage};
+use libsql_wal_segment::StdIo;
+use libsql_wal_supervisor::{ActorStorage, StorageMetrics};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::streams::DbConn;
+
+/// How long SQLite retries a statement that found the database busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The durable storage of a server.
+pub type ServerStorage<B> = ActorStorage<B, std::fs::File>;
+
+/// What one namespace is and does now.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NamespaceInfo {
+    /// Its name.
+    pub name: String,
+    /// Whether its log is open (it closes when idle and opens on demand).
+    pub open: bool,
+    /// The newest committed frame_no (0 when closed or empty).
+    pub last_committed_frame_no: u64,
+    /// The newest frame_no durable in storage.
+    pub durable_frame_no: u64,
+    /// Frames committed and not yet durable.
+    pub durable_lag_frames: u64,
+    /// The newest frame_no copied into the database file.
+    pub checkpointed_frame_no: u64,
+    /// Sealed segments on local disk.
+    pub sealed_segments: usize,
+    /// Sealed segments storage has not taken yet.
+    pub pending_segments: usize,
+    /// Segments queued in storage, not yet durable.
+    pub queued_segments: usize,
+    /// Seals that failed and were retried.
+    pub seal_failures: u64,
+    /// Bytes on local disk: the database file and its segments.
+    pub local_bytes: u64,
+    /// "ok", or what is wrong (a poisoned log, failing uploads).
+    pub health: String,
+}
+
+/// What the HTTP side asks of the namespaces.
+pub trait Host: Send + Sync + 'static {
+    /// Whether `namespace` exists (and is not being deleted).
+    fn exists(&self, namespace: &NamespaceName) -> bool;
+    /// Opens a connection on `namespace` (which exists).
+    fn connect(&self, namespace: &NamespaceName) -> Result<Box<dyn DbConn>>;
+    /// Creates `namespace`: fails with `NamespaceExists` if it exists. A bucket that holds
+    /// history of that name restores it.
+    fn create(&self, namespace: &NamespaceName) -> Result<()>;
+    /// Closes `namespace` (no connection may be open on it), removes its files and, unless
+    /// `keep_backup`, its objects in storage.
+    fn delete(&self, namespace: &NamespaceName, keep_backup: bool) -> Result<()>;
+    /// Every namespace, in name order.
+    fn list(&self) -> Result<Vec<NamespaceName>>;
+    /// What `namespace` is doing.
+    fn info(&self, namespace: &NamespaceName, storage: &StorageMetrics) -> Result<NamespaceInfo>;
+    /// What the storage pipeline is doing.
+    fn storage_metrics(&self) -> Result<StorageMetrics>;
+    /// Checkpoints `namespace` now; returns the segments copied into the database file.
+    fn checkpoint(&self, namespace: &NamespaceName) -> Result<usize>;
+    /// Seals `namespace`'s current segment now; false if a writer held the lock.
+    fn seal(&self, namespace: &NamespaceName) -> Result<bool>;
+    /// Notes that `namespace` was used now (for the idle close).
+    fn touch(&self, namespace: &NamespaceName);
+    /// Closes the namespaces unused for `idle` with no connection open; returns how many.
+    fn close_idle(&self, idle: Duration) -> usize;
+    /// Shuts the registry down (seal, durable, checkpoint), then the storage; returns the
+    /// namespaces that did not shut down cleanly.
+    fn shutdown(&self) -> Result<()>;
+}
+
+/// When a commit is synced to local disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// At seal: a crash may lose the newest commits not yet sealed (the bucket holds what was
+    /// sealed and uploaded). SQLite's `synchronous=NORMAL`.
+    Normal,
+    /// At every commit. SQLite's `synchronous=FULL`.
+    Full,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Normal => "PRAGMA synchronous=NORMAL",
+            Durability::Full => "PRAGMA synchronous=FULL",
+        }
+    }
+}
+
+/// The namespaces of a server on a `WalRegistry` over `ActorStorage<B>`.
+pub struct WalHost<B: Backend> {
+    root: PathBuf,
+    durability: Durability,
+    manager: LibsqlWalManager<StdIo, ServerStorage<B>>,
+    runtime: tokio::runtime::Handle,
+    last_used: DashMap<NamespaceName, Instant>,
+    deleting: DashSet<NamespaceName>,
+}
+
+impl<B: Backend> WalHost<B> {
+    /// Hosts the namespaces under `{data_dir}/namespaces` on `registry`, their connections
+    /// syncing commits as `durability` says; `runtime` runs the storage's async calls from the
+    /// SQL threads.
+    pub fn new(
+        data_dir: &Path,
+        registry: Arc<WalRegistry<StdIo, ServerStorage<B>>>,
+        runtime: tokio::runtime::Handle,
+        durability: Durability,
+    ) -> Result<Self> {
+        let root = data_dir.join("namespaces");
+        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+            path: root.clone(),
+            source,
+        })?;
+        Ok(WalHost {
+            root,
+            durability,
+            manager: LibsqlWalManager::new(registry),
+            runtime,
+            last_used: DashMap::new(),
+            deleting: DashSet::new(),
+        })
+    }
+
+    fn registry(&self) -> &Arc<WalRegistry<StdIo, ServerStorage<B>>> {
+        self.manager.registry()
+    }
+
+    fn dir(&self, namespace: &NamespaceName) -> PathBuf {
+        self.root.join(namespace.as_str())
+    }
+
+    fn db_path(&self, namespace: &NamespaceName) -> PathBuf {
+        self.dir(namespace).join("data")
+    }
+
+    /// Deletes every object of `namespace` in storage.
+    async fn delete_objects(backend: &B, namespace: &NamespaceName) -> Result<usize> {
+        let config = backend.default_config();
+        let prefix = format!("{}/", namespace.as_str());
+        let mut deleted = 0;
+        loop {
+            let keys = backend
+                .list(config, &prefix, None, 1000)
+                .await
+                .map_err(|source| Error::Storage {
+                    namespace: namespace.clone(),
+                    source,
+                })?;
+            if keys.is_empty() {
+                return Ok(deleted);
+            }
+            for key in &keys {
+                backend
+                    .delete(config, key)
+                    .await
+                    .map_err(|source| Error::Storage {
+                        namespace: namespace.clone(),
+                        source,
+                    })?;
+                deleted += 1;
+            }
+        }
+    }
+
+    fn local_bytes(&self, namespace: &NamespaceName) -> u64 {
+        let mut total = 0;
+        let db = self.db_path(namespace);
+        total += std::fs::metadata(&db).map_or(0, |m| m.len());
+        let mut segments = db.into_os_string();
+        segments.push("-segments");
+        if let Ok(entries) = std::fs::read_dir(PathBuf::from(segments)) {
+            for entry in entries.flatten() {
+                total += entry.metadata().map_or(0, |m| m.len());
+            }
+        }
+        total
+    }
+}
+
+impl<B: Backend> Host for WalHost<B> {
+    fn exists(&self, namespace: &NamespaceName) -> bool {
+        !self.deleting.contains(namespace) && self.dir(namespace).is_dir()
+    }
+
+    #[tracing::instrument(skip(self), fields(namespace = %namespace))]
+    fn connect(&self, namespace: &NamespaceName) -> Result<Box<dyn DbConn>> {
+        self.touch(namespace);
+        let conn = libsql_sys::Connection::open(
+            self.db_path(namespace),
+            OpenFlags::default(),
+            self.manager.clone(),
+            // SQLite never checkpoints on its own: sealing and checkpointing are the WAL's.
+            0,
+            None,
+        )
+        .map_err(|e| Error::Connect {
+            namespace: namespace.clone(),
+            source: e,
+        })?;
+        // An autocommit write whose snapshot went stale is retried by SQLite from a new one
+        // (the WAL itself queues writers fairly).
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .and_then(|()| conn.execute_batch(self.durability.pragma()))
+            .map_err(|e| Error::Connect {
+                namespace: namespace.clone(),
+                source: e,
+            })?;
+        Ok(Box::new(conn))
+    }
+
+    #[tracing::instrument(skip(self), fields(namespace = %namespace))]
+    fn create(&self, namespace: &NamespaceName) -> Result<()> {
+        let dir = self.dir(namespace);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::NamespaceExists(namespace.clone()))
+            }
+            Err(source) => return Err(Error::Io { path: dir, source }),
+        }
+        if let Err(e) = self.registry().open(&self.db_path(namespace)) {
+            // Nothing was committed in it: leave no half-made namespace behind.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(Error::Wal {
+                namespace: namespace.clone(),
+                source: e,
+            });
+        }
+        self.touch(namespace);
+        info!("namespace created");
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self), fields(namespace = %namespace))]
+    fn delete(&self, namespace: &NamespaceName, keep_backup: bool) -> Result<()> {
+        if !self.exists(namespace) {
+            return Err(Error::NamespaceNotFound(namespace.clone()));
+        }
+        if !self.deleting.insert(namespace.clone()) {
+            return Err(Error::NamespaceNotFound(namespace.clone()));
+        }
+        let result = (|| {
+            self.registry()
+                .close(namespace)
+                .map_err(|source| Error::Wal {
+                    namespace: namespace.clone(),
+                    source,
+                })?;
+            let dir = self.dir(namespace);
+            std::fs::remove_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
+            if !keep_backup {
+                let backend = self.registry().storage().backend().clone();
+                let ns = namespace.clone();
+                let deleted = self
+                    .runtime
+                    .block_on(async move { Self::delete_objects(&backend, &ns).await })?;
+                info!(objects = deleted, "namespace objects deleted from storage");
+            }
+            Ok(())
+        })();
+        self.last_used.remove(namespace);
+        self.deleting.remove(namespace);
+        if result.is_ok() {
+            info!(keep_backup, "namespace deleted");
+        }
+        result
+    }
+
+    fn list(&self) -> Result<Vec<NamespaceName>> {
+        let mut names = Vec::new();
+        let entries = std::fs::read_dir(&self.root).map_err(|source| Error::Io {
+            path: self.root.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| Error::Io {
+                path: self.root.clone(),
+                source,
+            })?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            match name.parse::<NamespaceName>() {
+                Ok(ns) if entry.path().is_dir() && !self.deleting.contains(&ns) => names.push(ns),
+                Ok(_) => {}
+                Err(e) => warn!(name, error = %e, "skipping a directory that is not a namespace"),
+            }
+        }
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(names)
+    }
+
+    fn info(&self, namespace: &NamespaceName, storage: &StorageMetrics) -> Result<NamespaceInfo> {
+        if !self.exists(namespace) {
+            return Err(Error::NamespaceNotFound(namespace.clone()));
+        }
+        let shared = self.registry().get(namespace);
+        let stored = storage.namespace(namespace);
+        let last_committed_frame_no = shared.as_ref().map_or(0, |s| s.last_committed_frame_no());
+        let durable_frame_no = shared
+            .as_ref()
+            .map(|s| s.durable_frame_no())
+            .or(stored.map(|m| m.durable_frame_no))
+            .unwrap_or(0);
+        let mut problems = Vec::new();
+        if let Some(why) = shared.as_ref().and_then(|s| s.poisoned()) {
+            problems.push(format!("log poisoned: {why}"));
+        }
+        if let Some(m) = stored {
+            if !m.healthy {
+                problems.push(format!(
+                    "uploads failing: {}",
+                    m.last_error.as_deref().unwrap_or("unknown error")
+                ));
+            }
+        }
+        Ok(NamespaceInfo {
+            name: namespace.as_str().to_string(),
+            open: shared.is_some(),
+            last_committed_frame_no,
+            durable_frame_no,
+            durable_lag_frames: last_committed_frame_no.saturating_sub(durable_frame_no),
+            checkpointed_frame_no: shared.as_ref().map_or(0, |s| s.checkpointed_frame_no()),
+            sealed_segments: shared.as_ref().map_or(0, |s| s.sealed_segment_count()),
+            pending_segments: shared.as_ref().map_or(0, |s| s.pending_segments()),
+            queued_segments: stored.map_or(0, |m| m.queue_depth),
+            seal_failures: shared.as_ref().map_or(0, |s| s.seal_failures()),
+            local_bytes: self.local_bytes(namespace),
+            health: if problems.is_empty() {
+                "ok".to_string()
+            } else {
+                problems.join("; ")
+            },
+        })
+    }
+
+    fn storage_metrics(&self) -> Result<StorageMetrics> {
+        let storage = self.registry().storage().clone();
+        self.runtime
+            .block_on(async move { storage.metrics().await })
+            .map_err(|source| Error::StorageStopped { source })
+    }
+
+    fn checkpoint(&self, namespace: &NamespaceName) -> Result<usize> {
+        let shared = self
+            .registry()
+            .open(&self.db_path(namespace))
+            .map_err(|source| Error::Wal {
+                namespace: namespace.clone(),
+                source,
+            })?;
+        shared.checkpoint().map_err(|source| Error::Wal {
+            namespace: namespace.clone(),
+            source,
+        })
+    }
+
+    fn seal(&self, namespace: &NamespaceName) -> Result<bool> {
+        let shared = self
+            .registry()
+            .open(&self.db_path(namespace))
+            .map_err(|source| Error::Wal {
+                namespace: namespace.clone(),
+                source,
+            })?;
+        shared.seal_now().map_err(|source| Error::Wal {
+            namespace: namespace.clone(),
+            source,
+        })
+    }
+
+    fn touch(&self, namespace: &NamespaceName) {
+        self.last_used.insert(namespace.clone(), Instant::now());
+    }
+
+    fn close_idle(&self, idle: Duration) -> usize {
+        let now = Instant::now();
+        let due: Vec<NamespaceName> = self
+            .last_used
+            .iter()
+            .filter(|e| now.duration_since(*e.value()) >= idle)
+            .map(|e| e.key().clone())
+            .collect();
+        let mut closed = 0;
+        for namespace in due {
+            match self.registry().close(&namespace) {
+                Ok(()) => {
+                    // Used again meanwhile: it is open again and stays in the map.
+                    self.last_used
+                        .remove_if(&namespace, |_, at| now.duration_since(*at) >= idle);
+                    closed += 1;
+                }
+                Err(libsql_wal::Error::Busy { .. }) => {}
+                Err(e) => warn!(%namespace, error = %e, "closing an idle namespace failed"),
+            }
+        }
+        closed
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let registry = self.registry().clone();
+        let wal = registry.shutdown();
+        let storage = registry.storage().clone();
+        self.runtime
+            .block_on(async move { storage.shutdown().await });
+        wal.map_err(|source| Error::Shutdown { source })
+    }
+}

@@ -1,0 +1,151 @@
+//! The SQL threads: a fixed pool of plain threads on which every SQLite call runs, so that a
+//! statement waiting on SQLite's commit path (a full storage queue, a writer lock) never holds
+//! an executor thread. A request waits for a free thread in arrival order: backpressure
+//! reaches the client as latency.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed pool of threads running blocking jobs.
+pub struct SqlPool {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    free: Arc<Semaphore>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl SqlPool {
+    /// Starts `size` threads.
+    pub fn new(size: usize) -> Result<Self> {
+        if size == 0 {
+            return Err(Error::Config(
+                "the SQL thread pool needs at least one thread".into(),
+            ));
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::with_capacity(size);
+        for i in 0..size {
+            let rx = rx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("libsql-wal-sql-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .map_err(|source| Error::Start {
+                    what: "an SQL thread",
+                    source,
+                })?;
+            threads.push(thread);
+        }
+        Ok(SqlPool {
+            jobs: Mutex::new(Some(tx)),
+            free: Arc::new(Semaphore::new(size)),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Runs `job` on a free thread (waiting for one) and returns what it returned; fails with
+    /// `PoolStopped` if the pool stopped or the job panicked.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let permit = self
+            .free
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::PoolStopped)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _permit = permit;
+            let result = std::panic::catch_unwind(AssertUnwindSafe(job));
+            if result.is_err() {
+                tracing::error!("a job on an SQL thread panicked");
+            }
+            let _ = tx.send(result);
+        });
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(jobs) = jobs.as_ref() else {
+                return Err(Error::PoolStopped);
+            };
+            jobs.send(job).map_err(|_| Error::PoolStopped)?;
+        }
+        match rx.await {
+            Ok(Ok(value)) => Ok(value),
+            _ => Err(Error::PoolStopped),
+        }
+    }
+
+    /// Stops taking jobs, lets the threads finish what they took, and waits for them.
+    pub fn stop(&self) {
+        self.free.close();
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("an SQL thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for SqlPool {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_run_off_the_executor_at_most_size_at_once_and_a_panic_is_an_error() {
+        let pool = Arc::new(SqlPool::new(2).expect("start"));
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut jobs = Vec::new();
+        for _ in 0..8 {
+            let (pool, running, most) = (pool.clone(), running.clone(), most.clone());
+            jobs.push(tokio::spawn(async move {
+                pool.run(move || {
+                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::current().name().map(str::to_string)
+                })
+                .await
+            }));
+        }
+        for job in jobs {
+            let name = job.await.expect("join").expect("ran").expect("named");
+            assert!(name.starts_with("libsql-wal-sql-"), "{name}");
+        }
+        assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+        assert!(matches!(
+            pool.run(|| panic!("boom")).await,
+            Err(Error::PoolStopped)
+        ));
+        assert_eq!(pool.run(|| 7).await.expect("still running"), 7);
+        pool.stop();
+        assert!(matches!(pool.run(|| 1).await, Err(Error::PoolStopped)));
+    }
+}

@@ -1,0 +1,760 @@
+//! The user API: Hrana over HTTP as sqld serves it (`/v2/pipeline`, `/v3/pipeline`,
+//! `/v3/cursor`, `/v1/execute`, `/v1/batch`, `/dev/{ns}/v{2,3}/pipeline`), and the probes
+//! (`/health`, `/version`, `/v1`, `/v2`, `/v3`). Requests name their namespace by header,
+//! host or path; their SQL runs on the SQL threads.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use base64::Engine;
+use libsql_wal_backend::NamespaceName;
+use serde::de::DeserializeOwned;
+
+use crate::proto::{
+    CursorEntry, CursorHead, CursorRequest, PipelineRequest, PipelineResponse, StreamRequest,
+    StreamResponse, StreamResult, V1BatchRequest, V1ExecuteRequest,
+};
+use crate::sql::{self, ProtocolError, RowBudget, SqlStore, Version};
+use crate::streams::{BatonError, Stream};
+use crate::State;
+
+/// An HTTP answer that is not a pipeline result: a status and a body.
+pub(crate) struct Failure {
+    status: StatusCode,
+    body: FailureBody,
+}
+
+enum FailureBody {
+    /// `text/plain`, as sqld answers protocol errors.
+    Text(String),
+    /// `application/json` `{"error", "message", "code"}`: sqld's generic error shape with the
+    /// keys Hrana clients read.
+    Json { message: String, code: String },
+}
+
+impl Failure {
+    pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            body: FailureBody::Text(message.into()),
+        }
+    }
+
+    pub(crate) fn json(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            body: FailureBody::Json {
+                message: message.into(),
+                code: code.to_string(),
+            },
+        }
+    }
+
+    pub(crate) fn response(self) -> HttpResponse {
+        match self.body {
+            FailureBody::Text(text) => HttpResponse::build(self.status)
+                .content_type("text/plain")
+                .body(text),
+            FailureBody::Json { message, code } => HttpResponse::build(self.status)
+                .content_type("application/json")
+                .json(serde_json::json!({"error": message, "message": message, "code": code})),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<crate::error::Error> for Failure {
+    fn from(e: crate::error::Error) -> Self {
+        use crate::error::Error as E;
+        match &e {
+            E::NamespaceNotFound(_) => {
+                Failure::json(StatusCode::NOT_FOUND, "NAMESPACE_NOT_FOUND", e.to_string())
+            }
+            E::NamespaceExists(_) => {
+                Failure::json(StatusCode::BAD_REQUEST, "NAMESPACE_EXISTS", e.to_string())
+            }
+            E::InvalidNamespace { .. } => {
+                Failure::json(StatusCode::BAD_REQUEST, "INVALID_NAMESPACE", e.to_string())
+            }
+            E::Wal {
+                source: libsql_wal::Error::Busy { .. },
+                ..
+            } => Failure::json(StatusCode::CONFLICT, "NAMESPACE_BUSY", e.to_string()),
+            E::PoolStopped => Failure::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SHUTTING_DOWN",
+                e.to_string(),
+            ),
+            _ => {
+                tracing::error!(error = %e, "request failed");
+                Failure::json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_ERROR",
+                    e.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl From<BatonError> for Failure {
+    fn from(e: BatonError) -> Self {
+        match e {
+            BatonError::Expired => {
+                Failure::json(StatusCode::BAD_REQUEST, "STREAM_EXPIRED", e.to_string())
+            }
+            other => Failure::text(StatusCode::BAD_REQUEST, other.to_string()),
+        }
+    }
+}
+
+impl From<ProtocolError> for Failure {
+    fn from(e: ProtocolError) -> Self {
+        Failure::text(StatusCode::BAD_REQUEST, e.0)
+    }
+}
+
+/// Checks the user API's bearer token (constant time), if one is set.
+pub(crate) fn authorize(state: &State, req: &HttpRequest, admin: bool) -> Result<(), Failure> {
+    let expected = if admin {
+        &state.config.admin_token
+    } else {
+        &state.config.auth_token
+    };
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if expected.matches(given) {
+        Ok(())
+    } else {
+        Err(Failure::json(
+            StatusCode::UNAUTHORIZED,
+            "AUTH_FAILED",
+            "Unauthorized: a valid `Authorization: Bearer <token>` header is required",
+        ))
+    }
+}
+
+/// Parses a namespace name, naming what is wrong with a bad one.
+pub(crate) fn parse_namespace(name: &str) -> Result<NamespaceName, Failure> {
+    name.parse().map_err(|e: libsql_wal_backend::Error| {
+        Failure::from(crate::error::Error::InvalidNamespace {
+            name: name.to_string(),
+            why: e.to_string(),
+        })
+    })
+}
+
+/// Picks the namespace of a request in sqld's order: the `/dev/{ns}` path, `x-namespace-bin`
+/// (base64), `x-namespace`, the Host's first label (not for an IP address or a host without a
+/// dot), else the default namespace.
+fn namespace_of(
+    state: &State,
+    req: &HttpRequest,
+    from_path: Option<&str>,
+) -> Result<NamespaceName, Failure> {
+    if let Some(name) = from_path {
+        return parse_namespace(name);
+    }
+    let headers = req.headers();
+    if let Some(value) = headers.get("x-namespace-bin") {
+        let bytes = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(v.trim_end_matches('='))
+                    .ok()
+            })
+            .ok_or_else(|| {
+                Failure::json(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_NAMESPACE",
+                    "the x-namespace-bin header is not base64",
+                )
+            })?;
+        let name = String::from_utf8(bytes).map_err(|_| {
+            Failure::json(
+                StatusCode::BAD_REQUEST,
+                "INVALID_NAMESPACE",
+                "the x-namespace-bin header is not UTF-8",
+            )
+        })?;
+        return parse_namespace(&name);
+    }
+    if let Some(value) = headers.get("x-namespace") {
+        let name = value.to_str().map_err(|_| {
+            Failure::json(
+                StatusCode::BAD_REQUEST,
+                "INVALID_NAMESPACE",
+                "the x-namespace header is not text",
+            )
+        })?;
+        return parse_namespace(name);
+    }
+    if let Some(host) = headers
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        if let Some(label) = subdomain(host) {
+            return parse_namespace(label);
+        }
+    }
+    Ok(state.config.default_namespace.clone())
+}
+
+/// The first label of `host` (without its port), unless it is an IP address or has no dot.
+fn subdomain(host: &str) -> Option<&str> {
+    let name = if host.starts_with('[') {
+        return None;
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        })
+    };
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let (first, rest) = name.split_once('.')?;
+    if first.is_empty() || rest.is_empty() {
+        return None;
+    }
+    Some(first)
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| {
+        Failure::text(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not a valid Hrana request: {e}"),
+        )
+    })
+}
+
+/// Resolves and checks a request's namespace: it must exist.
+fn existing_namespace(
+    state: &State,
+    req: &HttpRequest,
+    from_path: Option<&str>,
+) -> Result<NamespaceName, Failure> {
+    let namespace = namespace_of(state, req, from_path)?;
+    if !state.host.exists(&namespace) {
+        return Err(crate::error::Error::NamespaceNotFound(namespace).into());
+    }
+    Ok(namespace)
+}
+
+/// Takes the stream of `baton`, or opens a new one.
+async fn take_stream(
+    state: &Arc<State>,
+    namespace: &NamespaceName,
+    baton: Option<&str>,
+) -> Result<Stream, Failure> {
+    if let Some(baton) = baton {
+        return Ok(state.streams.acquire(baton, namespace)?);
+    }
+    let reservation = state.streams.reserve(namespace).map_err(|e| {
+        Failure::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOO_MANY_STREAMS",
+            e.to_string(),
+        )
+    })?;
+    let host = state.host.clone();
+    let ns = namespace.clone();
+    let conn = state.pool.run(move || host.connect(&ns)).await??;
+    let id = state.streams.new_id();
+    let stream = Stream {
+        id,
+        namespace: namespace.clone(),
+        conn,
+        store: SqlStore::default(),
+    };
+    // Registered and taken at once: the request runs on it now.
+    let baton = reservation.register(stream);
+    Ok(state.streams.acquire(&baton, namespace)?)
+}
+
+/// Runs a pipeline's requests on `stream`; returns the results and whether it was closed.
+fn run_requests(
+    state: &State,
+    stream: &mut Stream,
+    requests: Vec<StreamRequest>,
+    version: Version,
+) -> Result<(Vec<StreamResult>, bool), ProtocolError> {
+    let limits = state.config.limits;
+    let run_limits = limits.run_limits();
+    let mut budget = RowBudget::new(limits.max_response_rows);
+    let mut results = Vec::with_capacity(requests.len());
+    let mut closed = false;
+    for request in requests {
+        if closed {
+            results.push(StreamResult::Error {
+                error: crate::proto::Error::new(
+                    "STREAM_CLOSED",
+                    "the stream was closed by an earlier request",
+                ),
+            });
+            continue;
+        }
+        let conn = stream.conn.sql();
+        let guard = state.watchdog.arm(conn, limits.statement_timeout);
+        let outcome: Result<StreamResponse, crate::proto::Error> = match request {
+            StreamRequest::Close => {
+                closed = true;
+                Ok(StreamResponse::Close)
+            }
+            StreamRequest::Execute { stmt } => {
+                let sql = stream.store.resolve(stmt.sql.as_deref(), stmt.sql_id)?;
+                sql::execute_stmt(conn, &stmt, sql, &mut budget)
+                    .map(|result| StreamResponse::Execute { result })
+            }
+            StreamRequest::Batch { batch } => {
+                sql::check_batch(&batch, version)?;
+                let result = sql::execute_batch(conn, &batch, &stream.store, &mut budget)?;
+                Ok(StreamResponse::Batch { result })
+            }
+            StreamRequest::Sequence { sql, sql_id } => {
+                let sql = stream.store.resolve(sql.as_deref(), sql_id)?;
+                sql::execute_sequence(conn, sql).map(|()| StreamResponse::Sequence)
+            }
+            StreamRequest::Describe { sql, sql_id } => {
+                let sql = stream.store.resolve(sql.as_deref(), sql_id)?;
+                sql::describe(conn, sql).map(|result| StreamResponse::Describe { result })
+            }
+            StreamRequest::StoreSql { sql_id, sql } => stream
+                .store
+                .store(sql_id, sql, &run_limits)?
+                .map(|()| StreamResponse::StoreSql),
+            StreamRequest::CloseSql { sql_id } => {
+                stream.store.close(sql_id);
+                Ok(StreamResponse::CloseSql)
+            }
+            StreamRequest::GetAutocommit => match version {
+                Version::V3 => Ok(StreamResponse::GetAutocommit {
+                    is_autocommit: conn.is_autocommit(),
+                }),
+                Version::V2 => {
+                    return Err(ProtocolError(
+                        "get_autocommit needs Hrana 3 (/v3/pipeline)".to_string(),
+                    ))
+                }
+            },
+        };
+        let fired = guard.fired();
+        drop(guard);
+        results.push(match outcome {
+            Ok(response) => StreamResult::Ok { response },
+            Err(mut error) => {
+                if fired {
+                    error = timed_out(&limits);
+                }
+                state.metrics.hrana_error(&error.code);
+                StreamResult::Error { error }
+            }
+        });
+        if let StreamResult::Ok {
+            response: StreamResponse::Batch { result },
+        } = results.last().expect("just pushed")
+        {
+            for error in result.step_errors.iter().flatten() {
+                state.metrics.hrana_error(&error.code);
+            }
+        }
+    }
+    Ok((results, closed))
+}
+
+fn timed_out(limits: &crate::Limits) -> crate::proto::Error {
+    crate::proto::Error::new(
+        "SQLITE_INTERRUPT",
+        format!(
+            "the statement ran longer than the server's limit of {} ms and was interrupted",
+            limits.statement_timeout.as_millis()
+        ),
+    )
+}
+
+/// Runs `job` on `stream` on an SQL thread. A protocol error drops the stream (its connection
+/// goes on the SQL thread, rolling back an open transaction); otherwise the stream comes back
+/// unless `job` closed it.
+async fn on_stream<T: Send + 'static>(
+    state: &Arc<State>,
+    stream: Stream,
+    job: impl FnOnce(&State, &mut Stream) -> Result<(T, bool), ProtocolError> + Send + 'static,
+) -> Result<(T, Option<String>), Failure> {
+    let id = stream.id;
+    let for_job = state.clone();
+    let ran = state
+        .pool
+        .run(move || {
+            let mut stream = stream;
+            let outcome = job(&for_job, &mut stream);
+            match outcome {
+                Ok((value, false)) => Ok((value, Some(stream))),
+                Ok((value, true)) => Ok((value, None)),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+    match ran {
+        Ok(Ok((value, Some(stream)))) => {
+            state.host.touch(&stream.namespace);
+            Ok((value, Some(state.streams.release(stream))))
+        }
+        Ok(Ok((value, None))) => {
+            state.streams.remove(id);
+            Ok((value, None))
+        }
+        Ok(Err(protocol)) => {
+            state.streams.remove(id);
+            Err(protocol.into())
+        }
+        Err(e) => {
+            state.streams.remove(id);
+            Err(e.into())
+        }
+    }
+}
+
+async fn pipeline(
+    state: Arc<State>,
+    req: HttpRequest,
+    body: Bytes,
+    version: Version,
+    from_path: Option<String>,
+) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, false)?;
+    let namespace = existing_namespace(&state, &req, from_path.as_deref())?;
+    let request: PipelineRequest = parse_body(&body)?;
+    let stream = take_stream(&state, &namespace, request.baton.as_deref()).await?;
+    let requests = request.requests;
+    let (results, baton) = on_stream(&state, stream, move |state, stream| {
+        run_requests(state, stream, requests, version)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(PipelineResponse {
+        baton,
+        base_url: None,
+        results,
+    }))
+}
+
+async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, false)?;
+    let namespace = existing_namespace(&state, &req, None)?;
+    let request: CursorRequest = parse_body(&body)?;
+    sql::check_batch(&request.batch, Version::V3)?;
+    let stream = take_stream(&state, &namespace, request.baton.as_deref()).await?;
+    let batch = request.batch;
+    let (entries, baton) = on_stream(&state, stream, move |state, stream| {
+        let limits = state.config.limits;
+        let mut budget = RowBudget::new(limits.max_response_rows);
+        let mut entries = Vec::new();
+        let mut outcomes: Vec<Option<bool>> = Vec::with_capacity(batch.steps.len());
+        let conn = stream.conn.sql();
+        for (i, step) in batch.steps.iter().enumerate() {
+            let run = step
+                .condition
+                .as_ref()
+                .is_none_or(|c| sql::holds(c, &outcomes, conn));
+            if !run {
+                outcomes.push(None);
+                continue;
+            }
+            let sql_text = stream
+                .store
+                .resolve(step.stmt.sql.as_deref(), step.stmt.sql_id)?;
+            let guard = state.watchdog.arm(conn, limits.statement_timeout);
+            let result = sql::execute_stmt(conn, &step.stmt, sql_text, &mut budget);
+            let fired = guard.fired();
+            drop(guard);
+            match result {
+                Ok(result) => {
+                    outcomes.push(Some(true));
+                    entries.push(CursorEntry::StepBegin {
+                        step: i as u32,
+                        cols: result.cols,
+                    });
+                    for row in result.rows {
+                        entries.push(CursorEntry::Row { row });
+                    }
+                    entries.push(CursorEntry::StepEnd {
+                        affected_row_count: result.affected_row_count,
+                        last_insert_rowid: result.last_insert_rowid,
+                    });
+                }
+                Err(mut error) => {
+                    if fired {
+                        error = timed_out(&limits);
+                    }
+                    state.metrics.hrana_error(&error.code);
+                    outcomes.push(Some(false));
+                    entries.push(CursorEntry::StepError {
+                        step: i as u32,
+                        error,
+                    });
+                }
+            }
+        }
+        Ok((entries, false))
+    })
+    .await?;
+    let mut body = serde_json::to_string(&CursorHead {
+        baton,
+        base_url: None,
+    })
+    .map_err(internal)?;
+    body.push('\n');
+    for entry in entries {
+        body.push_str(&serde_json::to_string(&entry).map_err(internal)?);
+        body.push('\n');
+    }
+    Ok(HttpResponse::Ok().content_type("text/plain").body(body))
+}
+
+fn internal(e: serde_json::Error) -> Failure {
+    Failure::json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_ERROR",
+        e.to_string(),
+    )
+}
+
+/// A one-off connection for the stateless v1 endpoints.
+async fn one_off<T: Send + 'static>(
+    state: &Arc<State>,
+    namespace: NamespaceName,
+    job: impl FnOnce(&State, &libsql_sys::rusqlite::Connection) -> T + Send + 'static,
+) -> Result<T, Failure> {
+    let for_job = state.clone();
+    Ok(state
+        .pool
+        .run(move || {
+            let conn = for_job.host.connect(&namespace)?;
+            Ok::<_, crate::error::Error>(job(&for_job, conn.sql()))
+        })
+        .await??)
+}
+
+async fn v1_execute(
+    state: Arc<State>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, false)?;
+    let namespace = existing_namespace(&state, &req, None)?;
+    let request: V1ExecuteRequest = parse_body(&body)?;
+    let outcome = one_off(&state, namespace, move |state, conn| {
+        let limits = state.config.limits;
+        let sql = request
+            .stmt
+            .sql
+            .clone()
+            .ok_or_else(|| ProtocolError("a v1 statement needs sql".into()))?;
+        let guard = state.watchdog.arm(conn, limits.statement_timeout);
+        let result = sql::execute_stmt(
+            conn,
+            &request.stmt,
+            &sql,
+            &mut RowBudget::new(limits.max_response_rows),
+        );
+        let fired = guard.fired();
+        Ok::<_, ProtocolError>(result.map_err(|e| if fired { timed_out(&limits) } else { e }))
+    })
+    .await??;
+    match outcome {
+        Ok(result) => Ok(HttpResponse::Ok().json(serde_json::json!({ "result": result }))),
+        Err(error) => {
+            state.metrics.hrana_error(&error.code);
+            Ok(HttpResponse::BadRequest().json(error))
+        }
+    }
+}
+
+async fn v1_batch(
+    state: Arc<State>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, false)?;
+    let namespace = existing_namespace(&state, &req, None)?;
+    let request: V1BatchRequest = parse_body(&body)?;
+    sql::check_batch(&request.batch, Version::V2)?;
+    let result = one_off(&state, namespace, move |state, conn| {
+        let limits = state.config.limits;
+        sql::execute_batch(
+            conn,
+            &request.batch,
+            &SqlStore::default(),
+            &mut RowBudget::new(limits.max_response_rows),
+        )
+    })
+    .await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "result": result })))
+}
+
+/// Answers, counting the request in the metrics by route and status.
+fn answered(
+    state: &State,
+    route: &str,
+    started: Instant,
+    outcome: Result<HttpResponse, Failure>,
+) -> HttpResponse {
+    let response = match outcome {
+        Ok(response) => response,
+        Err(failure) => {
+            if failure.status() == StatusCode::BAD_REQUEST {
+                state.metrics.hrana_error("PROTOCOL_ERROR");
+            }
+            failure.response()
+        }
+    };
+    state.metrics.request(
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// Adds the user API's routes.
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/v2/pipeline",
+        web::post().to(
+            |s: web::Data<Arc<State>>, r: HttpRequest, b: Bytes| async move {
+                let started = Instant::now();
+                let state = s.get_ref().clone();
+                let outcome = pipeline(state.clone(), r, b, Version::V2, None).await;
+                answered(&state, "/v2/pipeline", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/v3/pipeline",
+        web::post().to(
+            |s: web::Data<Arc<State>>, r: HttpRequest, b: Bytes| async move {
+                let started = Instant::now();
+                let state = s.get_ref().clone();
+                let outcome = pipeline(state.clone(), r, b, Version::V3, None).await;
+                answered(&state, "/v3/pipeline", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/v3/cursor",
+        web::post().to(
+            |s: web::Data<Arc<State>>, r: HttpRequest, b: Bytes| async move {
+                let started = Instant::now();
+                let state = s.get_ref().clone();
+                let outcome = cursor(state.clone(), r, b).await;
+                answered(&state, "/v3/cursor", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/dev/{namespace}/v{version}/pipeline",
+        web::post().to(
+            |s: web::Data<Arc<State>>,
+             r: HttpRequest,
+             path: web::Path<(String, String)>,
+             b: Bytes| async move {
+                let started = Instant::now();
+                let state = s.get_ref().clone();
+                let (namespace, version) = path.into_inner();
+                let outcome = match version.as_str() {
+                    "2" => pipeline(state.clone(), r, b, Version::V2, Some(namespace)).await,
+                    "3" => pipeline(state.clone(), r, b, Version::V3, Some(namespace)).await,
+                    _ => Err(Failure::text(
+                        StatusCode::NOT_FOUND,
+                        format!("no Hrana version {version}"),
+                    )),
+                };
+                answered(&state, "/dev/{namespace}/pipeline", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/v1/execute",
+        web::post().to(
+            |s: web::Data<Arc<State>>, r: HttpRequest, b: Bytes| async move {
+                let started = Instant::now();
+                let state = s.get_ref().clone();
+                let outcome = v1_execute(state.clone(), r, b).await;
+                answered(&state, "/v1/execute", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/v1/batch",
+        web::post().to(
+            |s: web::Data<Arc<State>>, r: HttpRequest, b: Bytes| async move {
+                let started = Instant::now();
+                let state = s.get_ref().clone();
+                let outcome = v1_batch(state.clone(), r, b).await;
+                answered(&state, "/v1/batch", started, outcome)
+            },
+        ),
+    )
+    .route(
+        "/health",
+        web::get().to(|| async { HttpResponse::Ok().finish() }),
+    )
+    .route(
+        "/version",
+        web::get().to(|| async {
+            HttpResponse::Ok()
+                .content_type("text/plain")
+                .body(format!("libsql-wal {}", env!("CARGO_PKG_VERSION")))
+        }),
+    )
+    .route(
+        "/v1",
+        web::get().to(|| async {
+            HttpResponse::Ok()
+                .content_type("text/plain")
+                .body("This is libsql-wal HTTP API v1")
+        }),
+    )
+    .route("/v2", web::get().to(hello))
+    .route("/v3", web::get().to(hello));
+}
+
+async fn hello() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain")
+        .body("Hello, this is HTTP API v2 (Hrana over HTTP)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subdomain;
+
+    #[test]
+    fn only_a_dotted_host_name_names_a_namespace() {
+        assert_eq!(subdomain("tenant.localhost:8080"), Some("tenant"));
+        assert_eq!(subdomain("tenant.example.com"), Some("tenant"));
+        assert_eq!(subdomain("localhost:8080"), None);
+        assert_eq!(subdomain("127.0.0.1:8080"), None);
+        assert_eq!(subdomain("127.0.0.1"), None);
+        assert_eq!(subdomain("[::1]:8080"), None);
+        assert_eq!(subdomain(".example.com"), None);
+    }
+}
