@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The real-client test: `@libsql/client` (its pure-JS web entry, from npm) against a release
+# `libsql-wal run` with auth on both APIs. Run from the repository root by .ci/run after the
+# release build; needs node and npm (and the npm registry for `npm ci`).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin="${CARGO_TARGET_DIR:-target}/release/libsql-wal"
+[ -x "$bin" ] || { echo "no $bin: build the workspace first" >&2; exit 1; }
+data=$(mktemp -d)
+pid=""
+trap 'kill -9 "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
+
+export LIBSQL_WAL_AUTH_TOKEN="user-$RANDOM$RANDOM"
+export LIBSQL_WAL_ADMIN_AUTH_TOKEN="admin-$RANDOM$RANDOM"
+"$bin" run --data-dir "$data/data" --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 \
+  >"$data/out" 2>"$data/err" &
+pid=$!
+for _ in $(seq 1 100); do
+  grep -q '^  try:' "$data/out" 2>/dev/null && break
+  kill -0 "$pid" 2>/dev/null || { cat "$data/out" "$data/err" >&2; exit 1; }
+  sleep 0.2
+done
+
+(
+  cd tests/clients/libsql-client
+  npm ci --no-audit --no-fund --loglevel=error
+  LIBSQL_URL=http://127.0.0.1:18080 LIBSQL_ADMIN_URL=http://127.0.0.1:19090 \
+    LIBSQL_AUTH_TOKEN="$LIBSQL_WAL_AUTH_TOKEN" LIBSQL_ADMIN_TOKEN="$LIBSQL_WAL_ADMIN_AUTH_TOKEN" \
+    node test.mjs
+)
+
+kill -TERM "$pid"
+status=0
+wait "$pid" || status=$?
+[ "$status" -eq 0 ] || { echo "SIGTERM gave exit code $status" >&2; cat "$data/err" >&2; exit 1; }
+tail -n 1 "$data/out"
