@@ -61,8 +61,8 @@ pub struct RunArgs {
     no_admin: bool,
     /// The user API's bearer token (prefer the environment variable or a file: flags show in
     /// process listings).
-    #[arg(long, env = "LIBSQL_WAL_AUTH_TOKEN", hide_env_values = true)]
-    auth_token: Option<String>,
+    #[arg(long, env = "LIBSQL_WAL_AUTH_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    auth_token: Option<Token>,
     /// A file holding the user API's bearer token.
     #[arg(
         long,
@@ -71,8 +71,8 @@ pub struct RunArgs {
     )]
     auth_token_file: Option<PathBuf>,
     /// The admin API's bearer token.
-    #[arg(long, env = "LIBSQL_WAL_ADMIN_AUTH_TOKEN", hide_env_values = true)]
-    admin_auth_token: Option<String>,
+    #[arg(long, env = "LIBSQL_WAL_ADMIN_AUTH_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    admin_auth_token: Option<Token>,
     /// A file holding the admin API's bearer token.
     #[arg(
         long,
@@ -80,9 +80,14 @@ pub struct RunArgs {
         conflicts_with = "admin_auth_token"
     )]
     admin_auth_token_file: Option<PathBuf>,
-    /// Serve without a token on a non-loopback address.
+    /// Serve the user API without a token on a non-loopback address (the admin API never
+    /// listens off loopback without its token).
     #[arg(long, env = "LIBSQL_WAL_ALLOW_UNAUTHENTICATED")]
     allow_unauthenticated: bool,
+    /// Never take a request's namespace from its Host header (`tenant.example.com`): for a
+    /// server reached by a dotted name of its own.
+    #[arg(long, env = "LIBSQL_WAL_NO_HOST_NAMESPACES")]
+    no_host_namespaces: bool,
     /// When commits are synced to local disk.
     #[arg(long, env = "LIBSQL_WAL_SYNC", value_enum, default_value = "normal")]
     sync: SyncMode,
@@ -116,14 +121,14 @@ pub struct RunArgs {
     /// every point is kept when not given.
     #[arg(long, env = "LIBSQL_WAL_RETENTION", value_parser = parse_duration, requires = "maintenance_interval")]
     retention: Option<Duration>,
-    /// Close a namespace unused this long (it reopens on demand).
+    /// Close a namespace unused this long (it reopens on demand); 0 never closes one.
     #[arg(long, env = "LIBSQL_WAL_IDLE_NAMESPACE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     idle_namespace_timeout: Duration,
     /// Threads running SQL.
     #[arg(long, env = "LIBSQL_WAL_SQL_THREADS", default_value_t = ServerConfig::default().sql_threads)]
     sql_threads: usize,
     /// Time one request may run before it is interrupted.
-    #[arg(long, env = "LIBSQL_WAL_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "LIBSQL_WAL_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_statement_timeout)]
     statement_timeout: Duration,
     /// Largest request body, in bytes.
     #[arg(long, env = "LIBSQL_WAL_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
@@ -141,13 +146,27 @@ pub struct RunArgs {
     log_format: LogFormat,
 }
 
+/// Parses `--statement-timeout`: from 1 ms to 1 day.
+fn parse_statement_timeout(text: &str) -> Result<Duration, String> {
+    let limit = parse_duration(text)?;
+    if limit.is_zero() || limit > Duration::from_secs(86_400) {
+        return Err(format!("{text:?}: a statement timeout is from 1ms to 1d"));
+    }
+    Ok(limit)
+}
+
+/// Parses a token flag into a `Token`, whose `Debug` shows nothing of it.
+fn parse_token(text: &str) -> Result<Token, String> {
+    Token::new(text).map_err(|e| e.to_string())
+}
+
 fn read_token(
-    value: Option<&str>,
+    value: Option<&Token>,
     file: Option<&PathBuf>,
     flag: &str,
 ) -> Result<Option<Token>, String> {
     let text = match (value, file) {
-        (Some(v), _) => v.to_string(),
+        (Some(token), _) => return Ok(Some(token.clone())),
         (None, Some(path)) => std::fs::read_to_string(path)
             .map_err(|e| format!("{flag}-file {}: {e}", path.display()))?
             .trim()
@@ -160,7 +179,7 @@ fn read_token(
 }
 
 /// How the banner's curl line sends the token without printing it.
-fn token_hint(value: Option<&str>, file: Option<&PathBuf>) -> Option<String> {
+fn token_hint(value: Option<&Token>, file: Option<&PathBuf>) -> Option<String> {
     if value.is_some() {
         if std::env::var_os("LIBSQL_WAL_AUTH_TOKEN").is_some() {
             return Some("-H \"Authorization: Bearer $LIBSQL_WAL_AUTH_TOKEN\" ".into());
@@ -235,7 +254,7 @@ fn serve<B: Backend>(
     runtime: tokio::runtime::Runtime,
 ) -> ExitCode {
     let auth_token = match read_token(
-        args.auth_token.as_deref(),
+        args.auth_token.as_ref(),
         args.auth_token_file.as_ref(),
         "--auth-token",
     ) {
@@ -246,7 +265,7 @@ fn serve<B: Backend>(
         }
     };
     let admin_token = match read_token(
-        args.admin_auth_token.as_deref(),
+        args.admin_auth_token.as_ref(),
         args.admin_auth_token_file.as_ref(),
         "--admin-auth-token",
     ) {
@@ -313,12 +332,14 @@ fn serve<B: Backend>(
         auth_token,
         admin_token,
         allow_unauthenticated: args.allow_unauthenticated,
+        namespace_from_host: !args.no_host_namespaces,
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             statement_timeout: args.statement_timeout,
             ..Limits::default()
         },
-        idle_namespace_timeout: Some(args.idle_namespace_timeout),
+        idle_namespace_timeout: (!args.idle_namespace_timeout.is_zero())
+            .then_some(args.idle_namespace_timeout),
         sql_threads: args.sql_threads,
         ..ServerConfig::default()
     };
@@ -335,7 +356,7 @@ fn serve<B: Backend>(
     };
     let user = format!("http://{}", server.user_addr());
     let hint =
-        token_hint(args.auth_token.as_deref(), args.auth_token_file.as_ref()).unwrap_or_default();
+        token_hint(args.auth_token.as_ref(), args.auth_token_file.as_ref()).unwrap_or_default();
     println!("libsql-wal {} serving", env!("CARGO_PKG_VERSION"));
     println!("  data:      {}", args.data_dir.display());
     println!("  bucket:    {location}");

@@ -39,7 +39,10 @@ async fn create(
         })?;
     }
     let host = state.host.clone();
-    state.pool.run(move || host.create(&namespace)).await??;
+    state
+        .admin_pool
+        .run(move || host.create(&namespace))
+        .await??;
     Ok(HttpResponse::Ok().finish())
 }
 
@@ -65,22 +68,20 @@ async fn delete(
     if !state.host.exists(&namespace) {
         return Err(crate::error::Error::NamespaceNotFound(namespace).into());
     }
-    let (idle, none_running) = state.streams.take_namespace(&namespace);
+    let Some(idle) = state.streams.take_namespace(&namespace) else {
+        return Err(Failure::json(
+            StatusCode::CONFLICT,
+            "NAMESPACE_BUSY",
+            "a request is running on the namespace; try again",
+        ));
+    };
     let host = state.host.clone();
     state
-        .pool
+        .admin_pool
         .run(move || {
             // Their connections roll back and close here, before the log closes.
             drop(idle);
-            if !none_running {
-                return Err(Failure::json(
-                    StatusCode::CONFLICT,
-                    "NAMESPACE_BUSY",
-                    "a request is running on the namespace; try again",
-                ));
-            }
             host.delete(&namespace, options.keep_backup)
-                .map_err(Failure::from)
         })
         .await??;
     Ok(HttpResponse::Ok().finish())
@@ -91,7 +92,7 @@ async fn infos(
 ) -> Result<(Vec<NamespaceInfo>, libsql_wal_supervisor::StorageMetrics), Failure> {
     let host = state.host.clone();
     Ok(state
-        .pool
+        .admin_pool
         .run(move || {
             let storage = host.storage_metrics()?;
             let mut infos = Vec::new();
@@ -119,7 +120,7 @@ async fn get(state: Arc<State>, req: HttpRequest, name: String) -> Result<HttpRe
     let namespace = parse_namespace(&name)?;
     let host = state.host.clone();
     let info = state
-        .pool
+        .admin_pool
         .run(move || {
             let storage = host.storage_metrics()?;
             host.info(&namespace, &storage)
@@ -140,7 +141,7 @@ async fn checkpoint(
     }
     let host = state.host.clone();
     let segments = state
-        .pool
+        .admin_pool
         .run(move || host.checkpoint(&namespace))
         .await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "checkpointed_segments": segments })))
@@ -153,7 +154,10 @@ async fn seal(state: Arc<State>, req: HttpRequest, name: String) -> Result<HttpR
         return Err(crate::error::Error::NamespaceNotFound(namespace).into());
     }
     let host = state.host.clone();
-    let sealed = state.pool.run(move || host.seal(&namespace)).await??;
+    let sealed = state
+        .admin_pool
+        .run(move || host.seal(&namespace))
+        .await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "sealed": sealed })))
 }
 

@@ -13,6 +13,17 @@ pub enum Error {
     /// The namespace exists already.
     #[error("Namespace `{0}` already exists")]
     NamespaceExists(NamespaceName),
+    /// The namespace cannot do that now.
+    #[error("namespace {namespace} is busy: {why}")]
+    NamespaceBusy {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// Why.
+        why: &'static str,
+    },
+    /// A job on an SQL thread panicked (a bug; the server goes on).
+    #[error("a request's job panicked on an SQL thread")]
+    JobPanicked,
     /// A namespace name that `NamespaceName` refuses.
     #[error("invalid namespace name {name:?}: {why}")]
     InvalidNamespace {

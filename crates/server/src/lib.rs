@@ -39,6 +39,7 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 pub use namespaces::{Durability, Host, NamespaceInfo, ServerStorage, WalHost};
+pub use streams::DbConn;
 
 /// A bearer token. Its `Debug` never shows it.
 #[derive(Clone)]
@@ -54,9 +55,13 @@ impl Token {
         Ok(Token(token))
     }
 
-    /// Whether `given` is this token (in constant time).
+    /// Whether `given` is this token: their SHA-256 digests are compared in constant time, so
+    /// neither the token nor its length shows in the time taken.
     pub fn matches(&self, given: &str) -> bool {
-        self.0.as_bytes().ct_eq(given.as_bytes()).into()
+        use sha2::Digest;
+        let expected = sha2::Sha256::digest(self.0.as_bytes());
+        let given = sha2::Sha256::digest(given.as_bytes());
+        expected.as_slice().ct_eq(given.as_slice()).into()
     }
 }
 
@@ -120,10 +125,15 @@ pub struct ServerConfig {
     /// The user API's bearer token (`None`: no auth, loopback only unless
     /// `allow_unauthenticated`).
     pub auth_token: Option<Token>,
-    /// The admin API's bearer token (same rule).
+    /// The admin API's bearer token (`None`: the admin API listens on loopback only, whatever
+    /// `allow_unauthenticated` says).
     pub admin_token: Option<Token>,
-    /// Serve without a token on a non-loopback address.
+    /// Serve the user API without a token on a non-loopback address.
     pub allow_unauthenticated: bool,
+    /// Take a request's namespace from the Host header's first label (`tenant.example.com`)
+    /// when no header names one. A server reached by a dotted name of its own
+    /// (`db.internal`) should turn it off, or every request names namespace `db`.
+    pub namespace_from_host: bool,
     /// The namespace of requests that name none.
     pub default_namespace: NamespaceName,
     /// Limits.
@@ -144,7 +154,8 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     /// User API on 127.0.0.1:8080, admin API on 127.0.0.1:9090, no tokens, namespace
     /// `default`, the default limits, 10 s stream expiry, idle namespaces closed after 5
-    /// minutes, 32 SQL threads, 10 s grace at shutdown, 100 namespace labels.
+    /// minutes, 32 SQL threads, 10 s grace at shutdown, 100 namespace labels, namespaces
+    /// from the Host header.
     fn default() -> Self {
         ServerConfig {
             user_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -152,6 +163,7 @@ impl Default for ServerConfig {
             auth_token: None,
             admin_token: None,
             allow_unauthenticated: false,
+            namespace_from_host: true,
             default_namespace: "default".parse().expect("a valid name"),
             limits: Limits::default(),
             stream_expiry: Duration::from_secs(10),
@@ -169,6 +181,8 @@ pub(crate) struct State {
     host: Arc<dyn Host>,
     streams: streams::Streams,
     pool: pool::SqlPool,
+    /// The admin API's own threads: it answers while every SQL thread is busy.
+    admin_pool: pool::SqlPool,
     watchdog: watchdog::Watchdog,
     metrics: metrics::Metrics,
 }
@@ -244,12 +258,17 @@ impl Server {
             )));
         }
         if let Some(admin) = &config.admin_addr {
-            if config.admin_token.is_none() && !is_loopback(admin) && !config.allow_unauthenticated
-            {
+            if config.admin_token.is_none() && !is_loopback(admin) {
                 return Err(Error::Config(format!(
-                    "the admin API would listen on {admin} without an admin token; give --admin-auth-token, listen on a loopback address, or pass --allow-unauthenticated"
+                    "the admin API would listen on {admin} without an admin token; give --admin-auth-token or listen on a loopback address"
                 )));
             }
+        }
+        let timeout = config.limits.statement_timeout;
+        if timeout.is_zero() || timeout > Duration::from_secs(86_400) {
+            return Err(Error::Config(format!(
+                "a statement timeout of {timeout:?} is out of range (1 ms to 1 day)"
+            )));
         }
         if !host.exists(&config.default_namespace) {
             host.create(&config.default_namespace)?;
@@ -279,6 +298,7 @@ impl Server {
                 source: std::io::Error::other(e.to_string()),
             })?,
             pool: pool::SqlPool::new(config.sql_threads)?,
+            admin_pool: pool::SqlPool::new(2)?,
             watchdog: watchdog::Watchdog::start().map_err(|source| Error::Start {
                 what: "the statement watchdog",
                 source,
@@ -401,7 +421,7 @@ impl Server {
 
     /// Stops: no new connections, in-flight requests finish (at most `shutdown_grace`), open
     /// streams roll back, then the namespaces (seal, durable, checkpoint) and the storage shut
-    /// down.
+    /// down. It blocks: call it from a plain thread, not from an async task.
     pub fn stop(mut self) -> StopSummary {
         let started = Instant::now();
         let handles = std::mem::take(&mut self.handles);
@@ -411,14 +431,19 @@ impl Server {
         if let Some(thread) = self.http_thread.take() {
             let _ = thread.join();
         }
+        let deadline = Instant::now() + self.state.config.shutdown_grace;
         for (stop, thread) in std::mem::take(&mut self.background) {
             drop(stop);
-            let _ = thread.join();
+            // An idle close waiting on storage is left to end on its own at the deadline.
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         let streams = self.state.streams.take_all();
         let streams_rolled_back = streams.len();
         drop(streams);
-        self.state.pool.stop();
+        self.state.pool.stop(deadline);
+        self.state.admin_pool.stop(deadline);
         let namespaces = self.state.host.list().map_or(0, |l| l.len());
         let error = self.state.host.shutdown().err().map(|e| e.to_string());
         StopSummary {

@@ -4,7 +4,7 @@
 //! `WalHost` is it over a `WalRegistry`. Every method blocks: call them on the SQL threads.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use dashmap::{DashMap, DashSet};
@@ -110,7 +110,12 @@ pub struct WalHost<B: Backend> {
     manager: LibsqlWalManager<StdIo, ServerStorage<B>>,
     runtime: tokio::runtime::Handle,
     last_used: DashMap<NamespaceName, Instant>,
+    /// Namespaces being deleted: nothing opens them meanwhile.
     deleting: DashSet<NamespaceName>,
+    /// Per namespace, held shared while something opens it (a connection, a seal, a
+    /// checkpoint, a create) and exclusively while a delete marks it: nothing opens a
+    /// namespace once its delete began, and a delete waits for opens in progress.
+    gates: DashMap<NamespaceName, Arc<RwLock<()>>>,
 }
 
 impl<B: Backend> WalHost<B> {
@@ -135,7 +140,76 @@ impl<B: Backend> WalHost<B> {
             runtime,
             last_used: DashMap::new(),
             deleting: DashSet::new(),
+            gates: DashMap::new(),
         })
+    }
+
+    fn gate(&self, namespace: &NamespaceName) -> Arc<RwLock<()>> {
+        self.gates.entry(namespace.clone()).or_default().clone()
+    }
+
+    /// Runs `open` unless `namespace` is gone or being deleted (then `NamespaceNotFound`).
+    fn while_open<T>(
+        &self,
+        namespace: &NamespaceName,
+        open: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let gate = self.gate(namespace);
+        let _opening = gate.read().unwrap_or_else(PoisonError::into_inner);
+        if !self.exists(namespace) {
+            return Err(Error::NamespaceNotFound(namespace.clone()));
+        }
+        open()
+    }
+
+    /// Returns the open log of `namespace`, opening it.
+    fn log(
+        &self,
+        namespace: &NamespaceName,
+    ) -> Result<Arc<libsql_wal::SharedWal<StdIo, ServerStorage<B>>>> {
+        self.touch(namespace);
+        self.registry()
+            .open(&self.db_path(namespace))
+            .map_err(|source| Error::Wal {
+                namespace: namespace.clone(),
+                source,
+            })
+    }
+
+    /// Opens a connection; only `create` may make the database file (`create_file`).
+    fn open_connection(
+        &self,
+        namespace: &NamespaceName,
+        create_file: bool,
+    ) -> Result<Box<dyn DbConn>> {
+        self.touch(namespace);
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        if create_file {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = libsql_sys::Connection::open(
+            self.db_path(namespace),
+            flags,
+            self.manager.clone(),
+            // SQLite never checkpoints on its own: sealing and checkpointing are the WAL's.
+            0,
+            None,
+        )
+        .map_err(|e| Error::Connect {
+            namespace: namespace.clone(),
+            source: e,
+        })?;
+        // An autocommit write whose snapshot went stale is retried by SQLite from a new one
+        // (the WAL itself queues writers fairly).
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .and_then(|()| conn.execute_batch(self.durability.pragma()))
+            .map_err(|e| Error::Connect {
+                namespace: namespace.clone(),
+                source: e,
+            })?;
+        Ok(Box::new(conn))
     }
 
     fn registry(&self) -> &Arc<WalRegistry<StdIo, ServerStorage<B>>> {
@@ -150,32 +224,29 @@ impl<B: Backend> WalHost<B> {
         self.dir(namespace).join("data")
     }
 
-    /// Deletes every object of `namespace` in storage.
+    /// Deletes every object of `namespace` in storage, listing page after page.
     async fn delete_objects(backend: &B, namespace: &NamespaceName) -> Result<usize> {
         let config = backend.default_config();
         let prefix = format!("{}/", namespace.as_str());
+        let storage_err = |source| Error::Storage {
+            namespace: namespace.clone(),
+            source,
+        };
         let mut deleted = 0;
+        let mut after: Option<String> = None;
         loop {
             let keys = backend
-                .list(config, &prefix, None, 1000)
+                .list(config, &prefix, after.as_deref(), 1000)
                 .await
-                .map_err(|source| Error::Storage {
-                    namespace: namespace.clone(),
-                    source,
-                })?;
-            if keys.is_empty() {
+                .map_err(storage_err)?;
+            let Some(last) = keys.last().cloned() else {
                 return Ok(deleted);
-            }
+            };
             for key in &keys {
-                backend
-                    .delete(config, key)
-                    .await
-                    .map_err(|source| Error::Storage {
-                        namespace: namespace.clone(),
-                        source,
-                    })?;
+                backend.delete(config, key).await.map_err(storage_err)?;
                 deleted += 1;
             }
+            after = Some(last);
         }
     }
 
@@ -201,32 +272,19 @@ impl<B: Backend> Host for WalHost<B> {
 
     #[tracing::instrument(skip(self), fields(namespace = %namespace))]
     fn connect(&self, namespace: &NamespaceName) -> Result<Box<dyn DbConn>> {
-        self.touch(namespace);
-        let conn = libsql_sys::Connection::open(
-            self.db_path(namespace),
-            OpenFlags::default(),
-            self.manager.clone(),
-            // SQLite never checkpoints on its own: sealing and checkpointing are the WAL's.
-            0,
-            None,
-        )
-        .map_err(|e| Error::Connect {
-            namespace: namespace.clone(),
-            source: e,
-        })?;
-        // An autocommit write whose snapshot went stale is retried by SQLite from a new one
-        // (the WAL itself queues writers fairly).
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .and_then(|()| conn.execute_batch(self.durability.pragma()))
-            .map_err(|e| Error::Connect {
-                namespace: namespace.clone(),
-                source: e,
-            })?;
-        Ok(Box::new(conn))
+        self.while_open(namespace, || self.open_connection(namespace, false))
     }
 
     #[tracing::instrument(skip(self), fields(namespace = %namespace))]
     fn create(&self, namespace: &NamespaceName) -> Result<()> {
+        let gate = self.gate(namespace);
+        let _opening = gate.read().unwrap_or_else(PoisonError::into_inner);
+        if self.deleting.contains(namespace) {
+            return Err(Error::NamespaceBusy {
+                namespace: namespace.clone(),
+                why: "it is being deleted",
+            });
+        }
         let dir = self.dir(namespace);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
@@ -235,26 +293,31 @@ impl<B: Backend> Host for WalHost<B> {
             }
             Err(source) => return Err(Error::Io { path: dir, source }),
         }
-        if let Err(e) = self.registry().open(&self.db_path(namespace)) {
+        // Opening the log restores what the bucket holds of this name; the first connection
+        // makes the database file (user connections never create one).
+        if let Err(e) = self
+            .log(namespace)
+            .and_then(|_| self.open_connection(namespace, true))
+        {
             // Nothing was committed in it: leave no half-made namespace behind.
+            let _ = self.registry().close(namespace);
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(Error::Wal {
-                namespace: namespace.clone(),
-                source: e,
-            });
+            return Err(e);
         }
-        self.touch(namespace);
         info!("namespace created");
         Ok(())
     }
 
     #[tracing::instrument(skip(self), fields(namespace = %namespace))]
     fn delete(&self, namespace: &NamespaceName, keep_backup: bool) -> Result<()> {
-        if !self.exists(namespace) {
-            return Err(Error::NamespaceNotFound(namespace.clone()));
-        }
-        if !self.deleting.insert(namespace.clone()) {
-            return Err(Error::NamespaceNotFound(namespace.clone()));
+        {
+            // Waits for opens in progress; none starts after this.
+            let gate = self.gate(namespace);
+            let _deleting = gate.write().unwrap_or_else(PoisonError::into_inner);
+            if !self.exists(namespace) {
+                return Err(Error::NamespaceNotFound(namespace.clone()));
+            }
+            self.deleting.insert(namespace.clone());
         }
         let result = (|| {
             self.registry()
@@ -263,8 +326,8 @@ impl<B: Backend> Host for WalHost<B> {
                     namespace: namespace.clone(),
                     source,
                 })?;
-            let dir = self.dir(namespace);
-            std::fs::remove_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
+            // The bucket first: a delete cut short leaves the namespace in place (and
+            // deletable again), never a local namespace gone with its history still stored.
             if !keep_backup {
                 let backend = self.registry().storage().backend().clone();
                 let ns = namespace.clone();
@@ -273,11 +336,13 @@ impl<B: Backend> Host for WalHost<B> {
                     .block_on(async move { Self::delete_objects(&backend, &ns).await })?;
                 info!(objects = deleted, "namespace objects deleted from storage");
             }
-            Ok(())
+            let dir = self.dir(namespace);
+            std::fs::remove_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })
         })();
         self.last_used.remove(namespace);
         self.deleting.remove(namespace);
         if result.is_ok() {
+            self.gates.remove(namespace);
             info!(keep_backup, "namespace deleted");
         }
         result
@@ -359,30 +424,24 @@ impl<B: Backend> Host for WalHost<B> {
     }
 
     fn checkpoint(&self, namespace: &NamespaceName) -> Result<usize> {
-        let shared = self
-            .registry()
-            .open(&self.db_path(namespace))
-            .map_err(|source| Error::Wal {
-                namespace: namespace.clone(),
-                source,
-            })?;
-        shared.checkpoint().map_err(|source| Error::Wal {
-            namespace: namespace.clone(),
-            source,
+        self.while_open(namespace, || {
+            self.log(namespace)?
+                .checkpoint()
+                .map_err(|source| Error::Wal {
+                    namespace: namespace.clone(),
+                    source,
+                })
         })
     }
 
     fn seal(&self, namespace: &NamespaceName) -> Result<bool> {
-        let shared = self
-            .registry()
-            .open(&self.db_path(namespace))
-            .map_err(|source| Error::Wal {
-                namespace: namespace.clone(),
-                source,
-            })?;
-        shared.seal_now().map_err(|source| Error::Wal {
-            namespace: namespace.clone(),
-            source,
+        self.while_open(namespace, || {
+            self.log(namespace)?
+                .seal_now()
+                .map_err(|source| Error::Wal {
+                    namespace: namespace.clone(),
+                    source,
+                })
         })
     }
 
@@ -400,6 +459,20 @@ impl<B: Backend> Host for WalHost<B> {
             .collect();
         let mut closed = 0;
         for namespace in due {
+            if self.deleting.contains(&namespace) {
+                continue;
+            }
+            // Closing waits until storage made the log durable: a namespace whose sealed
+            // segments storage has not taken or not made durable yet (a bucket outage, a full
+            // queue) stays open instead of holding up its own opens and the other
+            // namespaces' idle close.
+            let behind = self
+                .registry()
+                .get(&namespace)
+                .is_some_and(|log| log.pending_segments() > 0 || log.sealed_segment_count() > 0);
+            if behind && self.registry().storage().keeps_remote_copies() {
+                continue;
+            }
             match self.registry().close(&namespace) {
                 Ok(()) => {
                     // Used again meanwhile: it is open again and stays in the map.

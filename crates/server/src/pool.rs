@@ -56,7 +56,7 @@ impl SqlPool {
     }
 
     /// Runs `job` on a free thread (waiting for one) and returns what it returned; fails with
-    /// `PoolStopped` if the pool stopped or the job panicked.
+    /// `PoolStopped` if the pool stopped, `JobPanicked` if the job panicked.
     pub async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
@@ -85,30 +85,43 @@ impl SqlPool {
         }
         match rx.await {
             Ok(Ok(value)) => Ok(value),
-            _ => Err(Error::PoolStopped),
+            Ok(Err(_)) => Err(Error::JobPanicked),
+            Err(_) => Err(Error::PoolStopped),
         }
     }
 
-    /// Stops taking jobs, lets the threads finish what they took, and waits for them.
-    pub fn stop(&self) {
+    /// Stops taking jobs and lets the threads finish what they took, waiting for them until
+    /// `deadline`; returns how many were still running then (they end on their own).
+    pub fn stop(&self, deadline: std::time::Instant) -> usize {
+        self.close();
+        let mut threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        while !threads.is_empty() && std::time::Instant::now() < deadline {
+            threads.retain(|t| !t.is_finished());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if !threads.is_empty() {
+            tracing::warn!(
+                threads = threads.len(),
+                "SQL threads still running at the stop deadline are left to end on their own"
+            );
+        }
+        threads.len()
+    }
+
+    fn close(&self) {
         self.free.close();
         self.jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let threads =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
-        for thread in threads {
-            if thread.join().is_err() {
-                tracing::error!("an SQL thread panicked");
-            }
-        }
     }
 }
 
 impl Drop for SqlPool {
+    /// The threads end once they finish what they took (nobody waits for them here).
     fn drop(&mut self) {
-        self.stop();
+        self.close();
     }
 }
 
@@ -142,10 +155,11 @@ mod tests {
         assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 2);
         assert!(matches!(
             pool.run(|| panic!("boom")).await,
-            Err(Error::PoolStopped)
+            Err(Error::JobPanicked)
         ));
         assert_eq!(pool.run(|| 7).await.expect("still running"), 7);
-        pool.stop();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        assert_eq!(pool.stop(deadline), 0, "every thread ended");
         assert!(matches!(pool.run(|| 1).await, Err(Error::PoolStopped)));
     }
 }

@@ -304,11 +304,17 @@ pub fn execute_stmt(
     let want_rows = stmt.want_rows.unwrap_or(true);
     let column_count = cols.len();
     let mut rows = Vec::new();
+    // A write (`INSERT ... RETURNING`) has changed the database by its first row: stopping
+    // it part way would report a failure for what may commit. Only reads are held to the
+    // budget.
+    let budgeted = statement.readonly();
     {
         let mut cursor = statement.raw_query();
         while let Some(row) = cursor.next().map_err(|e| sqlite_error(&e))? {
             if want_rows {
-                budget.take()?;
+                if budgeted {
+                    budget.take()?;
+                }
                 let mut values = Vec::with_capacity(column_count);
                 for i in 0..column_count {
                     values.push(from_sql_value(

@@ -121,22 +121,29 @@ pub struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
-    /// Registers the opened stream and returns the baton for its next request.
-    pub fn register(mut self, stream: Stream) -> String {
-        self.namespace = None;
+    /// Registers a stream on `conn`, taken by the request that opened it (`release` gives
+    /// its first baton).
+    pub fn register_acquired(mut self, conn: Box<dyn DbConn>) -> Stream {
+        let namespace = self.namespace.take().expect("a reservation registers once");
         let mut table = self.streams.lock();
-        let seq = random_u64();
-        let id = stream.id;
+        let id = loop {
+            let id = random_u64();
+            if !table.slots.contains_key(&id) {
+                break id;
+            }
+        };
         table.slots.insert(
             id,
-            Slot::Available {
-                stream: Box::new(stream),
-                seq,
-                released: Instant::now(),
+            Slot::Acquired {
+                namespace: namespace.clone(),
             },
         );
-        drop(table);
-        self.streams.baton(id, seq)
+        Stream {
+            id,
+            namespace,
+            conn,
+            store: SqlStore::default(),
+        }
     }
 }
 
@@ -251,17 +258,6 @@ impl Streams {
         })
     }
 
-    /// Returns a new stream id.
-    pub fn new_id(&self) -> u64 {
-        let table = self.lock();
-        loop {
-            let id = random_u64();
-            if !table.slots.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
     /// Takes the stream of `baton` for a request on `namespace`.
     pub fn acquire(&self, baton: &str, namespace: &NamespaceName) -> Result<Stream, BatonError> {
         let (id, seq) = self.decode(baton)?;
@@ -367,10 +363,17 @@ impl Streams {
         expired
     }
 
-    /// Removes every idle stream of `namespace` (it is being closed or deleted) and returns
-    /// them; false as the second value if a request is running on one of its streams.
-    pub fn take_namespace(&self, namespace: &NamespaceName) -> (Vec<Stream>, bool) {
+    /// Removes every idle stream of `namespace` (it is being deleted) and returns them; `None`
+    /// (and nothing removed) while a request runs on one of its streams.
+    pub fn take_namespace(&self, namespace: &NamespaceName) -> Option<Vec<Stream>> {
         let mut table = self.lock();
+        let busy = table
+            .slots
+            .values()
+            .any(|slot| matches!(slot, Slot::Acquired { namespace: n } if n == namespace));
+        if busy {
+            return None;
+        }
         let ids: Vec<u64> = table
             .slots
             .iter()
@@ -379,10 +382,6 @@ impl Streams {
                 _ => None,
             })
             .collect();
-        let busy = table
-            .slots
-            .values()
-            .any(|slot| matches!(slot, Slot::Acquired { namespace: n } if n == namespace));
         let mut taken = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(Slot::Available { stream, .. }) = table.slots.remove(&id) {
@@ -390,7 +389,7 @@ impl Streams {
                 taken.push(*stream);
             }
         }
-        (taken, !busy)
+        Some(taken)
     }
 
     /// Removes every stream (the server is stopping) and returns the idle ones.
@@ -432,14 +431,10 @@ mod tests {
 
     fn stream(streams: &Streams, ns: &NamespaceName) -> String {
         let reservation = streams.reserve(ns).expect("a place");
-        reservation.register(Stream {
-            id: streams.new_id(),
-            namespace: ns.clone(),
-            conn: Box::new(Memory(
-                libsql_sys::rusqlite::Connection::open_in_memory().expect("open"),
-            )),
-            store: SqlStore::default(),
-        })
+        let stream = reservation.register_acquired(Box::new(Memory(
+            libsql_sys::rusqlite::Connection::open_in_memory().expect("open"),
+        )));
+        streams.release(stream)
     }
 
     #[test]

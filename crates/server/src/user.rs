@@ -86,6 +86,9 @@ impl From<crate::error::Error> for Failure {
                 source: libsql_wal::Error::Busy { .. },
                 ..
             } => Failure::json(StatusCode::CONFLICT, "NAMESPACE_BUSY", e.to_string()),
+            E::NamespaceBusy { .. } => {
+                Failure::json(StatusCode::CONFLICT, "NAMESPACE_BUSY", e.to_string())
+            }
             E::PoolStopped => Failure::json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SHUTTING_DOWN",
@@ -204,12 +207,14 @@ fn namespace_of(
         })?;
         return parse_namespace(name);
     }
-    if let Some(host) = headers
-        .get(actix_web::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
-        if let Some(label) = subdomain(host) {
-            return parse_namespace(label);
+    if state.config.namespace_from_host {
+        if let Some(host) = headers
+            .get(actix_web::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            if let Some(label) = subdomain(host) {
+                return parse_namespace(label);
+            }
         }
     }
     Ok(state.config.default_namespace.clone())
@@ -279,16 +284,8 @@ async fn take_stream(
     let host = state.host.clone();
     let ns = namespace.clone();
     let conn = state.pool.run(move || host.connect(&ns)).await??;
-    let id = state.streams.new_id();
-    let stream = Stream {
-        id,
-        namespace: namespace.clone(),
-        conn,
-        store: SqlStore::default(),
-    };
-    // Registered and taken at once: the request runs on it now.
-    let baton = reservation.register(stream);
-    Ok(state.streams.acquire(&baton, namespace)?)
+    // Registered as taken: the request runs on it now.
+    Ok(reservation.register_acquired(conn))
 }
 
 /// Runs a pipeline's requests on `stream`; returns the results and whether it was closed.
@@ -361,10 +358,8 @@ fn run_requests(
         drop(guard);
         results.push(match outcome {
             Ok(response) => StreamResult::Ok { response },
-            Err(mut error) => {
-                if fired {
-                    error = timed_out(&limits);
-                }
+            Err(error) => {
+                let error = interrupted(error, fired, &limits);
                 state.metrics.hrana_error(&error.code);
                 StreamResult::Error { error }
             }
@@ -381,7 +376,15 @@ fn run_requests(
     Ok((results, closed))
 }
 
-fn timed_out(limits: &crate::Limits) -> crate::proto::Error {
+/// Says why a statement the watchdog interrupted failed; any other error is left as it is.
+fn interrupted(
+    error: crate::proto::Error,
+    fired: bool,
+    limits: &crate::Limits,
+) -> crate::proto::Error {
+    if !fired || error.code != "SQLITE_INTERRUPT" {
+        return error;
+    }
     crate::proto::Error::new(
         "SQLITE_INTERRUPT",
         format!(
@@ -500,10 +503,8 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
                         last_insert_rowid: result.last_insert_rowid,
                     });
                 }
-                Err(mut error) => {
-                    if fired {
-                        error = timed_out(&limits);
-                    }
+                Err(error) => {
+                    let error = interrupted(error, fired, &limits);
                     state.metrics.hrana_error(&error.code);
                     outcomes.push(Some(false));
                     entries.push(CursorEntry::StepError {
@@ -576,7 +577,7 @@ async fn v1_execute(
             &mut RowBudget::new(limits.max_response_rows),
         );
         let fired = guard.fired();
-        Ok::<_, ProtocolError>(result.map_err(|e| if fired { timed_out(&limits) } else { e }))
+        Ok::<_, ProtocolError>(result.map_err(|e| interrupted(e, fired, &limits)))
     })
     .await??;
     match outcome {
@@ -599,6 +600,7 @@ async fn v1_batch(
     sql::check_batch(&request.batch, Version::V2)?;
     let result = one_off(&state, namespace, move |state, conn| {
         let limits = state.config.limits;
+        let _deadline = state.watchdog.arm(conn, limits.statement_timeout);
         sql::execute_batch(
             conn,
             &request.batch,

@@ -182,7 +182,9 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             // Being closed: the caller waits for the closer on the opener lock.
             return Ok(None);
         }
-        if shared.poisoned().is_some() && shared.connections() == 0 {
+        // `close` marks it closed only if no connection is attached, atomically with `attach`:
+        // no connection can join it after this.
+        if shared.poisoned().is_some() && shared.close() {
             warn!(%namespace, "opening a poisoned log again from disk");
             shared.retire();
             self.wals

@@ -147,6 +147,8 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     /// Set when a seal failed part way: why. The log then takes no writes, seals or
     /// checkpoints (see `Error::Poisoned`).
     poisoned: OnceLock<String>,
+    /// Set by `retire`: the registry forgot this log; it hands nothing more to storage.
+    retired: AtomicBool,
     /// Seals that failed after a commit (the commit stood; the seal is retried).
     seal_failures: AtomicU64,
     /// Sealed segments storage has not taken yet, oldest first: a segment `store` refused is
@@ -462,6 +464,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             checkpoint_queued: AtomicBool::new(false),
             this: this.clone(),
             poisoned: OnceLock::new(),
+            retired: AtomicBool::new(false),
             seal_failures: AtomicU64::new(0),
             unsent: Mutex::default(),
             sending_in_background: AtomicBool::new(false),
@@ -603,6 +606,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// still be queued), so that nothing of it runs alongside the log opened next over the same
     /// files.
     pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
         let _running = lock(&self.checkpointing);
         let _ = self
             .poisoned
@@ -939,6 +943,11 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         // One sender at a time keeps the order; `unsent` itself is only locked for moments, so
         // a seal never waits behind a sender that waits on storage.
         let _sender = lock(&self.sending);
+        if self.retired.load(Ordering::SeqCst) {
+            // Forgotten by the registry: the log opened next over the same files sends what
+            // is on disk.
+            return Ok(());
+        }
         {
             let mut unsent = lock(&self.unsent);
             // What storage gave up on goes back, in frame order, before anything newer.
