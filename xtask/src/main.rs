@@ -46,6 +46,10 @@ const BENCHES: &[Bench] = &[
         name: "restore",
         cargo_args: &["bench", "-p", "libsql-wal", "--bench", "restore"],
     },
+    Bench {
+        name: "server",
+        cargo_args: &["bench", "-p", "libsql-wal-server", "--bench", "server"],
+    },
 ];
 
 fn main() -> ExitCode {
