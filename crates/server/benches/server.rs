@@ -22,7 +22,7 @@ use libsql_wal::{RegistryConfig, WalRegistry};
 use libsql_wal_backend::{FsBackend, NamespaceName};
 use libsql_wal_segment::StdIo;
 use libsql_wal_server::{Durability, Host, NamespaceInfo, Server, ServerConfig, WalHost};
-use libsql_wal_supervisor::{ActorStorage, StorageConfig, StorageMetrics};
+use libsql_wal_supervisor::{ActorStorage, NamespaceMetrics, StorageConfig, StorageMetrics};
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -90,7 +90,7 @@ impl Host for NativeHost {
     fn info(
         &self,
         ns: &NamespaceName,
-        _: &StorageMetrics,
+        _: Option<&NamespaceMetrics>,
     ) -> libsql_wal_server::Result<NamespaceInfo> {
         Err(libsql_wal_server::Error::NamespaceNotFound(ns.clone()))
     }
@@ -415,7 +415,7 @@ fn memory(runtime: &tokio::runtime::Runtime, namespaces: usize) -> BenchResult {
                 format!("idle-{i}")
                     .parse()
                     .ok()
-                    .and_then(|ns| ours.host.info(&ns, &StorageMetrics::default()).ok())
+                    .and_then(|ns| ours.host.info(&ns, None).ok())
                     .is_some_and(|info| info.open)
             })
             .count();

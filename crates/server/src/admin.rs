@@ -95,15 +95,22 @@ async fn infos(
         .admin_pool
         .run(move || {
             let storage = host.storage_metrics()?;
+            let by_name: std::collections::HashMap<&str, &libsql_wal_supervisor::NamespaceMetrics> =
+                storage
+                    .namespaces
+                    .iter()
+                    .map(|m| (m.namespace.as_str(), m))
+                    .collect();
             let mut infos = Vec::new();
             for namespace in host.list()? {
-                match host.info(&namespace, &storage) {
+                match host.info(&namespace, by_name.get(namespace.as_str()).copied()) {
                     Ok(info) => infos.push(info),
                     // Deleted meanwhile.
                     Err(crate::error::Error::NamespaceNotFound(_)) => {}
                     Err(e) => return Err(e),
                 }
             }
+            drop(by_name);
             Ok::<_, crate::error::Error>((infos, storage))
         })
         .await??)
@@ -123,7 +130,7 @@ async fn get(state: Arc<State>, req: HttpRequest, name: String) -> Result<HttpRe
         .admin_pool
         .run(move || {
             let storage = host.storage_metrics()?;
-            host.info(&namespace, &storage)
+            host.info(&namespace, storage.namespace(&namespace))
         })
         .await??;
     Ok(HttpResponse::Ok().json(info))
@@ -164,9 +171,12 @@ async fn seal(state: Arc<State>, req: HttpRequest, name: String) -> Result<HttpR
 async fn metrics(state: Arc<State>, req: HttpRequest) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let (infos, storage) = infos(&state).await?;
+    let for_render = state.clone();
+    let open_streams = state.streams.open(None);
     let text = state
-        .metrics
-        .render(state.streams.open(None), &infos, &storage);
+        .admin_pool
+        .run(move || for_render.metrics.render(open_streams, &infos, &storage))
+        .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text))

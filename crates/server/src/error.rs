@@ -21,6 +21,14 @@ pub enum Error {
         /// Why.
         why: &'static str,
     },
+    /// Too many requests wait for an SQL thread: the client should retry later.
+    #[error("the server is overloaded: {waiting} requests wait for an SQL thread; retry later")]
+    Overloaded {
+        /// Requests waiting.
+        waiting: usize,
+        /// Threads free (none, or the pool is stopping).
+        threads: usize,
+    },
     /// A job on an SQL thread panicked (a bug; the server goes on).
     #[error("a request's job panicked on an SQL thread")]
     JobPanicked,

@@ -88,11 +88,15 @@ pub struct Limits {
     pub max_response_rows: usize,
     /// Time one request of a pipeline may run before it is interrupted.
     pub statement_timeout: Duration,
+    /// Requests that may wait for an SQL thread; past it they are answered 503
+    /// `SERVER_OVERLOADED` (each waiting request holds its body in memory).
+    pub max_waiting_requests: usize,
 }
 
 impl Default for Limits {
     /// 10 MiB bodies, 128 streams per namespace and 4,096 in all, 50 stored SQL texts of at
-    /// most 64 KiB per stream, 100,000 rows per response, 30 s per statement.
+    /// most 64 KiB per stream, 100,000 rows per response, 30 s per statement, 1,024 requests
+    /// waiting for an SQL thread.
     fn default() -> Self {
         Limits {
             max_body_bytes: 10 << 20,
@@ -102,6 +106,7 @@ impl Default for Limits {
             max_stored_sql_bytes: 64 << 10,
             max_response_rows: 100_000,
             statement_timeout: Duration::from_secs(30),
+            max_waiting_requests: 1024,
         }
     }
 }
@@ -297,8 +302,8 @@ impl Server {
                 what: "the baton key (no random source)",
                 source: std::io::Error::other(e.to_string()),
             })?,
-            pool: pool::SqlPool::new(config.sql_threads)?,
-            admin_pool: pool::SqlPool::new(2)?,
+            pool: pool::SqlPool::new(config.sql_threads, config.limits.max_waiting_requests)?,
+            admin_pool: pool::SqlPool::new(2, 64)?,
             watchdog: watchdog::Watchdog::start().map_err(|source| Error::Start {
                 what: "the statement watchdog",
                 source,

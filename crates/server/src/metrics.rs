@@ -55,6 +55,9 @@ struct PerNamespace {
     upload_retries: Family<NamespaceLabel, Gauge>,
     healthy: Family<NamespaceLabel, Gauge>,
     local_bytes: Family<NamespaceLabel, Gauge>,
+    commits: Family<NamespaceLabel, Gauge>,
+    seals: Family<NamespaceLabel, Gauge>,
+    checkpoints: Family<NamespaceLabel, Gauge>,
 }
 
 /// The server's metrics.
@@ -123,7 +126,22 @@ impl Metrics {
             "Namespace schedulers restarted since start",
         );
         let per_namespace = PerNamespace::default();
-        let families: [(&str, &str, &Family<NamespaceLabel, Gauge>); 12] = [
+        let families: [(&str, &str, &Family<NamespaceLabel, Gauge>); 15] = [
+            (
+                "namespace_commits",
+                "Commits since the namespace's log opened",
+                &per_namespace.commits,
+            ),
+            (
+                "namespace_seals",
+                "Seals since the namespace's log opened",
+                &per_namespace.seals,
+            ),
+            (
+                "namespace_checkpoints",
+                "Checkpoints since the namespace's log opened",
+                &per_namespace.checkpoints,
+            ),
             (
                 "namespace_frames",
                 "Newest committed frame_no",
@@ -262,6 +280,9 @@ impl Metrics {
             &p.upload_retries,
             &p.healthy,
             &p.local_bytes,
+            &p.commits,
+            &p.seals,
+            &p.checkpoints,
         ] {
             family.clear();
         }
@@ -274,11 +295,6 @@ impl Metrics {
                     "_other".to_string()
                 },
             };
-            let stored = info
-                .name
-                .parse()
-                .ok()
-                .and_then(|ns| storage.namespace(&ns).cloned());
             let add = |family: &Family<NamespaceLabel, Gauge>, value: u64| {
                 family.get_or_create(&label).inc_by(value as i64);
             };
@@ -291,13 +307,14 @@ impl Metrics {
             add(&p.queued_segments, info.queued_segments as u64);
             add(&p.healthy, u64::from(info.health == "ok"));
             add(&p.local_bytes, info.local_bytes);
-            if let Some(m) = stored {
-                add(&p.segments_stored, m.segments_stored);
-                add(&p.bytes_uploaded, m.bytes_sent);
-                add(&p.upload_retries, m.retries);
-                let lag = p.durable_lag_seconds.get_or_create(&label);
-                lag.set(lag.get().max(m.durable_lag.as_secs_f64()));
-            }
+            add(&p.commits, info.commits);
+            add(&p.seals, info.seals);
+            add(&p.checkpoints, info.checkpoints);
+            add(&p.segments_stored, info.segments_stored);
+            add(&p.bytes_uploaded, info.bytes_uploaded);
+            add(&p.upload_retries, info.upload_retries);
+            let lag = p.durable_lag_seconds.get_or_create(&label);
+            lag.set(lag.get().max(info.durable_lag_ms as f64 / 1000.0));
         }
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
@@ -323,6 +340,13 @@ mod tests {
             pending_segments: 0,
             queued_segments: 0,
             seal_failures: 0,
+            commits: frames,
+            seals: 1,
+            checkpoints: 0,
+            segments_stored: 1,
+            bytes_uploaded: 100,
+            upload_retries: 0,
+            durable_lag_ms: 0,
             local_bytes: 4096,
             health: "ok".into(),
         }
@@ -347,6 +371,10 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains(r#"namespace="b""#), "{text}");
+        assert!(
+            text.contains(r#"libsql_wal_namespace_commits{namespace="_other"} 50"#),
+            "{text}"
+        );
         assert!(text.contains("libsql_wal_open_streams 3"), "{text}");
         assert!(
             text.contains(r#"libsql_wal_hrana_errors_total{code="SQLITE_CONSTRAINT"} 1"#),

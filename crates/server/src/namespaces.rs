@@ -12,7 +12,7 @@ use libsql_sys::rusqlite::OpenFlags;
 use libsql_wal::{LibsqlWalManager, WalRegistry};
 use libsql_wal_backend::{Backend, NamespaceName, Storage};
 use libsql_wal_segment::StdIo;
-use libsql_wal_supervisor::{ActorStorage, StorageMetrics};
+use libsql_wal_supervisor::{ActorStorage, NamespaceMetrics, StorageMetrics};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
@@ -47,6 +47,20 @@ pub struct NamespaceInfo {
     pub queued_segments: usize,
     /// Seals that failed and were retried.
     pub seal_failures: u64,
+    /// Commits since the log opened.
+    pub commits: u64,
+    /// Seals since the log opened.
+    pub seals: u64,
+    /// Checkpoints (that copied at least one segment) since the log opened.
+    pub checkpoints: u64,
+    /// Segments storage made durable since the server started.
+    pub segments_stored: u64,
+    /// Bytes storage uploaded (data and index) since the server started.
+    pub bytes_uploaded: u64,
+    /// Failed uploads (each one retried) since the server started.
+    pub upload_retries: u64,
+    /// How long the oldest segment not yet durable has waited, in milliseconds.
+    pub durable_lag_ms: u64,
     /// Bytes on local disk: the database file and its segments.
     pub local_bytes: u64,
     /// "ok", or what is wrong (a poisoned log, failing uploads).
@@ -68,7 +82,12 @@ pub trait Host: Send + Sync + 'static {
     /// Every namespace, in name order.
     fn list(&self) -> Result<Vec<NamespaceName>>;
     /// What `namespace` is doing.
-    fn info(&self, namespace: &NamespaceName, storage: &StorageMetrics) -> Result<NamespaceInfo>;
+    /// What `namespace` is doing; `storage` is its entry in `storage_metrics`, if it has one.
+    fn info(
+        &self,
+        namespace: &NamespaceName,
+        storage: Option<&NamespaceMetrics>,
+    ) -> Result<NamespaceInfo>;
     /// What the storage pipeline is doing.
     fn storage_metrics(&self) -> Result<StorageMetrics>;
     /// Checkpoints `namespace` now; returns the segments copied into the database file.
@@ -372,12 +391,16 @@ impl<B: Backend> Host for WalHost<B> {
         Ok(names)
     }
 
-    fn info(&self, namespace: &NamespaceName, storage: &StorageMetrics) -> Result<NamespaceInfo> {
+    fn info(
+        &self,
+        namespace: &NamespaceName,
+        stored: Option<&NamespaceMetrics>,
+    ) -> Result<NamespaceInfo> {
         if !self.exists(namespace) {
             return Err(Error::NamespaceNotFound(namespace.clone()));
         }
         let shared = self.registry().get(namespace);
-        let stored = storage.namespace(namespace);
+        let (commits, seals, checkpoints) = shared.as_ref().map_or((0, 0, 0), |s| s.activity());
         let last_committed_frame_no = shared.as_ref().map_or(0, |s| s.last_committed_frame_no());
         let durable_frame_no = shared
             .as_ref()
@@ -407,6 +430,13 @@ impl<B: Backend> Host for WalHost<B> {
             pending_segments: shared.as_ref().map_or(0, |s| s.pending_segments()),
             queued_segments: stored.map_or(0, |m| m.queue_depth),
             seal_failures: shared.as_ref().map_or(0, |s| s.seal_failures()),
+            commits,
+            seals,
+            checkpoints,
+            segments_stored: stored.map_or(0, |m| m.segments_stored),
+            bytes_uploaded: stored.map_or(0, |m| m.bytes_sent),
+            upload_retries: stored.map_or(0, |m| m.retries),
+            durable_lag_ms: stored.map_or(0, |m| m.durable_lag.as_millis() as u64),
             local_bytes: self.local_bytes(namespace),
             health: if problems.is_empty() {
                 "ok".to_string()

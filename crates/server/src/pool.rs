@@ -18,11 +18,24 @@ pub struct SqlPool {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     free: Arc<Semaphore>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Jobs waiting for a thread now, and the most that may.
+    waiting: std::sync::atomic::AtomicUsize,
+    max_waiting: usize,
+}
+
+/// Counts a job waiting for a thread while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl SqlPool {
-    /// Starts `size` threads.
-    pub fn new(size: usize) -> Result<Self> {
+    /// Starts `size` threads; at most `max_waiting` jobs wait for one (more are refused with
+    /// `Overloaded`).
+    pub fn new(size: usize, max_waiting: usize) -> Result<Self> {
         if size == 0 {
             return Err(Error::Config(
                 "the SQL thread pool needs at least one thread".into(),
@@ -52,6 +65,8 @@ impl SqlPool {
             jobs: Mutex::new(Some(tx)),
             free: Arc::new(Semaphore::new(size)),
             threads: Mutex::new(threads),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            max_waiting,
         })
     }
 
@@ -61,12 +76,23 @@ impl SqlPool {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
+        let waiting = self
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let counted = Waiting(&self.waiting);
+        if waiting >= self.max_waiting {
+            return Err(Error::Overloaded {
+                waiting,
+                threads: self.free.available_permits(),
+            });
+        }
         let permit = self
             .free
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| Error::PoolStopped)?;
+        drop(counted);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _permit = permit;
@@ -131,7 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_off_the_executor_at_most_size_at_once_and_a_panic_is_an_error() {
-        let pool = Arc::new(SqlPool::new(2).expect("start"));
+        let pool = Arc::new(SqlPool::new(2, 100).expect("start"));
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut jobs = Vec::new();

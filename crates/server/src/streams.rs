@@ -364,16 +364,9 @@ impl Streams {
     }
 
     /// Removes every idle stream of `namespace` (it is being deleted) and returns them; `None`
-    /// (and nothing removed) while a request runs on one of its streams.
+    /// (and nothing removed) while a request runs on one of its streams or opens one.
     pub fn take_namespace(&self, namespace: &NamespaceName) -> Option<Vec<Stream>> {
         let mut table = self.lock();
-        let busy = table
-            .slots
-            .values()
-            .any(|slot| matches!(slot, Slot::Acquired { namespace: n } if n == namespace));
-        if busy {
-            return None;
-        }
         let ids: Vec<u64> = table
             .slots
             .iter()
@@ -382,6 +375,12 @@ impl Streams {
                 _ => None,
             })
             .collect();
+        // Every place taken that is not an idle stream is a request running on a stream, or
+        // one opening its connection.
+        let places = table.per_namespace.get(namespace).copied().unwrap_or(0);
+        if places > ids.len() {
+            return None;
+        }
         let mut taken = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(Slot::Available { stream, .. }) = table.slots.remove(&id) {

@@ -89,6 +89,11 @@ impl From<crate::error::Error> for Failure {
             E::NamespaceBusy { .. } => {
                 Failure::json(StatusCode::CONFLICT, "NAMESPACE_BUSY", e.to_string())
             }
+            E::Overloaded { .. } => Failure::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER_OVERLOADED",
+                e.to_string(),
+            ),
             E::PoolStopped => Failure::json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SHUTTING_DOWN",

@@ -2061,3 +2061,74 @@ fn probes_answer_and_client_quirks_are_taken_as_sqld_takes_them() {
         "x-namespace-bin with padding"
     );
 }
+
+#[test]
+fn a_write_returning_more_rows_than_the_budget_succeeds_because_it_commits() {
+    let server = TestServer::start_with(|c| {
+        c.limits = Limits {
+            max_response_rows: 5,
+            ..Limits::default()
+        }
+    });
+    let mut stream = server.stream(V2, &[]);
+    stream.execute("CREATE TABLE r(a INTEGER PRIMARY KEY)");
+    let sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) \
+               INSERT INTO r SELECT i FROM n RETURNING a";
+    let results = stream.send(vec![execute(sql)]);
+    // Stopping it at the budget would report a failure for rows that commit anyway (and a
+    // client's retry would insert them twice).
+    let result = ok_result(&results[0], "INSERT ... RETURNING past the row budget");
+    assert_eq!(rows(result).len(), 10, "{result}");
+    assert_eq!(result["affected_row_count"], 10, "{result}");
+    stream.send_and_close(vec![]);
+    assert_eq!(server.count(&[], "SELECT count(*) FROM r"), 10);
+}
+
+#[test]
+fn a_delete_refused_while_a_request_runs_leaves_the_namespaces_idle_streams_alone() {
+    let server = TestServer::start();
+    server.create_namespace("busy");
+    let headers = [("x-namespace", "busy")];
+    let mut idle = server.stream(V2, &headers);
+    idle.execute("CREATE TABLE t(a)");
+    idle.execute("BEGIN");
+    idle.execute("INSERT INTO t VALUES (1)");
+    let running = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let long = scope.spawn(|| {
+            let mut stream = server.stream(V2, &headers);
+            // Runs for seconds: the delete below finds a request running on the namespace.
+            let results = stream.send_and_close(vec![execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000000) \
+                 SELECT count(*) FROM n",
+            )]);
+            running.store(false, std::sync::atomic::Ordering::SeqCst);
+            ok_result(&results[0], "the long query").clone()
+        });
+        poll("the long query's stream is open", || {
+            let open = server.metrics().value("libsql_wal_open_streams", &[]);
+            (open >= Some(2.0)).then_some(())
+        });
+        let refused = poll("a delete refused while the long query runs", || {
+            let reply = server.admin_request("DELETE", "/v1/namespaces/busy", None);
+            match reply.status {
+                409 => Some(reply),
+                200 => panic!("the namespace was deleted while a request ran on it"),
+                _ if running.load(std::sync::atomic::Ordering::SeqCst) => None,
+                _ => panic!("the long query ended before any delete was refused"),
+            }
+        });
+        assert_eq!(
+            refused.json()["code"],
+            "NAMESPACE_BUSY",
+            "{}",
+            refused.text()
+        );
+        long.join().expect("the long query's thread");
+    });
+    // The idle stream still has its transaction.
+    idle.execute("INSERT INTO t VALUES (2)");
+    idle.execute("COMMIT");
+    idle.send_and_close(vec![]);
+    assert_eq!(server.count(&headers, "SELECT count(*) FROM t"), 2);
+}

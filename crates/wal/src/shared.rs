@@ -80,6 +80,14 @@ impl<F> Clone for Snapshot<F> {
     }
 }
 
+/// What a log did since it opened, for metrics.
+#[derive(Debug, Default)]
+struct Activity {
+    commits: AtomicU64,
+    seals: AtomicU64,
+    checkpoints: AtomicU64,
+}
+
 /// Connections on a log, and whether it was closed.
 #[derive(Debug, Default)]
 struct Lifecycle {
@@ -151,6 +159,8 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     retired: AtomicBool,
     /// Seals that failed after a commit (the commit stood; the seal is retried).
     seal_failures: AtomicU64,
+    /// Commits, seals and checkpoints (that copied at least one segment) since it opened.
+    activity: Activity,
     /// Sealed segments storage has not taken yet, oldest first: a segment `store` refused is
     /// handed over again, before any newer one, at the next seal or age check.
     unsent: Mutex<VecDeque<Arc<SealedSegment<I::File>>>>,
@@ -466,6 +476,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             poisoned: OnceLock::new(),
             retired: AtomicBool::new(false),
             seal_failures: AtomicU64::new(0),
+            activity: Activity::default(),
             unsent: Mutex::default(),
             sending_in_background: AtomicBool::new(false),
             sending: Mutex::new(()),
@@ -587,6 +598,16 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Returns how many seals failed after a commit (each commit stood; its seal was retried).
     pub fn seal_failures(&self) -> u64 {
         self.seal_failures.load(Ordering::SeqCst)
+    }
+
+    /// Returns the commits, seals and checkpoints of this log since it opened: (commits,
+    /// seals, checkpoints).
+    pub fn activity(&self) -> (u64, u64, u64) {
+        (
+            self.activity.commits.load(Ordering::Relaxed),
+            self.activity.seals.load(Ordering::Relaxed),
+            self.activity.checkpoints.load(Ordering::Relaxed),
+        )
     }
 
     /// Fails with `Poisoned` if the log takes no more writes.
@@ -777,6 +798,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             state.last_committed_frame_no = current.last_committed_frame_no();
             state.db_size = current.size_after();
         }
+        self.activity.commits.fetch_add(1, Ordering::Relaxed);
         let since = *lock(&self.current_since).get_or_insert_with(Instant::now);
         let frames = current.committed_frame_count();
         if frames >= self.swap.max_frames
@@ -923,6 +945,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             state.current = Arc::new(next);
         }
         *lock(&self.current_since) = None;
+        self.activity.seals.fetch_add(1, Ordering::Relaxed);
         debug!(
             namespace = %self.namespace,
             end = sealed.last_committed_frame_no(),
@@ -1094,6 +1117,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             pages = pages.len(),
             "checkpointed"
         );
+        self.activity.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(eligible.len())
     }
 
