@@ -20,6 +20,9 @@ use serde_json::{json, Value};
 const V2: &str = "/v2/pipeline";
 const V3: &str = "/v3/pipeline";
 
+/// A way to reach a namespace: what it is called, the route, and the headers it sends.
+type Route<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+
 // ---------------------------------------------------------------------------------------------
 // 1. Every stream request type
 
@@ -916,7 +919,7 @@ fn each_routing_method_reaches_its_own_namespace_and_never_another() {
         let bin = b64(ns.as_bytes());
         let dev_v2 = format!("/dev/{ns}/v2/pipeline");
         let dev_v3 = format!("/dev/{ns}/v3/pipeline");
-        let routes: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
+        let routes: Vec<Route<'_>> = vec![
             ("x-namespace v2", V2, vec![("x-namespace", ns)]),
             ("x-namespace v3", V3, vec![("x-namespace", ns)]),
             (
