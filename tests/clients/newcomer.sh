@@ -13,12 +13,12 @@ trap 'kill -9 "$pid" 2>/dev/null || true; rm -rf libsql-wal-data "$out" "$err"' 
 # The README's command. `cargo run` execs the binary on Unix, so $pid is the server itself.
 cargo run --release -p libsql-wal-cli -- run >"$out" 2>"$err" &
 pid=$!
-for _ in $(seq 1 600); do
+for _ in $(seq 1 1800); do
   grep -q '^  try:' "$out" && break
   kill -0 "$pid" 2>/dev/null || { echo "the server exited before serving:" >&2; cat "$out" "$err" >&2; exit 1; }
   sleep 0.5
 done
-grep -q '^  try:' "$out" || { echo "no banner after 300 s" >&2; cat "$out" "$err" >&2; exit 1; }
+grep -q '^  try:' "$out" || { echo "no banner after 900 s" >&2; cat "$out" "$err" >&2; exit 1; }
 echo "--- the banner"
 cat "$out"
 
