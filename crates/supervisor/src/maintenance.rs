@@ -11,12 +11,10 @@
 //! nothing; retention deletes only segments a verified compacted segment covers. One namespace
 //! failing is logged and counted, and the pass goes on with the next.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
-use futures::FutureExt;
 use libsql_wal_backend::{
     apply_retention, compact, Backend, BackendExt, CompactionStrategy, NamespaceName,
 };
@@ -197,16 +195,20 @@ pub struct Maintenance<B: Backend> {
     /// Where each pass goes.
     places: Arc<Places<B::Config>>,
     metrics: Arc<Mutex<MaintenanceMetrics>>,
+    /// Where passes run: compaction decodes, verifies and writes segments, CPU and file work
+    /// that must not hold up the uploads on the actors' thread.
+    runtime: tokio::runtime::Handle,
 }
 
 impl<B: Backend> Maintenance<B> {
-    /// Returns the actor; `metrics` is where it records its passes.
+    /// Returns the actor; `metrics` is where it records its passes, run on `runtime`.
     pub(crate) fn new(
         backend: Arc<B>,
         config: MaintenanceConfig,
         scratch: Arc<Scratch>,
         places: Arc<Places<B::Config>>,
         metrics: Arc<Mutex<MaintenanceMetrics>>,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         Maintenance {
             backend,
@@ -214,6 +216,7 @@ impl<B: Backend> Maintenance<B> {
             scratch,
             places,
             metrics,
+            runtime,
         }
     }
 }
@@ -242,9 +245,10 @@ impl<B: Backend> Handler<Pass> for Maintenance<B> {
             self.scratch.clone(),
         );
         let places = self.places.all();
-        // A panic in a pass (a backend bug) is caught and counted: it must not take down the
-        // storage thread the uploads run on. Its directory's guard removes the directory then.
-        let pass = AssertUnwindSafe(async move {
+        // The pass runs on the read runtime; the actor only waits for it. A panic in a pass (a
+        // backend bug) is caught and counted: it must not take down the storage thread the
+        // uploads run on. Its directory's guard removes the directory then.
+        let pass = self.runtime.spawn(async move {
             let work = scratch.create_maintenance_dir().map_err(|e| {
                 libsql_wal_backend::Error::transient(
                     "creating a maintenance directory for scratch files",
@@ -254,8 +258,7 @@ impl<B: Backend> Handler<Pass> for Maintenance<B> {
             let report = maintenance_pass(&*backend, &places, &config, work.path()).await;
             work.remove().await;
             report
-        })
-        .catch_unwind();
+        });
         let metrics = self.metrics.clone();
         let interval = self.config.interval;
         // `wait`: no other message is handled until the pass ends, so passes never overlap.
@@ -281,8 +284,12 @@ impl<B: Backend> Handler<Pass> for Maintenance<B> {
                     warn!(error = %e, "maintenance pass failed");
                     metrics.failures += 1;
                 }
-                Err(_) => {
+                Err(e) if e.is_panic() => {
                     warn!("maintenance pass panicked");
+                    metrics.failures += 1;
+                }
+                Err(_) => {
+                    warn!("maintenance pass cancelled: the storage is stopping");
                     metrics.failures += 1;
                 }
             }

@@ -78,6 +78,16 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
             scratch.clone(),
             written_places.clone(),
         );
+        // Two threads: reads are mostly waiting on the backend; the CPU they need (checksums,
+        // index decoding, and maintenance's compaction) must not take both cores from SQLite,
+        // nor run on the actors' thread.
+        let reads = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("libsql-wal-reads")
+            .enable_all()
+            .build()
+            .map_err(|source| crate::Error::StartThread { source })?;
+        let reads_handle = reads.handle().clone();
         let thread = std::thread::Builder::new()
             .name("libsql-wal-storage".into())
             .spawn(move || {
@@ -89,7 +99,7 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
                     // this far behind, on top of each namespace's own bound.
                     let supervisor = Supervisor::create(move |ctx| {
                         ctx.set_mailbox_capacity(capacity);
-                        Supervisor::new(backend, config, scratch, places)
+                        Supervisor::new(backend, config, scratch, places, reads_handle)
                     });
                     (supervisor, actix::System::current())
                 });
@@ -101,14 +111,6 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
             })
             .map_err(|source| crate::Error::StartThread { source })?;
         let (supervisor, system) = started_rx.recv().map_err(|_| crate::Error::StartAborted)?;
-        // Two threads: reads are mostly waiting on the backend; the CPU they need (checksums,
-        // index decoding) must not take both cores from SQLite.
-        let reads = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("libsql-wal-reads")
-            .enable_all()
-            .build()
-            .map_err(|source| crate::Error::StartThread { source })?;
         info!(
             max_in_flight = config.max_in_flight,
             max_enqueued_segments = config.max_enqueued_segments,

@@ -142,6 +142,8 @@ pub struct Supervisor<B: Backend, F: FileExt> {
     drained: Vec<oneshot::Sender<Result<(), usize>>>,
     /// Restarts of all namespaces, kept after a namespace is dropped.
     callback_panics: u64,
+    /// Where periodic maintenance passes run.
+    reads: tokio::runtime::Handle,
     /// The periodic maintenance actor, when configured.
     maintenance: Option<Addr<Maintenance<B>>>,
     /// What it did, for `Metrics`.
@@ -150,14 +152,17 @@ pub struct Supervisor<B: Backend, F: FileExt> {
 
 impl<B: Backend, F: FileExt> Supervisor<B, F> {
     /// Returns a supervisor storing to `backend`, with its local files in `scratch`, recording
-    /// in `places` every override a segment is stored with.
+    /// in `places` every override a segment is stored with; periodic maintenance passes run on
+    /// `reads`, off the actors' thread.
     pub(crate) fn new(
         backend: Arc<B>,
         config: StorageConfig,
         scratch: Arc<Scratch>,
         places: Arc<Places<B::Config>>,
+        reads: tokio::runtime::Handle,
     ) -> Self {
         Supervisor {
+            reads,
             backend,
             config,
             scratch,
@@ -563,6 +568,7 @@ impl<B: Backend, F: FileExt> Actor for Supervisor<B, F> {
                     self.scratch.clone(),
                     self.places.clone(),
                     self.maintenance_metrics.clone(),
+                    self.reads.clone(),
                 )
                 .start(),
             );

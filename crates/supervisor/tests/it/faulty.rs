@@ -44,6 +44,8 @@ pub struct FaultyBackend<B> {
     fail_next: AtomicU64,
     /// (namespace, key) of every data object stored, in order.
     stored: Mutex<Vec<(String, SegmentKey)>>,
+    /// The thread each stored data object was written from, by key.
+    put_threads: Mutex<Vec<(SegmentKey, String)>>,
     /// Failures injected.
     pub failures: AtomicU64,
     /// Panics injected.
@@ -62,6 +64,7 @@ impl<B: Backend> FaultyBackend<B> {
             stalled_reads: AtomicU64::new(0),
             fail_next: AtomicU64::new(0),
             stored: Mutex::new(Vec::new()),
+            put_threads: Mutex::new(Vec::new()),
             failures: AtomicU64::new(0),
             panics: AtomicU64::new(0),
         }
@@ -148,11 +151,20 @@ impl<B: Backend> FaultyBackend<B> {
 
     fn record(&self, key: &str) {
         if let Some((namespace, segment)) = key.split_once("/segments/") {
+            let segment: SegmentKey = segment.parse().unwrap();
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            self.put_threads.lock().unwrap().push((segment, thread));
             self.stored
                 .lock()
                 .unwrap()
-                .push((namespace.to_string(), segment.parse().unwrap()));
+                .push((namespace.to_string(), segment));
         }
+    }
+
+    /// Returns, for every data object stored, its key and the name of the thread that stored
+    /// it.
+    pub fn put_threads(&self) -> Vec<(SegmentKey, String)> {
+        self.put_threads.lock().unwrap().clone()
     }
 }
 

@@ -138,6 +138,19 @@ fn the_periodic_actor_compacts_by_itself_and_reports_its_passes() {
     assert!(assert_restorable(&storage, "alpha", 6 * FRAMES) < 6);
     // Without a retention window nothing is deleted.
     assert!(stored_keys(&storage, "alpha").len() > 6);
+    // Uploads run on the actors' thread; compaction on the read runtime, never beside them.
+    let threads = storage.backend().put_threads();
+    let compacted: Vec<_> = threads
+        .iter()
+        .filter(|(key, _)| key.end_frame_no - key.start_frame_no + 1 > FRAMES)
+        .collect();
+    assert!(!compacted.is_empty(), "{threads:?}");
+    for (key, thread) in compacted {
+        assert_eq!(
+            thread, "libsql-wal-reads",
+            "compacted segment {key} stored from {thread}"
+        );
+    }
     futures::executor::block_on(storage.shutdown());
 }
 
