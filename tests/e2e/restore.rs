@@ -20,10 +20,11 @@ use libsql_wal::{
 };
 use libsql_wal_backend::{
     apply_retention, compact, Backend, CompactionReport, CompactionStrategy, FsBackend,
-    NamespaceName, RetentionReport, S3TestServer,
+    NamespaceName, RetentionReport,
 };
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
+use libsql_wal_testkit::S3TestServer;
 use libsql_wal_tests::oracle::{compare_pages, run_statement};
 use libsql_wal_tests::{connect_native, Rng};
 

@@ -12,9 +12,10 @@ use libsql_sys::Connection;
 use libsql_wal::{
     LibsqlWal, LibsqlWalManager, RegistryConfig, SharedWal, SwapStrategy, WalRegistry,
 };
-use libsql_wal_backend::{Backend, BackendExt, FsBackend, S3TestServer, Storage};
+use libsql_wal_backend::{Backend, BackendExt, FsBackend, Storage};
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
+use libsql_wal_testkit::S3TestServer;
 use libsql_wal_tests::{count, integrity_check};
 
 use crate::hooked::{Call, Hook, HookedBackend};

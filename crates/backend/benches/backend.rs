@@ -11,8 +11,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use libsql_wal_backend::conformance::{make_segment, TestSegment};
 use libsql_wal_backend::{Backend, BackendExt, FsBackend, NamespaceName, SegmentData};
+use libsql_wal_testkit::conformance::{make_segment, TestSegment};
 
 /// Frames in the benchmark segment: 16,384 frames of 4 KiB, about 64 MiB.
 const FRAMES: u64 = 16_384;
@@ -119,7 +119,7 @@ fn child_upload(spec: &str) {
     let (endpoint, data) = spec.split_once('|').unwrap();
     let runtime = runtime();
     runtime.block_on(async {
-        let s3 = libsql_wal_backend::S3Backend::new(libsql_wal_backend::test_server_options(
+        let s3 = libsql_wal_backend::S3Backend::new(libsql_wal_testkit::test_server_options(
             endpoint, "memory",
         ))
         .await
@@ -155,7 +155,7 @@ fn main() {
         let fs = FsBackend::new(root.path()).await.unwrap();
         bench("fs", &fs, &segment, scratch.path()).await;
 
-        let server = libsql_wal_backend::S3TestServer::start().await.unwrap();
+        let server = libsql_wal_testkit::S3TestServer::start().await.unwrap();
         let s3 = server.backend("bench").await.unwrap();
         bench("s3", &s3, &segment, scratch.path()).await;
 

@@ -327,22 +327,22 @@ fn max_index_len(key: &SegmentKey) -> u64 {
 }
 
 /// Returns the key of a segment's data object.
-pub(crate) fn segment_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
+pub fn segment_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
     format!("{namespace}/segments/{key}")
 }
 
 /// Returns the key of a segment's index object.
-pub(crate) fn index_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
+pub fn index_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
     format!("{namespace}/indexes/{key}")
 }
 
 /// Returns the prefix of a namespace's data objects.
-pub(crate) fn segments_prefix(namespace: &NamespaceName) -> String {
+pub fn segments_prefix(namespace: &NamespaceName) -> String {
     format!("{namespace}/segments/")
 }
 
 /// Returns the prefix of a namespace's index objects.
-pub(crate) fn indexes_prefix(namespace: &NamespaceName) -> String {
+pub fn indexes_prefix(namespace: &NamespaceName) -> String {
     format!("{namespace}/indexes/")
 }
 

@@ -9,9 +9,10 @@
 //!   compaction of runs of segments (tiered or logarithmic), and retention of old ones.
 //! - `Storage`: what the WAL asks of durable storage, and `NoStorage`, which keeps everything
 //!   local.
-//! - `conformance` (feature `conformance`): the test suite every backend must pass;
-//!   `S3TestServer` (feature `test-server`, which enables `conformance` too): a real S3 server
-//!   on loopback to run it against. Neither is in a default build.
+//! - `segment_object`, `index_object`, `segments_prefix`, `indexes_prefix`: the remote layout.
+//!
+//! The suite every backend must pass and a real S3 server to run it against are in the
+//! `libsql-wal-testkit` crate (tests only).
 //!
 //! Remote layout, under each backend's root: `{namespace}/segments/{key}` (compacted data) and
 //! `{namespace}/indexes/{key}` (its page index).
@@ -19,8 +20,6 @@
 mod backend;
 mod chain;
 mod compaction;
-#[cfg(feature = "conformance")]
-pub mod conformance;
 mod error;
 mod ext;
 mod fs;
@@ -30,8 +29,6 @@ mod retention;
 #[cfg(feature = "s3")]
 mod s3;
 mod storage;
-#[cfg(feature = "test-server")]
-mod test_server;
 
 pub use backend::{validate_key, validate_prefix, Backend, ObjectReader};
 pub use chain::{maximal_segments, plan_chain, plan_chain_after, strictly_contains, MissingFrames};
@@ -40,8 +37,8 @@ pub use compaction::{
 };
 pub use error::{BoxError, Error, Result};
 pub use ext::{
-    BackendExt, FetchedPages, FetchedSegment, FindSegment, NamespaceMeta, SegmentData,
-    SegmentFrames,
+    index_object, indexes_prefix, segment_object, segments_prefix, BackendExt, FetchedPages,
+    FetchedSegment, FindSegment, NamespaceMeta, SegmentData, SegmentFrames,
 };
 pub use fs::{FsBackend, FsConfig};
 pub use key::{InvalidSegmentKey, SegmentKey, SEGMENT_KEY_LEN};
@@ -50,5 +47,3 @@ pub use retention::{apply_retention, plan_retention, RetentionReport, ORPHAN_IND
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Config, S3Options, SecretKey};
 pub use storage::{NoStorage, OnStored, Storage};
-#[cfg(feature = "test-server")]
-pub use test_server::{test_server_options, S3TestServer, TestServerOptions, TEST_BUCKET};

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use common::*;
 use libsql_wal::{restore, Footer, RestoreOptions, RestoreReport, RestoreTarget, FOOTER_SIZE};
-use libsql_wal_backend::{Backend, FsBackend, NamespaceName, S3TestServer};
+use libsql_wal_backend::{Backend, FsBackend, NamespaceName};
 use libsql_wal_server::{Error, Limits, Server, Token};
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
+use libsql_wal_testkit::S3TestServer;
 use serde_json::{json, Value};
 
 const V2: &str = "/v2/pipeline";

@@ -30,14 +30,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use libsql_wal_backend::conformance::sealed_segments;
 use libsql_wal_backend::{
-    Backend, BackendExt, FsBackend, NamespaceName, ObjectReader, OnStored, Result, S3TestServer,
-    SegmentData, SegmentKey, Storage,
+    Backend, BackendExt, FsBackend, NamespaceName, ObjectReader, OnStored, Result, SegmentData,
+    SegmentKey, Storage,
 };
 use libsql_wal_segment::format::FRAME_SIZE;
 use libsql_wal_segment::{merge, SealedSegment};
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
+use libsql_wal_testkit::conformance::sealed_segments;
+use libsql_wal_testkit::S3TestServer;
 
 type Segment = Arc<SealedSegment<std::fs::File>>;
 
@@ -468,7 +469,7 @@ fn s3_case() {
     let timings = Arc::new(Mutex::new(Timings::default()));
     let elapsed = drive(&storage, &work, &timings);
     let segments = work.iter().map(|(_, s)| s.len()).sum();
-    let puts = count_files(&server.root().join(libsql_wal_backend::TEST_BUCKET)) as u64;
+    let puts = count_files(&server.root().join(libsql_wal_testkit::TEST_BUCKET)) as u64;
     report(
         "s3",
         work.len(),

@@ -16,13 +16,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libsql_wal::{restore, RestoreOptions, RestoreTarget};
-use libsql_wal_backend::conformance::sealed_segments;
 use libsql_wal_backend::{
-    compact, Backend, BackendExt, CompactionStrategy, FsBackend, NamespaceName, S3TestServer,
-    SegmentData, SegmentKey,
+    compact, Backend, BackendExt, CompactionStrategy, FsBackend, NamespaceName, SegmentData,
+    SegmentKey,
 };
 use libsql_wal_segment::merge;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
+use libsql_wal_testkit::conformance::sealed_segments;
+use libsql_wal_testkit::S3TestServer;
 
 /// Pages of the database: 128 MiB.
 const PAGES: u32 = 32 * 1024;

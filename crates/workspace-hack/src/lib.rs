@@ -36,7 +36,6 @@
 //! `version = "<major.minor>"` of the lockfile's version; then compare again (a pinned crate
 //! pulls its own dependencies into more selections) until no third-party crate differs. A
 //! pinned crate the workspace no longer uses with those features is removed. A workspace
-//! member cannot be pinned here (it would be a cycle): `libsql-wal-backend` gets
-//! `conformance`/`test-server` in the workspace build from other members' dev-dependencies,
-//! so `-p libsql-wal-scheduler` and `-p libsql-wal-cli` still build it (and the members above
-//! it) once more.
+//! member cannot be pinned here (it would be a cycle): members must not have features that
+//! only some selections enable (test helpers live in `libsql-wal-testkit`, a dev-dependency,
+//! for that reason).

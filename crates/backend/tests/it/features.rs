@@ -1,6 +1,7 @@
-//! What the crate's features put in the library: test helpers (`conformance`, full of
-//! `expect`) are not in a default build, and the crate's own tests enable them through the
-//! dev-dependency on itself (one feature resolution for the workspace).
+//! Test helpers stay out of production builds: the conformance suite and the S3 test server
+//! live in `libsql-wal-testkit`, which no member of the workspace depends on outside its
+//! `[dev-dependencies]` (so no library or binary links them, and no library's features depend
+//! on which tests are built).
 
 /// Returns the lines of the `[section]` of a TOML file.
 fn section<'a>(toml: &'a str, name: &str) -> Vec<&'a str> {
@@ -14,51 +15,43 @@ fn section<'a>(toml: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 #[test]
-fn the_conformance_suite_is_behind_a_feature_that_default_builds_leave_out() {
-    let manifest =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
-    let features = section(&manifest, "features");
-    let feature = |name: &str| {
-        features
-            .iter()
-            .find(|line| line.split('=').next().map(str::trim) == Some(name))
-            .map(|line| line.split_once('=').unwrap().1.trim().to_string())
-    };
-    assert_eq!(
-        feature("conformance").as_deref(),
-        Some("[]"),
-        "{features:?}"
-    );
-    let mut default = vec!["default".to_string()];
-    let mut seen = Vec::new();
-    while let Some(name) = default.pop() {
-        assert_ne!(name, "conformance", "a default build enables the suite");
-        let Some(enables) = feature(&name) else {
-            continue;
-        };
-        for enabled in enables.trim_matches(['[', ']']).split(',') {
-            let enabled = enabled.trim().trim_matches('"');
-            if !enabled.is_empty() && !seen.contains(&enabled.to_string()) {
-                seen.push(enabled.to_string());
-                default.push(enabled.to_string());
-            }
+fn no_member_depends_on_the_testkit_outside_its_dev_dependencies() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut manifests = vec![root.join("tests/Cargo.toml"), root.join("xtask/Cargo.toml")];
+    for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+        let manifest = entry.unwrap().path().join("Cargo.toml");
+        if manifest.exists() {
+            manifests.push(manifest);
         }
     }
-    let own = section(&manifest, "dev-dependencies")
-        .into_iter()
-        .find(|line| line.starts_with("libsql-wal-backend"))
-        .unwrap();
-    assert!(own.contains("\"conformance\""), "{own}");
-
-    let lib = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/lib.rs")).unwrap();
-    let lines: Vec<&str> = lib.lines().collect();
-    let at = lines
-        .iter()
-        .position(|line| line.trim() == "pub mod conformance;")
-        .unwrap();
-    assert_eq!(
-        lines[at - 1].trim(),
-        "#[cfg(feature = \"conformance\")]",
-        "the module is compiled only with the feature"
+    assert!(manifests.len() >= 8, "{manifests:?}");
+    let mut dev_users = 0;
+    for manifest in &manifests {
+        let text = std::fs::read_to_string(manifest).unwrap();
+        for kind in ["dependencies", "build-dependencies"] {
+            assert!(
+                !section(&text, kind)
+                    .iter()
+                    .any(|line| line.starts_with("libsql-wal-testkit")),
+                "{} has the testkit in [{kind}]",
+                manifest.display()
+            );
+        }
+        if section(&text, "dev-dependencies")
+            .iter()
+            .any(|line| line.starts_with("libsql-wal-testkit"))
+        {
+            dev_users += 1;
+        }
+    }
+    assert!(dev_users >= 5, "the tests use the testkit: {dev_users}");
+    let lib = std::fs::read_to_string(root.join("crates/backend/src/lib.rs")).unwrap();
+    assert!(
+        !lib.contains("mod conformance"),
+        "the suite is not in the library"
+    );
+    assert!(
+        !lib.contains("mod test_server"),
+        "the test server is not in the library"
     );
 }

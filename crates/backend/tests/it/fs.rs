@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use libsql_wal_backend::{conformance, Backend, FsBackend};
+use libsql_wal_backend::{Backend, FsBackend};
+use libsql_wal_testkit::conformance;
 
 async fn backend() -> (FsBackend, tempfile::TempDir, tempfile::TempDir) {
     let root = tempfile::tempdir().unwrap();

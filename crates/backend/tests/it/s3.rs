@@ -4,10 +4,8 @@
 
 use std::sync::Arc;
 
-use libsql_wal_backend::{
-    conformance, Backend, BackendExt, Error, NamespaceName, S3Backend, S3TestServer,
-    TestServerOptions,
-};
+use libsql_wal_backend::{Backend, BackendExt, Error, NamespaceName, S3Backend};
+use libsql_wal_testkit::{conformance, S3TestServer, TestServerOptions};
 
 async fn backend(prefix: &str) -> (S3Backend, S3TestServer, tempfile::TempDir) {
     let server = S3TestServer::start().await.unwrap();

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use libsql_wal_backend::conformance::sealed_segments;
 use libsql_wal_backend::{Backend, FsBackend, NamespaceName, OnStored, Storage};
 use libsql_wal_segment::SealedSegment;
 use libsql_wal_supervisor::{ActorStorage, SchedulerConfig, StorageConfig};
+use libsql_wal_testkit::conformance::sealed_segments;
 
 use crate::faulty::{Faults, FaultyBackend};
 

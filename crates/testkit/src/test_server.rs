@@ -28,8 +28,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, Result};
-use crate::s3::{S3Backend, S3Options};
+use libsql_wal_backend::{Error, Result, S3Backend, S3Options};
 
 /// The access key the server accepts.
 const ACCESS_KEY: &str = "libsql-wal-test";

@@ -12,14 +12,10 @@ use chrono::DateTime;
 use libsql_wal_segment::format::PAGE_SIZE;
 use libsql_wal_segment::{merge, CurrentSegment, SealedSegment, StdIo};
 
-use crate::backend::Backend;
-use crate::error::Error;
-use crate::ext::{
-    index_object, indexes_prefix, segment_object, segments_prefix, BackendExt, FindSegment,
-    SegmentData,
+use libsql_wal_backend::{
+    index_object, indexes_prefix, segment_object, segments_prefix, Backend, BackendExt, Error,
+    FindSegment, NamespaceName, SegmentData, SegmentKey,
 };
-use crate::key::SegmentKey;
-use crate::namespace::NamespaceName;
 
 /// A compacted segment written to a local file, ready to store.
 #[derive(Debug)]
@@ -438,7 +434,7 @@ pub async fn crafted_headers_and_oversized_indexes_are_corrupt<B: Backend>(
 pub async fn retention_sweeps_old_orphan_indexes<B: Backend>(backend: &B, scratch: &Path) {
     let config = backend.default_config();
     let ns = namespace("orphans");
-    let grace_ms = crate::retention::ORPHAN_INDEX_GRACE.as_millis() as u64;
+    let grace_ms = libsql_wal_backend::ORPHAN_INDEX_GRACE.as_millis() as u64;
     let now_ms = 10 * grace_ms;
     let old = make_segment(scratch, 1, 10, 4, 1, 1_000);
     store(backend, &ns, &old).await;
@@ -455,7 +451,7 @@ pub async fn retention_sweeps_old_orphan_indexes<B: Backend>(backend: &B, scratc
             .expect("store an index without its data");
     }
     let window = std::time::Duration::from_millis(now_ms);
-    let report = crate::retention::apply_retention(backend, config, &ns, window, now_ms)
+    let report = libsql_wal_backend::apply_retention(backend, config, &ns, window, now_ms)
         .await
         .expect("retention");
     assert_eq!(report.orphan_indexes, [orphan.key], "{report:?}");
@@ -477,7 +473,7 @@ pub async fn retention_sweeps_old_orphan_indexes<B: Backend>(backend: &B, scratc
         .verify_segment(config, &ns, old.key)
         .await
         .expect("the stored segment is whole");
-    let again = crate::retention::apply_retention(backend, config, &ns, window, now_ms)
+    let again = libsql_wal_backend::apply_retention(backend, config, &ns, window, now_ms)
         .await
         .expect("retention again");
     assert!(again.orphan_indexes.is_empty(), "{again:?}");
