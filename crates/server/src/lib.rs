@@ -86,6 +86,9 @@ pub struct Limits {
     pub max_stored_sql_bytes: usize,
     /// Rows one response may carry.
     pub max_response_rows: usize,
+    /// Bytes of values one response may carry (about, as JSON): past either bound a read
+    /// fails with `RESPONSE_TOO_LARGE`, so no response holds the server's memory.
+    pub max_response_bytes: usize,
     /// Time one request of a pipeline may run before it is interrupted.
     pub statement_timeout: Duration,
     /// Requests that may wait for an SQL thread; past it they are answered 503
@@ -95,7 +98,7 @@ pub struct Limits {
 
 impl Default for Limits {
     /// 10 MiB bodies, 128 streams per namespace and 4,096 in all, 50 stored SQL texts of at
-    /// most 64 KiB per stream, 100,000 rows per response, 30 s per statement, 1,024 requests
+    /// most 64 KiB per stream, 100,000 rows or 64 MiB of values per response, 30 s per statement, 1,024 requests
     /// waiting for an SQL thread.
     fn default() -> Self {
         Limits {
@@ -105,6 +108,7 @@ impl Default for Limits {
             max_stored_sql: 50,
             max_stored_sql_bytes: 64 << 10,
             max_response_rows: 100_000,
+            max_response_bytes: 64 << 20,
             statement_timeout: Duration::from_secs(30),
             max_waiting_requests: 1024,
         }

@@ -109,27 +109,58 @@ impl SqlStore {
 
 /// Counts rows across the statements of one response, against `max_response_rows`.
 #[derive(Debug)]
-pub struct RowBudget {
-    left: usize,
-    max: usize,
+pub struct ResponseBudget {
+    rows_left: usize,
+    max_rows: usize,
+    bytes_left: usize,
+    max_bytes: usize,
 }
 
-impl RowBudget {
-    /// A budget of `max` rows.
-    pub fn new(max: usize) -> Self {
-        RowBudget { left: max, max }
+impl ResponseBudget {
+    /// A budget of `max_rows` rows taking about `max_bytes` bytes of JSON.
+    pub fn new(max_rows: usize, max_bytes: usize) -> Self {
+        ResponseBudget {
+            rows_left: max_rows,
+            max_rows,
+            bytes_left: max_bytes,
+            max_bytes,
+        }
     }
 
-    fn take(&mut self) -> Result<(), Error> {
-        if self.left == 0 {
+    /// Takes `row` out of the budget (its size as the JSON it becomes, about).
+    fn take(&mut self, row: &[Value]) -> Result<(), Error> {
+        if self.rows_left == 0 {
             return Err(Error::new(
                 "RESPONSE_TOO_LARGE",
-                format!("a response may carry at most {} rows", self.max),
+                format!("a response may carry at most {} rows", self.max_rows),
             ));
         }
-        self.left -= 1;
+        let bytes: usize = row.iter().map(json_size).sum();
+        if bytes > self.bytes_left {
+            return Err(Error::new(
+                "RESPONSE_TOO_LARGE",
+                format!(
+                    "a response may carry at most {} bytes of values",
+                    self.max_bytes
+                ),
+            ));
+        }
+        self.rows_left -= 1;
+        self.bytes_left -= bytes;
         Ok(())
     }
+}
+
+/// About the bytes `value` takes in a JSON response.
+fn json_size(value: &Value) -> usize {
+    const ENVELOPE: usize = 32;
+    ENVELOPE
+        + match value {
+            Value::Null => 0,
+            Value::Integer(_) | Value::Float(_) => 24,
+            Value::Text(s) => s.len(),
+            Value::Blob(b) => b.len().div_ceil(3) * 4,
+        }
 }
 
 /// Maps a SQLite error to Hrana's error: SQLite's primary code names, as sqld reports them.
@@ -295,7 +326,7 @@ pub fn execute_stmt(
     conn: &rusqlite::Connection,
     stmt: &Stmt,
     sql: &str,
-    budget: &mut RowBudget,
+    budget: &mut ResponseBudget,
 ) -> Result<StmtResult, Error> {
     let started = Instant::now();
     let mut statement = prepare_one(conn, sql)?;
@@ -303,7 +334,7 @@ pub fn execute_stmt(
     let cols = columns(&statement);
     let want_rows = stmt.want_rows.unwrap_or(true);
     let column_count = cols.len();
-    let mut rows = Vec::new();
+    let mut rows: Vec<Vec<Value>> = Vec::new();
     // A write (`INSERT ... RETURNING`) has changed the database by its first row: stopping
     // it part way would report a failure for what may commit. Only reads are held to the
     // budget.
@@ -312,14 +343,14 @@ pub fn execute_stmt(
         let mut cursor = statement.raw_query();
         while let Some(row) = cursor.next().map_err(|e| sqlite_error(&e))? {
             if want_rows {
-                if budgeted {
-                    budget.take()?;
-                }
                 let mut values = Vec::with_capacity(column_count);
                 for i in 0..column_count {
                     values.push(from_sql_value(
                         row.get_ref(i).map_err(|e| sqlite_error(&e))?,
                     ));
+                }
+                if budgeted {
+                    budget.take(&values)?;
                 }
                 rows.push(values);
             }
@@ -392,7 +423,7 @@ pub fn execute_batch(
     conn: &rusqlite::Connection,
     batch: &Batch,
     store: &SqlStore,
-    budget: &mut RowBudget,
+    budget: &mut ResponseBudget,
 ) -> Result<BatchResult, ProtocolError> {
     let mut outcomes: Vec<Option<bool>> = Vec::with_capacity(batch.steps.len());
     let mut step_results = Vec::with_capacity(batch.steps.len());
@@ -476,7 +507,7 @@ mod tests {
 
     fn run(conn: &rusqlite::Connection, stmt: &Stmt) -> Result<StmtResult, Error> {
         let sql = stmt.sql.clone().expect("sql");
-        execute_stmt(conn, stmt, &sql, &mut RowBudget::new(1000))
+        execute_stmt(conn, stmt, &sql, &mut ResponseBudget::new(1000, usize::MAX))
     }
 
     #[test]
@@ -595,7 +626,7 @@ mod tests {
             &conn,
             &batch,
             &SqlStore::default(),
-            &mut RowBudget::new(100),
+            &mut ResponseBudget::new(100, usize::MAX),
         )
         .expect("run");
         let ran: Vec<bool> = result.step_results.iter().map(Option::is_some).collect();
@@ -648,12 +679,42 @@ mod tests {
     fn a_response_carries_at_most_its_row_budget() {
         let conn = conn();
         let sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) SELECT i FROM n";
-        let err = execute_stmt(&conn, &stmt(sql, vec![]), sql, &mut RowBudget::new(5))
-            .expect_err("too many rows");
+        let err = execute_stmt(
+            &conn,
+            &stmt(sql, vec![]),
+            sql,
+            &mut ResponseBudget::new(5, usize::MAX),
+        )
+        .expect_err("too many rows");
         assert_eq!(err.code, "RESPONSE_TOO_LARGE");
         let mut no_rows = stmt(sql, vec![]);
         no_rows.want_rows = Some(false);
-        let result = execute_stmt(&conn, &no_rows, sql, &mut RowBudget::new(5)).expect("no rows");
+        let result = execute_stmt(
+            &conn,
+            &no_rows,
+            sql,
+            &mut ResponseBudget::new(5, usize::MAX),
+        )
+        .expect("no rows");
+        assert!(result.rows.is_empty());
+        let blobs = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) SELECT randomblob(3000) FROM n";
+        let err = execute_stmt(
+            &conn,
+            &stmt(blobs, vec![]),
+            blobs,
+            &mut ResponseBudget::new(100, 20_000),
+        )
+        .expect_err("too many bytes");
+        assert_eq!(err.code, "RESPONSE_TOO_LARGE");
+        assert!(err.message.contains("bytes"), "{}", err.message);
+        let fits = execute_stmt(
+            &conn,
+            &stmt(blobs, vec![]),
+            blobs,
+            &mut ResponseBudget::new(100, 200_000),
+        )
+        .expect("fits");
+        assert_eq!(fits.rows.len(), 20);
         assert!(result.rows.is_empty());
     }
 

@@ -17,7 +17,7 @@ use crate::proto::{
     CursorEntry, CursorHead, CursorRequest, PipelineRequest, PipelineResponse, StreamRequest,
     StreamResponse, StreamResult, V1BatchRequest, V1ExecuteRequest,
 };
-use crate::sql::{self, ProtocolError, RowBudget, SqlStore, Version};
+use crate::sql::{self, ProtocolError, ResponseBudget, SqlStore, Version};
 use crate::streams::{BatonError, Stream};
 use crate::State;
 
@@ -302,7 +302,7 @@ fn run_requests(
 ) -> Result<(Vec<StreamResult>, bool), ProtocolError> {
     let limits = state.config.limits;
     let run_limits = limits.run_limits();
-    let mut budget = RowBudget::new(limits.max_response_rows);
+    let mut budget = ResponseBudget::new(limits.max_response_rows, limits.max_response_bytes);
     let mut results = Vec::with_capacity(requests.len());
     let mut closed = false;
     for request in requests {
@@ -473,7 +473,7 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
     let batch = request.batch;
     let (entries, baton) = on_stream(&state, stream, move |state, stream| {
         let limits = state.config.limits;
-        let mut budget = RowBudget::new(limits.max_response_rows);
+        let mut budget = ResponseBudget::new(limits.max_response_rows, limits.max_response_bytes);
         let mut entries = Vec::new();
         let mut outcomes: Vec<Option<bool>> = Vec::with_capacity(batch.steps.len());
         let conn = stream.conn.sql();
@@ -579,7 +579,7 @@ async fn v1_execute(
             conn,
             &request.stmt,
             &sql,
-            &mut RowBudget::new(limits.max_response_rows),
+            &mut ResponseBudget::new(limits.max_response_rows, limits.max_response_bytes),
         );
         let fired = guard.fired();
         Ok::<_, ProtocolError>(result.map_err(|e| interrupted(e, fired, &limits)))
@@ -610,7 +610,7 @@ async fn v1_batch(
             conn,
             &request.batch,
             &SqlStore::default(),
-            &mut RowBudget::new(limits.max_response_rows),
+            &mut ResponseBudget::new(limits.max_response_rows, limits.max_response_bytes),
         )
     })
     .await??;
