@@ -70,6 +70,20 @@ impl SqlPool {
         })
     }
 
+    /// Fails with `Overloaded` if a job now would wait past the bound: checked before a
+    /// request takes its stream, so that a refusal leaves the stream (and its transaction) as
+    /// it was.
+    pub fn admits(&self) -> Result<()> {
+        let waiting = self.waiting.load(std::sync::atomic::Ordering::SeqCst);
+        if waiting >= self.max_waiting {
+            return Err(Error::Overloaded {
+                waiting,
+                threads: self.free.available_permits(),
+            });
+        }
+        Ok(())
+    }
+
     /// Runs `job` on a free thread (waiting for one) and returns what it returned; fails with
     /// `PoolStopped` if the pool stopped, `JobPanicked` if the job panicked.
     pub async fn run<T: Send + 'static>(

@@ -96,6 +96,8 @@ pub enum StreamLimit {
 
 struct Table {
     slots: HashMap<u64, Slot>,
+    /// Streams dropped by a request (a replayed baton), for the expiry thread to drop.
+    dropped: Vec<Stream>,
     /// Open (available or acquired) streams per namespace.
     per_namespace: HashMap<NamespaceName, usize>,
     open: usize,
@@ -193,6 +195,7 @@ impl Streams {
             key,
             table: Mutex::new(Table {
                 slots: HashMap::new(),
+                dropped: Vec::new(),
                 per_namespace: HashMap::new(),
                 open: 0,
             }),
@@ -281,11 +284,11 @@ impl Streams {
                     return Err(BatonError::OtherNamespace);
                 }
                 if expected != seq {
-                    // A replayed baton: the stream is dropped, as sqld does.
+                    // A replayed baton: the stream is dropped, as sqld does, by the expiry
+                    // thread (its rollback is file work, not for an executor thread).
                     let namespace = stream.namespace.clone();
                     table.release_place(&namespace);
-                    drop(table);
-                    drop(stream);
+                    table.dropped.push(*stream);
                     return Err(BatonError::Reused);
                 }
                 table.slots.insert(
@@ -336,7 +339,7 @@ impl Streams {
     /// their transactions) off the lock.
     pub fn expire(&self, now: Instant) -> Vec<Stream> {
         let mut table = self.lock();
-        let mut expired = Vec::new();
+        let mut expired = std::mem::take(&mut table.dropped);
         let mut released = Vec::new();
         table.slots.retain(|_, slot| match slot {
             Slot::Expired { at } => now.duration_since(*at) < self.expired_kept,
@@ -395,15 +398,14 @@ impl Streams {
     pub fn take_all(&self) -> Vec<Stream> {
         let mut table = self.lock();
         let slots = std::mem::take(&mut table.slots);
+        let mut idle = std::mem::take(&mut table.dropped);
         table.per_namespace.clear();
         table.open = 0;
-        slots
-            .into_values()
-            .filter_map(|slot| match slot {
-                Slot::Available { stream, .. } => Some(*stream),
-                _ => None,
-            })
-            .collect()
+        idle.extend(slots.into_values().filter_map(|slot| match slot {
+            Slot::Available { stream, .. } => Some(*stream),
+            _ => None,
+        }));
+        idle
     }
 
     /// Open streams (idle or running a request), in all and for `namespace`.

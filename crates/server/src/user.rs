@@ -451,6 +451,7 @@ async fn pipeline(
     authorize(&state, &req, false)?;
     let namespace = existing_namespace(&state, &req, from_path.as_deref())?;
     let request: PipelineRequest = parse_body(&body)?;
+    state.pool.admits()?;
     let stream = take_stream(&state, &namespace, request.baton.as_deref()).await?;
     let requests = request.requests;
     let (results, baton) = on_stream(&state, stream, move |state, stream| {
@@ -469,6 +470,7 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
     let namespace = existing_namespace(&state, &req, None)?;
     let request: CursorRequest = parse_body(&body)?;
     sql::check_batch(&request.batch, Version::V3)?;
+    state.pool.admits()?;
     let stream = take_stream(&state, &namespace, request.baton.as_deref()).await?;
     let batch = request.batch;
     let (entries, baton) = on_stream(&state, stream, move |state, stream| {
