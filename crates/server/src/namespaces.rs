@@ -131,6 +131,8 @@ pub struct WalHost<B: Backend> {
     last_used: DashMap<NamespaceName, Instant>,
     /// Namespaces being deleted: nothing opens them meanwhile.
     deleting: DashSet<NamespaceName>,
+    /// Namespaces being created: they do not exist for requests until the create is done.
+    creating: DashSet<NamespaceName>,
     /// Per namespace, held shared while something opens it (a connection, a seal, a
     /// checkpoint, a create) and exclusively while a delete marks it: nothing opens a
     /// namespace once its delete began, and a delete waits for opens in progress.
@@ -159,12 +161,21 @@ impl<B: Backend> WalHost<B> {
             runtime,
             last_used: DashMap::new(),
             deleting: DashSet::new(),
+            creating: DashSet::new(),
             gates: DashMap::new(),
         })
     }
 
-    fn gate(&self, namespace: &NamespaceName) -> Arc<RwLock<()>> {
-        self.gates.entry(namespace.clone()).or_default().clone()
+    /// Runs `f` with `namespace`'s gate; the gate is forgotten once nobody holds it, so the
+    /// map holds only namespaces something is opening or deleting now.
+    fn with_gate<T>(&self, namespace: &NamespaceName, f: impl FnOnce(&RwLock<()>) -> T) -> T {
+        let gate = self.gates.entry(namespace.clone()).or_default().clone();
+        let out = f(&gate);
+        drop(gate);
+        // Under the map's lock: nobody can take a clone between the count and the removal.
+        self.gates
+            .remove_if(namespace, |_, gate| Arc::strong_count(gate) == 1);
+        out
     }
 
     /// Runs `open` unless `namespace` is gone or being deleted (then `NamespaceNotFound`).
@@ -173,12 +184,13 @@ impl<B: Backend> WalHost<B> {
         namespace: &NamespaceName,
         open: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let gate = self.gate(namespace);
-        let _opening = gate.read().unwrap_or_else(PoisonError::into_inner);
-        if !self.exists(namespace) {
-            return Err(Error::NamespaceNotFound(namespace.clone()));
-        }
-        open()
+        self.with_gate(namespace, |gate| {
+            let _opening = gate.read().unwrap_or_else(PoisonError::into_inner);
+            if !self.exists(namespace) {
+                return Err(Error::NamespaceNotFound(namespace.clone()));
+            }
+            open()
+        })
     }
 
     /// Returns the open log of `namespace`, opening it.
@@ -229,6 +241,35 @@ impl<B: Backend> WalHost<B> {
                 source: e,
             })?;
         Ok(Box::new(conn))
+    }
+
+    /// Makes a new namespace's directory, opens its log (restoring what the bucket holds of
+    /// the name) and makes its database file; on failure removes what it made, unless the
+    /// log could not be closed (then the namespace stays, to be deleted).
+    fn create_files(&self, namespace: &NamespaceName) -> Result<()> {
+        let dir = self.dir(namespace);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::NamespaceExists(namespace.clone()))
+            }
+            Err(source) => return Err(Error::Io { path: dir, source }),
+        }
+        let made = self
+            .log(namespace)
+            .and_then(|_| self.open_connection(namespace, true));
+        if let Err(e) = made {
+            if let Err(close) = self.registry().close(namespace) {
+                warn!(%namespace, error = %close, "a failed create left its log open; delete the namespace");
+                return Err(e);
+            }
+            if let Err(remove) = std::fs::remove_dir_all(&dir) {
+                warn!(%namespace, error = %remove, "a failed create left its directory");
+            }
+            return Err(e);
+        }
+        info!(%namespace, "namespace created");
+        Ok(())
     }
 
     fn registry(&self) -> &Arc<WalRegistry<StdIo, ServerStorage<B>>> {
@@ -286,7 +327,9 @@ impl<B: Backend> WalHost<B> {
 
 impl<B: Backend> Host for WalHost<B> {
     fn exists(&self, namespace: &NamespaceName) -> bool {
-        !self.deleting.contains(namespace) && self.dir(namespace).is_dir()
+        !self.deleting.contains(namespace)
+            && !self.creating.contains(namespace)
+            && self.dir(namespace).is_dir()
     }
 
     #[tracing::instrument(skip(self), fields(namespace = %namespace))]
@@ -296,48 +339,37 @@ impl<B: Backend> Host for WalHost<B> {
 
     #[tracing::instrument(skip(self), fields(namespace = %namespace))]
     fn create(&self, namespace: &NamespaceName) -> Result<()> {
-        let gate = self.gate(namespace);
-        let _opening = gate.read().unwrap_or_else(PoisonError::into_inner);
-        if self.deleting.contains(namespace) {
-            return Err(Error::NamespaceBusy {
-                namespace: namespace.clone(),
-                why: "it is being deleted",
-            });
-        }
-        let dir = self.dir(namespace);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::NamespaceExists(namespace.clone()))
+        self.with_gate(namespace, |gate| {
+            let _opening = gate.read().unwrap_or_else(PoisonError::into_inner);
+            if self.deleting.contains(namespace) {
+                return Err(Error::NamespaceBusy {
+                    namespace: namespace.clone(),
+                    why: "it is being deleted",
+                });
             }
-            Err(source) => return Err(Error::Io { path: dir, source }),
-        }
-        // Opening the log restores what the bucket holds of this name; the first connection
-        // makes the database file (user connections never create one).
-        if let Err(e) = self
-            .log(namespace)
-            .and_then(|_| self.open_connection(namespace, true))
-        {
-            // Nothing was committed in it: leave no half-made namespace behind.
-            let _ = self.registry().close(namespace);
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-        info!("namespace created");
-        Ok(())
+            if !self.creating.insert(namespace.clone()) {
+                return Err(Error::NamespaceBusy {
+                    namespace: namespace.clone(),
+                    why: "it is being created",
+                });
+            }
+            let created = self.create_files(namespace);
+            self.creating.remove(namespace);
+            created
+        })
     }
 
     #[tracing::instrument(skip(self), fields(namespace = %namespace))]
     fn delete(&self, namespace: &NamespaceName, keep_backup: bool) -> Result<()> {
-        {
-            // Waits for opens in progress; none starts after this.
-            let gate = self.gate(namespace);
+        // Waits for opens in progress; none starts after this.
+        self.with_gate(namespace, |gate| {
             let _deleting = gate.write().unwrap_or_else(PoisonError::into_inner);
             if !self.exists(namespace) {
                 return Err(Error::NamespaceNotFound(namespace.clone()));
             }
             self.deleting.insert(namespace.clone());
-        }
+            Ok(())
+        })?;
         let result = (|| {
             self.registry()
                 .close(namespace)
@@ -345,6 +377,20 @@ impl<B: Backend> Host for WalHost<B> {
                     namespace: namespace.clone(),
                     source,
                 })?;
+            // Storage forgets what it knew of the namespace (its durable frame_no among it),
+            // also when its log was not open: a namespace created again under this name
+            // starts from nothing there.
+            let storage = self.registry().storage().clone();
+            let ns = namespace.clone();
+            if !self
+                .runtime
+                .block_on(async move { storage.forget(&ns).await })
+            {
+                return Err(Error::NamespaceBusy {
+                    namespace: namespace.clone(),
+                    why: "storage still holds segments of it; try again",
+                });
+            }
             // The bucket first: a delete cut short leaves the namespace in place (and
             // deletable again), never a local namespace gone with its history still stored.
             if !keep_backup {
@@ -361,7 +407,6 @@ impl<B: Backend> Host for WalHost<B> {
         self.last_used.remove(namespace);
         self.deleting.remove(namespace);
         if result.is_ok() {
-            self.gates.remove(namespace);
             info!(keep_backup, "namespace deleted");
         }
         result
@@ -487,9 +532,26 @@ impl<B: Backend> Host for WalHost<B> {
             .filter(|e| now.duration_since(*e.value()) >= idle)
             .map(|e| e.key().clone())
             .collect();
+        if due.is_empty() {
+            return 0;
+        }
+        // Namespaces whose uploads fail or wait: closing one would wait for durability (up to
+        // the shutdown timeout) while holding up its own opens.
+        let stalled: std::collections::HashSet<String> = match self.storage_metrics() {
+            Ok(metrics) => metrics
+                .namespaces
+                .iter()
+                .filter(|m| !m.healthy || m.queue_depth > 0)
+                .map(|m| m.namespace.as_str().to_string())
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "no storage metrics: no idle namespace is closed now");
+                return 0;
+            }
+        };
         let mut closed = 0;
         for namespace in due {
-            if self.deleting.contains(&namespace) {
+            if self.deleting.contains(&namespace) || stalled.contains(namespace.as_str()) {
                 continue;
             }
             // Closing waits until storage made the log durable: a namespace whose sealed

@@ -86,6 +86,24 @@ impl From<crate::error::Error> for Failure {
                 source: libsql_wal::Error::Busy { .. },
                 ..
             } => Failure::json(StatusCode::CONFLICT, "NAMESPACE_BUSY", e.to_string()),
+            E::Wal {
+                source: libsql_wal::Error::RegistryShutDown { .. },
+                ..
+            } => Failure::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SHUTTING_DOWN",
+                e.to_string(),
+            ),
+            E::Wal {
+                source: libsql_wal::Error::DurableTimeout { .. },
+                ..
+            }
+            | E::Storage { .. }
+            | E::StorageStopped { .. } => Failure::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "STORAGE_UNAVAILABLE",
+                e.to_string(),
+            ),
             E::NamespaceBusy { .. } => {
                 Failure::json(StatusCode::CONFLICT, "NAMESPACE_BUSY", e.to_string())
             }
@@ -399,6 +417,21 @@ fn interrupted(
     )
 }
 
+/// Removes a taken stream's slot when dropped armed.
+struct SlotGuard<'a> {
+    streams: &'a crate::streams::Streams,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.streams.remove(self.id);
+        }
+    }
+}
+
 /// Runs `job` on `stream` on an SQL thread. A protocol error drops the stream (its connection
 /// goes on the SQL thread, rolling back an open transaction); otherwise the stream comes back
 /// unless `job` closed it.
@@ -409,6 +442,14 @@ async fn on_stream<T: Send + 'static>(
 ) -> Result<(T, Option<String>), Failure> {
     let id = stream.id;
     let for_job = state.clone();
+    // If this future is dropped before the stream comes back (a client gone, a timeout), the
+    // stream's slot is removed: its place is not held forever. The stream itself is dropped
+    // on the SQL thread when its job ends.
+    let mut slot = SlotGuard {
+        streams: &state.streams,
+        id,
+        armed: true,
+    };
     let ran = state
         .pool
         .run(move || {
@@ -421,6 +462,7 @@ async fn on_stream<T: Send + 'static>(
             }
         })
         .await;
+    slot.armed = false;
     match ran {
         Ok(Ok((value, Some(stream)))) => {
             state.host.touch(&stream.namespace);

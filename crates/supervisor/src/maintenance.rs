@@ -198,6 +198,17 @@ pub struct Maintenance<B: Backend> {
     /// Where passes run: compaction decodes, verifies and writes segments, CPU and file work
     /// that must not hold up the uploads on the actors' thread.
     runtime: tokio::runtime::Handle,
+    /// The pass running now, aborted if the actor goes (the storage stops): no pass goes on
+    /// writing and deleting in the bucket after it.
+    running: Option<tokio::task::AbortHandle>,
+}
+
+impl<B: Backend> Drop for Maintenance<B> {
+    fn drop(&mut self) {
+        if let Some(pass) = self.running.take() {
+            pass.abort();
+        }
+    }
 }
 
 impl<B: Backend> Maintenance<B> {
@@ -217,6 +228,7 @@ impl<B: Backend> Maintenance<B> {
             places,
             metrics,
             runtime,
+            running: None,
         }
     }
 }
@@ -259,6 +271,7 @@ impl<B: Backend> Handler<Pass> for Maintenance<B> {
             work.remove().await;
             report
         });
+        self.running = Some(pass.abort_handle());
         let metrics = self.metrics.clone();
         let interval = self.config.interval;
         // `wait`: no other message is handled until the pass ends, so passes never overlap.

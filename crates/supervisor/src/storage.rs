@@ -88,6 +88,9 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
             .build()
             .map_err(|source| crate::Error::StartThread { source })?;
         let reads_handle = reads.handle().clone();
+        // On the error paths below the runtime goes without blocking (`start` may be called
+        // from async code, where dropping a runtime panics).
+        let give_up = |reads: tokio::runtime::Runtime| reads.shutdown_background();
         let thread = std::thread::Builder::new()
             .name("libsql-wal-storage".into())
             .spawn(move || {
@@ -108,9 +111,18 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
                         warn!(error = %e, "the storage system ended with an error");
                     }
                 }
-            })
-            .map_err(|source| crate::Error::StartThread { source })?;
-        let (supervisor, system) = started_rx.recv().map_err(|_| crate::Error::StartAborted)?;
+            });
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(source) => {
+                give_up(reads);
+                return Err(crate::Error::StartThread { source });
+            }
+        };
+        let Ok((supervisor, system)) = started_rx.recv() else {
+            give_up(reads);
+            return Err(crate::Error::StartAborted);
+        };
         info!(
             max_in_flight = config.max_in_flight,
             max_enqueued_segments = config.max_enqueued_segments,

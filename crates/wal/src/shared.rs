@@ -990,6 +990,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             }
         }
         loop {
+            if self.retired.load(Ordering::SeqCst) {
+                return Ok(());
+            }
             let Some(segment) = lock(&self.unsent).front().cloned() else {
                 return Ok(());
             };
