@@ -307,7 +307,7 @@ impl Server {
                 source: std::io::Error::other(e.to_string()),
             })?,
             pool: pool::SqlPool::new(config.sql_threads, config.limits.max_waiting_requests)?,
-            admin_pool: pool::SqlPool::new(2, 64)?,
+            admin_pool: pool::SqlPool::new(2, config.limits.max_waiting_requests)?,
             watchdog: watchdog::Watchdog::start().map_err(|source| Error::Start {
                 what: "the statement watchdog",
                 source,
