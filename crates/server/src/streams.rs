@@ -98,6 +98,8 @@ struct Table {
     slots: HashMap<u64, Slot>,
     /// Streams dropped by a request (a replayed baton), for the expiry thread to drop.
     dropped: Vec<Stream>,
+    /// One-off connections (v1 requests) running per namespace.
+    holds: HashMap<NamespaceName, usize>,
     /// Open (available or acquired) streams per namespace.
     per_namespace: HashMap<NamespaceName, usize>,
     open: usize,
@@ -149,6 +151,24 @@ impl Reservation<'_> {
     }
 }
 
+/// A one-off connection counted on its namespace (`Streams::hold`).
+pub struct Hold<'a> {
+    streams: &'a Streams,
+    namespace: NamespaceName,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        let mut table = self.streams.lock();
+        if let Some(n) = table.holds.get_mut(&self.namespace) {
+            *n -= 1;
+            if *n == 0 {
+                table.holds.remove(&self.namespace);
+            }
+        }
+    }
+}
+
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if let Some(namespace) = self.namespace.take() {
@@ -196,6 +216,7 @@ impl Streams {
             table: Mutex::new(Table {
                 slots: HashMap::new(),
                 dropped: Vec::new(),
+                holds: HashMap::new(),
                 per_namespace: HashMap::new(),
                 open: 0,
             }),
@@ -379,9 +400,9 @@ impl Streams {
             })
             .collect();
         // Every place taken that is not an idle stream is a request running on a stream, or
-        // one opening its connection.
+        // one opening its connection; a one-off connection counts too.
         let places = table.per_namespace.get(namespace).copied().unwrap_or(0);
-        if places > ids.len() {
+        if places > ids.len() || table.holds.contains_key(namespace) {
             return None;
         }
         let mut taken = Vec::with_capacity(ids.len());
@@ -392,6 +413,15 @@ impl Streams {
             }
         }
         Some(taken)
+    }
+
+    /// Counts a one-off connection on `namespace` while the returned guard lives.
+    pub fn hold(&self, namespace: &NamespaceName) -> Hold<'_> {
+        *self.lock().holds.entry(namespace.clone()).or_insert(0) += 1;
+        Hold {
+            streams: self,
+            namespace: namespace.clone(),
+        }
     }
 
     /// Removes every stream (the server is stopping) and returns the idle ones.
@@ -484,6 +514,22 @@ mod tests {
             streams.acquire(&third, &ns).is_ok(),
             "still usable by its own"
         );
+    }
+
+    #[test]
+    fn a_namespace_with_a_running_request_or_one_off_connection_gives_up_no_stream() {
+        let streams = Streams::new(Duration::from_secs(10), 10, 10).expect("key");
+        let a: NamespaceName = "a".parse().expect("name");
+        let baton = stream(&streams, &a);
+        let running = streams.acquire(&stream(&streams, &a), &a).expect("taken");
+        assert!(streams.take_namespace(&a).is_none(), "a request runs");
+        streams.remove(running.id);
+        let one_off = streams.hold(&a);
+        assert!(streams.take_namespace(&a).is_none(), "a v1 connection runs");
+        drop(one_off);
+        let taken = streams.take_namespace(&a).expect("nothing runs");
+        assert_eq!(taken.len(), 1);
+        assert_eq!(streams.acquire(&baton, &a).err(), Some(BatonError::Closed));
     }
 
     #[test]

@@ -593,14 +593,19 @@ async fn one_off<T: Send + 'static>(
     namespace: NamespaceName,
     job: impl FnOnce(&State, &libsql_sys::rusqlite::Connection) -> T + Send + 'static,
 ) -> Result<T, Failure> {
+    // The connection is counted on its namespace while it lives (not against the stream
+    // limits): a delete sees it and answers 409 rather than close the namespace under it.
+    let place = state.streams.hold(&namespace);
     let for_job = state.clone();
-    Ok(state
+    let outcome = state
         .pool
         .run(move || {
             let conn = for_job.host.connect(&namespace)?;
             Ok::<_, crate::error::Error>(job(&for_job, conn.sql()))
         })
-        .await??)
+        .await;
+    drop(place);
+    Ok(outcome??)
 }
 
 async fn v1_execute(
