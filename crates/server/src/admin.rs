@@ -3,15 +3,16 @@
 //! status page (`GET /`) that refreshes itself.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use libsql_wal_backend::NamespaceName;
+
 use crate::namespaces::NamespaceInfo;
-use crate::user::{authorize, parse_namespace, Failure};
+use crate::user::{authorize, parse_namespace, timed, Api, Failure};
 use crate::State;
 
 #[derive(Debug, Default, Deserialize)]
@@ -20,14 +21,9 @@ struct DeleteRequest {
     keep_backup: bool,
 }
 
-async fn create(
-    state: Arc<State>,
-    req: HttpRequest,
-    name: String,
-    body: Bytes,
-) -> Result<HttpResponse, Failure> {
+async fn create(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
-    let namespace = parse_namespace(&name)?;
+    let namespace = path_namespace(&req)?;
     if !body.is_empty() {
         // sqld takes options here; none is needed by this server, but the body must be JSON.
         serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
@@ -46,14 +42,9 @@ async fn create(
     Ok(HttpResponse::Ok().finish())
 }
 
-async fn delete(
-    state: Arc<State>,
-    req: HttpRequest,
-    name: String,
-    body: Bytes,
-) -> Result<HttpResponse, Failure> {
+async fn delete(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
-    let namespace = parse_namespace(&name)?;
+    let namespace = path_namespace(&req)?;
     let options: DeleteRequest = if body.is_empty() {
         DeleteRequest::default()
     } else {
@@ -116,15 +107,15 @@ async fn infos(
         .await??)
 }
 
-async fn list(state: Arc<State>, req: HttpRequest) -> Result<HttpResponse, Failure> {
+async fn list(state: Arc<State>, req: HttpRequest, _: Bytes) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let (infos, _) = infos(&state).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "namespaces": infos })))
 }
 
-async fn get(state: Arc<State>, req: HttpRequest, name: String) -> Result<HttpResponse, Failure> {
+async fn get(state: Arc<State>, req: HttpRequest, _: Bytes) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
-    let namespace = parse_namespace(&name)?;
+    let namespace = path_namespace(&req)?;
     let host = state.host.clone();
     let info = state
         .admin_pool
@@ -139,10 +130,10 @@ async fn get(state: Arc<State>, req: HttpRequest, name: String) -> Result<HttpRe
 async fn checkpoint(
     state: Arc<State>,
     req: HttpRequest,
-    name: String,
+    _: Bytes,
 ) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
-    let namespace = parse_namespace(&name)?;
+    let namespace = path_namespace(&req)?;
     if !state.host.exists(&namespace) {
         return Err(crate::error::Error::NamespaceNotFound(namespace).into());
     }
@@ -154,9 +145,9 @@ async fn checkpoint(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "checkpointed_segments": segments })))
 }
 
-async fn seal(state: Arc<State>, req: HttpRequest, name: String) -> Result<HttpResponse, Failure> {
+async fn seal(state: Arc<State>, req: HttpRequest, _: Bytes) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
-    let namespace = parse_namespace(&name)?;
+    let namespace = path_namespace(&req)?;
     if !state.host.exists(&namespace) {
         return Err(crate::error::Error::NamespaceNotFound(namespace).into());
     }
@@ -168,7 +159,7 @@ async fn seal(state: Arc<State>, req: HttpRequest, name: String) -> Result<HttpR
     Ok(HttpResponse::Ok().json(serde_json::json!({ "sealed": sealed })))
 }
 
-async fn metrics(state: Arc<State>, req: HttpRequest) -> Result<HttpResponse, Failure> {
+async fn metrics(state: Arc<State>, req: HttpRequest, _: Bytes) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let (infos, storage) = infos(&state).await?;
     let for_render = state.clone();
@@ -189,7 +180,11 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-async fn status_page(state: Arc<State>, req: HttpRequest) -> Result<HttpResponse, Failure> {
+async fn status_page(
+    state: Arc<State>,
+    req: HttpRequest,
+    _: Bytes,
+) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let (infos, storage) = infos(&state).await?;
     let mut rows = String::new();
@@ -238,95 +233,43 @@ async fn status_page(state: Arc<State>, req: HttpRequest) -> Result<HttpResponse
         .body(page))
 }
 
-fn answered(
-    state: &State,
-    route: &str,
-    started: Instant,
-    outcome: Result<HttpResponse, Failure>,
-) -> HttpResponse {
-    let response = outcome.unwrap_or_else(Failure::response);
-    state.metrics.request(
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+/// The namespace a route's path names.
+fn path_namespace(req: &HttpRequest) -> Result<NamespaceName, Failure> {
+    parse_namespace(req.match_info().query("namespace"))
 }
 
 /// Adds the admin API's routes.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/v1/namespaces/{namespace}/create",
-        web::post().to(
-            |s: web::Data<Arc<State>>, r: HttpRequest, p: web::Path<String>, b: Bytes| async move {
-                let (started, state) = (Instant::now(), s.get_ref().clone());
-                let outcome = create(state.clone(), r, p.into_inner(), b).await;
-                answered(&state, "admin:create", started, outcome)
-            },
-        ),
+        web::post().to(timed(Api::Admin, "admin:create", create)),
     )
     .route(
         "/v1/namespaces/{namespace}",
-        web::delete().to(
-            |s: web::Data<Arc<State>>, r: HttpRequest, p: web::Path<String>, b: Bytes| async move {
-                let (started, state) = (Instant::now(), s.get_ref().clone());
-                let outcome = delete(state.clone(), r, p.into_inner(), b).await;
-                answered(&state, "admin:delete", started, outcome)
-            },
-        ),
+        web::delete().to(timed(Api::Admin, "admin:delete", delete)),
     )
     .route(
         "/v1/namespaces/{namespace}",
-        web::get().to(
-            |s: web::Data<Arc<State>>, r: HttpRequest, p: web::Path<String>| async move {
-                let (started, state) = (Instant::now(), s.get_ref().clone());
-                let outcome = get(state.clone(), r, p.into_inner()).await;
-                answered(&state, "admin:get", started, outcome)
-            },
-        ),
+        web::get().to(timed(Api::Admin, "admin:get", get)),
     )
     .route(
         "/v1/namespaces",
-        web::get().to(|s: web::Data<Arc<State>>, r: HttpRequest| async move {
-            let (started, state) = (Instant::now(), s.get_ref().clone());
-            let outcome = list(state.clone(), r).await;
-            answered(&state, "admin:list", started, outcome)
-        }),
+        web::get().to(timed(Api::Admin, "admin:list", list)),
     )
     .route(
         "/v1/namespaces/{namespace}/checkpoint",
-        web::post().to(
-            |s: web::Data<Arc<State>>, r: HttpRequest, p: web::Path<String>| async move {
-                let (started, state) = (Instant::now(), s.get_ref().clone());
-                let outcome = checkpoint(state.clone(), r, p.into_inner()).await;
-                answered(&state, "admin:checkpoint", started, outcome)
-            },
-        ),
+        web::post().to(timed(Api::Admin, "admin:checkpoint", checkpoint)),
     )
     .route(
         "/v1/namespaces/{namespace}/seal",
-        web::post().to(
-            |s: web::Data<Arc<State>>, r: HttpRequest, p: web::Path<String>| async move {
-                let (started, state) = (Instant::now(), s.get_ref().clone());
-                let outcome = seal(state.clone(), r, p.into_inner()).await;
-                answered(&state, "admin:seal", started, outcome)
-            },
-        ),
+        web::post().to(timed(Api::Admin, "admin:seal", seal)),
     )
     .route(
         "/metrics",
-        web::get().to(|s: web::Data<Arc<State>>, r: HttpRequest| async move {
-            let (started, state) = (Instant::now(), s.get_ref().clone());
-            let outcome = metrics(state.clone(), r).await;
-            answered(&state, "admin:metrics", started, outcome)
-        }),
+        web::get().to(timed(Api::Admin, "admin:metrics", metrics)),
     )
     .route(
         "/",
-        web::get().to(|s: web::Data<Arc<State>>, r: HttpRequest| async move {
-            let (started, state) = (Instant::now(), s.get_ref().clone());
-            let outcome = status_page(state.clone(), r).await;
-            answered(&state, "admin:status", started, outcome)
-        }),
+        web::get().to(timed(Api::Admin, "admin:status", status_page)),
     );
 }

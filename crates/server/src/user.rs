@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use base64::Engine;
+use futures::future::{FutureExt, LocalBoxFuture};
 use libsql_wal_backend::NamespaceName;
 use serde::de::DeserializeOwned;
 
@@ -666,108 +667,102 @@ async fn v1_batch(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "result": result })))
 }
 
-/// Answers, counting the request in the metrics by route and status.
-fn answered(
-    state: &State,
-    route: &str,
-    started: Instant,
-    outcome: Result<HttpResponse, Failure>,
-) -> HttpResponse {
-    let response = match outcome {
-        Ok(response) => response,
-        Err(failure) => {
-            if failure.status() == StatusCode::BAD_REQUEST {
-                state.metrics.hrana_error("PROTOCOL_ERROR");
-            }
-            failure.response()
+/// The API a route belongs to: on the user API a 400 is also a Hrana protocol error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// Hrana over HTTP.
+    User,
+    /// The admin API.
+    Admin,
+}
+
+/// Makes `handler` (state, request, body) an actix handler: it answers the handler's failure
+/// and counts the request on `route` in the metrics, by status and latency.
+pub(crate) fn timed<F, Fut>(
+    api: Api,
+    route: &'static str,
+    handler: F,
+) -> impl Fn(web::Data<Arc<State>>, HttpRequest, Bytes) -> LocalBoxFuture<'static, HttpResponse>
+       + Clone
+       + 'static
+where
+    F: Fn(Arc<State>, HttpRequest, Bytes) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = Result<HttpResponse, Failure>> + 'static,
+{
+    move |state: web::Data<Arc<State>>, req: HttpRequest, body: Bytes| {
+        let handler = handler.clone();
+        async move {
+            let started = Instant::now();
+            let state = state.get_ref().clone();
+            let response = match handler(state.clone(), req, body).await {
+                Ok(response) => response,
+                Err(failure) => {
+                    if api == Api::User && failure.status() == StatusCode::BAD_REQUEST {
+                        state.metrics.hrana_error("PROTOCOL_ERROR");
+                    }
+                    failure.response()
+                }
+            };
+            state.metrics.request(
+                route,
+                response.status().as_u16(),
+                started.elapsed().as_secs_f64(),
+            );
+            response
+        }
+        .boxed_local()
+    }
+}
+
+/// `/dev/{namespace}/v{version}/pipeline`: the namespace and the Hrana version from the path.
+async fn dev_pipeline(
+    state: Arc<State>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, Failure> {
+    let namespace = req.match_info().query("namespace").to_string();
+    let version = match req.match_info().query("version") {
+        "2" => Version::V2,
+        "3" => Version::V3,
+        other => {
+            return Err(Failure::text(
+                StatusCode::NOT_FOUND,
+                format!("no Hrana version {other}"),
+            ))
         }
     };
-    state.metrics.request(
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+    pipeline(state, req, body, version, Some(namespace)).await
 }
 
 /// Adds the user API's routes.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/v2/pipeline",
-        web::post().to(
-            |s: web::Data<Arc<State>>, r: HttpRequest, b: Bytes| async move {
-                let started = Instant::now();
-                let state = s.get_ref().clone();
-                let outcome = pipeline(state.clone(), r, b, Version::V2, None).await;
-                answered(&state, "/v2/pipeline", started, outcome)
-            },
-        ),
+        web::post().to(timed(Api::User, "/v2/pipeline", |s, r, b| {
+            pipeline(s, r, b, Version::V2, None)
+        })),
     )
     .route(
         "/v3/pipeline",
-        web::post().to(
-            |s: web::Data<Arc<State>>, r: HttpRequest, b: Bytes| async move {
-                let started = Instant::now();
-                let state = s.get_ref().clone();
-                let outcome = pipeline(state.clone(), r, b, Version::V3, None).await;
-                answered(&state, "/v3/pipeline", started, outcome)
-            },
-        ),
+        web::post().to(timed(Api::User, "/v3/pipeline", |s, r, b| {
+            pipeline(s, r, b, Version::V3, None)
+        })),
     )
     .route(
         "/v3/cursor",
-        web::post().to(
-            |s: web::Data<Arc<State>>, r: HttpRequest, b: Bytes| async move {
-                let started = Instant::now();
-                let state = s.get_ref().clone();
-                let outcome = cursor(state.clone(), r, b).await;
-                answered(&state, "/v3/cursor", started, outcome)
-            },
-        ),
+        web::post().to(timed(Api::User, "/v3/cursor", cursor)),
     )
     .route(
         "/dev/{namespace}/v{version}/pipeline",
-        web::post().to(
-            |s: web::Data<Arc<State>>,
-             r: HttpRequest,
-             path: web::Path<(String, String)>,
-             b: Bytes| async move {
-                let started = Instant::now();
-                let state = s.get_ref().clone();
-                let (namespace, version) = path.into_inner();
-                let outcome = match version.as_str() {
-                    "2" => pipeline(state.clone(), r, b, Version::V2, Some(namespace)).await,
-                    "3" => pipeline(state.clone(), r, b, Version::V3, Some(namespace)).await,
-                    _ => Err(Failure::text(
-                        StatusCode::NOT_FOUND,
-                        format!("no Hrana version {version}"),
-                    )),
-                };
-                answered(&state, "/dev/{namespace}/pipeline", started, outcome)
-            },
-        ),
+        web::post().to(timed(Api::User, "/dev/{namespace}/pipeline", dev_pipeline)),
     )
     .route(
         "/v1/execute",
-        web::post().to(
-            |s: web::Data<Arc<State>>, r: HttpRequest, b: Bytes| async move {
-                let started = Instant::now();
-                let state = s.get_ref().clone();
-                let outcome = v1_execute(state.clone(), r, b).await;
-                answered(&state, "/v1/execute", started, outcome)
-            },
-        ),
+        web::post().to(timed(Api::User, "/v1/execute", v1_execute)),
     )
     .route(
         "/v1/batch",
-        web::post().to(
-            |s: web::Data<Arc<State>>, r: HttpRequest, b: Bytes| async move {
-                let started = Instant::now();
-                let state = s.get_ref().clone();
-                let outcome = v1_batch(state.clone(), r, b).await;
-                answered(&state, "/v1/batch", started, outcome)
-            },
-        ),
+        web::post().to(timed(Api::User, "/v1/batch", v1_batch)),
     )
     .route(
         "/health",
