@@ -107,13 +107,13 @@ async fn infos(
         .await??)
 }
 
-async fn list(state: Arc<State>, req: HttpRequest, _: Bytes) -> Result<HttpResponse, Failure> {
+async fn list(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let (infos, _) = infos(&state).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "namespaces": infos })))
 }
 
-async fn get(state: Arc<State>, req: HttpRequest, _: Bytes) -> Result<HttpResponse, Failure> {
+async fn get(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let namespace = path_namespace(&req)?;
     let host = state.host.clone();
@@ -127,11 +127,7 @@ async fn get(state: Arc<State>, req: HttpRequest, _: Bytes) -> Result<HttpRespon
     Ok(HttpResponse::Ok().json(info))
 }
 
-async fn checkpoint(
-    state: Arc<State>,
-    req: HttpRequest,
-    _: Bytes,
-) -> Result<HttpResponse, Failure> {
+async fn checkpoint(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let namespace = path_namespace(&req)?;
     if !state.host.exists(&namespace) {
@@ -145,7 +141,7 @@ async fn checkpoint(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "checkpointed_segments": segments })))
 }
 
-async fn seal(state: Arc<State>, req: HttpRequest, _: Bytes) -> Result<HttpResponse, Failure> {
+async fn seal(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let namespace = path_namespace(&req)?;
     if !state.host.exists(&namespace) {
@@ -159,7 +155,7 @@ async fn seal(state: Arc<State>, req: HttpRequest, _: Bytes) -> Result<HttpRespo
     Ok(HttpResponse::Ok().json(serde_json::json!({ "sealed": sealed })))
 }
 
-async fn metrics(state: Arc<State>, req: HttpRequest, _: Bytes) -> Result<HttpResponse, Failure> {
+async fn metrics(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let (infos, storage) = infos(&state).await?;
     let for_render = state.clone();
@@ -180,11 +176,7 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-async fn status_page(
-    state: Arc<State>,
-    req: HttpRequest,
-    _: Bytes,
-) -> Result<HttpResponse, Failure> {
+async fn status_page(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let (infos, storage) = infos(&state).await?;
     let mut rows = String::new();

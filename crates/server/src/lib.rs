@@ -279,6 +279,11 @@ impl Server {
                 "a statement timeout of {timeout:?} is out of range (1 ms to 1 day)"
             )));
         }
+        if config.limits.max_waiting_requests == 0 {
+            return Err(Error::Config(
+                "max_waiting_requests must be at least 1: with 0 every request is refused".into(),
+            ));
+        }
         if !host.exists(&config.default_namespace) {
             host.create(&config.default_namespace)?;
         }

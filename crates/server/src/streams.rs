@@ -151,24 +151,6 @@ impl Reservation<'_> {
     }
 }
 
-/// A one-off connection counted on its namespace (`Streams::hold`).
-pub struct Hold<'a> {
-    streams: &'a Streams,
-    namespace: NamespaceName,
-}
-
-impl Drop for Hold<'_> {
-    fn drop(&mut self) {
-        let mut table = self.streams.lock();
-        if let Some(n) = table.holds.get_mut(&self.namespace) {
-            *n -= 1;
-            if *n == 0 {
-                table.holds.remove(&self.namespace);
-            }
-        }
-    }
-}
-
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if let Some(namespace) = self.namespace.take() {
@@ -415,12 +397,19 @@ impl Streams {
         Some(taken)
     }
 
-    /// Counts a one-off connection on `namespace` while the returned guard lives.
-    pub fn hold(&self, namespace: &NamespaceName) -> Hold<'_> {
+    /// Counts a one-off connection on `namespace` until `unhold`.
+    pub fn hold(&self, namespace: &NamespaceName) {
         *self.lock().holds.entry(namespace.clone()).or_insert(0) += 1;
-        Hold {
-            streams: self,
-            namespace: namespace.clone(),
+    }
+
+    /// Ends a `hold` of `namespace`.
+    pub fn unhold(&self, namespace: &NamespaceName) {
+        let mut table = self.lock();
+        if let Some(n) = table.holds.get_mut(namespace) {
+            *n -= 1;
+            if *n == 0 {
+                table.holds.remove(namespace);
+            }
         }
     }
 
@@ -524,9 +513,9 @@ mod tests {
         let running = streams.acquire(&stream(&streams, &a), &a).expect("taken");
         assert!(streams.take_namespace(&a).is_none(), "a request runs");
         streams.remove(running.id);
-        let one_off = streams.hold(&a);
+        streams.hold(&a);
         assert!(streams.take_namespace(&a).is_none(), "a v1 connection runs");
-        drop(one_off);
+        streams.unhold(&a);
         let taken = streams.take_namespace(&a).expect("nothing runs");
         assert_eq!(taken.len(), 1);
         assert_eq!(streams.acquire(&baton, &a).err(), Some(BatonError::Closed));

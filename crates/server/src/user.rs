@@ -596,17 +596,41 @@ async fn one_off<T: Send + 'static>(
 ) -> Result<T, Failure> {
     // The connection is counted on its namespace while it lives (not against the stream
     // limits): a delete sees it and answers 409 rather than close the namespace under it.
-    let place = state.streams.hold(&namespace);
+    // The count goes with the job, which runs to its end even if this future is dropped.
+    let held = OneOff::hold(state, namespace);
     let for_job = state.clone();
-    let outcome = state
+    Ok(state
         .pool
         .run(move || {
-            let conn = for_job.host.connect(&namespace)?;
-            Ok::<_, crate::error::Error>(job(&for_job, conn.sql()))
+            let conn = for_job.host.connect(&held.namespace)?;
+            let out = job(&for_job, conn.sql());
+            drop(conn);
+            drop(held);
+            Ok::<_, crate::error::Error>(out)
         })
-        .await;
-    drop(place);
-    Ok(outcome??)
+        .await??)
+}
+
+/// A one-off connection's count on its namespace (`Streams::hold`), ended when dropped.
+struct OneOff {
+    state: Arc<State>,
+    namespace: NamespaceName,
+}
+
+impl OneOff {
+    fn hold(state: &Arc<State>, namespace: NamespaceName) -> Self {
+        state.streams.hold(&namespace);
+        OneOff {
+            state: state.clone(),
+            namespace,
+        }
+    }
+}
+
+impl Drop for OneOff {
+    fn drop(&mut self) {
+        self.state.streams.unhold(&self.namespace);
+    }
 }
 
 async fn v1_execute(
@@ -676,20 +700,21 @@ pub(crate) enum Api {
     Admin,
 }
 
-/// Makes `handler` (state, request, body) an actix handler: it answers the handler's failure
+/// Makes `handler` (state, request, and the body or `()`) an actix handler: it answers the handler's failure
 /// and counts the request on `route` in the metrics, by status and latency.
-pub(crate) fn timed<F, Fut>(
+pub(crate) fn timed<F, Fut, T>(
     api: Api,
     route: &'static str,
     handler: F,
-) -> impl Fn(web::Data<Arc<State>>, HttpRequest, Bytes) -> LocalBoxFuture<'static, HttpResponse>
+) -> impl Fn(web::Data<Arc<State>>, HttpRequest, T) -> LocalBoxFuture<'static, HttpResponse>
        + Clone
        + 'static
 where
-    F: Fn(Arc<State>, HttpRequest, Bytes) -> Fut + Clone + 'static,
+    F: Fn(Arc<State>, HttpRequest, T) -> Fut + Clone + 'static,
     Fut: std::future::Future<Output = Result<HttpResponse, Failure>> + 'static,
+    T: actix_web::FromRequest + 'static,
 {
-    move |state: web::Data<Arc<State>>, req: HttpRequest, body: Bytes| {
+    move |state: web::Data<Arc<State>>, req: HttpRequest, body: T| {
         let handler = handler.clone();
         async move {
             let started = Instant::now();
