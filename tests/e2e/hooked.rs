@@ -58,6 +58,16 @@ impl<B: Backend> Backend for HookedBackend<B> {
         self.inner.put_bytes(config, key, bytes).await
     }
 
+    async fn put_bytes_if_absent(
+        &self,
+        config: &B::Config,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Result<bool> {
+        (self.hook)(Call::Put, key).await?;
+        self.inner.put_bytes_if_absent(config, key, bytes).await
+    }
+
     async fn get(&self, config: &B::Config, key: &str) -> Result<ObjectReader> {
         (self.hook)(Call::Get, key).await?;
         self.inner.get(config, key).await

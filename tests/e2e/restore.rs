@@ -232,10 +232,11 @@ fn compact_on<B: Backend>(
     strategy: CompactionStrategy,
     work: &Path,
 ) -> libsql_wal_backend::Result<CompactionReport> {
+    let generation = runtime.block_on(libsql_wal_tests::newest_generation(backend, &namespace()));
     runtime.block_on(compact(
         backend,
         backend.default_config(),
-        &namespace(),
+        &generation,
         strategy,
         &work.join("compaction"),
         |_, _| {},
@@ -249,10 +250,11 @@ fn retain_on<B: Backend>(
     window: Duration,
     now: u64,
 ) -> libsql_wal_backend::Result<RetentionReport> {
+    let generation = runtime.block_on(libsql_wal_tests::newest_generation(backend, &namespace()));
     runtime.block_on(apply_retention(
         backend,
         backend.default_config(),
-        &namespace(),
+        &generation,
         window,
         now,
     ))

@@ -199,7 +199,7 @@ fn seal_upload_checkpoint_and_delete<B: Backend>(backend: B, runtime: &tokio::ru
         .block_on(
             registry
                 .storage()
-                .list_segments(&"tenant".parse().unwrap(), u64::MAX, None),
+                .list_segments(shared.generation(), u64::MAX, None),
         )
         .unwrap();
     let mut covered: Vec<(u64, u64)> = keys
@@ -230,7 +230,7 @@ fn seal_upload_checkpoint_and_delete<B: Backend>(backend: B, runtime: &tokio::ru
         .block_on(
             registry
                 .storage()
-                .durable_frame_no(&"tenant".parse().unwrap(), None),
+                .durable_frame_no(shared.generation(), None),
         )
         .unwrap();
     assert_eq!(stored_end, last);

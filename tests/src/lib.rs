@@ -133,3 +133,43 @@ pub fn connect_native(path: &Path) -> Connection<Sqlite3Wal> {
     )
     .expect("open a connection on SQLite's WAL")
 }
+
+/// Returns every stored segment of `namespace` on `backend`, over all its generations, as
+/// (generation number, key), oldest generation first.
+pub async fn stored_segments<B: libsql_wal_backend::Backend>(
+    backend: &B,
+    namespace: &libsql_wal_backend::NamespaceName,
+) -> Vec<(u64, libsql_wal_backend::SegmentKey)> {
+    use libsql_wal_backend::BackendExt;
+    let config = backend.default_config();
+    let lineage = backend
+        .lineage(config, namespace)
+        .await
+        .expect("read the generations");
+    let mut out = Vec::new();
+    for record in &lineage.records {
+        if let Some(generation) = record.log(namespace) {
+            let keys = backend
+                .list_segments(config, &generation, u64::MAX)
+                .await
+                .expect("list a generation's segments");
+            out.extend(keys.into_iter().map(|k| (generation.number, k)));
+        }
+    }
+    out
+}
+
+/// Returns the newest generation of `namespace` on `backend` (it must be a log).
+pub async fn newest_generation<B: libsql_wal_backend::Backend>(
+    backend: &B,
+    namespace: &libsql_wal_backend::NamespaceName,
+) -> libsql_wal_backend::Generation {
+    use libsql_wal_backend::BackendExt;
+    backend
+        .lineage(backend.default_config(), namespace)
+        .await
+        .expect("read the generations")
+        .newest()
+        .and_then(|r| r.log(namespace))
+        .expect("the namespace has a log generation")
+}

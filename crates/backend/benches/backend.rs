@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use libsql_wal_backend::{Backend, BackendExt, FsBackend, NamespaceName, SegmentData};
+use libsql_wal_backend::{Backend, BackendExt, FsBackend, SegmentData};
 use libsql_wal_testkit::conformance::{make_segment, TestSegment};
 
 /// Frames in the benchmark segment: 16,384 frames of 4 KiB, about 64 MiB.
@@ -57,7 +57,11 @@ async fn store_and_fetch<B: Backend>(
     segment: &TestSegment,
     scratch: &Path,
 ) -> (Duration, Duration) {
-    let ns: NamespaceName = "bench".parse().unwrap();
+    let ns = libsql_wal_backend::Generation {
+        namespace: "bench".parse().unwrap(),
+        number: 1,
+        log_id: uuid::Uuid::from_u128(1),
+    };
     let config = backend.default_config();
     let started = Instant::now();
     backend

@@ -73,6 +73,9 @@ pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
 /// - `get` of a missing object fails with `Error::NotFound`.
 /// - `list` returns keys in lexicographic byte order.
 /// - `delete` of a missing object is `Ok`.
+/// - `put_bytes_if_absent` is a conditional write: of two callers creating one key, exactly one
+///   gets `true`, and an existing object is never replaced (fs: a hard link, which never
+///   replaces; S3: `If-None-Match: *`). Generations and fencing rest on it.
 /// - Failures that may pass on retry are `Error::Transient`; misconfiguration is `Error::Fatal`.
 /// - A key refused by `validate_key`, or a prefix refused by `validate_prefix`, fails with
 ///   `Error::InvalidKey` before anything is read or written. `start_after` is only compared
@@ -104,6 +107,15 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         key: &str,
         bytes: Vec<u8>,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stores `bytes` as object `key` only if no object has that key: returns `true` if this
+    /// call created it, `false` if an object was already there (which is left as it was).
+    fn put_bytes_if_absent(
+        &self,
+        config: &Self::Config,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Opens object `key` for reading.
     fn get(

@@ -17,7 +17,7 @@ use crate::chain::plan_chain;
 use crate::error::{Error, Result};
 use crate::ext::{BackendExt, FetchedSegment, SegmentData};
 use crate::key::SegmentKey;
-use crate::namespace::NamespaceName;
+use crate::generation::Generation;
 
 /// Downloads run at once while compacting one group.
 const CONCURRENT_DOWNLOADS: usize = 4;
@@ -208,27 +208,27 @@ pub struct CompactionReport {
     pub groups: Vec<CompactedGroup>,
 }
 
-/// Compacts `namespace`: plans the chain to its newest stored segment, groups it by `strategy`,
+/// Compacts `generation`: plans the chain to its newest stored segment, groups it by `strategy`,
 /// and stores one compacted segment per group (every source downloaded and verified, merged in
 /// a file under `scratch_dir`, which is removed afterwards). `progress` is called after each
 /// group with (groups done, groups planned).
 ///
 /// Must run on a tokio runtime (merging runs on its blocking pool).
-#[tracing::instrument(skip(backend, config, scratch_dir, progress), fields(%namespace))]
+#[tracing::instrument(skip(backend, config, scratch_dir, progress), fields(%generation))]
 pub async fn compact<B: Backend>(
     backend: &B,
     config: &B::Config,
-    namespace: &NamespaceName,
+    generation: &Generation,
     strategy: CompactionStrategy,
     scratch_dir: &Path,
     mut progress: impl FnMut(usize, usize) + Send,
 ) -> Result<CompactionReport> {
-    let keys = backend.list_segments(config, namespace, u64::MAX).await?;
+    let keys = backend.list_segments(config, generation, u64::MAX).await?;
     let Some(newest) = keys.first() else {
         return Ok(CompactionReport::default());
     };
     let chain = plan_chain(&keys, newest.end_frame_no).map_err(|gap| Error::Corrupt {
-        key: format!("{namespace}/segments/"),
+        key: crate::ext::segments_prefix(generation),
         what: format!("cannot compact: {gap}"),
     })?;
     let groups = plan_compaction(&chain, strategy);
@@ -249,7 +249,7 @@ pub async fn compact<B: Backend>(
         .map_err(|e| Error::transient(format!("creating {}", work.display()), e))?;
     let mut result = Ok(());
     for (done, sources) in groups.iter().enumerate() {
-        match compact_group(backend, config, namespace, sources, &work).await {
+        match compact_group(backend, config, generation, sources, &work).await {
             Ok(group) => report.groups.push(group),
             Err(e) => {
                 result = Err(e);
@@ -268,7 +268,7 @@ pub async fn compact<B: Backend>(
 async fn compact_group<B: Backend>(
     backend: &B,
     config: &B::Config,
-    namespace: &NamespaceName,
+    generation: &Generation,
     sources: &[SegmentKey],
     work: &Path,
 ) -> Result<CompactedGroup> {
@@ -280,7 +280,7 @@ async fn compact_group<B: Backend>(
             let dest = work.join(format!("source-{i}"));
             async move {
                 backend
-                    .fetch_segment_data(config, namespace, key, &dest)
+                    .fetch_segment_data(config, generation, key, &dest)
                     .await
             }
         })
@@ -302,7 +302,7 @@ async fn compact_group<B: Backend>(
     backend
         .store_segment(
             config,
-            namespace,
+            generation,
             key,
             SegmentData::File(&merged_path),
             index,

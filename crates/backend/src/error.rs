@@ -65,6 +65,15 @@ pub enum Error {
     /// The storage is shutting down and takes no new work.
     #[error("storage is shut down")]
     ShutDown,
+    /// A writer of a generation that is no longer the newest: another writer took the
+    /// namespace over (created generation `newer`), and this one must stop writing it.
+    #[error("{generation} is fenced off: generation {newer} took the namespace over")]
+    Fenced {
+        /// The generation written to, as `{namespace} generation {number}`.
+        generation: String,
+        /// The newer generation's number (the new owner's writer epoch).
+        newer: u64,
+    },
 }
 
 impl Error {

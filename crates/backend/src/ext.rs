@@ -1,9 +1,12 @@
-//! `BackendExt`: the segment operations every backend gets from its `Backend` core. The remote
-//! layout is decided here and only here:
+//! `BackendExt`: the segment and generation operations every backend gets from its `Backend`
+//! core. The remote layout is decided here and in `generation`, and only there:
 //!
-//! `{namespace}/segments/{key}` holds a compacted segment's data, `{namespace}/indexes/{key}`
-//! its page index. The index is written before the data and deleted after it, so a listed
-//! segment always has its index; the data object is the commit point of a store.
+//! - `{namespace}/generations/{number:020}/generation`: a generation's record (see
+//!   `generation`), created with a conditional write.
+//! - `{namespace}/generations/{number:020}/segments/{key}`: a compacted segment's data, and
+//!   `.../indexes/{key}` its page index. The index is written before the data and deleted after
+//!   it, so a listed segment always has its index; the data object is the commit point of a
+//!   store. Every segment's header names the generation's log: one of another log is corrupt.
 //!
 //! Everything read is verified: indexes are decoded and checked, data is checked frame by frame
 //! as it streams (`CompactedDecoder`), and the header must match the key it was stored under.
@@ -26,6 +29,10 @@ use tracing::{debug, warn};
 use crate::backend::{Backend, ObjectReader};
 use crate::error::{Error, Result};
 use crate::key::SegmentKey;
+use crate::generation::{
+    generation_object, generations_prefix, parse_generation_number, Generation, GenerationRecord,
+    Lineage,
+};
 use crate::namespace::NamespaceName;
 
 /// Keys listed per `list` call.
@@ -54,12 +61,24 @@ pub enum SegmentData<'a> {
     Bytes(Vec<u8>),
 }
 
-/// What a backend knows about a namespace.
+/// What a backend knows about a generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NamespaceMeta {
     /// The highest frame_no stored (0 when nothing is).
     pub durable_frame_no: u64,
 }
+
+/// What `delete_namespace` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletedNamespace {
+    /// The generation that marks the namespace deleted (removed too by a full delete).
+    pub mark: Option<u64>,
+    /// Objects deleted.
+    pub objects_deleted: u64,
+}
+
+/// Longest generation record read (a record is well under 1 KiB).
+const MAX_RECORD_LEN: u64 = 64 << 10;
 
 /// What `fetch_pages_into` read.
 #[derive(Debug, Clone, Copy)]
@@ -197,9 +216,9 @@ impl SegmentFrames {
 }
 
 /// Returns the error for a stored index that does not point at the frames of its data.
-fn index_mismatch(namespace: &NamespaceName, key: &SegmentKey) -> Error {
+fn index_mismatch(generation: &Generation, key: &SegmentKey) -> Error {
     Error::corrupt(
-        index_object(namespace, key),
+        index_object(generation, key),
         "the index does not point at the frames of the segment's data",
     )
 }
@@ -327,23 +346,23 @@ fn max_index_len(key: &SegmentKey) -> u64 {
 }
 
 /// Returns the key of a segment's data object.
-pub fn segment_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
-    format!("{namespace}/segments/{key}")
+pub fn segment_object(generation: &Generation, key: &SegmentKey) -> String {
+    format!("{}segments/{key}", generation.prefix())
 }
 
 /// Returns the key of a segment's index object.
-pub fn index_object(namespace: &NamespaceName, key: &SegmentKey) -> String {
-    format!("{namespace}/indexes/{key}")
+pub fn index_object(generation: &Generation, key: &SegmentKey) -> String {
+    format!("{}indexes/{key}", generation.prefix())
 }
 
-/// Returns the prefix of a namespace's data objects.
-pub fn segments_prefix(namespace: &NamespaceName) -> String {
-    format!("{namespace}/segments/")
+/// Returns the prefix of a generation's data objects.
+pub fn segments_prefix(generation: &Generation) -> String {
+    format!("{}segments/", generation.prefix())
 }
 
-/// Returns the prefix of a namespace's index objects.
-pub fn indexes_prefix(namespace: &NamespaceName) -> String {
-    format!("{namespace}/indexes/")
+/// Returns the prefix of a generation's index objects.
+pub fn indexes_prefix(generation: &Generation) -> String {
+    format!("{}indexes/", generation.prefix())
 }
 
 /// Parses a listed object key under `prefix` into a segment key.
@@ -355,15 +374,15 @@ fn parse_listed(prefix: &str, object: &str) -> Result<SegmentKey> {
         .map_err(|e: crate::key::InvalidSegmentKey| Error::corrupt(object, e.to_string()))
 }
 
-/// Returns the keys of `namespace`'s index objects, in listing order (newest-ending first),
+/// Returns the keys of `generation`'s index objects, in listing order (newest-ending first),
 /// whether or not their data exists. An object under the index prefix whose name is not a key
 /// is skipped with a warning: it is not ours to judge or delete.
 pub(crate) async fn list_index_keys<B: Backend + ?Sized>(
     backend: &B,
     config: &B::Config,
-    namespace: &NamespaceName,
+    generation: &Generation,
 ) -> Result<Vec<SegmentKey>> {
-    let prefix = indexes_prefix(namespace);
+    let prefix = indexes_prefix(generation);
     let mut after: Option<String> = None;
     let mut keys = Vec::new();
     loop {
@@ -387,40 +406,40 @@ pub(crate) async fn list_index_keys<B: Backend + ?Sized>(
 
 /// Segment operations, available on every `Backend`.
 pub trait BackendExt: Backend {
-    /// Stores a compacted segment of `namespace` under `key`: `data` is the compacted data (as
+    /// Stores a compacted segment of `generation` under `key`: `data` is the compacted data (as
     /// `merge` wrote it, in a file or in memory), `index` its encoded page index. The index is
     /// stored first, then the data; the segment exists once the data does.
     fn store_segment(
         &self,
         config: &Self::Config,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
         data: SegmentData<'_>,
         index: Vec<u8>,
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
-            self.put_bytes(config, &index_object(namespace, &key), index)
+            self.put_bytes(config, &index_object(generation, &key), index)
                 .await?;
-            let object = segment_object(namespace, &key);
+            let object = segment_object(generation, &key);
             match data {
                 SegmentData::File(path) => self.put_file(config, &object, path).await?,
                 SegmentData::Bytes(bytes) => self.put_bytes(config, &object, bytes).await?,
             }
-            debug!(%namespace, %key, "segment stored");
+            debug!(%generation, %key, "segment stored");
             Ok(())
         }
     }
 
-    /// Returns the keys of `namespace`'s segments that end at or before `until_frame_no`,
+    /// Returns the keys of `generation`'s segments that end at or before `until_frame_no`,
     /// newest-ending first.
     fn list_segments(
         &self,
         config: &Self::Config,
-        namespace: &NamespaceName,
+        generation: &Generation,
         until_frame_no: u64,
     ) -> impl Future<Output = Result<Vec<SegmentKey>>> + Send {
         async move {
-            let prefix = segments_prefix(namespace);
+            let prefix = segments_prefix(generation);
             let mut after = format!(
                 "{prefix}{}",
                 SegmentKey::list_after_for_end_at_most(until_frame_no)
@@ -439,15 +458,15 @@ pub trait BackendExt: Backend {
         }
     }
 
-    /// Finds a segment of `namespace` (see `FindSegment`).
+    /// Finds a segment of `generation` (see `FindSegment`).
     fn find_segment(
         &self,
         config: &Self::Config,
-        namespace: &NamespaceName,
+        generation: &Generation,
         find: FindSegment,
     ) -> impl Future<Output = Result<Option<SegmentKey>>> + Send {
         async move {
-            let prefix = segments_prefix(namespace);
+            let prefix = segments_prefix(generation);
             if let FindSegment::EndingAtOrBefore(frame_no) = find {
                 let after = format!(
                     "{prefix}{}",
@@ -488,11 +507,11 @@ pub trait BackendExt: Backend {
     fn fetch_index(
         &self,
         config: &Self::Config,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
     ) -> impl Future<Output = Result<PageIndex>> + Send {
         async move {
-            let object = index_object(namespace, &key);
+            let object = index_object(generation, &key);
             let limit = max_index_len(&key);
             let reader = self.get(config, &object).await?;
             let mut bytes = Vec::new();
@@ -524,13 +543,24 @@ pub trait BackendExt: Backend {
     fn fetch_segment_frames(
         &self,
         config: &Self::Config,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
     ) -> impl Future<Output = Result<SegmentFrames>> + Send {
         async move {
-            let object = segment_object(namespace, &key);
+            let object = segment_object(generation, &key);
             let reader = self.get(config, &object).await?;
-            SegmentFrames::open(reader, object, key).await
+            let frames = SegmentFrames::open(reader, object, key).await?;
+            if frames.header().log_id != generation.log_id {
+                return Err(Error::corrupt(
+                    &frames.object,
+                    format!(
+                        "belongs to log {}, not to {generation}'s log {}",
+                        frames.header().log_id,
+                        generation.log_id
+                    ),
+                ));
+            }
+            Ok(frames)
         }
     }
 
@@ -539,12 +569,12 @@ pub trait BackendExt: Backend {
     fn verify_segment(
         &self,
         config: &Self::Config,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
     ) -> impl Future<Output = Result<CompactedHeader>> + Send {
         async move {
-            let index = self.fetch_index(config, namespace, key).await?;
-            let mut frames = self.fetch_segment_frames(config, namespace, key).await?;
+            let index = self.fetch_index(config, generation, key).await?;
+            let mut frames = self.fetch_segment_frames(config, generation, key).await?;
             let mut entries =
                 Vec::with_capacity(untrusted_capacity(frames.header().frame_count.into()));
             loop {
@@ -555,7 +585,7 @@ pub trait BackendExt: Backend {
                 }
             }
             if index.entries() != entries {
-                return Err(index_mismatch(namespace, &key));
+                return Err(index_mismatch(generation, &key));
             }
             Ok(*frames.header())
         }
@@ -572,14 +602,14 @@ pub trait BackendExt: Backend {
     fn fetch_pages_into(
         &self,
         config: &Self::Config,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
         index: &PageIndex,
         wanted: &[(u32, u64)],
         db: &std::fs::File,
     ) -> impl Future<Output = Result<FetchedPages>> + Send {
         async move {
-            let mut frames = self.fetch_segment_frames(config, namespace, key).await?;
+            let mut frames = self.fetch_segment_frames(config, generation, key).await?;
             let mut expected = index.entries().into_iter();
             let mut wanted = wanted.iter().copied().peekable();
             let db = db.try_clone().map_err(|e| {
@@ -592,7 +622,7 @@ pub trait BackendExt: Backend {
                     break;
                 };
                 if expected.next() != Some((frame.page_no, offset)) {
-                    return Err(index_mismatch(namespace, &key));
+                    return Err(index_mismatch(generation, &key));
                 }
                 if wanted.next_if_eq(&(frame.page_no, offset)).is_some() {
                     run.push(frame.page_no, &frames.buf[FRAME_HEADER_SIZE..])
@@ -600,11 +630,11 @@ pub trait BackendExt: Backend {
                 }
             }
             if expected.next().is_some() {
-                return Err(index_mismatch(namespace, &key));
+                return Err(index_mismatch(generation, &key));
             }
             if let Some((page_no, _)) = wanted.next() {
                 return Err(Error::corrupt(
-                    index_object(namespace, &key),
+                    index_object(generation, &key),
                     format!("page {page_no} was asked for but the data holds no such frame"),
                 ));
             }
@@ -622,12 +652,12 @@ pub trait BackendExt: Backend {
     fn fetch_segment_data(
         &self,
         config: &Self::Config,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
         dest: &Path,
     ) -> impl Future<Output = Result<FetchedSegment>> + Send {
         async move {
-            let mut frames = self.fetch_segment_frames(config, namespace, key).await?;
+            let mut frames = self.fetch_segment_frames(config, generation, key).await?;
             let partial = dest.with_extension("partial");
             let result = download(&mut frames, &partial, dest).await;
             if result.is_err() {
@@ -641,21 +671,193 @@ pub trait BackendExt: Backend {
         }
     }
 
-    /// Returns what the backend knows of `namespace`: its durable frame_no is the end of its
+    /// Returns what the backend knows of `generation`: its durable frame_no is the end of its
     /// newest-ending segment.
     fn meta(
         &self,
         config: &Self::Config,
-        namespace: &NamespaceName,
+        generation: &Generation,
     ) -> impl Future<Output = Result<NamespaceMeta>> + Send {
         async move {
-            let prefix = segments_prefix(namespace);
+            let prefix = segments_prefix(generation);
             let page = self.list(config, &prefix, None, 1).await?;
             let durable_frame_no = match page.first() {
                 Some(object) => parse_listed(&prefix, object)?.end_frame_no,
                 None => 0,
             };
             Ok(NamespaceMeta { durable_frame_no })
+        }
+    }
+
+    /// Returns every generation of `namespace`, oldest first: one listing, then one read per
+    /// record. A directory under `generations/` whose name is not a number is skipped with a
+    /// warning; one without a record (a delete cut short removed it last) is skipped too.
+    fn lineage(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+    ) -> impl Future<Output = Result<Lineage>> + Send {
+        async move {
+            let mut records = Vec::new();
+            for name in self
+                .list_children(config, &generations_prefix(namespace))
+                .await?
+            {
+                let Some(number) = parse_generation_number(&name) else {
+                    warn!(%namespace, name, "skipping a directory that is not a generation");
+                    continue;
+                };
+                match self.fetch_generation(config, namespace, number).await {
+                    Ok(record) => records.push(record),
+                    Err(Error::NotFound { key }) => {
+                        warn!(%namespace, key, "skipping a generation without a record")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            records.sort_by_key(|r| r.number);
+            Ok(Lineage { records })
+        }
+    }
+
+    /// Reads and checks generation `number`'s record.
+    fn fetch_generation(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        number: u64,
+    ) -> impl Future<Output = Result<GenerationRecord>> + Send {
+        async move {
+            let object = generation_object(namespace, number);
+            let reader = self.get(config, &object).await?;
+            let mut bytes = Vec::new();
+            reader
+                .take(MAX_RECORD_LEN + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| Error::transient(format!("reading {object}"), e))?;
+            if bytes.len() as u64 > MAX_RECORD_LEN {
+                return Err(Error::corrupt(
+                    &object,
+                    format!("longer than {MAX_RECORD_LEN} bytes"),
+                ));
+            }
+            GenerationRecord::decode(&object, number, &bytes)
+        }
+    }
+
+    /// Creates a generation's record if no generation of that number exists: returns false when
+    /// one does (another writer took the number first), and leaves it as it is.
+    fn create_generation(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        record: &GenerationRecord,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async move {
+            let object = generation_object(namespace, record.number);
+            let created = self
+                .put_bytes_if_absent(config, &object, record.encode())
+                .await?;
+            debug!(%namespace, generation = record.number, created, "generation claimed");
+            Ok(created)
+        }
+    }
+
+    /// Returns the number of a generation of `namespace` newer than `number`, if one exists: one
+    /// `list` call of one key. A writer of generation `number` that gets `Some` is fenced off.
+    fn newer_generation(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        number: u64,
+    ) -> impl Future<Output = Result<Option<u64>>> + Send {
+        async move {
+            let prefix = generations_prefix(namespace);
+            // '~' sorts after every character of the keys under a generation's directory.
+            let after = format!(
+                "{}~",
+                crate::generation::generation_prefix(namespace, number)
+            );
+            let page = self.list(config, &prefix, Some(&after), 1).await?;
+            Ok(page.first().and_then(|object| {
+                let rest = object.strip_prefix(&prefix)?;
+                parse_generation_number(rest.split('/').next()?)
+            }))
+        }
+    }
+
+    /// Deletes every object of `namespace` (every generation, with their records), or, with
+    /// `keep_backups`, marks it deleted: a new generation of kind `Deleted` ends its current
+    /// history, so a namespace created again under the name starts empty, while the older
+    /// generations stay restorable by number.
+    ///
+    /// A full delete first writes that mark too, then deletes the objects oldest generation
+    /// first (each generation's record last), and the mark at the very end: a delete cut short
+    /// (a crash, a bucket error) leaves a namespace that is already deleted as far as any
+    /// restore or new writer is concerned, and running it again finishes it.
+    fn delete_namespace(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        keep_backups: bool,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<DeletedNamespace>> + Send {
+        async move {
+            let mut mark = None;
+            let mut lineage = self.lineage(config, namespace).await?;
+            loop {
+                match lineage.newest() {
+                    Some(r) if r.kind == crate::generation::GenerationKind::Deleted => {
+                        mark = Some(r.number);
+                        break;
+                    }
+                    None if !keep_backups => break,
+                    _ => {}
+                }
+                let record = GenerationRecord {
+                    number: lineage.next_number(),
+                    created_ms: now_ms,
+                    kind: crate::generation::GenerationKind::Deleted,
+                };
+                if self.create_generation(config, namespace, &record).await? {
+                    mark = Some(record.number);
+                    break;
+                }
+                // Another writer took the number: look again.
+                lineage = self.lineage(config, namespace).await?;
+            }
+            let mut report = DeletedNamespace {
+                mark,
+                objects_deleted: 0,
+            };
+            if keep_backups {
+                return Ok(report);
+            }
+            let prefix = format!("{namespace}/");
+            let mark_object = mark.map(|n| generation_object(namespace, n));
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .list(config, &prefix, after.as_deref(), LIST_PAGE)
+                    .await?;
+                for object in &page {
+                    if Some(object) != mark_object.as_ref() {
+                        self.delete(config, object).await?;
+                        report.objects_deleted += 1;
+                    }
+                }
+                match page.last() {
+                    Some(last) if page.len() == LIST_PAGE => after = Some(last.clone()),
+                    _ => break,
+                }
+            }
+            if let Some(object) = mark_object {
+                self.delete(config, &object).await?;
+                report.objects_deleted += 1;
+            }
+            debug!(%namespace, objects = report.objects_deleted, "namespace deleted");
+            Ok(report)
         }
     }
 
@@ -679,19 +881,19 @@ pub trait BackendExt: Backend {
         }
     }
 
-    /// Deletes segments of `namespace`: each one's data, then its index. Deleting a segment
+    /// Deletes segments of `generation`: each one's data, then its index. Deleting a segment
     /// that is not there is not an error.
     fn delete_segments(
         &self,
         config: &Self::Config,
-        namespace: &NamespaceName,
+        generation: &Generation,
         keys: &[SegmentKey],
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
             for key in keys {
-                self.delete(config, &segment_object(namespace, key)).await?;
-                self.delete(config, &index_object(namespace, key)).await?;
-                debug!(%namespace, %key, "segment deleted");
+                self.delete(config, &segment_object(generation, key)).await?;
+                self.delete(config, &index_object(generation, key)).await?;
+                debug!(%generation, %key, "segment deleted");
             }
             Ok(())
         }

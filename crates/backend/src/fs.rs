@@ -174,24 +174,52 @@ impl FsBackend {
         Ok(dir.join(format!("{}-{n}", self.id)))
     }
 
-    /// Moves the finished temporary file `tmp` to object `key`, durably.
-    async fn publish(tmp: &Path, dest: &Path) -> Result<()> {
+    /// Moves the finished temporary file `tmp` to object `key`, durably: replacing what was
+    /// there, or, when `replace` is false, leaving an existing object as it is and returning
+    /// false (a hard link never replaces).
+    async fn publish(tmp: &Path, dest: &Path, replace: bool) -> Result<bool> {
         let dir = dest.parent().ok_or_else(|| {
             Error::fatal(
                 "storing an object",
                 format!("{} has no parent", dest.display()),
             )
         })?;
-        create_dir_all_synced(dir).await?;
-        tokio::fs::rename(tmp, dest)
-            .await
-            .map_err(|e| local("renaming into", dest, e))?;
-        sync_dir(dir).await
+        // A delete removing the directory once it is empty can race this: then once more.
+        for attempt in 0..2 {
+            create_dir_all_synced(dir).await?;
+            let placed = if replace {
+                tokio::fs::rename(tmp, dest).await
+            } else {
+                tokio::fs::hard_link(tmp, dest).await
+            };
+            match placed {
+                Ok(()) => break,
+                Err(e) if !replace && e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let _ = tokio::fs::remove_file(tmp).await;
+                    return Ok(false);
+                }
+                Err(e) if attempt == 0 && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(local("placing", dest, e)),
+            }
+        }
+        if !replace {
+            tokio::fs::remove_file(tmp)
+                .await
+                .map_err(|e| local("removing", tmp, e))?;
+        }
+        sync_dir(dir).await?;
+        Ok(true)
     }
 
-    /// Writes `content` to a fresh temporary file, fsyncs it, then publishes it as `key`;
-    /// removes the temporary file on failure.
-    async fn put_content(&self, config: &FsConfig, key: &str, content: Content<'_>) -> Result<()> {
+    /// Writes `content` to a fresh temporary file, fsyncs it, then publishes it as `key` (see
+    /// `publish` for `replace` and the result); removes the temporary file on failure.
+    async fn put_content(
+        &self,
+        config: &FsConfig,
+        key: &str,
+        content: Content<'_>,
+        replace: bool,
+    ) -> Result<bool> {
         let dest = Self::path(config, key)?;
         let tmp = self.tmp_path(config).await?;
         let result = async {
@@ -223,7 +251,7 @@ impl FsBackend {
                         .map_err(|e| local("syncing", &tmp, e))?;
                 }
             }
-            Self::publish(&tmp, &dest).await
+            Self::publish(&tmp, &dest, replace).await
         }
         .await;
         if result.is_err() {
@@ -242,12 +270,27 @@ impl Backend for FsBackend {
 
     #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
     async fn put_file(&self, config: &FsConfig, key: &str, source: &Path) -> Result<()> {
-        self.put_content(config, key, Content::File(source)).await
+        self.put_content(config, key, Content::File(source), true)
+            .await
+            .map(drop)
     }
 
     #[instrument(skip(self, config, bytes), fields(root = %config.root.display(), len = bytes.len()), level = "debug")]
     async fn put_bytes(&self, config: &FsConfig, key: &str, bytes: Vec<u8>) -> Result<()> {
-        self.put_content(config, key, Content::Bytes(bytes)).await
+        self.put_content(config, key, Content::Bytes(bytes), true)
+            .await
+            .map(drop)
+    }
+
+    #[instrument(skip(self, config, bytes), fields(root = %config.root.display(), len = bytes.len()), level = "debug")]
+    async fn put_bytes_if_absent(
+        &self,
+        config: &FsConfig,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Result<bool> {
+        self.put_content(config, key, Content::Bytes(bytes), false)
+            .await
     }
 
     #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
@@ -324,10 +367,20 @@ impl Backend for FsBackend {
     async fn delete(&self, config: &FsConfig, key: &str) -> Result<()> {
         let path = Self::path(config, key)?;
         match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(local("deleting", &path, e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(local("deleting", &path, e)),
         }
+        // Directories left empty go too (a deleted namespace is listed no more); the first
+        // that is not empty, or that a writer just filled, stays.
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| *d != config.root) {
+            if tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
     }
 }
 

@@ -9,13 +9,18 @@
 //!   compaction of runs of segments (tiered or logarithmic), and retention of old ones.
 //! - `Storage`: what the WAL asks of durable storage, and `NoStorage`, which keeps everything
 //!   local.
-//! - `segment_object`, `index_object`, `segments_prefix`, `indexes_prefix`: the remote layout.
+//! - `Generation`, `GenerationRecord`, `Lineage`: which log wrote which objects of a namespace,
+//!   and which one may write it now (see `generation`).
+//! - `segment_object`, `index_object`, `segments_prefix`, `indexes_prefix`,
+//!   `generation_object`: the remote layout.
 //!
 //! The suite every backend must pass and a real S3 server to run it against are in the
 //! `libsql-wal-testkit` crate (tests only).
 //!
-//! Remote layout, under each backend's root: `{namespace}/segments/{key}` (compacted data) and
-//! `{namespace}/indexes/{key}` (its page index).
+//! Remote layout, under each backend's root, per namespace:
+//! `{namespace}/generations/{number:020}/generation` (the generation's record),
+//! `{namespace}/generations/{number:020}/segments/{key}` (compacted data) and
+//! `{namespace}/generations/{number:020}/indexes/{key}` (its page index).
 
 mod backend;
 mod chain;
@@ -23,6 +28,7 @@ mod compaction;
 mod error;
 mod ext;
 mod fs;
+mod generation;
 mod key;
 mod namespace;
 mod retention;
@@ -37,8 +43,12 @@ pub use compaction::{
 };
 pub use error::{BoxError, Error, Result};
 pub use ext::{
-    index_object, indexes_prefix, segment_object, segments_prefix, BackendExt, FetchedPages,
-    FetchedSegment, FindSegment, NamespaceMeta, SegmentData, SegmentFrames,
+    index_object, indexes_prefix, segment_object, segments_prefix, BackendExt, DeletedNamespace,
+    FetchedPages, FetchedSegment, FindSegment, NamespaceMeta, SegmentData, SegmentFrames,
+};
+pub use generation::{
+    generation_object, generation_prefix, generations_prefix, ForkPoint, Generation,
+    GenerationKind, GenerationRecord, Lineage,
 };
 pub use fs::{FsBackend, FsConfig};
 pub use key::{InvalidSegmentKey, SegmentKey, SEGMENT_KEY_LEN};
@@ -46,4 +56,4 @@ pub use namespace::{NamespaceName, MAX_NAMESPACE_LEN};
 pub use retention::{apply_retention, plan_retention, RetentionReport, ORPHAN_INDEX_GRACE};
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Config, S3Options, SecretKey};
-pub use storage::{NoStorage, OnStored, Storage};
+pub use storage::{NoStorage, OnStored, Storage, Stored};

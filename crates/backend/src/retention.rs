@@ -31,7 +31,7 @@ use crate::chain::{covering_segment, maximal_segments};
 use crate::error::{Error, Result};
 use crate::ext::{index_object, list_index_keys, segment_object, BackendExt};
 use crate::key::SegmentKey;
-use crate::namespace::NamespaceName;
+use crate::generation::Generation;
 
 /// What `apply_retention` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,28 +49,28 @@ pub struct RetentionReport {
 /// it: far longer than any store takes between its index and its data.
 pub const ORPHAN_INDEX_GRACE: Duration = Duration::from_secs(3600);
 
-/// Deletes the segments of `namespace` that retention allows (see the module docs), with the
+/// Deletes the segments of `generation` that retention allows (see the module docs), with the
 /// window open from `now_ms - window` (milliseconds since the Unix epoch).
-#[tracing::instrument(skip(backend, config), fields(%namespace))]
+#[tracing::instrument(skip(backend, config), fields(%generation))]
 pub async fn apply_retention<B: Backend>(
     backend: &B,
     config: &B::Config,
-    namespace: &NamespaceName,
+    generation: &Generation,
     window: Duration,
     now_ms: u64,
 ) -> Result<RetentionReport> {
-    let keys = backend.list_segments(config, namespace, u64::MAX).await?;
+    let keys = backend.list_segments(config, generation, u64::MAX).await?;
     let plan = plan_retention(&keys, window, now_ms);
     let mut report = RetentionReport::default();
     for &cover in plan.values().collect::<std::collections::BTreeSet<_>>() {
-        backend.verify_segment(config, namespace, cover).await?;
+        backend.verify_segment(config, generation, cover).await?;
         report.verified.push(cover);
     }
     let mut deleted: Vec<SegmentKey> = plan.keys().copied().collect();
     deleted.sort_by_key(|k| (k.start_frame_no, k.end_frame_no, k.timestamp_ms));
-    backend.delete_segments(config, namespace, &deleted).await?;
+    backend.delete_segments(config, generation, &deleted).await?;
     report.deleted = deleted;
-    report.orphan_indexes = sweep_orphan_indexes(backend, config, namespace, now_ms).await?;
+    report.orphan_indexes = sweep_orphan_indexes(backend, config, generation, now_ms).await?;
     info!(
         deleted = report.deleted.len(),
         verified = report.verified.len(),
@@ -80,20 +80,20 @@ pub async fn apply_retention<B: Backend>(
     Ok(report)
 }
 
-/// Deletes the index objects of `namespace` whose data does not exist and whose key's
+/// Deletes the index objects of `generation` whose data does not exist and whose key's
 /// timestamp is older than `ORPHAN_INDEX_GRACE` before `now_ms`; returns their keys, oldest
 /// first. Indexes are listed before data, so a store that completes in between keeps its index.
 async fn sweep_orphan_indexes<B: Backend>(
     backend: &B,
     config: &B::Config,
-    namespace: &NamespaceName,
+    generation: &Generation,
     now_ms: u64,
 ) -> Result<Vec<SegmentKey>> {
     let grace_ms = u64::try_from(ORPHAN_INDEX_GRACE.as_millis()).unwrap_or(u64::MAX);
     let expired_before = now_ms.saturating_sub(grace_ms);
-    let indexes = list_index_keys(backend, config, namespace).await?;
+    let indexes = list_index_keys(backend, config, generation).await?;
     let data: HashSet<SegmentKey> = backend
-        .list_segments(config, namespace, u64::MAX)
+        .list_segments(config, generation, u64::MAX)
         .await?
         .into_iter()
         .collect();
@@ -105,13 +105,13 @@ async fn sweep_orphan_indexes<B: Backend>(
     let mut deleted = Vec::with_capacity(orphans.len());
     for key in orphans {
         // The data may have arrived since it was listed: then the index is not an orphan.
-        match backend.get(config, &segment_object(namespace, &key)).await {
+        match backend.get(config, &segment_object(generation, &key)).await {
             Err(Error::NotFound { .. }) => {}
             Ok(_) => continue,
             Err(e) => return Err(e),
         }
         backend
-            .delete(config, &index_object(namespace, &key))
+            .delete(config, &index_object(generation, &key))
             .await?;
         debug!(%key, "orphan index deleted");
         deleted.push(key);

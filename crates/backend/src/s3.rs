@@ -356,6 +356,7 @@ where
             service.err().code(),
             Some(
                 "SlowDown"
+                    | "ConditionalRequestConflict"
                     | "InternalError"
                     | "ServiceUnavailable"
                     | "RequestTimeout"
@@ -646,6 +647,37 @@ impl Backend for S3Backend {
                 )
             })?;
         Ok(())
+    }
+
+    #[instrument(skip(self, config, bytes), fields(bucket = %config.bucket, len = bytes.len()), level = "debug")]
+    async fn put_bytes_if_absent(
+        &self,
+        config: &S3Config,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Result<bool> {
+        validate_key(key)?;
+        let object = Self::object_key(config, key);
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&config.bucket)
+            .key(&object)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            // 412: the object exists. (A 409 ConditionalRequestConflict, a concurrent
+            // conditional write in flight, is transient and retried by the caller.)
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 412 => Ok(false),
+            Err(e) => Err(sdk_error(
+                &self.redactions,
+                format!("creating s3://{}/{object}", config.bucket),
+                e,
+            )),
+        }
     }
 
     #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]

@@ -19,17 +19,33 @@ use libsql_wal_segment::{FileExt, PageIndex, SealedSegment};
 
 use crate::error::{Error, Result};
 use crate::ext::{FetchedPages, FindSegment};
+use crate::generation::{Generation, GenerationRecord, Lineage};
 use crate::key::SegmentKey;
 use crate::namespace::NamespaceName;
 
-/// Called once with the namespace's new durable frame_no when a stored segment (and every one
-/// before it) is durable. It runs on the storage's own thread: it must be quick and not block.
+/// What became of a segment handed to `Storage::store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// It is durable, and so is every segment of its generation before it: the generation is
+    /// durable up to this frame_no.
+    Durable(u64),
+    /// Its generation is no longer the newest: generation `newer` took the namespace over, and
+    /// the segment is not acknowledged (it may or may not be in the bucket, under its own
+    /// generation, where no restore of the newer history reads it).
+    Fenced {
+        /// The newer generation's number.
+        newer: u64,
+    },
+}
+
+/// Called once with what became of a stored segment (see `Stored`). It runs on the storage's
+/// own thread: it must be quick and not block.
 ///
 /// A storage that gives up on a segment after `store` returned (it refused it, it shut down
 /// with the segment not durable, its actor stopped) drops the callback without calling it:
 /// that is how the caller learns of every refusal, and it hands the segment over again. (A
 /// storage that keeps no remote copies, `keeps_remote_copies` false, never calls it.)
-pub type OnStored = Box<dyn FnOnce(u64) + Send + 'static>;
+pub type OnStored = Box<dyn FnOnce(Stored) + Send + 'static>;
 
 /// Durable storage as the WAL sees it.
 pub trait Storage: Send + Sync + 'static {
@@ -38,12 +54,15 @@ pub trait Storage: Send + Sync + 'static {
     /// A per-namespace override of where segments go (the backend's config).
     type Config: Clone + Send + Sync + 'static;
 
-    /// Takes a sealed segment of `namespace` to make durable, in frame order after the ones
-    /// stored before it; `on_stored` is called when it is. Returns once the segment is queued,
-    /// which may wait while the namespace's queue is full (backpressure).
+    /// Takes a sealed segment of `generation` (the writer's own: see `create_generation`) to
+    /// make durable, in frame order after the ones stored before it; `on_stored` is called when
+    /// it is. Returns once the segment is queued, which may wait while the namespace's queue is
+    /// full (backpressure). Before it acknowledges an upload, the storage checks that no newer
+    /// generation exists; if one does, the segment and every later one of the generation are
+    /// `Stored::Fenced`, and `store` fails with `Error::Fenced`.
     fn store(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         segment: Arc<SealedSegment<Self::File>>,
         config_override: Option<Self::Config>,
         on_stored: OnStored,
@@ -54,17 +73,34 @@ pub trait Storage: Send + Sync + 'static {
     /// checkpoints by its local policy).
     fn keeps_remote_copies(&self) -> bool;
 
-    /// Returns the highest frame_no of `namespace` known to be durable (0 if none).
+    /// Returns the highest frame_no of `generation` known to be durable (0 if none).
     fn durable_frame_no(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         config_override: Option<&Self::Config>,
     ) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Finds a stored segment of `namespace`.
-    fn find_segment(
+    /// Returns every generation of `namespace`, oldest first (`BackendExt::lineage`).
+    fn lineage(
         &self,
         namespace: &NamespaceName,
+        config_override: Option<&Self::Config>,
+    ) -> impl Future<Output = Result<Lineage>> + Send;
+
+    /// Creates generation `record` of `namespace` if its number is free: returns false when
+    /// another writer took it first (`BackendExt::create_generation`). The writer that creates
+    /// a generation owns it until a newer one is created.
+    fn create_generation(
+        &self,
+        namespace: &NamespaceName,
+        record: &GenerationRecord,
+        config_override: Option<&Self::Config>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Finds a stored segment of `generation`.
+    fn find_segment(
+        &self,
+        generation: &Generation,
         find: FindSegment,
         config_override: Option<&Self::Config>,
     ) -> impl Future<Output = Result<Option<SegmentKey>>> + Send;
@@ -72,7 +108,7 @@ pub trait Storage: Send + Sync + 'static {
     /// Fetches and verifies a stored segment's page index.
     fn fetch_index(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
         config_override: Option<&Self::Config>,
     ) -> impl Future<Output = Result<PageIndex>> + Send;
@@ -81,7 +117,7 @@ pub trait Storage: Send + Sync + 'static {
     /// `index` and writing the pages of `wanted` (see `BackendExt::fetch_pages_into`).
     fn fetch_pages_into(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
         index: &PageIndex,
         wanted: &[(u32, u64)],
@@ -89,11 +125,11 @@ pub trait Storage: Send + Sync + 'static {
         config_override: Option<&Self::Config>,
     ) -> impl Future<Output = Result<FetchedPages>> + Send;
 
-    /// Lists the stored segments of `namespace` ending at or before `until_frame_no`, newest
+    /// Lists the stored segments of `generation` ending at or before `until_frame_no`, newest
     /// first.
     fn list_segments(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         until_frame_no: u64,
         config_override: Option<&Self::Config>,
     ) -> impl Future<Output = Result<Vec<SegmentKey>>> + Send;
@@ -126,9 +162,12 @@ impl<F> Default for NoStorage<F> {
     }
 }
 
-fn nothing_stored(namespace: &NamespaceName, key: SegmentKey, what: &str) -> Error {
+fn nothing_stored(generation: &Generation, key: SegmentKey, what: &str) -> Error {
     Error::NotFound {
-        key: format!("{namespace}/{what}/{key} (no storage is configured)"),
+        key: format!(
+            "{}{what}/{key} (no storage is configured)",
+            generation.prefix()
+        ),
     }
 }
 
@@ -138,7 +177,7 @@ impl<F: FileExt> Storage for NoStorage<F> {
 
     async fn store(
         &self,
-        _namespace: &NamespaceName,
+        _generation: &Generation,
         _segment: Arc<SealedSegment<F>>,
         _config_override: Option<()>,
         _on_stored: OnStored,
@@ -150,13 +189,26 @@ impl<F: FileExt> Storage for NoStorage<F> {
         false
     }
 
-    async fn durable_frame_no(&self, _: &NamespaceName, _: Option<&()>) -> Result<u64> {
+    async fn durable_frame_no(&self, _: &Generation, _: Option<&()>) -> Result<u64> {
         Ok(0)
+    }
+
+    async fn lineage(&self, _: &NamespaceName, _: Option<&()>) -> Result<Lineage> {
+        Ok(Lineage::default())
+    }
+
+    async fn create_generation(
+        &self,
+        _: &NamespaceName,
+        _: &GenerationRecord,
+        _: Option<&()>,
+    ) -> Result<bool> {
+        Ok(true)
     }
 
     async fn find_segment(
         &self,
-        _: &NamespaceName,
+        _: &Generation,
         _: FindSegment,
         _: Option<&()>,
     ) -> Result<Option<SegmentKey>> {
@@ -165,28 +217,28 @@ impl<F: FileExt> Storage for NoStorage<F> {
 
     async fn fetch_index(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
         _: Option<&()>,
     ) -> Result<PageIndex> {
-        Err(nothing_stored(namespace, key, "indexes"))
+        Err(nothing_stored(generation, key, "indexes"))
     }
 
     async fn fetch_pages_into(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
         _: &PageIndex,
         _: &[(u32, u64)],
         _: &std::fs::File,
         _: Option<&()>,
     ) -> Result<FetchedPages> {
-        Err(nothing_stored(namespace, key, "segments"))
+        Err(nothing_stored(generation, key, "segments"))
     }
 
     async fn list_segments(
         &self,
-        _: &NamespaceName,
+        _: &Generation,
         _: u64,
         _: Option<&()>,
     ) -> Result<Vec<SegmentKey>> {

@@ -92,6 +92,11 @@ impl Backend for CountingBackend {
         Ok(())
     }
 
+    async fn put_bytes_if_absent(&self, _: &(), key: &str, _: Vec<u8>) -> Result<bool> {
+        self.put(key).await;
+        Ok(true)
+    }
+
     async fn get(&self, _: &(), key: &str) -> Result<ObjectReader> {
         Err(libsql_wal_backend::Error::NotFound { key: key.into() })
     }
@@ -173,6 +178,18 @@ fn record_latency(done: &Arc<AtomicU64>, timings: &Arc<Mutex<Timings>>) -> OnSto
     })
 }
 
+/// Generation 1 of `namespace`, the one `segment`'s log writes.
+fn generation_of(
+    namespace: &NamespaceName,
+    segment: &SealedSegment<std::fs::File>,
+) -> libsql_wal_backend::Generation {
+    libsql_wal_backend::Generation {
+        namespace: namespace.clone(),
+        number: 1,
+        log_id: segment.header().log_id,
+    }
+}
+
 /// Stores `segments` (per namespace, in order) through `storage` from 4 writer threads; returns
 /// when every segment is durable.
 fn drive<B: Backend>(
@@ -181,7 +198,8 @@ fn drive<B: Backend>(
     timings: &Arc<Mutex<Timings>>,
 ) -> Duration {
     drive_with(work, timings, &|namespace, segment, on_stored| {
-        futures::executor::block_on(storage.store(namespace, segment, None, on_stored)).unwrap();
+        let generation = generation_of(namespace, &segment);
+        futures::executor::block_on(storage.store(&generation, segment, None, on_stored)).unwrap();
     })
 }
 
@@ -229,6 +247,7 @@ async fn channel_loop(
 ) {
     while let Some((namespace, segment, on_stored)) = segments.recv().await {
         let end = segment.last_committed_frame_no();
+        let generation = generation_of(&namespace, &segment);
         let (compacted, data) = tokio::task::spawn_blocking(move || {
             let mut data =
                 Vec::with_capacity((segment.frame_count() * FRAME_SIZE as u64) as usize + 4096);
@@ -241,14 +260,14 @@ async fn channel_loop(
         backend
             .store_segment(
                 &(),
-                &namespace,
+                &generation,
                 key,
                 SegmentData::Bytes(data),
                 compacted.index.encode(),
             )
             .await
             .unwrap();
-        on_stored(end);
+        on_stored(libsql_wal_backend::Stored::Durable(end));
     }
 }
 
@@ -514,7 +533,8 @@ fn slow_case(length: u64) {
                 std::thread::sleep(wait);
             }
             let on_stored = record_latency(&done, &timings);
-            futures::executor::block_on(storage.store(namespace, segment, None, on_stored))
+            let generation = generation_of(namespace, &segment);
+            futures::executor::block_on(storage.store(&generation, segment, None, on_stored))
                 .unwrap();
         }
     }

@@ -33,7 +33,6 @@ pub use maintenance::{
 };
 pub use messages::{
     DurableFrameNo, Metrics, NamespaceMetrics, SchedulerOf, Shutdown, StorageMetrics, StoreSegment,
-    WatchDurable,
 };
 pub use storage::ActorStorage;
 pub use supervisor::Supervisor;

@@ -152,7 +152,7 @@ pub async fn maintenance_pass<B: Backend>(
     Ok(report)
 }
 
-/// Compacts `namespace` in `place`, then applies retention; returns the compacted segments
+/// Compacts the newest generation of `namespace` in `place`, then applies retention; returns the compacted segments
 /// stored and the segments deleted.
 async fn maintain_namespace<B: Backend>(
     backend: &B,
@@ -161,17 +161,23 @@ async fn maintain_namespace<B: Backend>(
     config: &MaintenanceConfig,
     scratch_dir: &std::path::Path,
 ) -> libsql_wal_backend::Result<(usize, usize)> {
+    // Only the newest generation is written to; older ones are frozen (a newer generation may
+    // continue from any point of them, which a compaction could merge away).
+    let lineage = backend.lineage(place, namespace).await?;
+    let Some(generation) = lineage.newest().and_then(|r| r.log(namespace)) else {
+        return Ok((0, 0));
+    };
     let compaction = compact(
         backend,
         place,
-        namespace,
+        &generation,
         config.strategy,
         scratch_dir,
         |_, _| {},
     )
     .await?;
     let deleted = match config.retention {
-        Some(window) => apply_retention(backend, place, namespace, window, now_ms())
+        Some(window) => apply_retention(backend, place, &generation, window, now_ms())
             .await?
             .deleted
             .len(),

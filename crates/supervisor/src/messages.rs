@@ -8,21 +8,21 @@ use std::time::Duration;
 use crate::maintenance::MaintenanceMetrics;
 
 use actix::{Addr, Message};
-use libsql_wal_backend::{NamespaceName, OnStored, Result};
+use libsql_wal_backend::{Generation, NamespaceName, OnStored, Result};
 use libsql_wal_scheduler::{Destination, NamespaceScheduler};
 use libsql_wal_segment::{FileExt, SealedSegment};
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 
-/// A sealed segment of `namespace` to make durable, in frame order after the ones stored
+/// A sealed segment of `generation` to make durable, in frame order after the ones stored
 /// before it. Answered once the segment is in the namespace's queue.
 pub struct StoreSegment<F, C> {
-    /// The namespace.
-    pub namespace: NamespaceName,
+    /// The generation (of one namespace) the segment belongs to.
+    pub generation: Generation,
     /// The segment.
     pub segment: Arc<SealedSegment<F>>,
     /// Where it goes, if not to the backend's default place.
     pub config_override: Option<C>,
-    /// Called with the namespace's durable frame_no once this segment is durable.
+    /// Called with what became of the segment (durable, or fenced off).
     pub on_stored: OnStored,
     /// The segment's place in the namespace's bounded queue, released when it is durable.
     pub permit: OwnedSemaphorePermit,
@@ -45,29 +45,18 @@ impl Message for Forget {
     type Result = bool;
 }
 
-/// Asks for the highest durable frame_no of a namespace: from the supervisor's record when it
+/// Asks for the highest durable frame_no of a generation: from the supervisor's record when it
 /// has one, else from the backend.
 #[derive(Debug, Clone)]
 pub struct DurableFrameNo<C> {
-    /// The namespace.
-    pub namespace: NamespaceName,
+    /// The generation.
+    pub generation: Generation,
     /// Where to ask, if not the backend's default place.
     pub config_override: Option<C>,
 }
 
 impl<C: 'static> Message for DurableFrameNo<C> {
     type Result = Result<u64>;
-}
-
-/// Asks for a watch channel of a namespace's durable frame_no (it only moves forward).
-#[derive(Debug, Clone)]
-pub struct WatchDurable {
-    /// The namespace.
-    pub namespace: NamespaceName,
-}
-
-impl Message for WatchDurable {
-    type Result = watch::Receiver<u64>;
 }
 
 /// Graceful shutdown: stop taking segments, drain every queue, then stop. Answered when done,

@@ -19,18 +19,18 @@ use actix::dev::SendError;
 use actix::{Actor, Addr, MailboxError};
 use dashmap::DashMap;
 use libsql_wal_backend::{
-    Backend, BackendExt, Error as BackendError, FetchedPages, FindSegment, NamespaceName, OnStored,
-    Result, SegmentKey, Storage,
+    Backend, BackendExt, Error as BackendError, FetchedPages, FindSegment, Generation,
+    GenerationRecord, Lineage, NamespaceName, OnStored, Result, SegmentKey, Storage,
 };
 use libsql_wal_scheduler::ForceShutdown;
 use libsql_wal_segment::{FileExt, PageIndex, SealedSegment};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::config::StorageConfig;
 use crate::maintenance::{maintenance_pass, MaintenanceConfig, MaintenanceReport, Places};
 use crate::messages::{
-    DurableFrameNo, Forget, Metrics, Shutdown, StorageMetrics, StoreSegment, WatchDurable,
+    DurableFrameNo, Forget, Metrics, Shutdown, StorageMetrics, StoreSegment,
 };
 use crate::scratch::Scratch;
 use crate::supervisor::Supervisor;
@@ -156,16 +156,6 @@ impl<B: Backend, F: FileExt> ActorStorage<B, F> {
         self.supervisor.send(Metrics).await.map_err(stopped)
     }
 
-    /// Returns a watch channel of `namespace`'s durable frame_no.
-    pub async fn watch_durable(&self, namespace: &NamespaceName) -> Result<watch::Receiver<u64>> {
-        self.supervisor
-            .send(WatchDurable {
-                namespace: namespace.clone(),
-            })
-            .await
-            .map_err(stopped)
-    }
-
     /// Runs one maintenance pass (compaction, then retention if `config` has a window) over
     /// every namespace in every place the storage has stored to (the backend's default config
     /// and each override), now, on the read runtime, and returns what it did.
@@ -217,17 +207,17 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
     type File = F;
     type Config = B::Config;
 
-    #[tracing::instrument(skip_all, fields(namespace = %namespace, end = segment.last_committed_frame_no()))]
+    #[tracing::instrument(skip_all, fields(generation = %generation, end = segment.last_committed_frame_no()))]
     async fn store(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         segment: Arc<SealedSegment<F>>,
         config_override: Option<B::Config>,
         on_stored: OnStored,
     ) -> Result<()> {
         let places = self
             .places
-            .entry(namespace.clone())
+            .entry(generation.namespace.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_enqueued_segments.max(1))))
             .clone();
         // Waits while the namespace has `max_enqueued_segments` segments not yet durable.
@@ -236,7 +226,7 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
             .await
             .map_err(|_| BackendError::ShutDown)?;
         let message = StoreSegment {
-            namespace: namespace.clone(),
+            generation: generation.clone(),
             segment,
             config_override,
             on_stored,
@@ -264,52 +254,79 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
 
     async fn durable_frame_no(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         config_override: Option<&B::Config>,
     ) -> Result<u64> {
         self.supervisor
             .send(DurableFrameNo {
-                namespace: namespace.clone(),
+                generation: generation.clone(),
                 config_override: config_override.cloned(),
             })
             .await
             .map_err(stopped)?
     }
 
-    async fn find_segment(
+    async fn lineage(
         &self,
         namespace: &NamespaceName,
+        config_override: Option<&B::Config>,
+    ) -> Result<Lineage> {
+        let (backend, namespace) = (self.backend.clone(), namespace.clone());
+        let config = self.config_or_default(config_override);
+        self.on_read_runtime(async move { backend.lineage(&config, &namespace).await })
+            .await
+    }
+
+    async fn create_generation(
+        &self,
+        namespace: &NamespaceName,
+        record: &GenerationRecord,
+        config_override: Option<&B::Config>,
+    ) -> Result<bool> {
+        let (backend, namespace, record) = (self.backend.clone(), namespace.clone(), *record);
+        let config = self.config_or_default(config_override);
+        self.on_read_runtime(async move {
+            backend
+                .create_generation(&config, &namespace, &record)
+                .await
+        })
+        .await
+    }
+
+    async fn find_segment(
+        &self,
+        generation: &Generation,
         find: FindSegment,
         config_override: Option<&B::Config>,
     ) -> Result<Option<SegmentKey>> {
-        let (backend, namespace) = (self.backend.clone(), namespace.clone());
+        let (backend, generation) = (self.backend.clone(), generation.clone());
         let config = self.config_or_default(config_override);
-        self.on_read_runtime(async move { backend.find_segment(&config, &namespace, find).await })
+        self.on_read_runtime(async move { backend.find_segment(&config, &generation, find).await })
             .await
     }
 
     async fn fetch_index(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
         config_override: Option<&B::Config>,
     ) -> Result<PageIndex> {
-        let (backend, namespace) = (self.backend.clone(), namespace.clone());
+        let (backend, generation) = (self.backend.clone(), generation.clone());
         let config = self.config_or_default(config_override);
-        self.on_read_runtime(async move { backend.fetch_index(&config, &namespace, key).await })
+        self.on_read_runtime(async move { backend.fetch_index(&config, &generation, key).await })
             .await
     }
 
     async fn fetch_pages_into(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         key: SegmentKey,
         index: &PageIndex,
         wanted: &[(u32, u64)],
         db: &std::fs::File,
         config_override: Option<&B::Config>,
     ) -> Result<FetchedPages> {
-        let (backend, namespace) = (self.backend.clone(), namespace.clone());
+        let (backend, generation) = (self.backend.clone(), generation.clone());
         let config = self.config_or_default(config_override);
         let (index, wanted) = (index.clone(), wanted.to_vec());
         let db = db
@@ -317,7 +334,7 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
             .map_err(|e| BackendError::transient("sharing the database file being restored", e))?;
         self.on_read_runtime(async move {
             backend
-                .fetch_pages_into(&config, &namespace, key, &index, &wanted, &db)
+                .fetch_pages_into(&config, &generation, key, &index, &wanted, &db)
                 .await
         })
         .await
@@ -325,15 +342,15 @@ impl<B: Backend, F: FileExt> Storage for ActorStorage<B, F> {
 
     async fn list_segments(
         &self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         until_frame_no: u64,
         config_override: Option<&B::Config>,
     ) -> Result<Vec<SegmentKey>> {
-        let (backend, namespace) = (self.backend.clone(), namespace.clone());
+        let (backend, generation) = (self.backend.clone(), generation.clone());
         let config = self.config_or_default(config_override);
         self.on_read_runtime(async move {
             backend
-                .list_segments(&config, &namespace, until_frame_no)
+                .list_segments(&config, &generation, until_frame_no)
                 .await
         })
         .await

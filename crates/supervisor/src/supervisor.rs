@@ -37,20 +37,22 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, MessageResult,
     ResponseActFuture, ResponseFuture,
 };
-use libsql_wal_backend::{Backend, BackendExt, Error as BackendError, NamespaceName, OnStored};
+use libsql_wal_backend::{
+    Backend, BackendExt, Error as BackendError, Generation, NamespaceName, OnStored, Stored,
+};
 use libsql_wal_scheduler::{
     Destination, DurableUpTo, ForceShutdown, NamespaceScheduler, QueueSegment, RequestUpload,
     UploadDone, UploadJob, UploadOutcome,
 };
 use libsql_wal_segment::{FileExt, SealedSegment};
-use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tracing::{debug, error, info, warn};
 
 use crate::config::StorageConfig;
 use crate::maintenance::{Maintenance, MaintenanceMetrics, Places};
 use crate::messages::{
     DurableFrameNo, Forget, Metrics, NamespaceMetrics, SchedulerOf, Shutdown, StorageMetrics,
-    StoreSegment, WatchDurable,
+    StoreSegment,
 };
 use crate::scratch::Scratch;
 use crate::upload::{panic_message, run_job, UploadFailure, UploadReport, UploadTask};
@@ -87,6 +89,12 @@ struct NamespaceStats {
 
 /// What the supervisor keeps per namespace.
 struct NamespaceEntry<F: FileExt, C: Destination> {
+    /// The generation being written (one at a time per namespace: a new one replaces the
+    /// entry once every segment of the old one is durable).
+    generation: Generation,
+    /// Set once an upload found a newer generation: the number of it. Nothing of this
+    /// generation is acknowledged any more.
+    fenced: Option<u64>,
     /// The scheduler running now.
     scheduler: Addr<NamespaceScheduler<F, C>>,
     /// Segments not yet durable, in frame order.
@@ -96,8 +104,6 @@ struct NamespaceEntry<F: FileExt, C: Destination> {
     /// True once `durable_frame_no` includes what the backend held (asked at `DurableFrameNo`,
     /// before or after the entry was made); until then it counts only this storage's uploads.
     backend_known: bool,
-    /// Publishes `durable_frame_no`.
-    durable: watch::Sender<u64>,
     /// The destination of the namespace's last segment (an override is in `Places`).
     place: Option<C>,
     /// Ticket when the namespace's last upload ended: its next job queues behind it.
@@ -126,8 +132,8 @@ pub struct Supervisor<B: Backend, F: FileExt> {
     places: Arc<Places<B::Config>>,
     /// Every namespace that handed over a segment (or was watched).
     namespaces: HashMap<NamespaceName, NamespaceEntry<F, B::Config>>,
-    /// Durable frame_nos asked of the backend for namespaces not in `namespaces` yet.
-    known_durable: HashMap<NamespaceName, u64>,
+    /// Durable frame_nos asked of the backend for generations not in `namespaces` yet.
+    known_durable: HashMap<Generation, u64>,
     /// Arrival tickets, increasing.
     ticket: u64,
     /// Job ids, shared with the schedulers.
@@ -181,17 +187,43 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
         }
     }
 
-    /// Returns the entry of `namespace`, creating it (and its scheduler) on first use.
+    /// Returns the entry of `generation`'s namespace, creating it (and its scheduler) on first
+    /// use, or replacing the entry of an older generation once nothing of it is in flight.
+    /// Fails if the namespace's entry is of another generation that still has segments in
+    /// flight.
     fn entry(
         &mut self,
-        namespace: &NamespaceName,
+        generation: &Generation,
         ctx: &mut Context<Self>,
-    ) -> &mut NamespaceEntry<F, B::Config> {
+    ) -> Result<&mut NamespaceEntry<F, B::Config>, BackendError> {
+        let namespace = &generation.namespace;
+        if let Some(entry) = self.namespaces.get(namespace) {
+            if &entry.generation != generation {
+                let waiting = self.waiting.values().any(|w| &w.namespace == namespace);
+                if entry.fenced.is_none()
+                    && (!entry.unacked.is_empty() || entry.running.is_some() || waiting)
+                {
+                    return Err(BackendError::fatal(
+                        format!("queueing a segment of {generation}"),
+                        format!(
+                            "{} still has segments in flight (a log is closed before its \
+                             namespace starts another)",
+                            entry.generation
+                        ),
+                    ));
+                }
+                if let Some(old) = self.namespaces.remove(namespace) {
+                    old.scheduler.do_send(ForceShutdown);
+                    self.waiting.retain(|_, w| &w.namespace != namespace);
+                    debug!(old = %old.generation, new = %generation, "namespace moved to a new generation");
+                }
+            }
+        }
         self.ensure_alive(namespace, ctx);
-        match self.namespaces.entry(namespace.clone()) {
+        Ok(match self.namespaces.entry(namespace.clone()) {
             hash_map::Entry::Occupied(entry) => entry.into_mut(),
             hash_map::Entry::Vacant(vacant) => {
-                let known = self.known_durable.remove(namespace);
+                let known = self.known_durable.remove(generation);
                 let durable_frame_no = known.unwrap_or(0);
                 let scheduler = start_scheduler(
                     &self.config,
@@ -200,20 +232,21 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
                     durable_frame_no,
                     ctx,
                 );
-                debug!(%namespace, durable_frame_no, "scheduler started");
+                debug!(%generation, durable_frame_no, "scheduler started");
                 vacant.insert(NamespaceEntry {
+                    generation: generation.clone(),
+                    fenced: None,
                     scheduler,
                     unacked: VecDeque::new(),
                     durable_frame_no,
                     backend_known: known.is_some(),
-                    durable: watch::Sender::new(durable_frame_no),
                     place: None,
                     last_turn: 0,
                     running: None,
                     stats: NamespaceStats::default(),
                 })
             }
-        }
+        })
     }
 
     /// Restarts the scheduler of `namespace` if it stopped, rebuilding its queue from the
@@ -222,7 +255,7 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
         let Some(entry) = self.namespaces.get(namespace) else {
             return;
         };
-        if entry.scheduler.connected() || !self.accepting {
+        if entry.scheduler.connected() || !self.accepting || entry.fenced.is_some() {
             return;
         }
         let scheduler = start_scheduler(
@@ -316,10 +349,14 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
         let segment_count = job.segments.len();
         let end_frame_no = job.end_frame_no();
         let id = job.id;
+        let Some(generation) = self.namespaces.get(&namespace).map(|e| e.generation.clone())
+        else {
+            return;
+        };
         let task = UploadTask {
             backend: self.backend.clone(),
             config,
-            namespace: namespace.clone(),
+            generation,
             segments: job.segments,
             in_memory_bytes: self.config.in_memory_upload_bytes,
             scratch: self.scratch.clone(),
@@ -352,6 +389,25 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
             entry.running = None;
             entry.last_turn = ticket;
             let outcome = match outcome {
+                Ok(UploadReport {
+                    fenced_by: Some(newer),
+                    ..
+                }) => {
+                    error!(
+                        generation = %entry.generation,
+                        newer,
+                        "fenced off: generation {newer} took the namespace over; nothing more of this generation is acknowledged"
+                    );
+                    entry.fenced = Some(newer);
+                    entry.stats.last_error =
+                        Some(format!("fenced off by generation {newer}"));
+                    callback_panics = fence(entry, newer);
+                    entry.scheduler.do_send(ForceShutdown);
+                    self.waiting.retain(|_, w| w.namespace != namespace);
+                    UploadOutcome::Failed {
+                        error: format!("fenced off by generation {newer}"),
+                    }
+                }
                 Ok(report) => {
                     let stats = &mut entry.stats;
                     stats.uploads += 1;
@@ -524,7 +580,6 @@ fn advance_durable<F: FileExt, C: Destination>(
         return 0;
     }
     entry.durable_frame_no = end_frame_no;
-    entry.durable.send_replace(end_frame_no);
     let mut panics = 0;
     while entry
         .unacked
@@ -535,19 +590,28 @@ fn advance_durable<F: FileExt, C: Destination>(
             break;
         };
         entry.stats.segments_stored += 1;
-        panics += call_back(pending.on_stored, end_frame_no);
+        panics += call_back(pending.on_stored, Stored::Durable(end_frame_no));
+        drop(pending.permits);
+    }
+    panics
+}
+
+/// Tells every segment not yet durable that its generation is fenced off by `newer`, and frees
+/// their queue places. Returns how many callbacks panicked.
+fn fence<F: FileExt, C: Destination>(entry: &mut NamespaceEntry<F, C>, newer: u64) -> u64 {
+    let mut panics = 0;
+    for pending in entry.unacked.drain(..) {
+        panics += call_back(pending.on_stored, Stored::Fenced { newer });
         drop(pending.permits);
     }
     panics
 }
 
 /// Calls on-stored callbacks, containing their panics. Returns how many panicked.
-fn call_back(callbacks: Vec<OnStored>, durable_frame_no: u64) -> u64 {
+fn call_back(callbacks: Vec<OnStored>, stored: Stored) -> u64 {
     let mut panics = 0;
     for callback in callbacks {
-        if let Err(panic) =
-            std::panic::catch_unwind(AssertUnwindSafe(|| callback(durable_frame_no)))
-        {
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| callback(stored))) {
             error!(panic = %panic_message(&*panic), "an on-stored callback panicked");
             panics += 1;
         }
@@ -586,17 +650,30 @@ impl<B: Backend, F: FileExt> Actor for Supervisor<B, F> {
 impl<B: Backend, F: FileExt> Handler<StoreSegment<F, B::Config>> for Supervisor<B, F> {
     type Result = libsql_wal_backend::Result<()>;
 
-    #[tracing::instrument(skip_all, fields(namespace = %msg.namespace, start = msg.segment.start_frame_no(), end = msg.segment.last_committed_frame_no()))]
+    #[tracing::instrument(skip_all, fields(generation = %msg.generation, start = msg.segment.start_frame_no(), end = msg.segment.last_committed_frame_no()))]
     fn handle(&mut self, msg: StoreSegment<F, B::Config>, ctx: &mut Context<Self>) -> Self::Result {
         if !self.accepting {
             // `store` does not wait for this answer: say it here too.
-            warn!(namespace = %msg.namespace, end = msg.segment.last_committed_frame_no(), "segment refused: storage is shutting down (its on-stored callback is dropped uncalled, which tells the WAL)");
+            warn!(generation = %msg.generation, end = msg.segment.last_committed_frame_no(), "segment refused: storage is shutting down (its on-stored callback is dropped uncalled, which tells the WAL)");
             return Err(BackendError::ShutDown);
         }
         self.ticket += 1;
         let arrival = self.ticket;
         let places = self.places.clone();
-        let entry = self.entry(&msg.namespace, ctx);
+        let entry = match self.entry(&msg.generation, ctx) {
+            Ok(entry) => entry,
+            Err(e) => {
+                error!(error = %e, "segment refused");
+                return Err(e);
+            }
+        };
+        if let Some(newer) = entry.fenced {
+            self.callback_panics += call_back(vec![msg.on_stored], Stored::Fenced { newer });
+            return Err(BackendError::Fenced {
+                generation: msg.generation.to_string(),
+                newer,
+            });
+        }
         // Checked only when the namespace's destination changes, not at every segment.
         if entry.place != msg.config_override {
             if let Some(place) = &msg.config_override {
@@ -611,7 +688,7 @@ impl<B: Backend, F: FileExt> Handler<StoreSegment<F, B::Config>> for Supervisor<
         if end <= entry.durable_frame_no {
             // Already durable (the WAL re-sends what it did not hear about before a restart).
             let durable = entry.durable_frame_no;
-            self.callback_panics += call_back(vec![msg.on_stored], durable);
+            self.callback_panics += call_back(vec![msg.on_stored], Stored::Durable(durable));
             return Ok(());
         }
         if let Some(same) = entry.unacked.iter_mut().find(|p| {
@@ -624,9 +701,9 @@ impl<B: Backend, F: FileExt> Handler<StoreSegment<F, B::Config>> for Supervisor<
         if let Some(last) = entry.unacked.back() {
             let last_end = last.segment.last_committed_frame_no();
             if start <= last_end {
-                error!(namespace = %msg.namespace, start, end, last_end, "segment refused: it overlaps the queued one (a bug in the caller)");
+                error!(generation = %msg.generation, start, end, last_end, "segment refused: it overlaps the queued one (a bug in the caller)");
                 return Err(BackendError::fatal(
-                    format!("queueing a segment of {}", msg.namespace),
+                    format!("queueing a segment of {}", msg.generation),
                     format!(
                         "segment {start}..={end} overlaps the queued segment ending at {last_end}"
                     ),
@@ -673,22 +750,30 @@ impl<B: Backend, F: FileExt> Handler<DurableFrameNo<B::Config>> for Supervisor<B
     type Result = ResponseActFuture<Self, libsql_wal_backend::Result<u64>>;
 
     fn handle(&mut self, msg: DurableFrameNo<B::Config>, _: &mut Context<Self>) -> Self::Result {
-        let known = match self.namespaces.get(&msg.namespace) {
+        let entry = self
+            .namespaces
+            .get(&msg.generation.namespace)
+            .filter(|e| e.generation == msg.generation);
+        let known = match entry {
             Some(entry) => entry.backend_known.then_some(entry.durable_frame_no),
-            None => self.known_durable.get(&msg.namespace).copied(),
+            None => self.known_durable.get(&msg.generation).copied(),
         };
         if let Some(durable) = known {
             return Box::pin(actix::fut::ready(Ok(durable)));
         }
         let backend = self.backend.clone();
-        let namespace = msg.namespace.clone();
+        let generation = msg.generation.clone();
         let config = msg
             .config_override
             .unwrap_or_else(|| backend.default_config().clone());
-        let ask = async move { backend.meta(&config, &namespace).await };
+        let ask = async move { backend.meta(&config, &generation).await };
         Box::pin(wrap_future::<_, Self>(ask).map(move |meta, this, _| {
             let durable = meta?.durable_frame_no;
-            match this.namespaces.get_mut(&msg.namespace) {
+            let entry = this
+                .namespaces
+                .get_mut(&msg.generation.namespace)
+                .filter(|e| e.generation == msg.generation);
+            match entry {
                 // Segments arrived while the backend was asked (or before): what it holds
                 // needs no upload. Folded in like a stored upload: callbacks, queue places and
                 // the scheduler's queue; a job waiting for a worker is trimmed at dispatch.
@@ -701,19 +786,11 @@ impl<B: Backend, F: FileExt> Handler<DurableFrameNo<B::Config>> for Supervisor<B
                     Ok(entry.durable_frame_no)
                 }
                 None => {
-                    this.known_durable.insert(msg.namespace, durable);
+                    this.known_durable.insert(msg.generation, durable);
                     Ok(durable)
                 }
             }
         }))
-    }
-}
-
-impl<B: Backend, F: FileExt> Handler<WatchDurable> for Supervisor<B, F> {
-    type Result = MessageResult<WatchDurable>;
-
-    fn handle(&mut self, msg: WatchDurable, ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.entry(&msg.namespace, ctx).durable.subscribe())
     }
 }
 
@@ -773,7 +850,8 @@ impl<B: Backend, F: FileExt> Handler<Forget> for Supervisor<B, F> {
 
     #[tracing::instrument(skip_all, fields(namespace = %msg.namespace))]
     fn handle(&mut self, msg: Forget, _: &mut Context<Self>) -> bool {
-        self.known_durable.remove(&msg.namespace);
+        self.known_durable
+            .retain(|generation, _| generation.namespace != msg.namespace);
         let Some(entry) = self.namespaces.get(&msg.namespace) else {
             return true;
         };

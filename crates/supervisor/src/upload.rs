@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use libsql_wal_backend::{
-    Backend, BackendExt, Error as BackendError, NamespaceName, SegmentData, SegmentKey,
+    Backend, BackendExt, Error as BackendError, Generation, SegmentData, SegmentKey,
 };
 use libsql_wal_segment::{merge, FileExt, SealedSegment};
 use tracing::debug;
@@ -25,6 +25,9 @@ use crate::scratch::{Scratch, ScratchFile};
 pub(crate) struct UploadReport {
     /// Bytes sent: data and index.
     pub bytes: u64,
+    /// A newer generation of the namespace, found after the store: this one is fenced off and
+    /// the upload is not acknowledged.
+    pub fenced_by: Option<u64>,
 }
 
 /// Why a job did not store.
@@ -42,8 +45,8 @@ pub(crate) struct UploadTask<B: Backend, F> {
     pub backend: Arc<B>,
     /// Which backend place (the default or the namespace's override).
     pub config: B::Config,
-    /// The namespace.
-    pub namespace: NamespaceName,
+    /// The generation the segments belong to.
+    pub generation: Generation,
     /// Consecutive sealed segments, oldest first.
     pub segments: Vec<Arc<SealedSegment<F>>>,
     /// Jobs with at most this many bytes of frames are compacted in memory.
@@ -88,7 +91,7 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-string panic".into())
 }
 
-#[tracing::instrument(skip_all, fields(namespace = %task.namespace, job = task.job, segments = task.segments.len()))]
+#[tracing::instrument(skip_all, fields(generation = %task.generation, job = task.job, segments = task.segments.len()))]
 async fn upload<B: Backend, F: FileExt>(
     task: UploadTask<B, F>,
 ) -> Result<UploadReport, BackendError> {
@@ -126,6 +129,15 @@ async fn upload<B: Backend, F: FileExt>(
         }
         Err(join) => return Err(BackendError::transient("compacting an upload", join)),
     };
+    if compacted.header.log_id != task.generation.log_id {
+        return Err(BackendError::fatal(
+            format!("uploading to {}", task.generation),
+            format!(
+                "the segments belong to log {}, the generation's log is {}",
+                compacted.header.log_id, task.generation.log_id
+            ),
+        ));
+    }
     let key = SegmentKey::from(&compacted.header);
     let index = compacted.index.encode();
     let bytes = compacted.data_len + index.len() as u64;
@@ -136,12 +148,23 @@ async fn upload<B: Backend, F: FileExt>(
     };
     let stored = task
         .backend
-        .store_segment(&task.config, &task.namespace, key, data, index)
+        .store_segment(&task.config, &task.generation, key, data, index)
         .await;
     if let Some(file) = file {
         file.remove().await;
     }
     stored?;
-    debug!(%key, bytes, "upload stored");
-    Ok(UploadReport { bytes })
+    // The fencing check, before anything is acknowledged: one listing of one key. A writer
+    // that took the namespace over created its generation before it read what this one had
+    // stored, so everything this check lets through is part of the new owner's history.
+    let fenced_by = task
+        .backend
+        .newer_generation(
+            &task.config,
+            &task.generation.namespace,
+            task.generation.number,
+        )
+        .await?;
+    debug!(%key, bytes, ?fenced_by, "upload stored");
+    Ok(UploadReport { bytes, fenced_by })
 }

@@ -14,7 +14,7 @@ use libsql_wal_segment::{merge, CurrentSegment, SealedSegment, StdIo};
 
 use libsql_wal_backend::{
     index_object, indexes_prefix, segment_object, segments_prefix, Backend, BackendExt, Error,
-    FindSegment, NamespaceName, SegmentData, SegmentKey,
+    FindSegment, Generation, NamespaceName, SegmentData, SegmentKey,
 };
 
 /// A compacted segment written to a local file, ready to store.
@@ -28,8 +28,20 @@ pub struct TestSegment {
     pub index: Vec<u8>,
 }
 
-fn namespace(name: &str) -> NamespaceName {
-    name.parse().expect("test namespace names are valid")
+/// The log id of every test segment.
+pub const TEST_LOG_ID: uuid::Uuid = uuid::Uuid::from_u128(0x5eed);
+
+/// Generation 1 of namespace `name`, holding the test segments' log.
+pub fn test_generation(name: &str) -> Generation {
+    Generation {
+        namespace: name.parse().expect("test namespace names are valid"),
+        number: 1,
+        log_id: TEST_LOG_ID,
+    }
+}
+
+fn namespace(name: &str) -> Generation {
+    test_generation(name)
 }
 
 /// Returns the page written for `page_no` in the frame `frame_no`: its bytes name both.
@@ -53,7 +65,7 @@ pub fn sealed_segments(
     parts: u64,
     timestamp_ms: u64,
 ) -> Vec<SealedSegment<std::fs::File>> {
-    let log_id = uuid::Uuid::from_u128(0x5eed);
+    let log_id = TEST_LOG_ID;
     let per_part = (end - start + 1).div_ceil(parts);
     let mut sealed = Vec::new();
     let mut first = start;
@@ -103,7 +115,7 @@ pub fn make_segment(
     }
 }
 
-async fn store<B: Backend>(backend: &B, ns: &NamespaceName, segment: &TestSegment) {
+async fn store<B: Backend>(backend: &B, ns: &Generation, segment: &TestSegment) {
     backend
         .store_segment(
             backend.default_config(),
@@ -363,7 +375,7 @@ pub async fn crafted_headers_and_oversized_indexes_are_corrupt<B: Backend>(
     let config = backend.default_config();
     let ns = namespace("crafted");
     let header = CompactedHeader {
-        log_id: uuid::Uuid::from_u128(0xbad),
+        log_id: TEST_LOG_ID,
         start_frame_no: 1,
         end_frame_no: 1 << 40,
         size_after: u32::MAX,
@@ -764,4 +776,128 @@ pub async fn invalid_keys_are_refused<B: Backend>(backend: &B, scratch: &Path) {
             .await
             .unwrap_or_else(|e| panic!("list_children({prefix:?}) refused: {e}"));
     }
+}
+
+/// The conditional write: of many tasks creating one key at once exactly one gets `true`, the
+/// object holds that task's bytes, and a later `put_bytes_if_absent` leaves it as it is.
+pub async fn conditional_writes_create_once<B: Backend>(backend: Arc<B>) {
+    let key = "conditional/claim";
+    let tasks: Vec<_> = (0..8u8)
+        .map(|t| {
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                let created = backend
+                    .put_bytes_if_absent(backend.default_config(), key, vec![t; 100])
+                    .await
+                    .expect("put_bytes_if_absent");
+                (t, created)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (t, created) = task.await.expect("task");
+        if created {
+            winners.push(t);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one creator wins: {winners:?}");
+    let read = read_object(&*backend, key).await;
+    assert_eq!(read, vec![winners[0]; 100], "the winner's bytes are stored");
+    assert!(!backend
+        .put_bytes_if_absent(backend.default_config(), key, b"later".to_vec())
+        .await
+        .expect("put_bytes_if_absent over an object"));
+    assert_eq!(read_object(&*backend, key).await, vec![winners[0]; 100]);
+}
+
+async fn read_object<B: Backend + ?Sized>(backend: &B, key: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut reader = backend
+        .get(backend.default_config(), key)
+        .await
+        .expect("get");
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).await.expect("read");
+    bytes
+}
+
+/// Generations: a number is claimed once, the lineage lists them in order, `newer_generation`
+/// sees a newer one (and only a newer one), segments of two generations never mix, and
+/// `delete_namespace` with and without backups.
+pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch: &Path) {
+    use libsql_wal_backend::{ForkPoint, GenerationKind, GenerationRecord};
+    let config = backend.default_config();
+    let first = test_generation("lives");
+    let ns = first.namespace.clone();
+    let record = |number, parent: Option<ForkPoint>| GenerationRecord {
+        number,
+        created_ms: 1000 + number,
+        kind: GenerationKind::Log {
+            log_id: TEST_LOG_ID,
+            start_frame_no: parent.map_or(1, |p| p.frame_no + 1),
+            parent,
+        },
+    };
+    assert!(backend.lineage(config, &ns).await.unwrap().records.is_empty());
+    assert!(backend
+        .create_generation(config, &ns, &record(1, None))
+        .await
+        .unwrap());
+    assert!(
+        !backend
+            .create_generation(config, &ns, &record(1, None))
+            .await
+            .unwrap(),
+        "a generation number is claimed once"
+    );
+    store(backend, &first, &make_segment(scratch, 1, 10, 4, 1, 1000)).await;
+    assert_eq!(backend.newer_generation(config, &ns, 1).await.unwrap(), None);
+    let fork = ForkPoint {
+        generation: 1,
+        frame_no: 10,
+    };
+    assert!(backend
+        .create_generation(config, &ns, &record(2, Some(fork)))
+        .await
+        .unwrap());
+    assert_eq!(backend.newer_generation(config, &ns, 1).await.unwrap(), Some(2));
+    assert_eq!(backend.newer_generation(config, &ns, 2).await.unwrap(), None);
+    let second = Generation {
+        number: 2,
+        ..first.clone()
+    };
+    store(backend, &second, &make_segment(scratch, 11, 20, 4, 1, 2000)).await;
+    assert_eq!(backend.meta(config, &first).await.unwrap().durable_frame_no, 10);
+    assert_eq!(backend.meta(config, &second).await.unwrap().durable_frame_no, 20);
+    let lineage = backend.lineage(config, &ns).await.unwrap();
+    assert_eq!(lineage.records, vec![record(1, None), record(2, Some(fork))]);
+
+    // Keeping backups: a deletion mark, and the generations stay.
+    let kept = backend
+        .delete_namespace(config, &ns, true, 3000)
+        .await
+        .unwrap();
+    assert_eq!(kept.mark, Some(3));
+    let lineage = backend.lineage(config, &ns).await.unwrap();
+    assert_eq!(lineage.newest().unwrap().kind, GenerationKind::Deleted);
+    assert_eq!(backend.meta(config, &second).await.unwrap().durable_frame_no, 20);
+    // Deleting everything: nothing of the namespace is left, and it is listed no more.
+    let deleted = backend
+        .delete_namespace(config, &ns, false, 4000)
+        .await
+        .unwrap();
+    assert_eq!(deleted.mark, Some(3), "the existing mark is reused");
+    assert!(deleted.objects_deleted >= 7, "{deleted:?}");
+    assert!(backend
+        .list(config, &format!("{ns}/"), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(!backend
+        .list_namespaces(config)
+        .await
+        .unwrap()
+        .contains(&ns));
+    assert!(backend.lineage(config, &ns).await.unwrap().records.is_empty());
 }

@@ -58,6 +58,9 @@ type Answer<'f, T> = Pin<Box<dyn Future<Output = S3Result<S3Response<T>>> + Send
 struct TestS3 {
     /// The server doing the work.
     fs: s3s_fs::FileSystem,
+    /// Held across a conditional `PutObject`: s3s-fs checks `If-None-Match` and then writes,
+    /// so two at once could both create the object; S3 decides them atomically.
+    conditional_puts: tokio::sync::Mutex<()>,
     /// What to change.
     options: TestServerOptions,
 }
@@ -269,7 +272,13 @@ impl S3 for TestS3 {
         's: 'f,
         Self: 'f,
     {
-        self.fs.put_object(req)
+        if req.input.if_none_match.is_none() && req.input.if_match.is_none() {
+            return self.fs.put_object(req);
+        }
+        Box::pin(async move {
+            let _one_at_a_time = self.conditional_puts.lock().await;
+            self.fs.put_object(req).await
+        })
     }
 
     fn upload_part_copy<'s, 'f>(
@@ -310,7 +319,11 @@ impl S3TestServer {
         let fs = s3s_fs::FileSystem::new(dir.path()).map_err(|e| {
             Error::fatal("starting the test S3 server: file system", format!("{e:?}"))
         })?;
-        let mut builder = S3ServiceBuilder::new(TestS3 { fs, options });
+        let mut builder = S3ServiceBuilder::new(TestS3 {
+            fs,
+            options,
+            conditional_puts: tokio::sync::Mutex::new(()),
+        });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
         let listener = TcpListener::bind("127.0.0.1:0")

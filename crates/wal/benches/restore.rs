@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use libsql_wal::{restore, RestoreOptions, RestoreTarget};
 use libsql_wal_backend::{
-    compact, Backend, BackendExt, CompactionStrategy, FsBackend, NamespaceName, SegmentData,
-    SegmentKey,
+    compact, Backend, BackendExt, CompactionStrategy, FsBackend, Generation, GenerationKind,
+    GenerationRecord, NamespaceName, SegmentData, SegmentKey,
 };
 use libsql_wal_segment::merge;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
-use libsql_wal_testkit::conformance::sealed_segments;
+use libsql_wal_testkit::conformance::{sealed_segments, TEST_LOG_ID};
 use libsql_wal_testkit::S3TestServer;
 
 /// Pages of the database: 128 MiB.
@@ -36,10 +36,31 @@ fn namespace() -> NamespaceName {
     "bench".parse().unwrap()
 }
 
+/// The generation the history is stored in (its log is the test segments').
+fn generation() -> Generation {
+    Generation {
+        namespace: namespace(),
+        number: 1,
+        log_id: TEST_LOG_ID,
+    }
+}
+
 /// Stores the history: 200 segments, each merged and stored the way the upload workers do.
 fn store_history<B: Backend>(backend: &B, runtime: &tokio::runtime::Runtime, work: &Path) {
     let local = work.join("local");
     std::fs::create_dir_all(&local).unwrap();
+    let record = GenerationRecord {
+        number: 1,
+        created_ms: 1_700_000_000_000,
+        kind: GenerationKind::Log {
+            log_id: TEST_LOG_ID,
+            start_frame_no: 1,
+            parent: None,
+        },
+    };
+    runtime
+        .block_on(backend.create_generation(backend.default_config(), &namespace(), &record))
+        .unwrap();
     let per_segment = FRAMES / SEGMENTS;
     let mut first = 1;
     for i in 0..SEGMENTS {
@@ -54,7 +75,7 @@ fn store_history<B: Backend>(backend: &B, runtime: &tokio::runtime::Runtime, wor
         runtime
             .block_on(backend.store_segment(
                 backend.default_config(),
-                &namespace(),
+                &generation(),
                 SegmentKey::from(&compacted.header),
                 SegmentData::Bytes(data),
                 compacted.index.encode(),
@@ -172,7 +193,7 @@ fn run<B: Backend>(
         .block_on(compact(
             &backend,
             backend.default_config(),
-            &namespace(),
+            &generation(),
             CompactionStrategy::default(),
             &work.join("compaction"),
             |_, _| {},

@@ -104,6 +104,32 @@ pub enum Error {
         /// The last frame in storage.
         durable_frame_no: u64,
     },
+    /// Another writer took the namespace over: storage holds a generation newer than this
+    /// log's. The log takes no writes (reads go on); the new owner's generation is `newer`.
+    #[error("namespace {namespace}: read-only: generation {generation} written here was fenced off by generation {newer}, which took the namespace over")]
+    Fenced {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// This log's generation.
+        generation: u64,
+        /// The newer generation (the new owner's writer epoch).
+        newer: u64,
+    },
+    /// The local log belongs to a generation that a newer one replaced (another machine took
+    /// the namespace over) and holds frames the newer history may not have: it is not opened,
+    /// so that two histories are never mixed. Move the local files away to take the newest
+    /// history from storage (restore the local files elsewhere to look at what only they hold).
+    #[error("namespace {namespace}: the local log (generation {local_generation}, up to frame {local_frame_no}) was superseded by generation {newest_generation} in storage; move the local files away to take the newest history")]
+    Superseded {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The local log's generation (0 when it had none yet).
+        local_generation: u64,
+        /// The last frame the local log holds.
+        local_frame_no: u64,
+        /// The newest generation in storage.
+        newest_generation: u64,
+    },
     /// The local database and storage hold different logs of one namespace, so the local one
     /// cannot catch up from storage.
     #[error(
@@ -193,7 +219,10 @@ impl Error {
             Error::DurableTimeout { .. } => ffi::SQLITE_IOERR,
             Error::DestinationExists { .. } => ffi::SQLITE_CANTOPEN,
             Error::NothingToRestore { .. } | Error::MissingFrames { .. } => ffi::SQLITE_IOERR,
-            Error::OtherLog { .. } | Error::BehindStorage { .. } => ffi::SQLITE_CANTOPEN,
+            Error::OtherLog { .. } | Error::BehindStorage { .. } | Error::Superseded { .. } => {
+                ffi::SQLITE_CANTOPEN
+            }
+            Error::Fenced { .. } => ffi::SQLITE_READONLY,
             Error::Poisoned { .. } => ffi::SQLITE_IOERR,
             Error::PathConflict { .. } | Error::RegistryShutDown { .. } => ffi::SQLITE_CANTOPEN,
             Error::Discontiguous { .. } | Error::UnwrittenSegment { .. } => ffi::SQLITE_CORRUPT,

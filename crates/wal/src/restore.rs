@@ -1,8 +1,11 @@
 //! Restore: rebuilds a namespace's database file from durable storage alone, as of the newest
 //! point, a frame_no, or a time, on a machine that never saw the database.
 //!
-//! Steps: list the stored segments; pick the end point (`RestoreTarget`); plan the shortest chain
-//! of segments from frame 1 to it (`plan_chain`: compacted segments, overlapping, included);
+//! Steps: read the namespace's generations and follow the newest one's history (each parent
+//! generation up to the point the next continues from: nothing of a dead branch is read); list
+//! each generation's stored segments; pick the end point (`RestoreTarget`); plan the shortest
+//! chain of segments from frame 1 to it, generation by generation (`plan_chain`: compacted
+//! segments, overlapping, included);
 //! fetch the chain's indexes, then stream the newest segment's data into the file (its header
 //! gives the database size); give each other page to the newest segment that holds it; stream
 //! only the segments that still own a page, several at once, each writing its own pages
@@ -30,7 +33,9 @@
 use std::path::Path;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use libsql_wal_backend::{plan_chain_after, FetchedPages, NamespaceName, SegmentKey, Storage};
+use libsql_wal_backend::{
+    plan_chain_after, FetchedPages, Generation, GenerationKind, NamespaceName, SegmentKey, Storage,
+};
 use libsql_wal_segment::{newest_versions, PageIndex};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -51,6 +56,15 @@ pub enum RestoreTarget {
     /// The state after the newest segment sealed at or before this time (milliseconds since the
     /// Unix epoch).
     TimestampMs(u64),
+    /// The state at the newest stored segment end at or before `frame_no` in the history that
+    /// ends in generation `generation` (an older branch, restorable by number; `u64::MAX` for
+    /// its end).
+    InGeneration {
+        /// The generation's number.
+        generation: u64,
+        /// The frame_no.
+        frame_no: u64,
+    },
 }
 
 impl std::fmt::Display for RestoreTarget {
@@ -59,6 +73,14 @@ impl std::fmt::Display for RestoreTarget {
             RestoreTarget::Latest => write!(f, "latest"),
             RestoreTarget::FrameNo(n) => write!(f, "frame {n}"),
             RestoreTarget::TimestampMs(t) => write!(f, "time {t} ms"),
+            RestoreTarget::InGeneration {
+                generation,
+                frame_no: u64::MAX,
+            } => write!(f, "generation {generation}"),
+            RestoreTarget::InGeneration {
+                generation,
+                frame_no,
+            } => write!(f, "frame {frame_no} of generation {generation}"),
         }
     }
 }
@@ -218,6 +240,19 @@ fn sync_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One generation of the history a restore follows, with its stored segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    /// The generation.
+    generation: Generation,
+    /// Its first frame_no.
+    start_frame_no: u64,
+    /// Its last frame that belongs to the history (`u64::MAX`: all of it).
+    until: u64,
+    /// Its stored segments ending at or before `until`, newest-ending first.
+    keys: Vec<SegmentKey>,
+}
+
 /// One restore in progress.
 struct Restore<'a, S: Storage> {
     storage: &'a S,
@@ -238,14 +273,6 @@ impl<S: Storage> Restore<'_, S> {
         }
     }
 
-    /// Returns the error for a stored object of this namespace that is not what it should be.
-    fn corrupt(&self, object: String, what: String) -> Error {
-        Error::Storage {
-            namespace: self.namespace.clone(),
-            source: libsql_wal_backend::Error::corrupt(object, what),
-        }
-    }
-
     fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
         move |source| Error::Io {
             path: path.to_path_buf(),
@@ -262,7 +289,7 @@ impl<S: Storage> Restore<'_, S> {
         base: Option<Base>,
         db: &std::fs::File,
     ) -> Result<RestoreReport> {
-        let mut keys = self.list().await?;
+        let mut keys = self.list(target).await?;
         let mut replans = 0;
         loop {
             match self.run_on(&keys, target, base, db).await {
@@ -270,7 +297,7 @@ impl<S: Storage> Restore<'_, S> {
                     source: source @ libsql_wal_backend::Error::NotFound { .. },
                     ..
                 }) if replans < MAX_REPLANS => {
-                    let listed = self.list().await?;
+                    let listed = self.list(target).await?;
                     if listed == keys {
                         return Err(Error::Storage {
                             namespace: self.namespace.clone(),
@@ -286,36 +313,72 @@ impl<S: Storage> Restore<'_, S> {
         }
     }
 
-    /// Lists the namespace's stored segments.
-    async fn list(&self) -> Result<Vec<SegmentKey>> {
-        self.storage
-            .list_segments(self.namespace, u64::MAX, self.config)
+    /// Lists the history `target` is in, newest generation first, with each generation's
+    /// stored segments: the newest generation's history, or the one of the generation named.
+    /// A namespace whose newest generation marks it deleted has nothing to restore.
+    async fn list(&self, target: RestoreTarget) -> Result<Vec<Part>> {
+        let lineage = self
+            .storage
+            .lineage(self.namespace, self.config)
             .await
-            .map_err(self.storage_err())
+            .map_err(self.storage_err())?;
+        let number = match target {
+            RestoreTarget::InGeneration { generation, .. } => generation,
+            _ => match lineage.newest() {
+                Some(newest) => newest.number,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let history = lineage
+            .history(self.namespace, number, None)
+            .map_err(self.storage_err())?;
+        let mut parts = Vec::with_capacity(history.len());
+        for (record, until) in history {
+            let GenerationKind::Log { start_frame_no, .. } = record.kind else {
+                break;
+            };
+            let Some(generation) = record.log(self.namespace) else {
+                break;
+            };
+            let until = until.unwrap_or(u64::MAX);
+            let keys = self
+                .storage
+                .list_segments(&generation, until, self.config)
+                .await
+                .map_err(self.storage_err())?;
+            parts.push(Part {
+                generation,
+                start_frame_no,
+                until,
+                keys,
+            });
+        }
+        Ok(parts)
     }
 
     /// One attempt of `run`, on the listing `keys`.
     async fn run_on(
         &self,
-        keys: &[SegmentKey],
+        keys: &[Part],
         target: RestoreTarget,
         base: Option<Base>,
         db: &std::fs::File,
     ) -> Result<RestoreReport> {
         let after = base.map_or(0, |b| b.after_frame_no);
         let chain = self.plan(keys, target, after)?;
-        let newest = *chain.last().ok_or_else(|| self.nothing(target))?;
+        let newest = chain.last().cloned().ok_or_else(|| self.nothing(target))?;
         info!(
-            end_frame_no = newest.end_frame_no,
+            generation = newest.0.number,
+            end_frame_no = newest.1.end_frame_no,
             chain = chain.len(),
             "restore planned"
         );
 
         // Indexes of the whole chain, in chain order (oldest first).
         let indexes: Vec<PageIndex> = stream::iter(chain.iter())
-            .map(|&key| async move {
+            .map(|(generation, key)| async move {
                 self.storage
-                    .fetch_index(self.namespace, key, self.config)
+                    .fetch_index(generation, *key, self.config)
                     .await
             })
             .buffered(self.options.concurrency.max(1))
@@ -339,7 +402,7 @@ impl<S: Storage> Restore<'_, S> {
         let last = chain.len() - 1;
         let newest_pages = indexes[last].entries();
         let newest_fetched = self
-            .fetch(db, newest, &indexes[last], &newest_pages)
+            .fetch(db, &newest, &indexes[last], &newest_pages)
             .await?;
         let header = newest_fetched.header;
         if let Some(base) = base.filter(|b| b.log_id != header.log_id) {
@@ -370,19 +433,10 @@ impl<S: Storage> Restore<'_, S> {
         let data_fetched = 1 + older.len();
         let mut downloads = stream::iter(older)
             .map(|i| {
-                let (key, index, owned) = (chain[i], &indexes[i], &owned[i]);
-                let log_id = header.log_id;
+                let (at, index, owned) = (&chain[i], &indexes[i], &owned[i]);
                 async move {
-                    let fetched = self.fetch(db, key, index, owned).await?;
-                    if fetched.header.log_id != log_id {
-                        return Err(self.corrupt(
-                            format!("{}/segments/{key}", self.namespace),
-                            format!(
-                                "belongs to log {}, the newest segment to log {log_id}",
-                                fetched.header.log_id
-                            ),
-                        ));
-                    }
+                    // The backend checks that the segment belongs to its generation's log.
+                    let fetched = self.fetch(db, at, index, owned).await?;
                     Ok((i, fetched))
                 }
             })
@@ -392,7 +446,7 @@ impl<S: Storage> Restore<'_, S> {
             let (i, fetched) = fetched?;
             bytes_downloaded += fetched.bytes;
             done += 1;
-            info!(done, total = data_fetched, key = %chain[i], "segment restored");
+            info!(done, total = data_fetched, generation = chain[i].0.number, key = %chain[i].1, "segment restored");
         }
         drop(downloads);
         let footer = Footer {
@@ -427,50 +481,99 @@ impl<S: Storage> Restore<'_, S> {
         }
     }
 
-    /// Chooses the end point and the chain to it. When frames before the end are gone because
-    /// retention deleted them (a longer compacted segment still holds them), steps back to the
-    /// newest end before them.
+    /// Chooses the end point and the chain to it, oldest segment first, across the history's
+    /// generations. When frames before the end are gone because retention deleted them (a
+    /// longer compacted segment still holds them), steps back to the newest end before them.
+    /// A catch-up (`after` > 0) stays within the newest generation of the plan.
     fn plan(
         &self,
-        keys: &[SegmentKey],
+        parts: &[Part],
         target: RestoreTarget,
         after: u64,
-    ) -> Result<Vec<SegmentKey>> {
-        let mut end = match target {
-            RestoreTarget::Latest => keys.iter().map(|k| k.end_frame_no).max(),
-            RestoreTarget::FrameNo(n) => keys
-                .iter()
-                .map(|k| k.end_frame_no)
-                .filter(|&end| end <= n)
-                .max(),
-            RestoreTarget::TimestampMs(t) => keys
-                .iter()
-                .filter(|k| k.timestamp_ms <= t)
-                .map(|k| k.end_frame_no)
-                .max(),
-        }
-        .filter(|&end| end > after)
-        .ok_or_else(|| self.nothing(target))?;
-        loop {
-            match plan_chain_after(keys, after, end) {
-                Ok(chain) => return Ok(chain),
-                Err(gap) if gap.covered_by.is_some() => {
-                    warn!(%gap, "frames were removed by retention; restoring an earlier point");
-                    end = keys
-                        .iter()
-                        .map(|k| k.end_frame_no)
-                        .filter(|&e| e < gap.first && e > after)
-                        .max()
-                        .ok_or_else(|| self.nothing(target))?;
-                }
-                Err(gap) => {
-                    return Err(Error::MissingFrames {
-                        namespace: self.namespace.clone(),
-                        source: gap,
-                    })
+    ) -> Result<Vec<(Generation, SegmentKey)>> {
+        // The generation the end point is in, and the end point: the newest part that has one.
+        let wanted = |part: &Part, key: &SegmentKey| match target {
+            RestoreTarget::Latest => true,
+            RestoreTarget::FrameNo(n) => key.end_frame_no <= n,
+            RestoreTarget::TimestampMs(t) => key.timestamp_ms <= t,
+            RestoreTarget::InGeneration { frame_no, .. } => key.end_frame_no <= frame_no,
+        } && key.end_frame_no <= part.until;
+        let (at, mut end) = parts
+            .iter()
+            .enumerate()
+            .find_map(|(i, part)| {
+                let end = part
+                    .keys
+                    .iter()
+                    .filter(|k| wanted(part, k))
+                    .map(|k| k.end_frame_no)
+                    .max()?;
+                Some((i, end))
+            })
+            .filter(|&(_, end)| end > after)
+            .ok_or_else(|| self.nothing(target))?;
+        let mut chain = Vec::new();
+        // From the end back: the end's generation from its start (or from `after`), then each
+        // older one from its start up to the point the next continues from.
+        for (i, part) in parts.iter().enumerate().skip(at) {
+            let first = if i == at {
+                part.start_frame_no.max(after + 1)
+            } else {
+                part.start_frame_no
+            };
+            if i > at && after > 0 {
+                break;
+            }
+            let last = if i == at { end } else { part.until };
+            if last < first {
+                // A generation that continued from its parent's very point: nothing of its own.
+                continue;
+            }
+            loop {
+                match plan_chain_after(&part.keys, first - 1, last) {
+                    Ok(keys) => {
+                        chain.extend(
+                            keys.into_iter()
+                                .rev()
+                                .map(|key| (part.generation.clone(), key)),
+                        );
+                        break;
+                    }
+                    Err(gap) if i == at && gap.covered_by.is_some() => {
+                        warn!(%gap, "frames were removed by retention; restoring an earlier point");
+                        end = part
+                            .keys
+                            .iter()
+                            .map(|k| k.end_frame_no)
+                            .filter(|&e| e < gap.first && e > after && e >= first)
+                            .max()
+                            .ok_or_else(|| self.nothing(target))?;
+                        return self.plan_to(parts, at, end, after);
+                    }
+                    Err(gap) => {
+                        return Err(Error::MissingFrames {
+                            namespace: self.namespace.clone(),
+                            source: gap,
+                        })
+                    }
                 }
             }
         }
+        chain.reverse();
+        Ok(chain)
+    }
+
+    /// `plan` with its end point chosen: `end` in part `at`.
+    fn plan_to(
+        &self,
+        parts: &[Part],
+        at: usize,
+        end: u64,
+        after: u64,
+    ) -> Result<Vec<(Generation, SegmentKey)>> {
+        let mut trimmed = parts.to_vec();
+        trimmed[at].until = end;
+        self.plan(&trimmed[at..], RestoreTarget::Latest, after)
     }
 
     /// Streams the data of `key` into the database file, writing the pages of `pages`; every
@@ -478,13 +581,14 @@ impl<S: Storage> Restore<'_, S> {
     async fn fetch(
         &self,
         db: &std::fs::File,
-        key: SegmentKey,
+        (generation, key): &(Generation, SegmentKey),
         index: &PageIndex,
         pages: &[(u32, u64)],
     ) -> Result<FetchedPages> {
+        let key = *key;
         let fetched = self
             .storage
-            .fetch_pages_into(self.namespace, key, index, pages, db, self.config)
+            .fetch_pages_into(generation, key, index, pages, db, self.config)
             .await
             .map_err(self.storage_err())?;
         debug!(%key, pages = pages.len(), "segment data written");

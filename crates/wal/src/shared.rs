@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use libsql_wal_backend::{NamespaceName, Storage};
+use libsql_wal_backend::{
+    ForkPoint, Generation, GenerationKind, GenerationRecord, NamespaceName, Storage, Stored,
+};
 use libsql_wal_segment::format::PAGE_SIZE;
 use libsql_wal_segment::{
     newest_versions, CurrentSegment, FileExt, Io, OpenMode, PageIndex, SealedSegment,
@@ -120,6 +122,12 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     dir: PathBuf,
     /// The log's identity.
     log_id: Uuid,
+    /// The generation this log writes in storage (number 0 when storage keeps no remote
+    /// copies: there are no generations then).
+    generation: Generation,
+    /// Set when storage found a newer generation of the namespace: its number. The log then
+    /// takes no writes (`Error::Fenced`); reads go on.
+    fenced: OnceLock<u64>,
     /// When to seal.
     swap: SwapStrategy,
     /// The latest snapshot.
@@ -272,16 +280,6 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             }
         }
         starts.sort_unstable();
-        let durable_frame_no = if storage.keeps_remote_copies() {
-            futures::executor::block_on(storage.durable_frame_no(&namespace, None)).map_err(
-                |source| Error::Storage {
-                    namespace: namespace.clone(),
-                    source,
-                },
-            )?
-        } else {
-            0
-        };
         let mut footer = read_footer(&*io, db_path)?;
         let mut sealed = Vec::new();
         let mut current = None;
@@ -384,6 +382,17 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 io.remove_file(&path).map_err(|e| io_err(&path, e))?;
             }
         }
+        let storage_err = |source| Error::Storage {
+            namespace: namespace.clone(),
+            source,
+        };
+        let mut durable_frame_no = 0;
+        let local_log_id = sealed
+            .first()
+            .map(|s| s.header().log_id)
+            .or_else(|| current.as_ref().map(|c| c.log_id()))
+            .or(footer.map(|f| f.log_id));
+        let mut generation = None;
         if storage.keeps_remote_copies() {
             let local_log_end = sealed
                 .last()
@@ -394,32 +403,134 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         .filter(|c| c.committed_frame_count() > 0)
                         .map(|c| c.last_committed_frame_no())
                 });
-            let catch_up = CatchUp {
-                namespace: &namespace,
-                db_path,
-                dir: &dir,
-                footer,
-                local_log_end,
-                durable_frame_no,
-            };
-            if catch_up.run(&*storage)? {
-                // The log held no frame: its empty current segment goes, and the log starts
-                // after the restored point.
-                if let Some(empty) = current.take() {
-                    let path = empty.path().to_path_buf();
-                    drop(empty);
-                    io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+            let lineage = futures::executor::block_on(storage.lineage(&namespace, None))
+                .map_err(storage_err)?;
+            let ours = local_log_id.and_then(|id| lineage.of_log(id).copied());
+            let newest = lineage.newest().copied();
+            let marker = dir.join(RESTORE_MARKER);
+            let claim = match (ours.and_then(|r| r.log(&namespace)), newest) {
+                (Some(ours), Some(newest)) if ours.number == newest.number => {
+                    let durable =
+                        futures::executor::block_on(storage.durable_frame_no(&ours, None))
+                            .map_err(storage_err)?;
+                    let catch_up = CatchUp {
+                        namespace: &namespace,
+                        db_path,
+                        dir: &dir,
+                        footer,
+                        local_log_end,
+                        durable_frame_no: durable,
+                    };
+                    if catch_up.run(&*storage)? {
+                        // A copy of the database that was behind its own log: whoever made it
+                        // may still write that log, so this writer starts one of its own.
+                        Claim::TakeOver
+                    } else {
+                        durable_frame_no = durable;
+                        Claim::Continue(ours)
+                    }
                 }
-                footer = read_footer(&*io, db_path)?;
-                checkpointed = footer.map_or(0, |f| f.replication_index);
-            }
+                (Some(ours), Some(newest)) => {
+                    if let Some(local_frame_no) = local_log_end {
+                        return Err(Error::Superseded {
+                            namespace: namespace.clone(),
+                            local_generation: ours.number,
+                            local_frame_no,
+                            newest_generation: newest.number,
+                        });
+                    }
+                    // A checkpointed file of an older generation: all of it was durable before
+                    // the newer generation took over (a fenced writer never checkpoints past
+                    // what it had acknowledged), so the newest history holds it.
+                    info!(local = ours.number, newest = newest.number, "the local database is of an older generation: restoring the newest");
+                    restore_in_place(&*storage, &namespace, db_path, None, &marker)?;
+                    Claim::TakeOver
+                }
+                (_, newest) => {
+                    let local_has_data = local_log_end.is_some()
+                        || footer.is_some()
+                        || !holds_no_schema(db_path)?;
+                    if local_has_data {
+                        if let Some(newest) = newest {
+                            warn!(newest = newest.number, "a new log over a namespace with history in storage: it starts a generation of its own, which restores follow");
+                        }
+                        Claim::NewHistory
+                    } else {
+                        match restore_in_place(&*storage, &namespace, db_path, None, &marker)? {
+                            Some(_) => Claim::TakeOver,
+                            None => Claim::NewHistory,
+                        }
+                    }
+                }
+            };
+            generation = Some(match claim {
+                Claim::Continue(ours) => ours,
+                Claim::TakeOver | Claim::NewHistory => {
+                    let parent = if matches!(claim, Claim::TakeOver) {
+                        // The log starts after the restored point, under a log id of its own.
+                        if let Some(empty) = current.take() {
+                            let path = empty.path().to_path_buf();
+                            drop(empty);
+                            io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                        }
+                        footer = read_footer(&*io, db_path)?;
+                        checkpointed = footer.map_or(0, |f| f.replication_index);
+                        newest.map(|newest| ForkPoint {
+                            generation: newest.number,
+                            frame_no: checkpointed,
+                        })
+                    } else {
+                        None
+                    };
+                    let log_id = match (&claim, local_log_id) {
+                        (Claim::NewHistory, Some(id)) => id,
+                        _ => io.uuid(),
+                    };
+                    let start_frame_no = sealed
+                        .first()
+                        .map(|s| s.header().start_frame_no)
+                        .or_else(|| current.as_ref().map(|c| c.start_frame_no()))
+                        .unwrap_or(checkpointed + 1);
+                    let record = GenerationRecord {
+                        number: lineage.next_number(),
+                        created_ms: u64::try_from(io.now().timestamp_millis()).unwrap_or(0),
+                        kind: GenerationKind::Log {
+                            log_id,
+                            start_frame_no,
+                            parent,
+                        },
+                    };
+                    let created = futures::executor::block_on(storage.create_generation(
+                        &namespace, &record, None,
+                    ))
+                    .map_err(storage_err)?;
+                    if !created {
+                        return Err(Error::Superseded {
+                            namespace: namespace.clone(),
+                            local_generation: 0,
+                            local_frame_no: local_log_end.unwrap_or(checkpointed),
+                            newest_generation: record.number,
+                        });
+                    }
+                    info!(generation = record.number, ?parent, start_frame_no, "new generation");
+                    Generation {
+                        namespace: namespace.clone(),
+                        number: record.number,
+                        log_id,
+                    }
+                }
+            });
         }
-        let log_id = sealed
-            .first()
-            .map(|s| s.header().log_id)
-            .or_else(|| current.as_ref().map(|c| c.log_id()))
-            .or(footer.map(|f| f.log_id))
+        let log_id = generation
+            .as_ref()
+            .map(|g| g.log_id)
+            .or(local_log_id)
             .unwrap_or_else(|| io.uuid());
+        let generation = generation.unwrap_or_else(|| Generation {
+            namespace: namespace.clone(),
+            number: 0,
+            log_id,
+        });
         let last_sealed = sealed
             .last()
             .map(|s| (s.last_committed_frame_no(), s.size_after()));
@@ -453,6 +564,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             db_path: db_path.to_path_buf(),
             dir,
             log_id,
+            generation,
+            fenced: OnceLock::new(),
             swap,
             state: RwLock::new(Snapshot {
                 current: Arc::new(current),
@@ -610,8 +723,25 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         )
     }
 
-    /// Fails with `Poisoned` if the log takes no more writes.
+    /// Returns the generation this log writes (number 0 without remote storage).
+    pub fn generation(&self) -> &Generation {
+        &self.generation
+    }
+
+    /// Returns the number of the generation that fenced this log off, if one did.
+    pub fn fenced(&self) -> Option<u64> {
+        self.fenced.get().copied()
+    }
+
+    /// Fails with `Fenced` or `Poisoned` if the log takes no more writes.
     fn check_writable(&self) -> Result<()> {
+        if let Some(newer) = self.fenced() {
+            return Err(Error::Fenced {
+                namespace: self.namespace.clone(),
+                generation: self.generation.number,
+                newer,
+            });
+        }
         match self.poisoned() {
             Some(why) => Err(Error::Poisoned {
                 namespace: self.namespace.clone(),
@@ -990,7 +1120,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             }
         }
         loop {
-            if self.retired.load(Ordering::SeqCst) {
+            if self.retired.load(Ordering::SeqCst) || self.fenced().is_some() {
                 return Ok(());
             }
             let Some(segment) = lock(&self.unsent).front().cloned() else {
@@ -1001,9 +1131,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 // Storage that keeps no remote copies never reports anything durable.
                 segment: self.storage.keeps_remote_copies().then(|| segment.clone()),
             };
-            let on_stored = Box::new(move |frame_no: u64| receipt.durable(frame_no));
+            let on_stored = Box::new(move |stored: Stored| receipt.stored(stored));
             futures::executor::block_on(self.storage.store(
-                &self.namespace,
+                &self.generation,
                 segment,
                 None,
                 on_stored,
@@ -1178,14 +1308,24 @@ struct StoreReceipt<I: Io, S: Storage<File = I::File>> {
 }
 
 impl<I: Io, S: Storage<File = I::File>> StoreReceipt<I, S> {
-    /// Storage made the log durable up to `frame_no`.
-    fn durable(mut self, frame_no: u64) {
+    /// Storage made the log durable up to a frame_no, or found the log fenced off.
+    fn stored(mut self, stored: Stored) {
         self.segment = None;
-        if let Some(shared) = self.log.upgrade() {
-            shared
-                .durable_frame_no
-                .fetch_max(frame_no, Ordering::SeqCst);
-            shared.request_checkpoint();
+        let Some(shared) = self.log.upgrade() else {
+            return;
+        };
+        match stored {
+            Stored::Durable(frame_no) => {
+                shared
+                    .durable_frame_no
+                    .fetch_max(frame_no, Ordering::SeqCst);
+                shared.request_checkpoint();
+            }
+            Stored::Fenced { newer } => {
+                if shared.fenced.set(newer).is_ok() {
+                    tracing::error!(generation = %shared.generation, newer, "fenced off: generation {newer} took the namespace over; the log takes no more writes");
+                }
+            }
         }
     }
 }
@@ -1330,6 +1470,18 @@ fn holds_no_schema(db_path: &Path) -> Result<bool> {
     // table leaf) and its cell count (bytes 3..5 of that header).
     Ok(bytes.is_empty()
         || (bytes.len() == PAGE_SIZE && bytes[100] == 13 && bytes[103] == 0 && bytes[104] == 0))
+}
+
+/// What an open with remote storage does with the namespace's history in the bucket.
+enum Claim {
+    /// The local log is of the newest generation: it goes on writing it.
+    Continue(Generation),
+    /// The database was restored from the newest history: a new generation continues from
+    /// its end, fencing off whoever wrote before.
+    TakeOver,
+    /// A log that no generation knows (a new database, or one made elsewhere): a generation of
+    /// its own, with no parent; restores follow it from now on.
+    NewHistory,
 }
 
 /// What `read_footer` found at the end of a checkpointed database file.

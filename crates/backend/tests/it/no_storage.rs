@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use libsql_wal_backend::{Error, FindSegment, NamespaceName, NoStorage, SegmentKey, Storage};
+use libsql_wal_backend::{Error, FindSegment, Generation, NoStorage, SegmentKey, Storage};
 use libsql_wal_segment::{CurrentSegment, StdIo};
 
 #[tokio::test]
@@ -16,7 +16,11 @@ async fn no_storage_keeps_everything_local_and_reports_nothing_durable() {
         .unwrap();
     let sealed = Arc::new(segment.seal(Utc::now()).unwrap().unwrap());
     let storage = NoStorage::<std::fs::File>::default();
-    let ns: NamespaceName = "local".parse().unwrap();
+    let ns = Generation {
+        namespace: "local".parse().unwrap(),
+        number: 1,
+        log_id: Default::default(),
+    };
     let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = called.clone();
     storage

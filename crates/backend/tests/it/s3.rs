@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use libsql_wal_backend::{Backend, BackendExt, Error, NamespaceName, S3Backend};
+use libsql_wal_backend::{Backend, BackendExt, Error, S3Backend};
 use libsql_wal_testkit::{conformance, S3TestServer, TestServerOptions};
 
 async fn backend(prefix: &str) -> (S3Backend, S3TestServer, tempfile::TempDir) {
@@ -94,7 +94,7 @@ fn backend_config(backend: &S3Backend) -> &libsql_wal_backend::S3Config {
 #[tokio::test]
 async fn s3_errors_name_the_bucket_and_say_whether_to_retry() {
     let (backend, server, _scratch) = backend("p").await;
-    let ns: NamespaceName = "x".parse().unwrap();
+    let ns = conformance::test_generation("x");
     let mut wrong = backend_config(&backend).clone();
     wrong.bucket = "no-such-bucket".into();
     let err = backend.meta(&wrong, &ns).await.unwrap_err();
@@ -290,7 +290,7 @@ async fn s3_options_backend_and_errors_never_show_secrets() {
     let backend = S3Backend::new(options).await.unwrap();
     shown.push(format!("{backend:?}"));
     let config = backend_config(&backend);
-    let ns: NamespaceName = "x".parse().unwrap();
+    let ns = conformance::test_generation("x");
     let scratch = tempfile::tempdir().unwrap();
     let source = scratch.path().join("object");
     std::fs::write(&source, b"data").unwrap();
@@ -304,6 +304,10 @@ async fn s3_options_backend_and_errors_never_show_secrets() {
         backend.list(config, "ns/", None, 10).await.unwrap_err(),
         backend.list_children(config, "").await.unwrap_err(),
         backend.delete(config, "ns/a").await.unwrap_err(),
+        backend
+            .put_bytes_if_absent(config, "ns/b", b"data".to_vec())
+            .await
+            .unwrap_err(),
         backend.meta(config, &ns).await.unwrap_err(),
     ];
     for err in &errors {
@@ -327,4 +331,16 @@ async fn s3_options_backend_and_errors_never_show_secrets() {
         shown.iter().any(|t| t.contains(&port.to_string())),
         "the endpoint's host and port are still shown: {shown:?}"
     );
+}
+
+#[tokio::test]
+async fn s3_conditional_writes_create_once() {
+    let (backend, _server, _scratch) = backend("p").await;
+    conformance::conditional_writes_create_once(Arc::new(backend)).await;
+}
+
+#[tokio::test]
+async fn s3_keeps_generations_and_deletes_namespaces() {
+    let (backend, _server, scratch) = backend("p").await;
+    conformance::generations_and_namespace_deletion(&backend, scratch.path()).await;
 }

@@ -189,6 +189,15 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         Ok(())
     }
 
+    async fn put_bytes_if_absent(
+        &self,
+        config: &Self::Config,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Result<bool> {
+        self.inner.put_bytes_if_absent(config, key, bytes).await
+    }
+
     async fn get(&self, config: &Self::Config, key: &str) -> Result<ObjectReader> {
         self.before_read().await;
         self.inner.get(config, key).await

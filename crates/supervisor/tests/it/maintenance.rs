@@ -50,7 +50,7 @@ fn stored_keys(storage: &TestStorage, name: &str) -> Vec<SegmentKey> {
 
 /// Likewise, in `config`'s place.
 fn stored_keys_in(storage: &TestStorage, config: &FsConfig, name: &str) -> Vec<SegmentKey> {
-    on_tokio(storage.backend().list_segments(config, &ns(name), u64::MAX)).unwrap()
+    on_tokio(storage.backend().list_segments(config, &generation_of(&ns(name)), u64::MAX)).unwrap()
 }
 
 /// Checks that the chain to frame `end` of `name` plans and every segment in it verifies;
@@ -60,7 +60,7 @@ fn assert_restorable(storage: &TestStorage, name: &str, end: u64) -> usize {
     let chain = plan_chain(&keys, end).unwrap_or_else(|gap| panic!("{name}: {gap}"));
     let backend = storage.backend();
     for key in &chain {
-        on_tokio(backend.verify_segment(backend.default_config(), &ns(name), *key))
+        on_tokio(backend.verify_segment(backend.default_config(), &generation_of(&ns(name)), *key))
             .unwrap_or_else(|e| panic!("{name}: {key}: {e}"));
     }
     chain.len()

@@ -98,7 +98,7 @@ fn two_storages_sharing_a_scratch_directory_keep_their_own_upload_files() {
     let key = backend.stored()[0].1;
     let fetched = on_tokio(backend.fetch_segment_data(
         backend.default_config(),
-        &namespace,
+        &generation_of(&namespace),
         key,
         &dir.path().join("fetched"),
     ))

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use libsql_wal_backend::{Backend, FsBackend, NamespaceName, OnStored, Storage};
+use libsql_wal_backend::{Backend, FsBackend, Generation, NamespaceName, OnStored, Storage, Stored};
 use libsql_wal_segment::SealedSegment;
 use libsql_wal_supervisor::{ActorStorage, SchedulerConfig, StorageConfig};
-use libsql_wal_testkit::conformance::sealed_segments;
+use libsql_wal_testkit::conformance::{sealed_segments, TEST_LOG_ID};
 
 use crate::faulty::{Faults, FaultyBackend};
 
@@ -17,6 +17,15 @@ pub type TestStorage = ActorStorage<FaultyBackend<FsBackend>, std::fs::File>;
 
 pub fn ns(name: &str) -> NamespaceName {
     name.parse().unwrap()
+}
+
+/// Generation 1 of `namespace`: the one the test segments' log writes.
+pub fn generation_of(namespace: &NamespaceName) -> Generation {
+    Generation {
+        namespace: namespace.clone(),
+        number: 1,
+        log_id: TEST_LOG_ID,
+    }
 }
 
 /// Returns `count` consecutive sealed segments of `frames` frames each, from frame 1, in their
@@ -63,16 +72,25 @@ pub fn on_tokio<T>(future: impl std::future::Future<Output = T>) -> T {
 
 /// What the on-stored callbacks of a namespace were told, in call order.
 #[derive(Clone, Default)]
-pub struct Acks(pub Arc<Mutex<Vec<u64>>>);
+pub struct Acks(pub Arc<Mutex<Vec<Stored>>>);
 
 impl Acks {
     pub fn callback(&self) -> OnStored {
         let acks = self.0.clone();
-        Box::new(move |frame_no| acks.lock().unwrap().push(frame_no))
+        Box::new(move |stored| acks.lock().unwrap().push(stored))
     }
 
+    /// The durable frame_nos reported (a segment fenced off fails the test).
     pub fn get(&self) -> Vec<u64> {
-        self.0.lock().unwrap().clone()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|stored| match stored {
+                Stored::Durable(frame_no) => *frame_no,
+                Stored::Fenced { newer } => panic!("fenced off by generation {newer}"),
+            })
+            .collect()
     }
 }
 
@@ -95,7 +113,7 @@ pub fn store_to<B: Backend>(
     acks: &Acks,
 ) {
     futures::executor::block_on(storage.store(
-        namespace,
+        &generation_of(namespace),
         segment.clone(),
         config_override,
         acks.callback(),
