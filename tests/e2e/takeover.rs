@@ -285,7 +285,7 @@ fn a_slow_restore_does_not_hold_up_opening_other_namespaces() {
 }
 
 #[test]
-fn a_machine_whose_local_log_storage_has_moved_past_refuses_to_open() {
+fn a_machine_whose_generation_was_taken_over_refuses_to_open_its_local_tail() {
     let world = World::new();
 
     // A makes part of its writes durable, then stops without a shutdown: a committed tail
@@ -294,7 +294,7 @@ fn a_machine_whose_local_log_storage_has_moved_past_refuses_to_open() {
     let conn = a.connect();
     insert(&conn, 0, 50);
     a.make_durable();
-    insert(&conn, 50, 5);
+    insert(&conn, 50, 20);
     let local_end = a
         .registry
         .get(&namespace())
@@ -304,28 +304,136 @@ fn a_machine_whose_local_log_storage_has_moved_past_refuses_to_open() {
     drop(conn);
     drop(a);
 
-    // B takes over from storage and writes past A's tail.
+    // B takes over from storage and writes less than A's tail: by frame numbers alone, A's
+    // longer log would look ahead of storage (the fork this test guards against).
     let b = world.machine("b");
     let conn = b.connect();
-    insert(&conn, 1000, 100);
+    insert(&conn, 1000, 1);
     b.make_durable();
+    let on_b = rows(&conn);
     let durable = b.registry.get(&namespace()).unwrap().durable_frame_no();
-    assert!(durable > local_end);
+    assert!(durable < local_end, "{durable} < {local_end}");
     drop(conn);
     b.stop();
 
-    // A comes back: its log and storage's history may differ, so it refuses, naming both.
+    // A comes back: its log was superseded, so it refuses, naming both generations.
     let a = world.machine("a");
     let err = a.registry.open(&db_path).err().expect("A must not open");
     match &err {
-        libsql_wal::Error::BehindStorage {
+        libsql_wal::Error::Superseded {
+            local_generation,
             local_frame_no,
-            durable_frame_no,
+            newest_generation,
             ..
-        } => assert_eq!((*local_frame_no, *durable_frame_no), (local_end, durable)),
+        } => assert_eq!(
+            (*local_generation, *local_frame_no, *newest_generation),
+            (1, local_end, 2)
+        ),
         other => panic!("unexpected error {other}"),
     }
-    assert!(err.to_string().contains("remove the local files"), "{err}");
+    assert!(
+        err.to_string().contains("move the local files away"),
+        "{err}"
+    );
+    // A restore of latest is B's view, with nothing of A's tail.
+    let d = world.machine("d");
+    assert_eq!(rows(&d.connect()), on_b);
+}
+
+#[test]
+fn a_new_log_over_an_old_history_starts_a_generation_that_restores_follow() {
+    let world = World::new();
+    let a = world.machine("a");
+    let conn = a.connect();
+    insert(&conn, 0, 300);
+    a.make_durable();
+    drop(conn);
+    a.stop();
+
+    // C's database was made by stock SQLite (no libSQL footer): a history of its own.
+    let c = world.machine("c");
+    {
+        let native = libsql_wal_tests::connect_native(&c.db_path);
+        native
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); \
+                 WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 20) \
+                 INSERT INTO t SELECT x, randomblob(500) FROM n;",
+            )
+            .unwrap();
+    }
+    let conn = c.connect();
+    insert(&conn, 5000, 5);
+    let on_c = rows(&conn);
+    assert_eq!(on_c.len(), 25);
+    c.make_durable();
+    let shared = c.registry.get(&namespace()).unwrap();
+    assert_eq!(shared.generation().number, 2, "a generation of its own");
+    assert_eq!(shared.durable_frame_no(), shared.last_committed_frame_no());
+    drop(conn);
+    c.stop();
+    let stored = world.runtime.block_on(async {
+        let backend = FsBackend::new(world.bucket()).await.unwrap();
+        libsql_wal_tests::stored_segments(&backend, &namespace()).await
+    });
+    assert!(
+        stored.iter().any(|(generation, _)| *generation == 2),
+        "C's frames were uploaded: {stored:?}"
+    );
+
+    // A machine with nothing local restores C's database, not A's.
+    let d = world.machine("d");
+    let conn = d.connect();
+    assert_eq!(rows(&conn), on_c);
+    assert_eq!(integrity_check(&conn), "ok");
+}
+
+#[test]
+fn a_takeover_fences_off_the_writer_still_running() {
+    let world = World::new();
+    let a = world.machine("a");
+    let conn_a = a.connect();
+    insert(&conn_a, 0, 100);
+    a.make_durable();
+
+    // B takes over while A still runs.
+    let b = world.machine("b");
+    let conn_b = b.connect();
+    insert(&conn_b, 1000, 50);
+    b.make_durable();
+    let on_b = rows(&conn_b);
+
+    // A writes on, unaware; its next upload finds B's generation and stops acknowledging.
+    insert(&conn_a, 100, 10);
+    let shared_a = a.registry.get(&namespace()).unwrap();
+    shared_a.seal_now().unwrap();
+    let started = Instant::now();
+    while shared_a.fenced().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "A is fenced");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(shared_a.fenced(), Some(2));
+    let durable_a = shared_a.durable_frame_no();
+    assert!(durable_a < shared_a.last_committed_frame_no());
+    let err = conn_a
+        .execute("INSERT INTO t VALUES (99999, x'00')", ())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("readonly") || err.to_string().contains("read-only"),
+        "{err}"
+    );
+    assert_eq!(rows(&conn_a).len(), 110, "reads go on");
+
+    // Nothing of A's fenced writes is in a restore of latest.
+    let d = world.machine("d");
+    assert_eq!(rows(&d.connect()), on_b);
+    drop(conn_b);
+    b.stop();
+    drop(conn_a);
+    assert!(
+        a.registry.shutdown().is_err(),
+        "A's tail never became durable"
+    );
 }
 
 #[test]

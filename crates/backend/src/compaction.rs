@@ -16,8 +16,8 @@ use crate::backend::Backend;
 use crate::chain::plan_chain;
 use crate::error::{Error, Result};
 use crate::ext::{BackendExt, FetchedSegment, SegmentData};
-use crate::key::SegmentKey;
 use crate::generation::Generation;
+use crate::key::SegmentKey;
 
 /// Downloads run at once while compacting one group.
 const CONCURRENT_DOWNLOADS: usize = 4;

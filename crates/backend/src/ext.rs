@@ -28,11 +28,11 @@ use tracing::{debug, warn};
 
 use crate::backend::{Backend, ObjectReader};
 use crate::error::{Error, Result};
-use crate::key::SegmentKey;
 use crate::generation::{
     generation_object, generations_prefix, parse_generation_number, Generation, GenerationRecord,
     Lineage,
 };
+use crate::key::SegmentKey;
 use crate::namespace::NamespaceName;
 
 /// Keys listed per `list` call.
@@ -891,7 +891,8 @@ pub trait BackendExt: Backend {
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
             for key in keys {
-                self.delete(config, &segment_object(generation, key)).await?;
+                self.delete(config, &segment_object(generation, key))
+                    .await?;
                 self.delete(config, &index_object(generation, key)).await?;
                 debug!(%generation, %key, "segment deleted");
             }

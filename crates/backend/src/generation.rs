@@ -168,8 +168,8 @@ impl GenerationRecord {
             let log_id = stored
                 .log_id
                 .ok_or_else(|| corrupt("a log generation without a log_id".into()))?;
-            let log_id = Uuid::parse_str(&log_id)
-                .map_err(|e| corrupt(format!("log_id {log_id:?}: {e}")))?;
+            let log_id =
+                Uuid::parse_str(&log_id).map_err(|e| corrupt(format!("log_id {log_id:?}: {e}")))?;
             let start_frame_no = stored
                 .start_frame_no
                 .ok_or_else(|| corrupt("a log generation without a start_frame_no".into()))?;
@@ -322,7 +322,9 @@ mod tests {
             );
         }
         let err = GenerationRecord::decode("k", 9, &log.encode()).unwrap_err();
-        assert!(err.to_string().contains("generation 3 under the key of generation 9"));
+        assert!(err
+            .to_string()
+            .contains("generation 3 under the key of generation 9"));
         let err = GenerationRecord::decode("k", 3, b"{").unwrap_err();
         assert!(err.to_string().contains("corrupt object k"));
         let bad_parent = GenerationRecord {
@@ -367,10 +369,17 @@ mod tests {
             })
         };
         let lineage = Lineage {
-            records: vec![log(1, 1, None), log(2, 31, fork(1, 30)), log(3, 21, fork(1, 20))],
+            records: vec![
+                log(1, 1, None),
+                log(2, 31, fork(1, 30)),
+                log(3, 21, fork(1, 20)),
+            ],
         };
         let history = lineage.history(&ns(), 3, None).unwrap();
-        let numbers: Vec<_> = history.iter().map(|(r, until)| (r.number, *until)).collect();
+        let numbers: Vec<_> = history
+            .iter()
+            .map(|(r, until)| (r.number, *until))
+            .collect();
         assert_eq!(numbers, vec![(3, None), (1, Some(20))]);
         assert_eq!(lineage.of_log(Uuid::from_u128(2)).unwrap().number, 2);
         assert_eq!(lineage.next_number(), 4);

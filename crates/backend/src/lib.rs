@@ -46,11 +46,11 @@ pub use ext::{
     index_object, indexes_prefix, segment_object, segments_prefix, BackendExt, DeletedNamespace,
     FetchedPages, FetchedSegment, FindSegment, NamespaceMeta, SegmentData, SegmentFrames,
 };
+pub use fs::{FsBackend, FsConfig};
 pub use generation::{
     generation_object, generation_prefix, generations_prefix, ForkPoint, Generation,
     GenerationKind, GenerationRecord, Lineage,
 };
-pub use fs::{FsBackend, FsConfig};
 pub use key::{InvalidSegmentKey, SegmentKey, SEGMENT_KEY_LEN};
 pub use namespace::{NamespaceName, MAX_NAMESPACE_LEN};
 pub use retention::{apply_retention, plan_retention, RetentionReport, ORPHAN_INDEX_GRACE};

@@ -30,8 +30,8 @@ use crate::backend::Backend;
 use crate::chain::{covering_segment, maximal_segments};
 use crate::error::{Error, Result};
 use crate::ext::{index_object, list_index_keys, segment_object, BackendExt};
-use crate::key::SegmentKey;
 use crate::generation::Generation;
+use crate::key::SegmentKey;
 
 /// What `apply_retention` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,7 +68,9 @@ pub async fn apply_retention<B: Backend>(
     }
     let mut deleted: Vec<SegmentKey> = plan.keys().copied().collect();
     deleted.sort_by_key(|k| (k.start_frame_no, k.end_frame_no, k.timestamp_ms));
-    backend.delete_segments(config, generation, &deleted).await?;
+    backend
+        .delete_segments(config, generation, &deleted)
+        .await?;
     report.deleted = deleted;
     report.orphan_indexes = sweep_orphan_indexes(backend, config, generation, now_ms).await?;
     info!(

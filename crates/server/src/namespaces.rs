@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use dashmap::{DashMap, DashSet};
 use libsql_sys::rusqlite::OpenFlags;
 use libsql_wal::{LibsqlWalManager, WalRegistry};
-use libsql_wal_backend::{Backend, NamespaceName, Storage};
+use libsql_wal_backend::{Backend, BackendExt, NamespaceName, Storage};
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, NamespaceMetrics, StorageMetrics};
 use tracing::{info, warn};
@@ -284,32 +284,6 @@ impl<B: Backend> WalHost<B> {
         self.dir(namespace).join("data")
     }
 
-    /// Deletes every object of `namespace` in storage, listing page after page.
-    async fn delete_objects(backend: &B, namespace: &NamespaceName) -> Result<usize> {
-        let config = backend.default_config();
-        let prefix = format!("{}/", namespace.as_str());
-        let storage_err = |source| Error::Storage {
-            namespace: namespace.clone(),
-            source,
-        };
-        let mut deleted = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let keys = backend
-                .list(config, &prefix, after.as_deref(), 1000)
-                .await
-                .map_err(storage_err)?;
-            let Some(last) = keys.last().cloned() else {
-                return Ok(deleted);
-            };
-            for key in &keys {
-                backend.delete(config, key).await.map_err(storage_err)?;
-                deleted += 1;
-            }
-            after = Some(last);
-        }
-    }
-
     fn local_bytes(&self, namespace: &NamespaceName) -> u64 {
         let mut total = 0;
         let db = self.db_path(namespace);
@@ -391,16 +365,31 @@ impl<B: Backend> Host for WalHost<B> {
                     why: "storage still holds segments of it; try again",
                 });
             }
-            // The bucket first: a delete cut short leaves the namespace in place (and
-            // deletable again), never a local namespace gone with its history still stored.
-            if !keep_backup {
-                let backend = self.registry().storage().backend().clone();
-                let ns = namespace.clone();
-                let deleted = self
-                    .runtime
-                    .block_on(async move { Self::delete_objects(&backend, &ns).await })?;
-                info!(objects = deleted, "namespace objects deleted from storage");
-            }
+            // The bucket first: a deletion mark ends the namespace's history before anything
+            // is removed (with `keep_backup`, the older generations stay, restorable by
+            // number), so a namespace created again under the name starts empty even after a
+            // delete cut short; running the delete again finishes it.
+            let backend = self.registry().storage().backend().clone();
+            let ns = namespace.clone();
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let deleted = self
+                .runtime
+                .block_on(async move {
+                    backend
+                        .delete_namespace(backend.default_config(), &ns, keep_backup, now_ms)
+                        .await
+                })
+                .map_err(|source| Error::Storage {
+                    namespace: namespace.clone(),
+                    source,
+                })?;
+            info!(
+                objects = deleted.objects_deleted,
+                mark = ?deleted.mark,
+                "namespace deleted from storage"
+            );
             let dir = self.dir(namespace);
             std::fs::remove_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })
         })();

@@ -29,9 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::StorageConfig;
 use crate::maintenance::{maintenance_pass, MaintenanceConfig, MaintenanceReport, Places};
-use crate::messages::{
-    DurableFrameNo, Forget, Metrics, Shutdown, StorageMetrics, StoreSegment,
-};
+use crate::messages::{DurableFrameNo, Forget, Metrics, Shutdown, StorageMetrics, StoreSegment};
 use crate::scratch::Scratch;
 use crate::supervisor::Supervisor;
 

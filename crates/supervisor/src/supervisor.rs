@@ -349,7 +349,10 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
         let segment_count = job.segments.len();
         let end_frame_no = job.end_frame_no();
         let id = job.id;
-        let Some(generation) = self.namespaces.get(&namespace).map(|e| e.generation.clone())
+        let Some(generation) = self
+            .namespaces
+            .get(&namespace)
+            .map(|e| e.generation.clone())
         else {
             return;
         };
@@ -399,8 +402,7 @@ impl<B: Backend, F: FileExt> Supervisor<B, F> {
                         "fenced off: generation {newer} took the namespace over; nothing more of this generation is acknowledged"
                     );
                     entry.fenced = Some(newer);
-                    entry.stats.last_error =
-                        Some(format!("fenced off by generation {newer}"));
+                    entry.stats.last_error = Some(format!("fenced off by generation {newer}"));
                     callback_panics = fence(entry, newer);
                     entry.scheduler.do_send(ForceShutdown);
                     self.waiting.retain(|_, w| w.namespace != namespace);

@@ -839,7 +839,12 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
             parent,
         },
     };
-    assert!(backend.lineage(config, &ns).await.unwrap().records.is_empty());
+    assert!(backend
+        .lineage(config, &ns)
+        .await
+        .unwrap()
+        .records
+        .is_empty());
     assert!(backend
         .create_generation(config, &ns, &record(1, None))
         .await
@@ -852,7 +857,10 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
         "a generation number is claimed once"
     );
     store(backend, &first, &make_segment(scratch, 1, 10, 4, 1, 1000)).await;
-    assert_eq!(backend.newer_generation(config, &ns, 1).await.unwrap(), None);
+    assert_eq!(
+        backend.newer_generation(config, &ns, 1).await.unwrap(),
+        None
+    );
     let fork = ForkPoint {
         generation: 1,
         frame_no: 10,
@@ -861,17 +869,36 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
         .create_generation(config, &ns, &record(2, Some(fork)))
         .await
         .unwrap());
-    assert_eq!(backend.newer_generation(config, &ns, 1).await.unwrap(), Some(2));
-    assert_eq!(backend.newer_generation(config, &ns, 2).await.unwrap(), None);
+    assert_eq!(
+        backend.newer_generation(config, &ns, 1).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        backend.newer_generation(config, &ns, 2).await.unwrap(),
+        None
+    );
     let second = Generation {
         number: 2,
         ..first.clone()
     };
     store(backend, &second, &make_segment(scratch, 11, 20, 4, 1, 2000)).await;
-    assert_eq!(backend.meta(config, &first).await.unwrap().durable_frame_no, 10);
-    assert_eq!(backend.meta(config, &second).await.unwrap().durable_frame_no, 20);
+    assert_eq!(
+        backend.meta(config, &first).await.unwrap().durable_frame_no,
+        10
+    );
+    assert_eq!(
+        backend
+            .meta(config, &second)
+            .await
+            .unwrap()
+            .durable_frame_no,
+        20
+    );
     let lineage = backend.lineage(config, &ns).await.unwrap();
-    assert_eq!(lineage.records, vec![record(1, None), record(2, Some(fork))]);
+    assert_eq!(
+        lineage.records,
+        vec![record(1, None), record(2, Some(fork))]
+    );
 
     // Keeping backups: a deletion mark, and the generations stay.
     let kept = backend
@@ -881,7 +908,14 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
     assert_eq!(kept.mark, Some(3));
     let lineage = backend.lineage(config, &ns).await.unwrap();
     assert_eq!(lineage.newest().unwrap().kind, GenerationKind::Deleted);
-    assert_eq!(backend.meta(config, &second).await.unwrap().durable_frame_no, 20);
+    assert_eq!(
+        backend
+            .meta(config, &second)
+            .await
+            .unwrap()
+            .durable_frame_no,
+        20
+    );
     // Deleting everything: nothing of the namespace is left, and it is listed no more.
     let deleted = backend
         .delete_namespace(config, &ns, false, 4000)
@@ -894,10 +928,11 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
         .await
         .unwrap()
         .is_empty());
-    assert!(!backend
-        .list_namespaces(config)
+    assert!(!backend.list_namespaces(config).await.unwrap().contains(&ns));
+    assert!(backend
+        .lineage(config, &ns)
         .await
         .unwrap()
-        .contains(&ns));
-    assert!(backend.lineage(config, &ns).await.unwrap().records.is_empty());
+        .records
+        .is_empty());
 }

@@ -442,14 +442,17 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     // A checkpointed file of an older generation: all of it was durable before
                     // the newer generation took over (a fenced writer never checkpoints past
                     // what it had acknowledged), so the newest history holds it.
-                    info!(local = ours.number, newest = newest.number, "the local database is of an older generation: restoring the newest");
+                    info!(
+                        local = ours.number,
+                        newest = newest.number,
+                        "the local database is of an older generation: restoring the newest"
+                    );
                     restore_in_place(&*storage, &namespace, db_path, None, &marker)?;
                     Claim::TakeOver
                 }
                 (_, newest) => {
-                    let local_has_data = local_log_end.is_some()
-                        || footer.is_some()
-                        || !holds_no_schema(db_path)?;
+                    let local_has_data =
+                        local_log_end.is_some() || footer.is_some() || !holds_no_schema(db_path)?;
                     if local_has_data {
                         if let Some(newest) = newest {
                             warn!(newest = newest.number, "a new log over a namespace with history in storage: it starts a generation of its own, which restores follow");
@@ -486,6 +489,21 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         (Claim::NewHistory, Some(id)) => id,
                         _ => io.uuid(),
                     };
+                    if matches!(claim, Claim::NewHistory) && local_log_end.is_none() {
+                        // The database's pages are in no log storage holds (imported, made by
+                        // stock SQLite, or checkpointed without storage): they become the new
+                        // history's first commit, so a restore rebuilds the whole file.
+                        current = base_snapshot(
+                            &namespace,
+                            &*io,
+                            db_path,
+                            &dir,
+                            current.take(),
+                            checkpointed + 1,
+                            log_id,
+                            footer.is_some(),
+                        )?;
+                    }
                     let start_frame_no = sealed
                         .first()
                         .map(|s| s.header().start_frame_no)
@@ -500,9 +518,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                             parent,
                         },
                     };
-                    let created = futures::executor::block_on(storage.create_generation(
-                        &namespace, &record, None,
-                    ))
+                    let created = futures::executor::block_on(
+                        storage.create_generation(&namespace, &record, None),
+                    )
                     .map_err(storage_err)?;
                     if !created {
                         return Err(Error::Superseded {
@@ -512,7 +530,12 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                             newest_generation: record.number,
                         });
                     }
-                    info!(generation = record.number, ?parent, start_frame_no, "new generation");
+                    info!(
+                        generation = record.number,
+                        ?parent,
+                        start_frame_no,
+                        "new generation"
+                    );
                     Generation {
                         namespace: namespace.clone(),
                         number: record.number,
@@ -1281,6 +1304,14 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         if self.storage.keeps_remote_copies() {
             let started = Instant::now();
             while self.durable_frame_no() < target {
+                if let Some(newer) = self.fenced() {
+                    // Nothing more of this log becomes durable: no point in waiting.
+                    return Err(Error::Fenced {
+                        namespace: self.namespace.clone(),
+                        generation: self.generation.number,
+                        newer,
+                    });
+                }
                 if Instant::now() >= deadline {
                     return Err(Error::DurableTimeout {
                         namespace: self.namespace.clone(),
@@ -1470,6 +1501,87 @@ fn holds_no_schema(db_path: &Path) -> Result<bool> {
     // table leaf) and its cell count (bytes 3..5 of that header).
     Ok(bytes.is_empty()
         || (bytes.len() == PAGE_SIZE && bytes[100] == 13 && bytes[103] == 0 && bytes[104] == 0))
+}
+
+/// Writes every page of the database file at `db_path` (its `FOOTER_SIZE` footer excluded when
+/// `has_footer`) as one committed transaction at the start of the current segment, which is
+/// created at `start_frame_no` for `log_id` if `current` is not already that (an empty current
+/// segment of another start or log is removed). Returns the current segment; `None` (and
+/// `current` as it was) when the file holds no page.
+fn base_snapshot<I: Io>(
+    namespace: &NamespaceName,
+    io: &I,
+    db_path: &Path,
+    dir: &Path,
+    current: Option<CurrentSegment<I::File>>,
+    start_frame_no: u64,
+    log_id: Uuid,
+    has_footer: bool,
+) -> Result<Option<CurrentSegment<I::File>>> {
+    use std::io::Read;
+    let io_err = |path: &Path, source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let seg_err = |source| Error::Segment {
+        namespace: namespace.clone(),
+        source,
+    };
+    let len = match std::fs::metadata(db_path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io_err(db_path, e)),
+    };
+    let len = if has_footer {
+        len.saturating_sub(FOOTER_SIZE as u64)
+    } else {
+        len
+    };
+    let pages = u32::try_from(len / PAGE_SIZE as u64).unwrap_or(u32::MAX);
+    if pages == 0 {
+        return Ok(current);
+    }
+    let segment = match current {
+        Some(c) if c.log_id() == log_id && c.start_frame_no() == start_frame_no => c,
+        other => {
+            if let Some(other) = other {
+                let path = other.path().to_path_buf();
+                drop(other);
+                io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+            }
+            CurrentSegment::create(
+                io,
+                &segment_path(dir, start_frame_no),
+                start_frame_no,
+                log_id,
+            )
+            .map_err(seg_err)?
+        }
+    };
+    let mut file = std::fs::File::open(db_path).map_err(|e| io_err(db_path, e))?;
+    const CHUNK: u32 = 256;
+    let mut buf = vec![0; CHUNK as usize * PAGE_SIZE];
+    let mut page_no = 1;
+    while page_no <= pages {
+        let n = CHUNK.min(pages - page_no + 1);
+        let bytes = &mut buf[..n as usize * PAGE_SIZE];
+        file.read_exact(bytes).map_err(|e| io_err(db_path, e))?;
+        let last = page_no + n - 1;
+        let frames = bytes
+            .chunks_exact(PAGE_SIZE)
+            .zip(page_no..)
+            .map(|(page, no)| (no, page));
+        segment
+            .insert_frames(frames, (last == pages).then_some(pages))
+            .map_err(seg_err)?;
+        page_no = last + 1;
+    }
+    segment.sync().map_err(seg_err)?;
+    info!(
+        pages,
+        start_frame_no, "the database's pages start the new history"
+    );
+    Ok(Some(segment))
 }
 
 /// What an open with remote storage does with the namespace's history in the bucket.

@@ -150,7 +150,8 @@ impl<B: Backend> FaultyBackend<B> {
     }
 
     fn record(&self, key: &str) {
-        if let Some((namespace, segment)) = key.split_once("/segments/") {
+        if let Some((generation, segment)) = key.split_once("/segments/") {
+            let namespace = generation.split('/').next().unwrap_or(generation);
             let segment: SegmentKey = segment.parse().unwrap();
             let thread = std::thread::current().name().unwrap_or("").to_string();
             self.put_threads.lock().unwrap().push((segment, thread));

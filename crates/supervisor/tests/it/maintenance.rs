@@ -50,7 +50,12 @@ fn stored_keys(storage: &TestStorage, name: &str) -> Vec<SegmentKey> {
 
 /// Likewise, in `config`'s place.
 fn stored_keys_in(storage: &TestStorage, config: &FsConfig, name: &str) -> Vec<SegmentKey> {
-    on_tokio(storage.backend().list_segments(config, &generation_of(&ns(name)), u64::MAX)).unwrap()
+    on_tokio(
+        storage
+            .backend()
+            .list_segments(config, &generation_of(&ns(name)), u64::MAX),
+    )
+    .unwrap()
 }
 
 /// Checks that the chain to frame `end` of `name` plans and every segment in it verifies;
@@ -77,7 +82,9 @@ fn a_pass_compacts_every_namespace_applies_retention_and_reports_a_broken_one() 
     assert_eq!(assert_restorable(&storage, "alpha", 8 * FRAMES), 8);
     // One data object of `broken` damaged behind the pipeline's back.
     let victim = stored_keys(&storage, "broken")[3];
-    let path = dir.path().join(format!("bucket/broken/segments/{victim}"));
+    let path = dir.path().join(format!(
+        "bucket/broken/generations/00000000000000000001/segments/{victim}"
+    ));
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;

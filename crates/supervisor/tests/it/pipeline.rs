@@ -73,11 +73,10 @@ fn every_segment_of_a_thousand_namespaces_is_stored_once_in_order() {
         assert_eq!(n.queue_depth, 0);
         assert_eq!(n.segments_stored, per_namespace);
     }
-    let backend_durable = on_tokio(
-        storage
-            .backend()
-            .meta(storage.backend().default_config(), &generation_of(&ns("ns-0999"))),
-    )
+    let backend_durable = on_tokio(storage.backend().meta(
+        storage.backend().default_config(),
+        &generation_of(&ns("ns-0999")),
+    ))
     .unwrap();
     assert_eq!(backend_durable.durable_frame_no, end);
 }
@@ -340,7 +339,8 @@ fn segments_covered_by_a_durable_frame_no_learnt_later_are_not_uploaded_again() 
     let acks = Acks::default();
     std::thread::scope(|s| {
         let asked = s.spawn(|| {
-            futures::executor::block_on(storage.durable_frame_no(&generation_of(&namespace), None)).unwrap()
+            futures::executor::block_on(storage.durable_frame_no(&generation_of(&namespace), None))
+                .unwrap()
         });
         wait_until("the supervisor asks the backend", || {
             storage.backend().stalled_reads.load(Ordering::SeqCst) == 1
@@ -489,7 +489,9 @@ fn force_shutdown_returns_promptly_and_a_restart_resends_what_was_left() {
     }
     // The next start: the WAL asks for the durable frame_no and re-sends what is newer.
     let storage = storage(&bucket, dir.path(), Faults::default(), config(&scratch));
-    let durable = futures::executor::block_on(storage.durable_frame_no(&generation_of(&namespace), None)).unwrap();
+    let durable =
+        futures::executor::block_on(storage.durable_frame_no(&generation_of(&namespace), None))
+            .unwrap();
     assert_eq!(durable, 2);
     let acks = Acks::default();
     for segment in all.iter().filter(|s| s.last_committed_frame_no() > durable) {
@@ -498,7 +500,9 @@ fn force_shutdown_returns_promptly_and_a_restart_resends_what_was_left() {
     wait_until("the rest is durable", || acks.get().len() == 4);
     assert_eq!(acks.get().last(), Some(&10));
     let fs = on_tokio(FsBackend::new(&bucket)).unwrap();
-    let keys = on_tokio(fs.list_segments(fs.default_config(), &generation_of(&namespace), u64::MAX)).unwrap();
+    let keys =
+        on_tokio(fs.list_segments(fs.default_config(), &generation_of(&namespace), u64::MAX))
+            .unwrap();
     let mut covered: Vec<(u64, u64)> = keys
         .iter()
         .map(|k| (k.start_frame_no, k.end_frame_no))

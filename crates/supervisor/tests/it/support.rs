@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use libsql_wal_backend::{Backend, FsBackend, Generation, NamespaceName, OnStored, Storage, Stored};
+use libsql_wal_backend::{
+    Backend, FsBackend, Generation, NamespaceName, OnStored, Storage, Stored,
+};
 use libsql_wal_segment::SealedSegment;
 use libsql_wal_supervisor::{ActorStorage, SchedulerConfig, StorageConfig};
 use libsql_wal_testkit::conformance::{sealed_segments, TEST_LOG_ID};
@@ -112,8 +114,26 @@ pub fn store_to<B: Backend>(
     config_override: Option<B::Config>,
     acks: &Acks,
 ) {
+    let generation = generation_of(namespace);
+    // The generation's record, as the WAL creates it before its first segment (a second call
+    // finds it there).
+    let record = libsql_wal_backend::GenerationRecord {
+        number: generation.number,
+        created_ms: 1_700_000_000_000,
+        kind: libsql_wal_backend::GenerationKind::Log {
+            log_id: generation.log_id,
+            start_frame_no: 1,
+            parent: None,
+        },
+    };
+    futures::executor::block_on(storage.create_generation(
+        namespace,
+        &record,
+        config_override.as_ref(),
+    ))
+    .unwrap();
     futures::executor::block_on(storage.store(
-        &generation_of(namespace),
+        &generation,
         segment.clone(),
         config_override,
         acks.callback(),
