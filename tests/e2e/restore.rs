@@ -553,7 +553,8 @@ fn a_restore_racing_retention_plans_again_when_an_object_of_its_plan_is_gone() {
                     let name = key.rsplit('/').next().unwrap_or_default().to_string();
                     if removed.is_none() && compacted.contains(&name) {
                         for kind in ["segments", "indexes"] {
-                            std::fs::remove_file(root.join(format!("tenant/{kind}/{name}")))
+                            let generation = key.split('/').take(3).collect::<Vec<_>>().join("/");
+                            std::fs::remove_file(root.join(format!("{generation}/{kind}/{name}")))
                                 .unwrap();
                         }
                         *removed = Some(name);

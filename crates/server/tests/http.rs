@@ -1241,9 +1241,17 @@ fn admin_api_lists_describes_seals_checkpoints_and_deletes_namespaces() {
     assert_eq!(server.namespace_names(), vec!["default".to_string()]);
     let mut left = files_under(&server.bucket_dir().join("kept-ns"));
     let mut expected = kept_objects.clone();
+    // And a deletion mark: the next generation, which ends the namespace's history.
+    let mark = server
+        .bucket_dir()
+        .join("kept-ns/generations/00000000000000000002/generation");
+    expected.push(mark.clone());
     left.sort();
     expected.sort();
     assert_eq!(left, expected, "the objects of kept-ns stay");
+    assert!(std::fs::read_to_string(&mark)
+        .unwrap()
+        .contains("\"deleted\": true"));
     for ns in ["gone-ns", "nope"] {
         server
             .admin_request("DELETE", &format!("/v1/namespaces/{ns}"), None)
@@ -1253,13 +1261,18 @@ fn admin_api_lists_describes_seals_checkpoints_and_deletes_namespaces() {
     assert!(!html.contains("<td>gone-ns</td>"), "{html}");
     assert!(!html.contains("<td>kept-ns</td>"), "{html}");
 
-    // Created again, a namespace whose backup was kept comes back with its data.
+    // Created again, a namespace whose backup was kept starts empty: its old generations stay
+    // in the bucket (restorable by number), but the deletion mark ends its history.
     server.create_namespace("kept-ns");
     assert_eq!(
-        server.count(&[("x-namespace", "kept-ns")], "SELECT count(*) FROM t"),
-        6,
-        "kept-ns restored from its backup"
+        table_names(&server, V2, &[("x-namespace", "kept-ns")]),
+        Vec::<String>::new(),
+        "kept-ns starts empty"
     );
+    assert!(server
+        .bucket_dir()
+        .join("kept-ns/generations/00000000000000000001/generation")
+        .exists());
     server.create_namespace("gone-ns");
     assert_eq!(
         table_names(&server, V2, &[("x-namespace", "gone-ns")]),
