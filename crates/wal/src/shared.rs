@@ -451,8 +451,12 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     Claim::TakeOver
                 }
                 (_, newest) => {
-                    let local_has_data =
-                        local_log_end.is_some() || footer.is_some() || !holds_no_schema(db_path)?;
+                    // A restore cut short (its marker left) is started over from scratch:
+                    // the file's content is not to be trusted.
+                    let local_has_data = !marker.exists()
+                        && (local_log_end.is_some()
+                            || footer.is_some()
+                            || !holds_no_schema(db_path)?);
                     if local_has_data {
                         if let Some(newest) = newest {
                             warn!(newest = newest.number, "a new log over a namespace with history in storage: it starts a generation of its own, which restores follow");
