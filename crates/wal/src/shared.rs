@@ -482,6 +482,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         }
                         footer = read_footer(&*io, db_path)?;
                         checkpointed = footer.map_or(0, |f| f.replication_index);
+                        // Every restored frame is durable: in the generations it came from.
+                        durable_frame_no = checkpointed;
                         newest.map(|newest| ForkPoint {
                             generation: newest.number,
                             frame_no: checkpointed,
