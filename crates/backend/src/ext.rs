@@ -18,6 +18,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
 use libsql_wal_segment::format::{
     check_page_buffer, untrusted_capacity, CompactedHeader, FrameHeader, COMPACTED_HEADER_SIZE,
     FRAME_HEADER_SIZE, FRAME_SIZE, PAGE_SIZE,
@@ -37,6 +38,67 @@ use crate::namespace::NamespaceName;
 
 /// Keys listed per `list` call.
 const LIST_PAGE: usize = 1000;
+
+/// The keys under a prefix, a page of `LIST_PAGE` at a time, each page listed after the last
+/// key of the one before; the listing ends at the first page shorter than asked.
+struct KeyPages {
+    prefix: String,
+    after: Option<String>,
+    ended: bool,
+}
+
+impl KeyPages {
+    /// The keys under `prefix` that sort after `after` (after nothing when `None`).
+    fn new(prefix: String, after: Option<String>) -> Self {
+        KeyPages {
+            prefix,
+            after,
+            ended: false,
+        }
+    }
+
+    /// Returns the next page, or `None` once the listing ended.
+    async fn next<B: Backend + ?Sized>(
+        &mut self,
+        backend: &B,
+        config: &B::Config,
+    ) -> Result<Option<Vec<String>>> {
+        if self.ended {
+            return Ok(None);
+        }
+        let page = backend
+            .list(config, &self.prefix, self.after.as_deref(), LIST_PAGE)
+            .await?;
+        self.ended = page.len() < LIST_PAGE;
+        if let Some(last) = page.last() {
+            self.after = Some(last.clone());
+        }
+        Ok((!page.is_empty()).then_some(page))
+    }
+}
+
+/// Reads object `object` whole, refusing (as `Corrupt`, `too_long` saying why) one longer than
+/// `limit` bytes: it is read no further than one byte past the limit, and the buffer grows only
+/// as bytes really arrive.
+async fn read_bounded<B: Backend + ?Sized>(
+    backend: &B,
+    config: &B::Config,
+    object: &str,
+    limit: u64,
+    too_long: impl FnOnce() -> String,
+) -> Result<Vec<u8>> {
+    let reader = backend.get(config, object).await?;
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| Error::transient(format!("reading {object}"), e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::corrupt(object, too_long()));
+    }
+    Ok(bytes)
+}
 
 /// What `find_segment` looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +138,9 @@ pub struct DeletedNamespace {
     /// Objects deleted.
     pub objects_deleted: u64,
 }
+
+/// Generation records `lineage` reads at once.
+const RECORD_READS: usize = 8;
 
 /// Longest generation record read (a record is well under 1 KiB).
 const MAX_RECORD_LEN: u64 = 64 << 10;
@@ -383,12 +448,9 @@ pub(crate) async fn list_index_keys<B: Backend + ?Sized>(
     generation: &Generation,
 ) -> Result<Vec<SegmentKey>> {
     let prefix = indexes_prefix(generation);
-    let mut after: Option<String> = None;
+    let mut pages = KeyPages::new(prefix.clone(), None);
     let mut keys = Vec::new();
-    loop {
-        let page = backend
-            .list(config, &prefix, after.as_deref(), LIST_PAGE)
-            .await?;
+    while let Some(page) = pages.next(backend, config).await? {
         for object in &page {
             match parse_listed(&prefix, object) {
                 Ok(key) => keys.push(key),
@@ -397,11 +459,8 @@ pub(crate) async fn list_index_keys<B: Backend + ?Sized>(
                 }
             }
         }
-        match page.last() {
-            Some(last) if page.len() == LIST_PAGE => after = Some(last.clone()),
-            _ => return Ok(keys),
-        }
     }
+    Ok(keys)
 }
 
 /// Segment operations, available on every `Backend`.
@@ -440,21 +499,18 @@ pub trait BackendExt: Backend {
     ) -> impl Future<Output = Result<Vec<SegmentKey>>> + Send {
         async move {
             let prefix = segments_prefix(generation);
-            let mut after = format!(
+            let after = format!(
                 "{prefix}{}",
                 SegmentKey::list_after_for_end_at_most(until_frame_no)
             );
+            let mut pages = KeyPages::new(prefix.clone(), Some(after));
             let mut keys = Vec::new();
-            loop {
-                let page = self.list(config, &prefix, Some(&after), LIST_PAGE).await?;
+            while let Some(page) = pages.next(self, config).await? {
                 for object in &page {
                     keys.push(parse_listed(&prefix, object)?);
                 }
-                match page.last() {
-                    Some(last) if page.len() == LIST_PAGE => after = last.clone(),
-                    _ => return Ok(keys),
-                }
             }
+            Ok(keys)
         }
     }
 
@@ -476,12 +532,9 @@ pub trait BackendExt: Backend {
                 return page.first().map(|o| parse_listed(&prefix, o)).transpose();
             }
             // Walk from the newest segment down.
-            let mut after: Option<String> = None;
+            let mut pages = KeyPages::new(prefix.clone(), None);
             let mut containing = None;
-            loop {
-                let page = self
-                    .list(config, &prefix, after.as_deref(), LIST_PAGE)
-                    .await?;
+            while let Some(page) = pages.next(self, config).await? {
                 for object in &page {
                     let key = parse_listed(&prefix, object)?;
                     match find {
@@ -495,11 +548,8 @@ pub trait BackendExt: Backend {
                         _ => {}
                     }
                 }
-                match page.last() {
-                    Some(last) if page.len() == LIST_PAGE => after = Some(last.clone()),
-                    _ => return Ok(containing),
-                }
             }
+            Ok(containing)
         }
     }
 
@@ -513,27 +563,16 @@ pub trait BackendExt: Backend {
         async move {
             let object = index_object(generation, &key);
             let limit = max_index_len(&key);
-            let reader = self.get(config, &object).await?;
-            let mut bytes = Vec::new();
-            // One byte past the limit tells an object at the limit from a longer one; the
-            // buffer grows only as bytes really arrive.
-            reader
-                .take(limit.saturating_add(1))
-                .read_to_end(&mut bytes)
-                .await
-                .map_err(|e| Error::transient(format!("reading {object}"), e))?;
-            if bytes.len() as u64 > limit {
-                return Err(Error::corrupt(
-                    &object,
-                    format!(
-                        "index is longer than {limit} bytes, the most an index of a segment of \
-                         {} frames may take",
-                        key.end_frame_no
-                            .saturating_sub(key.start_frame_no)
-                            .saturating_add(1)
-                    ),
-                ));
-            }
+            let bytes = read_bounded(self, config, &object, limit, || {
+                format!(
+                    "index is longer than {limit} bytes, the most an index of a segment of {} \
+                     frames may take",
+                    key.end_frame_no
+                        .saturating_sub(key.start_frame_no)
+                        .saturating_add(1)
+                )
+            })
+            .await?;
             PageIndex::decode(&bytes, Path::new(&object), 0)
                 .map_err(|e| Error::from_segment(&object, e))
         }
@@ -690,33 +729,92 @@ pub trait BackendExt: Backend {
     }
 
     /// Returns every generation of `namespace`, oldest first: one listing, then one read per
-    /// record. A directory under `generations/` whose name is not a number is skipped with a
-    /// warning; one without a record (a delete cut short removed it last) is skipped too.
+    /// record (several at once). A directory under `generations/` whose name is not a number is
+    /// skipped with a warning; one without a record (a delete cut short removed it last) is
+    /// skipped too.
     fn lineage(
         &self,
         config: &Self::Config,
         namespace: &NamespaceName,
     ) -> impl Future<Output = Result<Lineage>> + Send {
         async move {
-            let mut records = Vec::new();
-            for name in self
-                .list_children(config, &generations_prefix(namespace))
+            let numbers = self.generation_numbers(config, namespace).await?;
+            let fetched: Vec<Option<GenerationRecord>> = futures::stream::iter(numbers)
+                .map(|number| self.fetch_generation_if_any(config, namespace, number))
+                .buffered(RECORD_READS)
+                .try_collect()
+                .await?;
+            Ok(Lineage {
+                records: fetched.into_iter().flatten().collect(),
+            })
+        }
+    }
+
+    /// Returns the newest generation of `namespace` that has a record, reading records from
+    /// the newest number down (usually one): what maintenance needs, without the whole lineage.
+    fn newest_generation(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+    ) -> impl Future<Output = Result<Option<GenerationRecord>>> + Send {
+        async move {
+            for number in self
+                .generation_numbers(config, namespace)
                 .await?
+                .into_iter()
+                .rev()
             {
-                let Some(number) = parse_generation_number(&name) else {
-                    warn!(%namespace, name, "skipping a directory that is not a generation");
-                    continue;
-                };
-                match self.fetch_generation(config, namespace, number).await {
-                    Ok(record) => records.push(record),
-                    Err(Error::NotFound { key }) => {
-                        warn!(%namespace, key, "skipping a generation without a record")
-                    }
-                    Err(e) => return Err(e),
+                if let Some(record) = self
+                    .fetch_generation_if_any(config, namespace, number)
+                    .await?
+                {
+                    return Ok(Some(record));
                 }
             }
-            records.sort_by_key(|r| r.number);
-            Ok(Lineage { records })
+            Ok(None)
+        }
+    }
+
+    /// Returns the numbers of `namespace`'s generation directories, in order (one listing);
+    /// a directory whose name is not a number is skipped with a warning.
+    fn generation_numbers(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+    ) -> impl Future<Output = Result<Vec<u64>>> + Send {
+        async move {
+            let names = self
+                .list_children(config, &generations_prefix(namespace))
+                .await?;
+            Ok(names
+                .into_iter()
+                .filter_map(|name| {
+                    let number = parse_generation_number(&name);
+                    if number.is_none() {
+                        warn!(%namespace, name, "skipping a directory that is not a generation");
+                    }
+                    number
+                })
+                .collect())
+        }
+    }
+
+    /// `fetch_generation`, with `None` (and a warning) for a generation without a record.
+    fn fetch_generation_if_any(
+        &self,
+        config: &Self::Config,
+        namespace: &NamespaceName,
+        number: u64,
+    ) -> impl Future<Output = Result<Option<GenerationRecord>>> + Send {
+        async move {
+            match self.fetch_generation(config, namespace, number).await {
+                Ok(record) => Ok(Some(record)),
+                Err(Error::NotFound { key }) => {
+                    warn!(%namespace, key, "skipping a generation without a record");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
         }
     }
 
@@ -729,19 +827,10 @@ pub trait BackendExt: Backend {
     ) -> impl Future<Output = Result<GenerationRecord>> + Send {
         async move {
             let object = generation_object(namespace, number);
-            let reader = self.get(config, &object).await?;
-            let mut bytes = Vec::new();
-            reader
-                .take(MAX_RECORD_LEN + 1)
-                .read_to_end(&mut bytes)
-                .await
-                .map_err(|e| Error::transient(format!("reading {object}"), e))?;
-            if bytes.len() as u64 > MAX_RECORD_LEN {
-                return Err(Error::corrupt(
-                    &object,
-                    format!("longer than {MAX_RECORD_LEN} bytes"),
-                ));
-            }
+            let bytes = read_bounded(self, config, &object, MAX_RECORD_LEN, || {
+                format!("longer than {MAX_RECORD_LEN} bytes")
+            })
+            .await?;
             GenerationRecord::decode(&object, number, &bytes)
         }
     }
@@ -834,22 +923,14 @@ pub trait BackendExt: Backend {
             if keep_backups {
                 return Ok(report);
             }
-            let prefix = format!("{namespace}/");
             let mark_object = mark.map(|n| generation_object(namespace, n));
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .list(config, &prefix, after.as_deref(), LIST_PAGE)
-                    .await?;
+            let mut pages = KeyPages::new(format!("{namespace}/"), None);
+            while let Some(page) = pages.next(self, config).await? {
                 for object in &page {
                     if Some(object) != mark_object.as_ref() {
                         self.delete(config, object).await?;
                         report.objects_deleted += 1;
                     }
-                }
-                match page.last() {
-                    Some(last) if page.len() == LIST_PAGE => after = Some(last.clone()),
-                    _ => break,
                 }
             }
             if let Some(object) = mark_object {

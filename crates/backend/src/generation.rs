@@ -204,7 +204,8 @@ pub fn generations_prefix(namespace: &NamespaceName) -> String {
 /// Returns the directory of generation `number` of `namespace`, ending with `/`.
 pub fn generation_prefix(namespace: &NamespaceName, number: u64) -> String {
     format!(
-        "{namespace}/generations/{number:0width$}/",
+        "{}{number:0width$}/",
+        generations_prefix(namespace),
         width = GENERATION_DIGITS
     )
 }

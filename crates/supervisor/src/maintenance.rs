@@ -163,8 +163,8 @@ async fn maintain_namespace<B: Backend>(
 ) -> libsql_wal_backend::Result<(usize, usize)> {
     // Only the newest generation is written to; older ones are frozen (a newer generation may
     // continue from any point of them, which a compaction could merge away).
-    let lineage = backend.lineage(place, namespace).await?;
-    let Some(generation) = lineage.newest().and_then(|r| r.log(namespace)) else {
+    let newest = backend.newest_generation(place, namespace).await?;
+    let Some(generation) = newest.and_then(|r| r.log(namespace)) else {
         return Ok((0, 0));
     };
     let compaction = compact(
