@@ -229,6 +229,24 @@ impl Error {
         }
     }
 
+    /// Returns the conversion of an I/O error met on `path` into `Error::Io`.
+    pub(crate) fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + Copy + '_ {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Returns the conversion of an error of `namespace`'s segments into `Error::Segment`.
+    pub(crate) fn segment(
+        namespace: &NamespaceName,
+    ) -> impl Fn(libsql_wal_segment::Error) -> Error + Copy + '_ {
+        move |source| Error::Segment {
+            namespace: namespace.clone(),
+            source,
+        }
+    }
+
     /// Converts into the error type of the virtual WAL API, logging what it hides.
     pub(crate) fn into_sqlite(self) -> libsql_sys::wal::Error {
         tracing::warn!(error = %self, "reporting a WAL error to SQLite");

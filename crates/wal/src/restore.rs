@@ -34,7 +34,8 @@ use std::path::Path;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use libsql_wal_backend::{
-    plan_chain_after, FetchedPages, Generation, GenerationKind, NamespaceName, SegmentKey, Storage,
+    plan_chain_after, FetchedPages, Generation, GenerationKind, Lineage, NamespaceName, SegmentKey,
+    Storage,
 };
 use libsql_wal_segment::{newest_versions, PageIndex};
 use tracing::{debug, info, warn};
@@ -147,13 +148,13 @@ pub fn restore<S: Storage>(
         building: &building,
         marker: None,
     };
-    let db = std::fs::File::create_new(&building).map_err(Restore::<S>::io_err(&building))?;
-    let result = futures::executor::block_on(restore.run(target, None, &db)).and_then(|report| {
+    let db = std::fs::File::create_new(&building).map_err(Error::io(&building))?;
+    let result = futures::executor::block_on(restore.run(target, None, &db, None)).and_then(|report| {
         drop(db);
         // A hard link never replaces: a file that appeared at `dest` meanwhile stays.
         std::fs::hard_link(&building, dest).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => exists(),
-            _ => Restore::<S>::io_err(dest)(e),
+            _ => Error::io(dest)(e),
         })?;
         if let Err(e) = std::fs::remove_file(&building) {
             // The restore is whole at `dest`; only a second name of it is left.
@@ -188,12 +189,14 @@ pub(crate) struct Base {
 /// The file is written in place because SQLite already holds it open. `marker` is created
 /// before the first page is written and removed once the file is complete and synced: while it
 /// exists the file's content is not to be trusted, and the caller starts over from scratch.
+/// `lineage` is the namespace's lineage, as the caller just read it.
 pub(crate) fn restore_in_place<S: Storage>(
     storage: &S,
     namespace: &NamespaceName,
     db_path: &Path,
     base: Option<Base>,
     marker: &Path,
+    lineage: &Lineage,
 ) -> Result<Option<RestoreReport>> {
     let restore = Restore {
         storage,
@@ -203,7 +206,7 @@ pub(crate) fn restore_in_place<S: Storage>(
         building: db_path,
         marker: Some(marker),
     };
-    let io = Restore::<S>::io_err(db_path);
+    let io = Error::io(db_path);
     let db = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -211,11 +214,16 @@ pub(crate) fn restore_in_place<S: Storage>(
         .truncate(false)
         .open(db_path)
         .map_err(&io)?;
-    match futures::executor::block_on(restore.run(RestoreTarget::Latest, base, &db)) {
+    match futures::executor::block_on(restore.run(
+        RestoreTarget::Latest,
+        base,
+        &db,
+        Some(lineage.clone()),
+    )) {
         Ok(report) => {
             if let Err(e) = std::fs::remove_file(marker) {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(Restore::<S>::io_err(marker)(e));
+                    return Err(Error::io(marker)(e));
                 }
             }
             sync_parent(marker)?;
@@ -273,23 +281,18 @@ impl<S: Storage> Restore<'_, S> {
         }
     }
 
-    fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-        move |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-
     /// Writes the pages of the chain from `base` (or from scratch) to `target` into `db`, then
     /// its footer, and syncs it. Lists and plans again when an object of the plan was deleted
-    /// meanwhile (see the module docs).
+    /// meanwhile (see the module docs). The first plan is made on `lineage` when the caller
+    /// just read it.
     async fn run(
         &self,
         target: RestoreTarget,
         base: Option<Base>,
         db: &std::fs::File,
+        lineage: Option<Lineage>,
     ) -> Result<RestoreReport> {
-        let mut keys = self.list(target).await?;
+        let mut keys = self.list(target, lineage).await?;
         let mut replans = 0;
         loop {
             match self.run_on(&keys, target, base, db).await {
@@ -297,7 +300,7 @@ impl<S: Storage> Restore<'_, S> {
                     source: source @ libsql_wal_backend::Error::NotFound { .. },
                     ..
                 }) if replans < MAX_REPLANS => {
-                    let listed = self.list(target).await?;
+                    let listed = self.list(target, None).await?;
                     if listed == keys {
                         return Err(Error::Storage {
                             namespace: self.namespace.clone(),
@@ -316,12 +319,16 @@ impl<S: Storage> Restore<'_, S> {
     /// Lists the history `target` is in, newest generation first, with each generation's
     /// stored segments: the newest generation's history, or the one of the generation named.
     /// A namespace whose newest generation marks it deleted has nothing to restore.
-    async fn list(&self, target: RestoreTarget) -> Result<Vec<Part>> {
-        let lineage = self
-            .storage
-            .lineage(self.namespace, self.config)
-            .await
-            .map_err(self.storage_err())?;
+    /// `lineage` is the namespace's lineage when the caller just read it (else it is read).
+    async fn list(&self, target: RestoreTarget, lineage: Option<Lineage>) -> Result<Vec<Part>> {
+        let lineage = match lineage {
+            Some(lineage) => lineage,
+            None => self
+                .storage
+                .lineage(self.namespace, self.config)
+                .await
+                .map_err(self.storage_err())?,
+        };
         let number = match target {
             RestoreTarget::InGeneration { generation, .. } => generation,
             _ => match lineage.newest() {
@@ -334,11 +341,18 @@ impl<S: Storage> Restore<'_, S> {
             .map_err(self.storage_err())?;
         let mut parts = Vec::with_capacity(history.len());
         for (record, until) in history {
-            let GenerationKind::Log { start_frame_no, .. } = record.kind else {
+            let GenerationKind::Log {
+                log_id,
+                start_frame_no,
+                ..
+            } = record.kind
+            else {
                 break;
             };
-            let Some(generation) = record.log(self.namespace) else {
-                break;
+            let generation = Generation {
+                namespace: self.namespace.clone(),
+                number: record.number,
+                log_id,
             };
             let until = until.unwrap_or(u64::MAX);
             let keys = self
@@ -388,14 +402,14 @@ impl<S: Storage> Restore<'_, S> {
         if let Some(marker) = self.marker {
             std::fs::File::create(marker)
                 .and_then(|m| m.sync_all())
-                .map_err(Self::io_err(marker))?;
+                .map_err(Error::io(marker))?;
             sync_parent(marker)?;
         }
         if base.is_none() {
             // From scratch: what the file held goes (a database restored in place, or an earlier
             // attempt's pages), now that storage is known to hold a point to restore; in place,
             // the marker says the file is not to be trusted until the restore ends.
-            db.set_len(0).map_err(Self::io_err(self.building))?;
+            db.set_len(0).map_err(Error::io(self.building))?;
         }
         // The newest segment holds the newest version of every page it indexes, and its header
         // gives the database size: all its pages go in (those past the size are cut at the end).
@@ -453,7 +467,7 @@ impl<S: Storage> Restore<'_, S> {
             replication_index: header.end_frame_no,
             log_id: header.log_id,
         };
-        let io = Self::io_err(self.building);
+        let io = Error::io(self.building);
         write_after_pages(db, db_pages, &footer).map_err(&io)?;
         db.sync_all().map_err(&io)?;
         let report = RestoreReport {
@@ -512,33 +526,32 @@ impl<S: Storage> Restore<'_, S> {
             })
             .filter(|&(_, end)| end > after)
             .ok_or_else(|| self.nothing(target))?;
-        let mut chain = Vec::new();
-        // From the end back: the end's generation from its start (or from `after`), then each
-        // older one from its start up to the point the next continues from.
-        for (i, part) in parts.iter().enumerate().skip(at) {
-            let first = if i == at {
-                part.start_frame_no.max(after + 1)
-            } else {
-                part.start_frame_no
-            };
-            if i > at && after > 0 {
-                break;
-            }
-            let last = if i == at { end } else { part.until };
-            if last < first {
-                // A generation that continued from its parent's very point: nothing of its own.
-                continue;
-            }
-            loop {
+        // Steps back to an earlier end in the end's generation while retention removed frames
+        // before it.
+        'plan: loop {
+            let mut chain = Vec::new();
+            // From the end back: the end's generation from its start (or from `after`), then
+            // each older one from its start up to the point the next continues from.
+            for (i, part) in parts.iter().enumerate().skip(at) {
+                if i > at && after > 0 {
+                    break;
+                }
+                let (first, last) = if i == at {
+                    (part.start_frame_no.max(after + 1), end)
+                } else {
+                    (part.start_frame_no, part.until)
+                };
+                if last < first {
+                    // A generation that continued from its parent's very point: nothing of its
+                    // own.
+                    continue;
+                }
                 match plan_chain_after(&part.keys, first - 1, last) {
-                    Ok(keys) => {
-                        chain.extend(
-                            keys.into_iter()
-                                .rev()
-                                .map(|key| (part.generation.clone(), key)),
-                        );
-                        break;
-                    }
+                    Ok(keys) => chain.extend(
+                        keys.into_iter()
+                            .rev()
+                            .map(|key| (part.generation.clone(), key)),
+                    ),
                     Err(gap) if i == at && gap.covered_by.is_some() => {
                         warn!(%gap, "frames were removed by retention; restoring an earlier point");
                         end = part
@@ -548,7 +561,7 @@ impl<S: Storage> Restore<'_, S> {
                             .filter(|&e| e < gap.first && e > after && e >= first)
                             .max()
                             .ok_or_else(|| self.nothing(target))?;
-                        return self.plan_to(parts, at, end, after);
+                        continue 'plan;
                     }
                     Err(gap) => {
                         return Err(Error::MissingFrames {
@@ -558,22 +571,9 @@ impl<S: Storage> Restore<'_, S> {
                     }
                 }
             }
+            chain.reverse();
+            return Ok(chain);
         }
-        chain.reverse();
-        Ok(chain)
-    }
-
-    /// `plan` with its end point chosen: `end` in part `at`.
-    fn plan_to(
-        &self,
-        parts: &[Part],
-        at: usize,
-        end: u64,
-        after: u64,
-    ) -> Result<Vec<(Generation, SegmentKey)>> {
-        let mut trimmed = parts.to_vec();
-        trimmed[at].until = end;
-        self.plan(&trimmed[at..], RestoreTarget::Latest, after)
     }
 
     /// Streams the data of `key` into the database file, writing the pages of `pages`; every

@@ -21,7 +21,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use libsql_wal_backend::{
-    ForkPoint, Generation, GenerationKind, GenerationRecord, NamespaceName, Storage, Stored,
+    ForkPoint, Generation, GenerationKind, GenerationRecord, Lineage, NamespaceName, Storage,
+    Stored,
 };
 use libsql_wal_segment::format::PAGE_SIZE;
 use libsql_wal_segment::{
@@ -257,19 +258,12 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         writer_timeout: Duration,
         checkpointer: Arc<Checkpointer>,
     ) -> Result<Arc<Self>> {
-        let io_err = |path: &Path, source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let seg_err = |source| Error::Segment {
-            namespace: namespace.clone(),
-            source,
-        };
+        let seg_err = Error::segment(&namespace);
         let dir = segment_dir(db_path);
-        io.create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        io.create_dir_all(&dir).map_err(Error::io(&dir))?;
         let mut starts = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
-            let entry = entry.map_err(|e| io_err(&dir, e))?;
+        for entry in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let entry = entry.map_err(Error::io(&dir))?;
             let name = entry.file_name();
             match name.to_str().and_then(parse_segment_file_name) {
                 Some(start) => starts.push(start),
@@ -322,7 +316,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 libsql_wal_segment::OpenedSegment::Sealed(segment) => {
                     if segment.last_committed_frame_no() <= checkpointed {
                         // Copied into the database file before a crash: only the deletion was lost.
-                        io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                        io.remove_file(&path).map_err(Error::io(&path))?;
                         continue;
                     }
                     sealed.push(Arc::new(segment));
@@ -331,7 +325,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     // The newest segment, made on the commit path, lost its header to a crash
                     // before anything in it was durable.
                     warn!(path = %path.display(), "removing a segment that holds no header");
-                    io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                    io.remove_file(&path).map_err(Error::io(&path))?;
                 }
                 libsql_wal_segment::OpenedSegment::Unwritten => {
                     return Err(Error::UnwrittenSegment {
@@ -349,7 +343,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         sealed.push(Arc::new(s));
                     } else {
                         drop(segment);
-                        io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                        io.remove_file(&path).map_err(Error::io(&path))?;
                     }
                 }
             }
@@ -377,9 +371,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 // An empty current segment out of place (left by a seal that failed): it holds
                 // nothing, and a new one starts where the log ends.
                 warn!(error = %e, "removing an empty current segment out of place");
-                let path = segment.path().to_path_buf();
-                current = None;
-                io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                if let Some(empty) = current.take() {
+                    remove_segment(&*io, empty)?;
+                }
             }
         }
         let storage_err = |source| Error::Storage {
@@ -420,6 +414,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         footer,
                         local_log_end,
                         durable_frame_no: durable,
+                        lineage: &lineage,
                     };
                     if catch_up.run(&*storage)? {
                         // A copy of the database that was behind its own log: whoever made it
@@ -447,7 +442,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         newest = newest.number,
                         "the local database is of an older generation: restoring the newest"
                     );
-                    restore_in_place(&*storage, &namespace, db_path, None, &marker)?;
+                    restore_in_place(&*storage, &namespace, db_path, None, &marker, &lineage)?;
                     Claim::TakeOver
                 }
                 (_, newest) => {
@@ -463,7 +458,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         }
                         Claim::NewHistory
                     } else {
-                        match restore_in_place(&*storage, &namespace, db_path, None, &marker)? {
+                        match restore_in_place(
+                            &*storage, &namespace, db_path, None, &marker, &lineage,
+                        )? {
                             Some(_) => Claim::TakeOver,
                             None => Claim::NewHistory,
                         }
@@ -476,9 +473,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     let parent = if matches!(claim, Claim::TakeOver) {
                         // The log starts after the restored point, under a log id of its own.
                         if let Some(empty) = current.take() {
-                            let path = empty.path().to_path_buf();
-                            drop(empty);
-                            io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                            remove_segment(&*io, empty)?;
                         }
                         footer = read_footer(&*io, db_path)?;
                         checkpointed = footer.map_or(0, |f| f.replication_index);
@@ -1050,10 +1045,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// If storage refuses the sealed segment, it is kept and handed over again before any newer
     /// one (`send_unsent`).
     pub(crate) fn seal_current(&self) -> Result<()> {
-        let seg_err = |source| Error::Segment {
-            namespace: self.namespace.clone(),
-            source,
-        };
+        let seg_err = Error::segment(&self.namespace);
         self.check_writable()?;
         let current = self.snapshot().current;
         if current.committed_frame_count() == 0 || current.in_transaction() {
@@ -1211,14 +1203,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         };
         let size_after = last.size_after();
         let end_frame_no = last.last_committed_frame_no();
-        let io_err = |source| Error::Io {
-            path: self.db_path.clone(),
-            source,
-        };
-        let seg_err = |source| Error::Segment {
-            namespace: self.namespace.clone(),
-            source,
-        };
+        let io_err = Error::io(&self.db_path);
+        let seg_err = Error::segment(&self.namespace);
         let db = self.db_file().map_err(io_err)?;
         // The newest version of every page, in page order: runs of consecutive pages go to the
         // file with one write each.
@@ -1439,6 +1425,8 @@ struct CatchUp<'a> {
     local_log_end: Option<u64>,
     /// The highest frame_no storage holds.
     durable_frame_no: u64,
+    /// The namespace's generations, as the open read them.
+    lineage: &'a Lineage,
 }
 
 impl CatchUp<'_> {
@@ -1474,7 +1462,14 @@ impl CatchUp<'_> {
             // A database this log never checkpointed (no footer): it starts a new log.
             return Ok(false);
         };
-        let Some(report) = restore_in_place(storage, namespace, self.db_path, base, &marker)?
+        let Some(report) = restore_in_place(
+            storage,
+            namespace,
+            self.db_path,
+            base,
+            &marker,
+            self.lineage,
+        )?
         else {
             return Ok(false);
         };
@@ -1493,20 +1488,32 @@ impl CatchUp<'_> {
 /// writes when it creates a database (switching it to WAL mode): page 1 with an empty schema
 /// table. Such a file holds nothing a restore could lose.
 fn holds_no_schema(db_path: &Path) -> Result<bool> {
-    let io_err = |source| Error::Io {
-        path: db_path.to_path_buf(),
-        source,
-    };
-    let bytes = match std::fs::read(db_path) {
-        Ok(bytes) if bytes.len() <= PAGE_SIZE => bytes,
-        Ok(_) => return Ok(false),
+    use std::io::Read;
+    // One byte past a page tells a one-page file from a longer one: no more is read.
+    let mut bytes = Vec::with_capacity(PAGE_SIZE + 1);
+    match std::fs::File::open(db_path) {
+        Ok(file) => {
+            file.take(PAGE_SIZE as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(Error::io(db_path))?;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(io_err(e)),
-    };
+        Err(e) => return Err(Error::io(db_path)(e)),
+    }
+    if bytes.len() > PAGE_SIZE {
+        return Ok(false);
+    }
     // Page 1: the 100-byte file header, then the schema table's b-tree page header: type 13 (a
     // table leaf) and its cell count (bytes 3..5 of that header).
     Ok(bytes.is_empty()
         || (bytes.len() == PAGE_SIZE && bytes[100] == 13 && bytes[103] == 0 && bytes[104] == 0))
+}
+
+/// Closes `segment` and removes its file.
+fn remove_segment<I: Io>(io: &I, segment: CurrentSegment<I::File>) -> Result<()> {
+    let path = segment.path().to_path_buf();
+    drop(segment);
+    io.remove_file(&path).map_err(Error::io(&path))
 }
 
 /// Writes every page of the database file at `db_path` (its `FOOTER_SIZE` footer excluded when
@@ -1525,18 +1532,11 @@ fn base_snapshot<I: Io>(
     has_footer: bool,
 ) -> Result<Option<CurrentSegment<I::File>>> {
     use std::io::Read;
-    let io_err = |path: &Path, source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let seg_err = |source| Error::Segment {
-        namespace: namespace.clone(),
-        source,
-    };
+    let seg_err = Error::segment(namespace);
     let len = match std::fs::metadata(db_path) {
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(io_err(db_path, e)),
+        Err(e) => return Err(Error::io(db_path)(e)),
     };
     let len = if has_footer {
         len.saturating_sub(FOOTER_SIZE as u64)
@@ -1551,9 +1551,7 @@ fn base_snapshot<I: Io>(
         Some(c) if c.log_id() == log_id && c.start_frame_no() == start_frame_no => c,
         other => {
             if let Some(other) = other {
-                let path = other.path().to_path_buf();
-                drop(other);
-                io.remove_file(&path).map_err(|e| io_err(&path, e))?;
+                remove_segment(io, other)?;
             }
             CurrentSegment::create(
                 io,
@@ -1564,14 +1562,14 @@ fn base_snapshot<I: Io>(
             .map_err(seg_err)?
         }
     };
-    let mut file = std::fs::File::open(db_path).map_err(|e| io_err(db_path, e))?;
+    let mut file = std::fs::File::open(db_path).map_err(Error::io(db_path))?;
     const CHUNK: u32 = 256;
     let mut buf = vec![0; CHUNK as usize * PAGE_SIZE];
     let mut page_no = 1;
     while page_no <= pages {
         let n = CHUNK.min(pages - page_no + 1);
         let bytes = &mut buf[..n as usize * PAGE_SIZE];
-        file.read_exact(bytes).map_err(|e| io_err(db_path, e))?;
+        file.read_exact(bytes).map_err(Error::io(db_path))?;
         let last = page_no + n - 1;
         let frames = bytes
             .chunks_exact(PAGE_SIZE)
@@ -1623,10 +1621,7 @@ fn read_footer<I: Io>(io: &I, db_path: &Path) -> Result<Option<FooterInfo>> {
             })
         }
     };
-    let io_err = |source| Error::Io {
-        path: db_path.to_path_buf(),
-        source,
-    };
+    let io_err = Error::io(db_path);
     let len = file.size().map_err(io_err)?;
     if len % PAGE_SIZE as u64 != FOOTER_SIZE as u64 {
         return Ok(None);
