@@ -13,6 +13,8 @@ use libsql_wal_backend::{Backend, ObjectReader, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
     Put,
+    /// A conditional create (`put_bytes_if_absent`: generation records).
+    Create,
     Get,
     List,
     Delete,
@@ -64,7 +66,7 @@ impl<B: Backend> Backend for HookedBackend<B> {
         key: &str,
         bytes: Vec<u8>,
     ) -> Result<bool> {
-        // Generation records: not hooked (a test stalling or failing uploads means segments).
+        (self.hook)(Call::Create, key).await?;
         self.inner.put_bytes_if_absent(config, key, bytes).await
     }
 

@@ -53,7 +53,7 @@ pub use generation::{
 };
 pub use key::{InvalidSegmentKey, SegmentKey, SEGMENT_KEY_LEN};
 pub use namespace::{NamespaceName, MAX_NAMESPACE_LEN};
-pub use retention::{apply_retention, plan_retention, RetentionReport, ORPHAN_INDEX_GRACE};
+pub use retention::{apply_retention, now_ms, plan_retention, RetentionReport, ORPHAN_INDEX_GRACE};
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Config, S3Options, SecretKey};
 pub use storage::{NoStorage, OnStored, Storage, Stored};

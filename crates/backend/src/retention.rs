@@ -158,6 +158,14 @@ pub fn plan_retention(
     plan
 }
 
+/// Returns the wall-clock time in milliseconds since the Unix epoch, as retention windows and
+/// generation records take it (0 for a clock set before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -130,9 +130,6 @@ async fn get(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpResponse,
 async fn checkpoint(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let namespace = path_namespace(&req)?;
-    if !state.host.exists(&namespace) {
-        return Err(crate::error::Error::NamespaceNotFound(namespace).into());
-    }
     let host = state.host.clone();
     let segments = state
         .admin_pool
@@ -144,9 +141,6 @@ async fn checkpoint(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpRe
 async fn seal(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpResponse, Failure> {
     authorize(&state, &req, true)?;
     let namespace = path_namespace(&req)?;
-    if !state.host.exists(&namespace) {
-        return Err(crate::error::Error::NamespaceNotFound(namespace).into());
-    }
     let host = state.host.clone();
     let sealed = state
         .admin_pool

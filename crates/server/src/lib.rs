@@ -116,6 +116,11 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The budget of one response: `max_response_rows` rows, `max_response_bytes` bytes.
+    fn response_budget(&self) -> sql::ResponseBudget {
+        sql::ResponseBudget::new(self.max_response_rows, self.max_response_bytes)
+    }
+
     fn run_limits(&self) -> sql::RunLimits {
         sql::RunLimits {
             max_stored_sql: self.max_stored_sql,

@@ -90,9 +90,11 @@ pub trait Host: Send + Sync + 'static {
     ) -> Result<NamespaceInfo>;
     /// What the storage pipeline is doing.
     fn storage_metrics(&self) -> Result<StorageMetrics>;
-    /// Checkpoints `namespace` now; returns the segments copied into the database file.
+    /// Checkpoints `namespace` now; returns the segments copied into the database file. An
+    /// unknown namespace is `NamespaceNotFound`.
     fn checkpoint(&self, namespace: &NamespaceName) -> Result<usize>;
-    /// Seals `namespace`'s current segment now; false if a writer held the lock.
+    /// Seals `namespace`'s current segment now; false if a writer held the lock. An unknown
+    /// namespace is `NamespaceNotFound`.
     fn seal(&self, namespace: &NamespaceName) -> Result<bool>;
     /// Notes that `namespace` was used now (for the idle close).
     fn touch(&self, namespace: &NamespaceName);
@@ -190,6 +192,20 @@ impl<B: Backend> WalHost<B> {
                 return Err(Error::NamespaceNotFound(namespace.clone()));
             }
             open()
+        })
+    }
+
+    /// Runs `work` on the log of `namespace` (opening it), which must exist.
+    fn on_log<T>(
+        &self,
+        namespace: &NamespaceName,
+        work: impl FnOnce(&libsql_wal::SharedWal<StdIo, ServerStorage<B>>) -> libsql_wal::Result<T>,
+    ) -> Result<T> {
+        self.while_open(namespace, || {
+            work(&*self.log(namespace)?).map_err(|source| Error::Wal {
+                namespace: namespace.clone(),
+                source,
+            })
         })
     }
 
@@ -371,9 +387,7 @@ impl<B: Backend> Host for WalHost<B> {
             // delete cut short; running the delete again finishes it.
             let backend = self.registry().storage().backend().clone();
             let ns = namespace.clone();
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let now_ms = libsql_wal_backend::now_ms();
             let deleted = self
                 .runtime
                 .block_on(async move {
@@ -488,25 +502,11 @@ impl<B: Backend> Host for WalHost<B> {
     }
 
     fn checkpoint(&self, namespace: &NamespaceName) -> Result<usize> {
-        self.while_open(namespace, || {
-            self.log(namespace)?
-                .checkpoint()
-                .map_err(|source| Error::Wal {
-                    namespace: namespace.clone(),
-                    source,
-                })
-        })
+        self.on_log(namespace, |log| log.checkpoint())
     }
 
     fn seal(&self, namespace: &NamespaceName) -> Result<bool> {
-        self.while_open(namespace, || {
-            self.log(namespace)?
-                .seal_now()
-                .map_err(|source| Error::Wal {
-                    namespace: namespace.clone(),
-                    source,
-                })
-        })
+        self.on_log(namespace, |log| log.seal_now())
     }
 
     fn touch(&self, namespace: &NamespaceName) {

@@ -18,7 +18,7 @@ use crate::proto::{
     CursorEntry, CursorHead, CursorRequest, PipelineRequest, PipelineResponse, StreamRequest,
     StreamResponse, StreamResult, V1BatchRequest, V1ExecuteRequest,
 };
-use crate::sql::{self, ProtocolError, ResponseBudget, SqlStore, Version};
+use crate::sql::{self, ProtocolError, SqlStore, Version};
 use crate::streams::{BatonError, Stream};
 use crate::State;
 
@@ -321,7 +321,7 @@ fn run_requests(
 ) -> Result<(Vec<StreamResult>, bool), ProtocolError> {
     let limits = state.config.limits;
     let run_limits = limits.run_limits();
-    let mut budget = ResponseBudget::new(limits.max_response_rows, limits.max_response_bytes);
+    let mut budget = limits.response_budget();
     let mut results = Vec::with_capacity(requests.len());
     let mut closed = false;
     for request in requests {
@@ -518,7 +518,7 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
     let batch = request.batch;
     let (entries, baton) = on_stream(&state, stream, move |state, stream| {
         let limits = state.config.limits;
-        let mut budget = ResponseBudget::new(limits.max_response_rows, limits.max_response_bytes);
+        let mut budget = limits.response_budget();
         let mut entries = Vec::new();
         let mut outcomes: Vec<Option<bool>> = Vec::with_capacity(batch.steps.len());
         let conn = stream.conn.sql();
@@ -649,12 +649,7 @@ async fn v1_execute(
             .clone()
             .ok_or_else(|| ProtocolError("a v1 statement needs sql".into()))?;
         let guard = state.watchdog.arm(conn, limits.statement_timeout);
-        let result = sql::execute_stmt(
-            conn,
-            &request.stmt,
-            &sql,
-            &mut ResponseBudget::new(limits.max_response_rows, limits.max_response_bytes),
-        );
+        let result = sql::execute_stmt(conn, &request.stmt, &sql, &mut limits.response_budget());
         let fired = guard.fired();
         Ok::<_, ProtocolError>(result.map_err(|e| interrupted(e, fired, &limits)))
     })
@@ -684,7 +679,7 @@ async fn v1_batch(
             conn,
             &request.batch,
             &SqlStore::default(),
-            &mut ResponseBudget::new(limits.max_response_rows, limits.max_response_bytes),
+            &mut limits.response_budget(),
         )
     })
     .await??;

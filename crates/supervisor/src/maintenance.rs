@@ -12,11 +12,11 @@
 //! failing is logged and counted, and the pass goes on with the next.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
 use libsql_wal_backend::{
-    apply_retention, compact, Backend, BackendExt, CompactionStrategy, NamespaceName,
+    apply_retention, compact, now_ms, Backend, BackendExt, CompactionStrategy, NamespaceName,
 };
 use tracing::{info, warn};
 
@@ -184,12 +184,6 @@ async fn maintain_namespace<B: Backend>(
         None => 0,
     };
     Ok((compaction.groups.len(), deleted))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The periodic maintenance actor. Passes never overlap: the next is scheduled when one ends.
