@@ -464,3 +464,86 @@ fn a_one_page_database_keeps_its_header_settings_when_storage_holds_nothing() {
     drop(conn);
     a.stop();
 }
+
+#[test]
+fn a_takeover_keeps_what_the_writer_before_acknowledged_while_it_restored() {
+    let world = World::new();
+    let a = world.machine("a");
+    let conn_a = a.connect();
+    insert(&conn_a, 0, 100);
+    a.make_durable();
+
+    // B's claim of its generation waits, after B restored, until A stored and acknowledged
+    // more: nothing fenced A yet, so those frames are durable as far as A's clients know.
+    let (reached, go) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let hook: Hook = {
+        let (reached, go) = (reached.clone(), go.clone());
+        Arc::new(move |call, key| {
+            let held = call == Call::Create && key.starts_with("tenant/generations/");
+            let (reached, go) = (reached.clone(), go.clone());
+            Box::pin(async move {
+                if held && !reached.swap(true, Ordering::SeqCst) {
+                    while !go.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                Ok(())
+            })
+        })
+    };
+    let fs = world
+        .runtime
+        .block_on(FsBackend::new(world.bucket()))
+        .unwrap();
+    let root_b = world.work.path().join("b");
+    let storage_b = ActorStorage::<_, File>::start(
+        HookedBackend::new(fs, hook),
+        StorageConfig {
+            scratch_dir: root_b.join("scratch"),
+            ..StorageConfig::default()
+        },
+    )
+    .unwrap();
+    let registry_b = Arc::new(WalRegistry::new(
+        StdIo,
+        storage_b,
+        RegistryConfig::default(),
+    ));
+    std::fs::create_dir_all(root_b.join("tenant")).unwrap();
+    let on_b = std::thread::scope(|s| {
+        let b = s.spawn(|| {
+            let conn = Connection::open(
+                root_b.join("tenant/data"),
+                libsql_sys::rusqlite::OpenFlags::default(),
+                LibsqlWalManager::new(registry_b.clone()),
+                0,
+                None,
+            )
+            .unwrap();
+            rows(&conn)
+        });
+        let started = Instant::now();
+        while !reached.load(Ordering::SeqCst) {
+            assert!(started.elapsed() < Duration::from_secs(60), "B claims");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        insert(&conn_a, 100, 20);
+        a.make_durable();
+        go.store(true, Ordering::SeqCst);
+        b.join().unwrap()
+    });
+    let on_a = rows(&conn_a);
+    assert_eq!(on_a.len(), 120);
+    assert_eq!(on_b.len(), 120, "B's history holds every frame A acknowledged");
+    assert_eq!(on_b, on_a);
+    let generation = registry_b.get(&namespace()).unwrap().generation().number;
+    assert_eq!(generation, 3, "the generation claimed first is left behind");
+    let d = world.machine("d");
+    assert_eq!(rows(&d.connect()), on_a);
+    drop(conn_a);
+    registry_b.shutdown().unwrap();
+    let _ = a.registry.shutdown();
+}

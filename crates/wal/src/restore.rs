@@ -189,7 +189,8 @@ pub(crate) struct Base {
 /// The file is written in place because SQLite already holds it open. `marker` is created
 /// before the first page is written and removed once the file is complete and synced: while it
 /// exists the file's content is not to be trusted, and the caller starts over from scratch.
-/// `lineage` is the namespace's lineage, as the caller just read it.
+/// `lineage` is the namespace's lineage, as the caller just read it; `target` is
+/// `RestoreTarget::Latest` but for a takeover that found its parent grew after its restore.
 pub(crate) fn restore_in_place<S: Storage>(
     storage: &S,
     namespace: &NamespaceName,
@@ -197,6 +198,7 @@ pub(crate) fn restore_in_place<S: Storage>(
     base: Option<Base>,
     marker: &Path,
     lineage: &Lineage,
+    target: RestoreTarget,
 ) -> Result<Option<RestoreReport>> {
     let restore = Restore {
         storage,
@@ -214,12 +216,7 @@ pub(crate) fn restore_in_place<S: Storage>(
         .truncate(false)
         .open(db_path)
         .map_err(&io)?;
-    match futures::executor::block_on(restore.run(
-        RestoreTarget::Latest,
-        base,
-        &db,
-        Some(lineage.clone()),
-    )) {
+    match futures::executor::block_on(restore.run(target, base, &db, Some(lineage.clone()))) {
         Ok(report) => {
             if let Err(e) = std::fs::remove_file(marker) {
                 if e.kind() != std::io::ErrorKind::NotFound {

@@ -21,8 +21,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use libsql_wal_backend::{
-    ForkPoint, Generation, GenerationKind, GenerationRecord, Lineage, NamespaceName, Storage,
-    Stored,
+    FindSegment, ForkPoint, Generation, GenerationKind, GenerationRecord, Lineage, NamespaceName,
+    Storage, Stored,
 };
 use libsql_wal_segment::format::PAGE_SIZE;
 use libsql_wal_segment::{
@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::checkpointer::{CheckpointJob, Checkpointer};
 use crate::error::{Error, Result};
 use crate::footer::{write_after_pages, Footer, FOOTER_SIZE};
-use crate::restore::{restore_in_place, Base};
+use crate::restore::{restore_in_place, Base, RestoreTarget};
 
 /// When to seal the current segment. Any threshold reached seals it, after a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,7 +442,15 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         newest = newest.number,
                         "the local database is of an older generation: restoring the newest"
                     );
-                    restore_in_place(&*storage, &namespace, db_path, None, &marker, &lineage)?;
+                    restore_in_place(
+                        &*storage,
+                        &namespace,
+                        db_path,
+                        None,
+                        &marker,
+                        &lineage,
+                        RestoreTarget::Latest,
+                    )?;
                     Claim::TakeOver
                 }
                 (_, newest) => {
@@ -459,7 +467,13 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         Claim::NewHistory
                     } else {
                         match restore_in_place(
-                            &*storage, &namespace, db_path, None, &marker, &lineage,
+                            &*storage,
+                            &namespace,
+                            db_path,
+                            None,
+                            &marker,
+                            &lineage,
+                            RestoreTarget::Latest,
                         )? {
                             Some(_) => Claim::TakeOver,
                             None => Claim::NewHistory,
@@ -470,7 +484,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             generation = Some(match claim {
                 Claim::Continue(ours) => ours,
                 Claim::TakeOver | Claim::NewHistory => {
-                    let parent = if matches!(claim, Claim::TakeOver) {
+                    let mut parent = if matches!(claim, Claim::TakeOver) {
                         // The log starts after the restored point, under a log id of its own.
                         if let Some(empty) = current.take() {
                             remove_segment(&*io, empty)?;
@@ -505,38 +519,83 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                             footer.is_some(),
                         )?;
                     }
-                    let start_frame_no = sealed
-                        .first()
-                        .map(|s| s.header().start_frame_no)
-                        .or_else(|| current.as_ref().map(|c| c.start_frame_no()))
-                        .unwrap_or(checkpointed + 1);
-                    let record = GenerationRecord {
-                        number: lineage.next_number(),
-                        created_ms: u64::try_from(io.now().timestamp_millis()).unwrap_or(0),
-                        kind: GenerationKind::Log {
-                            log_id,
-                            start_frame_no,
-                            parent,
-                        },
-                    };
-                    let created = futures::executor::block_on(
-                        storage.create_generation(&namespace, &record, None),
-                    )
-                    .map_err(storage_err)?;
-                    if !created {
-                        return Err(Error::Superseded {
-                            namespace: namespace.clone(),
-                            local_generation: 0,
-                            local_frame_no: local_log_end.unwrap_or(checkpointed),
-                            newest_generation: record.number,
+                    let mut number = lineage.next_number();
+                    let record = loop {
+                        let start_frame_no = sealed
+                            .first()
+                            .map(|s| s.header().start_frame_no)
+                            .or_else(|| current.as_ref().map(|c| c.start_frame_no()))
+                            .unwrap_or(checkpointed + 1);
+                        let record = GenerationRecord {
+                            number,
+                            created_ms: u64::try_from(io.now().timestamp_millis()).unwrap_or(0),
+                            kind: GenerationKind::Log {
+                                log_id,
+                                start_frame_no,
+                                parent,
+                            },
+                        };
+                        let created = futures::executor::block_on(
+                            storage.create_generation(&namespace, &record, None),
+                        )
+                        .map_err(storage_err)?;
+                        if !created {
+                            return Err(Error::Superseded {
+                                namespace: namespace.clone(),
+                                local_generation: 0,
+                                local_frame_no: local_log_end.unwrap_or(checkpointed),
+                                newest_generation: record.number,
+                            });
+                        }
+                        // The claim fences the writer before off from now on, but until it
+                        // existed that writer could store and acknowledge frames past the point
+                        // restored: the parent's end, listed now that nothing more of it can be
+                        // acknowledged, is what the new history must start from.
+                        let Some(fork) = parent else { break record };
+                        let Some(parent_log) =
+                            lineage.get(fork.generation).and_then(|r| r.log(&namespace))
+                        else {
+                            break record;
+                        };
+                        let end = futures::executor::block_on(storage.find_segment(
+                            &parent_log,
+                            FindSegment::EndingAtOrBefore(u64::MAX),
+                            None,
+                        ))
+                        .map_err(storage_err)?
+                        .map_or(0, |k| k.end_frame_no);
+                        if end <= fork.frame_no {
+                            break record;
+                        }
+                        warn!(
+                            parent = fork.generation,
+                            restored = fork.frame_no,
+                            end,
+                            "the writer before stored more while this one restored: restoring again up to it"
+                        );
+                        restore_in_place(
+                            &*storage,
+                            &namespace,
+                            db_path,
+                            None,
+                            &marker,
+                            &lineage,
+                            RestoreTarget::InGeneration {
+                                generation: fork.generation,
+                                frame_no: end,
+                            },
+                        )?;
+                        footer = read_footer(&*io, db_path)?;
+                        checkpointed = footer.map_or(0, |f| f.replication_index);
+                        durable_frame_no = checkpointed;
+                        parent = Some(ForkPoint {
+                            generation: fork.generation,
+                            frame_no: checkpointed,
                         });
-                    }
-                    info!(
-                        generation = record.number,
-                        ?parent,
-                        start_frame_no,
-                        "new generation"
-                    );
+                        // The generation just claimed stays behind, empty: no restore reads it.
+                        number += 1;
+                    };
+                    info!(generation = record.number, ?parent, "new generation");
                     Generation {
                         namespace: namespace.clone(),
                         number: record.number,
@@ -1469,6 +1528,7 @@ impl CatchUp<'_> {
             base,
             &marker,
             self.lineage,
+            RestoreTarget::Latest,
         )?
         else {
             return Ok(false);
