@@ -537,7 +537,11 @@ fn a_takeover_keeps_what_the_writer_before_acknowledged_while_it_restored() {
     });
     let on_a = rows(&conn_a);
     assert_eq!(on_a.len(), 120);
-    assert_eq!(on_b.len(), 120, "B's history holds every frame A acknowledged");
+    assert_eq!(
+        on_b.len(),
+        120,
+        "B's history holds every frame A acknowledged"
+    );
     assert_eq!(on_b, on_a);
     let generation = registry_b.get(&namespace()).unwrap().generation().number;
     assert_eq!(generation, 3, "the generation claimed first is left behind");
@@ -546,4 +550,37 @@ fn a_takeover_keeps_what_the_writer_before_acknowledged_while_it_restored() {
     drop(conn_a);
     registry_b.shutdown().unwrap();
     let _ = a.registry.shutdown();
+}
+
+#[test]
+fn a_checkpointed_file_of_a_deleted_namespace_does_not_come_back() {
+    let world = World::new();
+    let a = world.machine("a");
+    let conn = a.connect();
+    insert(&conn, 0, 30);
+    drop(conn);
+    let db_path = a.db_path.clone();
+    a.stop();
+    // Deleted elsewhere, keeping the backup: a deletion mark ends the namespace's history.
+    world.runtime.block_on(async {
+        use libsql_wal_backend::{Backend, BackendExt};
+        let backend = FsBackend::new(world.bucket()).await.unwrap();
+        backend
+            .delete_namespace(backend.default_config(), &namespace(), true, 1)
+            .await
+            .unwrap();
+    });
+    let a = world.machine("a");
+    let err = a.registry.open(&db_path).err().expect("A must not open");
+    assert!(
+        matches!(
+            err,
+            libsql_wal::Error::Superseded {
+                local_generation: 1,
+                newest_generation: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

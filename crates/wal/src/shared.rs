@@ -442,7 +442,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         newest = newest.number,
                         "the local database is of an older generation: restoring the newest"
                     );
-                    restore_in_place(
+                    let restored = restore_in_place(
                         &*storage,
                         &namespace,
                         db_path,
@@ -451,6 +451,17 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         &lineage,
                         RestoreTarget::Latest,
                     )?;
+                    if restored.is_none() {
+                        // The newest history holds nothing (the namespace was deleted, or a new
+                        // history stored nothing yet): the file is of a history that ended, and
+                        // must neither come back nor be mixed into the new one.
+                        return Err(Error::Superseded {
+                            namespace: namespace.clone(),
+                            local_generation: ours.number,
+                            local_frame_no: checkpointed,
+                            newest_generation: newest.number,
+                        });
+                    }
                     Claim::TakeOver
                 }
                 (_, newest) => {
