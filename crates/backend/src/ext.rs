@@ -133,7 +133,7 @@ pub struct NamespaceMeta {
 /// What `delete_namespace` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeletedNamespace {
-    /// The generation that marks the namespace deleted (removed too by a full delete).
+    /// The generation that marks the namespace deleted (kept by a full delete too).
     pub mark: Option<u64>,
     /// Objects deleted.
     pub objects_deleted: u64,
@@ -881,10 +881,12 @@ pub trait BackendExt: Backend {
     /// history, so a namespace created again under the name starts empty, while the older
     /// generations stay restorable by number.
     ///
-    /// A full delete first writes that mark too, then deletes the objects oldest generation
-    /// first (each generation's record last), and the mark at the very end: a delete cut short
-    /// (a crash, a bucket error) leaves a namespace that is already deleted as far as any
-    /// restore or new writer is concerned, and running it again finishes it.
+    /// A full delete first writes that mark too, then deletes every other object. The mark
+    /// stays (one small object): generation numbers never go back, so a writer or maintenance
+    /// pass still working on an old generation is fenced off and can never write into the
+    /// generation a namespace created again under the name claims. A delete cut short (a
+    /// crash, a bucket error) leaves a namespace that is already deleted as far as any restore
+    /// or new writer is concerned, and running it again finishes it.
     fn delete_namespace(
         &self,
         config: &Self::Config,
@@ -932,10 +934,6 @@ pub trait BackendExt: Backend {
                         report.objects_deleted += 1;
                     }
                 }
-            }
-            if let Some(object) = mark_object {
-                self.delete(config, &object).await?;
-                report.objects_deleted += 1;
             }
             debug!(%namespace, objects = report.objects_deleted, "namespace deleted");
             Ok(report)

@@ -1209,11 +1209,15 @@ fn admin_api_lists_describes_seals_checkpoints_and_deletes_namespaces() {
         .send_raw(vec![execute("SELECT 1")])
         .expect_status(404, "a deleted namespace");
     assert!(!server.namespace_names().contains(&"gone-ns".to_string()));
+    let gone_left = files_under(&server.bucket_dir().join("gone-ns"));
     assert_eq!(
-        files_under(&server.bucket_dir().join("gone-ns")),
-        Vec::<PathBuf>::new(),
-        "the objects of gone-ns are deleted"
+        gone_left.len(),
+        1,
+        "only the deletion mark of gone-ns stays: {gone_left:?}"
     );
+    assert!(std::fs::read_to_string(&gone_left[0])
+        .unwrap()
+        .contains("\"deleted\": true"));
     assert!(!server
         .data_dir()
         .join("namespaces")

@@ -176,7 +176,14 @@ async fn maintain_namespace<B: Backend>(
         |_, _| {},
     )
     .await?;
+    // A writer that took the namespace over meanwhile may continue from any point of this
+    // generation: retention leaves it alone from then on.
+    let superseded = backend
+        .newer_generation(place, namespace, generation.number)
+        .await?
+        .is_some();
     let deleted = match config.retention {
+        Some(_) if superseded => 0,
         Some(window) => apply_retention(backend, place, &generation, window, now_ms())
             .await?
             .deleted

@@ -13,8 +13,8 @@ use libsql_wal_segment::format::PAGE_SIZE;
 use libsql_wal_segment::{merge, CurrentSegment, SealedSegment, StdIo};
 
 use libsql_wal_backend::{
-    index_object, indexes_prefix, segment_object, segments_prefix, Backend, BackendExt, Error,
-    FindSegment, Generation, NamespaceName, SegmentData, SegmentKey,
+    generation_object, index_object, indexes_prefix, segment_object, segments_prefix, Backend,
+    BackendExt, Error, FindSegment, Generation, NamespaceName, SegmentData, SegmentKey,
 };
 
 /// A compacted segment written to a local file, ready to store.
@@ -916,23 +916,30 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
             .durable_frame_no,
         20
     );
-    // Deleting everything: nothing of the namespace is left, and it is listed no more.
+    // Deleting everything: only the deletion mark is left, so numbers never go back.
     let deleted = backend
         .delete_namespace(config, &ns, false, 4000)
         .await
         .unwrap();
     assert_eq!(deleted.mark, Some(3), "the existing mark is reused");
-    assert!(deleted.objects_deleted >= 7, "{deleted:?}");
-    assert!(backend
-        .list(config, &format!("{ns}/"), None, 10)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(!backend.list_namespaces(config).await.unwrap().contains(&ns));
-    assert!(backend
-        .lineage(config, &ns)
-        .await
-        .unwrap()
-        .records
-        .is_empty());
+    assert!(deleted.objects_deleted >= 6, "{deleted:?}");
+    assert_eq!(
+        backend
+            .list(config, &format!("{ns}/"), None, 10)
+            .await
+            .unwrap(),
+        vec![generation_object(&ns, 3)]
+    );
+    let lineage = backend.lineage(config, &ns).await.unwrap();
+    assert_eq!(lineage.records.len(), 1);
+    assert_eq!(
+        lineage.next_number(),
+        4,
+        "a new writer takes a newer number"
+    );
+    assert_eq!(
+        backend.newer_generation(config, &ns, 1).await.unwrap(),
+        Some(3),
+        "a writer of an old generation is fenced off"
+    );
 }
