@@ -845,9 +845,21 @@ pub trait BackendExt: Backend {
     ) -> impl Future<Output = Result<bool>> + Send {
         async move {
             let object = generation_object(namespace, record.number);
-            let created = self
+            let mut created = self
                 .put_bytes_if_absent(config, &object, record.encode())
                 .await?;
+            if !created {
+                // A create whose answer was lost and that was sent again finds its own record:
+                // it is ours all the same.
+                created = match self
+                    .fetch_generation(config, namespace, record.number)
+                    .await
+                {
+                    Ok(stored) => stored == *record,
+                    Err(Error::NotFound { .. }) => false,
+                    Err(e) => return Err(e),
+                };
+            }
             debug!(%namespace, generation = record.number, created, "generation claimed");
             Ok(created)
         }
@@ -926,10 +938,20 @@ pub trait BackendExt: Backend {
                 return Ok(report);
             }
             let mark_object = mark.map(|n| generation_object(namespace, n));
+            // Nothing newer than the mark: a writer that created the namespace again meanwhile
+            // keeps its generation.
+            let prefix = generations_prefix(namespace);
+            let after_mark = |object: &str| {
+                let number = object
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.split('/').next())
+                    .and_then(parse_generation_number);
+                matches!((number, mark), (Some(n), Some(m)) if n > m)
+            };
             let mut pages = KeyPages::new(format!("{namespace}/"), None);
             while let Some(page) = pages.next(self, config).await? {
                 for object in &page {
-                    if Some(object) != mark_object.as_ref() {
+                    if Some(object) != mark_object.as_ref() && !after_mark(object) {
                         self.delete(config, object).await?;
                         report.objects_deleted += 1;
                     }

@@ -849,12 +849,27 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
         .create_generation(config, &ns, &record(1, None))
         .await
         .unwrap());
+    let other_log = GenerationRecord {
+        kind: GenerationKind::Log {
+            log_id: uuid::Uuid::from_u128(0x07e7),
+            start_frame_no: 1,
+            parent: None,
+        },
+        ..record(1, None)
+    };
     assert!(
         !backend
-            .create_generation(config, &ns, &record(1, None))
+            .create_generation(config, &ns, &other_log)
             .await
             .unwrap(),
         "a generation number is claimed once"
+    );
+    assert!(
+        backend
+            .create_generation(config, &ns, &record(1, None))
+            .await
+            .unwrap(),
+        "a create sent again (its answer lost) finds its own record"
     );
     store(backend, &first, &make_segment(scratch, 1, 10, 4, 1, 1000)).await;
     assert_eq!(
@@ -941,5 +956,21 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
         backend.newer_generation(config, &ns, 1).await.unwrap(),
         Some(3),
         "a writer of an old generation is fenced off"
+    );
+    // Objects of a generation newer than the mark (as a writer claiming the namespace again
+    // while a delete runs stores them) are not the delete's to remove.
+    let newer = Generation {
+        number: 4,
+        ..first.clone()
+    };
+    store(backend, &newer, &make_segment(scratch, 1, 10, 4, 1, 5000)).await;
+    let again = backend
+        .delete_namespace(config, &ns, false, 6000)
+        .await
+        .unwrap();
+    assert_eq!((again.mark, again.objects_deleted), (Some(3), 0));
+    assert_eq!(
+        backend.meta(config, &newer).await.unwrap().durable_frame_no,
+        10
     );
 }

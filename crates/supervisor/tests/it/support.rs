@@ -116,7 +116,7 @@ pub fn store_to<B: Backend>(
 ) {
     let generation = generation_of(namespace);
     // The generation's record, as the WAL creates it before its first segment (a second call
-    // finds it there).
+    // finds it there; the conditional write alone, so a test holding reads does not hold it).
     let record = libsql_wal_backend::GenerationRecord {
         number: generation.number,
         created_ms: 1_700_000_000_000,
@@ -126,10 +126,13 @@ pub fn store_to<B: Backend>(
             parent: None,
         },
     };
-    futures::executor::block_on(storage.create_generation(
-        namespace,
-        &record,
-        config_override.as_ref(),
+    let place = config_override
+        .clone()
+        .unwrap_or_else(|| storage.backend().default_config().clone());
+    on_tokio(storage.backend().put_bytes_if_absent(
+        &place,
+        &libsql_wal_backend::generation_object(namespace, generation.number),
+        record.encode(),
     ))
     .unwrap();
     futures::executor::block_on(storage.store(
