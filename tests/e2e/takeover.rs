@@ -554,33 +554,77 @@ fn a_takeover_keeps_what_the_writer_before_acknowledged_while_it_restored() {
 
 #[test]
 fn a_checkpointed_file_of_a_deleted_namespace_does_not_come_back() {
+    for keep_backups in [true, false] {
+        let world = World::new();
+        let a = world.machine("a");
+        let conn = a.connect();
+        insert(&conn, 0, 30);
+        drop(conn);
+        let db_path = a.db_path.clone();
+        a.stop();
+        // Deleted elsewhere: a deletion mark ends the namespace's history (with a full delete,
+        // the older generations' records go too).
+        world.runtime.block_on(async {
+            use libsql_wal_backend::{Backend, BackendExt};
+            let backend = FsBackend::new(world.bucket()).await.unwrap();
+            backend
+                .delete_namespace(backend.default_config(), &namespace(), keep_backups, 1)
+                .await
+                .unwrap();
+        });
+        let a = world.machine("a");
+        let err = a.registry.open(&db_path).err().expect("A must not open");
+        assert!(
+            matches!(
+                err,
+                libsql_wal::Error::Superseded {
+                    newest_generation: 2,
+                    ..
+                }
+            ),
+            "keep_backups {keep_backups}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_takeover_cut_short_after_its_claim_loses_nothing_to_the_next_one() {
+    use libsql_wal_backend::{Backend, BackendExt, ForkPoint, GenerationKind, GenerationRecord};
     let world = World::new();
     let a = world.machine("a");
     let conn = a.connect();
-    insert(&conn, 0, 30);
-    drop(conn);
-    let db_path = a.db_path.clone();
-    a.stop();
-    // Deleted elsewhere, keeping the backup: a deletion mark ends the namespace's history.
+    insert(&conn, 0, 50);
+    a.make_durable();
+    let first_point = a.registry.get(&namespace()).unwrap().durable_frame_no();
+    insert(&conn, 50, 50);
+    a.make_durable();
+    let on_a = rows(&conn);
+    // B restored up to `first_point`, claimed generation 2, and died before it listed what A
+    // stored meanwhile: an empty generation continuing from that point.
     world.runtime.block_on(async {
-        use libsql_wal_backend::{Backend, BackendExt};
         let backend = FsBackend::new(world.bucket()).await.unwrap();
-        backend
-            .delete_namespace(backend.default_config(), &namespace(), true, 1)
+        let record = GenerationRecord {
+            number: 2,
+            created_ms: 1,
+            kind: GenerationKind::Log {
+                log_id: uuid::Uuid::from_u128(0xb),
+                start_frame_no: first_point + 1,
+                parent: Some(ForkPoint {
+                    generation: 1,
+                    frame_no: first_point,
+                }),
+            },
+        };
+        assert!(backend
+            .create_generation(backend.default_config(), &namespace(), &record)
             .await
-            .unwrap();
+            .unwrap());
     });
-    let a = world.machine("a");
-    let err = a.registry.open(&db_path).err().expect("A must not open");
-    assert!(
-        matches!(
-            err,
-            libsql_wal::Error::Superseded {
-                local_generation: 1,
-                newest_generation: 2,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    // C takes over next: it walks back through the empty generation to what A acknowledged.
+    let c = world.machine("c");
+    let on_c = rows(&c.connect());
+    assert_eq!(on_c.len(), on_a.len(), "C holds every row A acknowledged");
+    assert_eq!(on_c, on_a);
+    drop(conn);
+    let _ = a.registry.shutdown();
 }

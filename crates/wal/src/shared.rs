@@ -472,6 +472,16 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                             || footer.is_some()
                             || !holds_no_schema(db_path)?);
                     if local_has_data {
+                        if let Some(newest) = newest.filter(|n| n.kind == GenerationKind::Deleted) {
+                            // Files of a namespace deleted since (its records are gone with a
+                            // full delete): they must not come back as a new history.
+                            return Err(Error::Superseded {
+                                namespace: namespace.clone(),
+                                local_generation: 0,
+                                local_frame_no: local_log_end.unwrap_or(checkpointed),
+                                newest_generation: newest.number,
+                            });
+                        }
                         if let Some(newest) = newest {
                             warn!(newest = newest.number, "a new log over a namespace with history in storage: it starts a generation of its own, which restores follow");
                         }
@@ -563,25 +573,14 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         // restored: the parent's end, listed now that nothing more of it can be
                         // acknowledged, is what the new history must start from.
                         let Some(fork) = parent else { break record };
-                        let Some(parent_log) =
-                            lineage.get(fork.generation).and_then(|r| r.log(&namespace))
+                        let Some(grown) = grown_past_fork(&*storage, &lineage, &namespace, fork)?
                         else {
                             break record;
                         };
-                        let end = futures::executor::block_on(storage.find_segment(
-                            &parent_log,
-                            FindSegment::EndingAtOrBefore(u64::MAX),
-                            None,
-                        ))
-                        .map_err(storage_err)?
-                        .map_or(0, |k| k.end_frame_no);
-                        if end <= fork.frame_no {
-                            break record;
-                        }
                         warn!(
-                            parent = fork.generation,
+                            parent = grown.generation,
                             restored = fork.frame_no,
-                            end,
+                            end = grown.frame_no,
                             "the writer before stored more while this one restored: restoring again up to it"
                         );
                         restore_in_place(
@@ -592,15 +591,15 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                             &marker,
                             &lineage,
                             RestoreTarget::InGeneration {
-                                generation: fork.generation,
-                                frame_no: end,
+                                generation: grown.generation,
+                                frame_no: grown.frame_no,
                             },
                         )?;
                         footer = read_footer(&*io, db_path)?;
                         checkpointed = footer.map_or(0, |f| f.replication_index);
                         durable_frame_no = checkpointed;
                         parent = Some(ForkPoint {
-                            generation: fork.generation,
+                            generation: grown.generation,
                             frame_no: checkpointed,
                         });
                         // The generation just claimed stays behind, empty: no restore reads it.
@@ -1578,6 +1577,54 @@ fn holds_no_schema(db_path: &Path) -> Result<bool> {
     // table leaf) and its cell count (bytes 3..5 of that header).
     Ok(bytes.is_empty()
         || (bytes.len() == PAGE_SIZE && bytes[100] == 13 && bytes[103] == 0 && bytes[104] == 0))
+}
+
+/// Returns where the history a takeover continues from (`fork`) really ends, if past the fork:
+/// the end of the first generation back from `fork` that holds segments of its own, when its
+/// writer stored frames past the point the history takes from it. Generations claimed by a
+/// takeover that then stored nothing (it failed or crashed before it relisted) are walked
+/// through, so what their claim did not see is not lost either. One listing per generation
+/// walked.
+fn grown_past_fork<S: Storage>(
+    storage: &S,
+    lineage: &Lineage,
+    namespace: &NamespaceName,
+    fork: ForkPoint,
+) -> Result<Option<ForkPoint>> {
+    let mut at = fork;
+    loop {
+        let Some(record) = lineage.get(at.generation) else {
+            return Ok(None);
+        };
+        let GenerationKind::Log { log_id, parent, .. } = record.kind else {
+            return Ok(None);
+        };
+        let generation = Generation {
+            namespace: namespace.clone(),
+            number: record.number,
+            log_id,
+        };
+        let end = futures::executor::block_on(storage.find_segment(
+            &generation,
+            FindSegment::EndingAtOrBefore(u64::MAX),
+            None,
+        ))
+        .map_err(|source| Error::Storage {
+            namespace: namespace.clone(),
+            source,
+        })?
+        .map(|k| k.end_frame_no);
+        match (end, parent) {
+            (None, Some(parent)) => at = parent,
+            (Some(end), _) if end > at.frame_no => {
+                return Ok(Some(ForkPoint {
+                    generation: at.generation,
+                    frame_no: end,
+                }))
+            }
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// Closes `segment` and removes its file.
