@@ -14,7 +14,9 @@
 //! - `fs`: 200 namespaces x 10 segments of 256 KiB to the fs backend, with
 //!   `fs_ratio=<mb_s / plain copy mb_s>`: the copy is `copy` + `fsync` of the same segment
 //!   files into a directory on the same file system, in the same run.
-//! - `s3`: the same to S3 (s3s-fs in this process, over loopback).
+//! - `s3`: the same to S3 (s3s-fs in this process, over loopback), with
+//!   `requests_per_segment=<every PUT, GET and LIST the backend was sent, per segment>` and
+//!   `fence_lists_per_segment=<the fencing checks' LISTs, per segment>` (one per upload).
 //! - `slow`: 10 namespaces whose writers make segments ten times faster than a throttled
 //!   backend takes uploads (one upload at a time, 20 ms each); run once, then twice as long, to
 //!   show merging (`puts_per_segment`, counting index and data PUTs) and flat memory.
@@ -187,6 +189,72 @@ fn generation_of(
         namespace: namespace.clone(),
         number: 1,
         log_id: segment.header().log_id,
+    }
+}
+
+/// A backend that counts every request it forwards: all of them, and the fencing checks
+/// (listings under a namespace's `generations/`).
+#[derive(Debug)]
+struct RequestCounting<B> {
+    inner: B,
+    requests: AtomicU64,
+    fence_lists: AtomicU64,
+}
+
+impl<B: Backend> Backend for RequestCounting<B> {
+    type Config = B::Config;
+
+    fn default_config(&self) -> &B::Config {
+        self.inner.default_config()
+    }
+
+    async fn put_file(&self, config: &B::Config, key: &str, source: &Path) -> Result<()> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_file(config, key, source).await
+    }
+
+    async fn put_bytes(&self, config: &B::Config, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_bytes(config, key, bytes).await
+    }
+
+    async fn put_bytes_if_absent(
+        &self,
+        config: &B::Config,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Result<bool> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_bytes_if_absent(config, key, bytes).await
+    }
+
+    async fn get(&self, config: &B::Config, key: &str) -> Result<ObjectReader> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.get(config, key).await
+    }
+
+    async fn list(
+        &self,
+        config: &B::Config,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<Vec<String>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if prefix.ends_with("/generations/") {
+            self.fence_lists.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.list(config, prefix, start_after, max_keys).await
+    }
+
+    async fn list_children(&self, config: &B::Config, prefix: &str) -> Result<Vec<String>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.list_children(config, prefix).await
+    }
+
+    async fn delete(&self, config: &B::Config, key: &str) -> Result<()> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.delete(config, key).await
     }
 }
 
@@ -483,12 +551,18 @@ fn s3_case() {
     let bytes = segment_bytes(&work);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(S3TestServer::start()).unwrap();
-    let backend = runtime.block_on(server.backend("bench")).unwrap();
+    let backend = RequestCounting {
+        inner: runtime.block_on(server.backend("bench")).unwrap(),
+        requests: AtomicU64::new(0),
+        fence_lists: AtomicU64::new(0),
+    };
     let storage = ActorStorage::start(backend, config(scratch.path())).unwrap();
     let timings = Arc::new(Mutex::new(Timings::default()));
     let elapsed = drive(&storage, &work, &timings);
-    let segments = work.iter().map(|(_, s)| s.len()).sum();
+    let segments: usize = work.iter().map(|(_, s)| s.len()).sum();
     let puts = count_files(&server.root().join(libsql_wal_testkit::TEST_BUCKET)) as u64;
+    let counted = storage.backend();
+    let per_segment = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / segments as f64;
     report(
         "s3",
         work.len(),
@@ -497,7 +571,11 @@ fn s3_case() {
         elapsed,
         &timings,
         puts,
-        "",
+        &format!(
+            " requests_per_segment={:.2} fence_lists_per_segment={:.2}",
+            per_segment(&counted.requests),
+            per_segment(&counted.fence_lists)
+        ),
     );
 }
 
