@@ -459,6 +459,11 @@ impl<B: Backend> Host for WalHost<B> {
         if let Some(why) = shared.as_ref().and_then(|s| s.poisoned()) {
             problems.push(format!("log poisoned: {why}"));
         }
+        if let Some(newer) = shared.as_ref().and_then(|s| s.fenced()) {
+            problems.push(format!(
+                "read-only: fenced off by generation {newer}, which took the namespace over"
+            ));
+        }
         if let Some(m) = stored {
             if !m.healthy {
                 problems.push(format!(
