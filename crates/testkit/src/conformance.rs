@@ -842,13 +842,13 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
     assert!(backend
         .lineage(config, &ns)
         .await
-        .unwrap()
+        .expect("a backend call of the generations contract")
         .records
         .is_empty());
     assert!(backend
         .create_generation(config, &ns, &record(1, None))
         .await
-        .unwrap());
+        .expect("a backend call of the generations contract"));
     let other_log = GenerationRecord {
         kind: GenerationKind::Log {
             log_id: uuid::Uuid::from_u128(0x07e7),
@@ -861,19 +861,22 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
         !backend
             .create_generation(config, &ns, &other_log)
             .await
-            .unwrap(),
+            .expect("a backend call of the generations contract"),
         "a generation number is claimed once"
     );
     assert!(
         backend
             .create_generation(config, &ns, &record(1, None))
             .await
-            .unwrap(),
+            .expect("a backend call of the generations contract"),
         "a create sent again (its answer lost) finds its own record"
     );
     store(backend, &first, &make_segment(scratch, 1, 10, 4, 1, 1000)).await;
     assert_eq!(
-        backend.newer_generation(config, &ns, 1).await.unwrap(),
+        backend
+            .newer_generation(config, &ns, 1)
+            .await
+            .expect("a backend call of the generations contract"),
         None
     );
     let fork = ForkPoint {
@@ -883,13 +886,19 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
     assert!(backend
         .create_generation(config, &ns, &record(2, Some(fork)))
         .await
-        .unwrap());
+        .expect("a backend call of the generations contract"));
     assert_eq!(
-        backend.newer_generation(config, &ns, 1).await.unwrap(),
+        backend
+            .newer_generation(config, &ns, 1)
+            .await
+            .expect("a backend call of the generations contract"),
         Some(2)
     );
     assert_eq!(
-        backend.newer_generation(config, &ns, 2).await.unwrap(),
+        backend
+            .newer_generation(config, &ns, 2)
+            .await
+            .expect("a backend call of the generations contract"),
         None
     );
     let second = Generation {
@@ -898,18 +907,25 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
     };
     store(backend, &second, &make_segment(scratch, 11, 20, 4, 1, 2000)).await;
     assert_eq!(
-        backend.meta(config, &first).await.unwrap().durable_frame_no,
+        backend
+            .meta(config, &first)
+            .await
+            .expect("a backend call of the generations contract")
+            .durable_frame_no,
         10
     );
     assert_eq!(
         backend
             .meta(config, &second)
             .await
-            .unwrap()
+            .expect("a backend call of the generations contract")
             .durable_frame_no,
         20
     );
-    let lineage = backend.lineage(config, &ns).await.unwrap();
+    let lineage = backend
+        .lineage(config, &ns)
+        .await
+        .expect("a backend call of the generations contract");
     assert_eq!(
         lineage.records,
         vec![record(1, None), record(2, Some(fork))]
@@ -919,15 +935,24 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
     let kept = backend
         .delete_namespace(config, &ns, true, 3000)
         .await
-        .unwrap();
+        .expect("a backend call of the generations contract");
     assert_eq!(kept.mark, Some(3));
-    let lineage = backend.lineage(config, &ns).await.unwrap();
-    assert_eq!(lineage.newest().unwrap().kind, GenerationKind::Deleted);
+    let lineage = backend
+        .lineage(config, &ns)
+        .await
+        .expect("a backend call of the generations contract");
+    assert_eq!(
+        lineage
+            .newest()
+            .expect("a backend call of the generations contract")
+            .kind,
+        GenerationKind::Deleted
+    );
     assert_eq!(
         backend
             .meta(config, &second)
             .await
-            .unwrap()
+            .expect("a backend call of the generations contract")
             .durable_frame_no,
         20
     );
@@ -935,17 +960,20 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
     let deleted = backend
         .delete_namespace(config, &ns, false, 4000)
         .await
-        .unwrap();
+        .expect("a backend call of the generations contract");
     assert_eq!(deleted.mark, Some(3), "the existing mark is reused");
     assert!(deleted.objects_deleted >= 6, "{deleted:?}");
     assert_eq!(
         backend
             .list(config, &format!("{ns}/"), None, 10)
             .await
-            .unwrap(),
+            .expect("a backend call of the generations contract"),
         vec![generation_object(&ns, 3)]
     );
-    let lineage = backend.lineage(config, &ns).await.unwrap();
+    let lineage = backend
+        .lineage(config, &ns)
+        .await
+        .expect("a backend call of the generations contract");
     assert_eq!(lineage.records.len(), 1);
     assert_eq!(
         lineage.next_number(),
@@ -953,7 +981,10 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
         "a new writer takes a newer number"
     );
     assert_eq!(
-        backend.newer_generation(config, &ns, 1).await.unwrap(),
+        backend
+            .newer_generation(config, &ns, 1)
+            .await
+            .expect("a backend call of the generations contract"),
         Some(3),
         "a writer of an old generation is fenced off"
     );
@@ -967,10 +998,14 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
     let again = backend
         .delete_namespace(config, &ns, false, 6000)
         .await
-        .unwrap();
+        .expect("a backend call of the generations contract");
     assert_eq!((again.mark, again.objects_deleted), (Some(3), 0));
     assert_eq!(
-        backend.meta(config, &newer).await.unwrap().durable_frame_no,
+        backend
+            .meta(config, &newer)
+            .await
+            .expect("a backend call of the generations contract")
+            .durable_frame_no,
         10
     );
 }

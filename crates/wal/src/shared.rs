@@ -533,7 +533,6 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                             &namespace,
                             &*io,
                             db_path,
-                            &dir,
                             current.take(),
                             checkpointed + 1,
                             log_id,
@@ -1643,7 +1642,6 @@ fn base_snapshot<I: Io>(
     namespace: &NamespaceName,
     io: &I,
     db_path: &Path,
-    dir: &Path,
     current: Option<CurrentSegment<I::File>>,
     start_frame_no: u64,
     log_id: Uuid,
@@ -1673,7 +1671,7 @@ fn base_snapshot<I: Io>(
             }
             CurrentSegment::create(
                 io,
-                &segment_path(dir, start_frame_no),
+                &segment_path(&segment_dir(db_path), start_frame_no),
                 start_frame_no,
                 log_id,
             )
