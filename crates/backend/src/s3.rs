@@ -215,7 +215,7 @@ struct Redactions(Arc<[String]>);
 
 impl Redactions {
     /// Returns the secrets in `options`: the secret key, the endpoint's userinfo and the
-    /// password in it.
+    /// password in it, each also percent-decoded (`p%40ss` is also scrubbed as `p@ss`).
     fn of(options: &S3Options) -> Self {
         let mut secrets = Vec::new();
         if let Some((_, secret)) = &options.credentials {
@@ -226,9 +226,17 @@ impl Redactions {
             .as_deref()
             .and_then(|e| redact_endpoint(e).0)
         {
-            secrets.push(userinfo.to_string());
+            let mut add = |secret: &str| {
+                // As written and as decoded: a client library may show either.
+                secrets.push(secret.to_string());
+                let decoded = percent_encoding::percent_decode_str(secret).decode_utf8_lossy();
+                if decoded != secret {
+                    secrets.push(decoded.into_owned());
+                }
+            };
+            add(userinfo);
             if let Some((_, password)) = userinfo.split_once(':') {
-                secrets.push(password.to_string());
+                add(password);
             }
         }
         // Longest first, so a secret containing another is replaced whole.
@@ -831,5 +839,25 @@ impl Backend for S3Backend {
                 )
             })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_percent_encoded_endpoint_password_is_scrubbed_in_both_forms() {
+        let mut options = S3Options::new("bucket", "");
+        options.endpoint = Some("http://oper%61tor:p%40ss%2Fword@127.0.0.1:9000".into());
+        let redactions = Redactions::of(&options);
+        let shown = redactions.scrub(
+            "as written oper%61tor:p%40ss%2Fword, decoded operator:p@ss/word, alone p@ss/word"
+                .to_string(),
+        );
+        for secret in ["p%40ss%2Fword", "p@ss/word", "operator:p@ss"] {
+            assert!(!shown.contains(secret), "{secret} is shown: {shown}");
+        }
+        assert_eq!(shown.matches(REDACTED).count(), 3, "{shown}");
     }
 }
