@@ -14,12 +14,17 @@
 //!   (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600): an existing file or a planted link is never
 //!   truncated, written through or followed; the job fails and is retried under a new job id.
 //!   Maintenance directories are created new, mode 0700.
-//! - This instance removes only what it created: each file or directory is held by a guard
-//!   that removes it when the work is done, or when the work is dropped (a panic, a force
-//!   shutdown). What a crashed process left behind is left to the operator; no other instance
-//!   can tell it from a live one's.
+//! - Each file or directory is held by a guard that removes it when the work is done, or when
+//!   the work is dropped (a panic, a force shutdown).
+//! - What a crashed process left behind is swept by the next instance to open the directory:
+//!   every instance holds an exclusive `flock` on `{instance}.lock` for its life (the kernel
+//!   drops it when the process dies, however it dies). At open, an instance removes every
+//!   `{id}-...` entry of each `{id}.lock` it can lock itself, then that lock file; a live
+//!   instance's lock cannot be taken, so its files are never touched. The lock file is locked
+//!   under a temporary name (`{instance}.locking`) and renamed into place, so no `.lock` file
+//!   is ever seen unlocked while its instance lives.
 
-use std::fs::{DirBuilder, File, Permissions};
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +53,10 @@ pub(crate) struct Scratch {
     instance: String,
     /// Maintenance passes started, for their directories' names.
     passes: AtomicU64,
+    /// `{instance}.lock`, locked for this instance's life: its files are not swept.
+    lock: PathBuf,
+    /// The open lock file: the lock goes when it is closed.
+    _lock_file: File,
 }
 
 impl Scratch {
@@ -72,10 +81,15 @@ impl Scratch {
             Err(e) => return Err(io_error(e)),
         }
         check_dir(dir, rustix::process::geteuid().as_raw())?;
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let (lock, lock_file) = take_lock(dir, &instance).map_err(io_error)?;
+        sweep_dead_instances(dir, &instance);
         Ok(Scratch {
             dir: dir.to_path_buf(),
-            instance: uuid::Uuid::new_v4().simple().to_string(),
+            instance,
             passes: AtomicU64::new(0),
+            lock,
+            _lock_file: lock_file,
         })
     }
 
@@ -88,12 +102,7 @@ impl Scratch {
     /// with the guard that removes it.
     pub(crate) fn create_upload_file(&self, job: u64) -> std::io::Result<(File, ScratchFile)> {
         let path = self.upload_path(job);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)?;
+        let file = create_private_file(&path)?;
         Ok((file, ScratchFile { path, armed: true }))
     }
 
@@ -108,6 +117,103 @@ impl Scratch {
         DirBuilder::new().mode(DIR_MODE).create(&path)?;
         Ok(ScratchDir { path, armed: true })
     }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Every file of this instance went with its guard; the lock goes with the file.
+        if let Err(e) = std::fs::remove_file(&self.lock) {
+            warn!(path = %self.lock.display(), error = %e, "cannot remove a scratch lock file");
+        }
+    }
+}
+
+/// Creates the file `path`, which must not exist, owner-only, without following a symlink.
+fn create_private_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// Creates `{instance}.lock` in `dir`, locked (exclusive `flock`): made new and locked under a
+/// temporary name, then renamed into place. Returns its path and the open file.
+fn take_lock(dir: &Path, instance: &str) -> std::io::Result<(PathBuf, File)> {
+    let locking = dir.join(format!("{instance}.locking"));
+    let file = create_private_file(&locking)?;
+    let locked = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(std::io::Error::from)
+        .and_then(|()| std::fs::rename(&locking, dir.join(format!("{instance}.lock"))));
+    if let Err(e) = locked {
+        let _ = std::fs::remove_file(&locking);
+        return Err(e);
+    }
+    Ok((dir.join(format!("{instance}.lock")), file))
+}
+
+/// Removes what instances that are gone left in `dir`: for each lock file (`{id}.lock`, or a
+/// `{id}.locking` left before its rename) that can be locked, every `{id}-...` entry, then the
+/// lock file. Leaves `ours`, live instances and every name not of this form alone. Best
+/// effort: what cannot be removed is logged and left for the next sweep.
+fn sweep_dead_instances(dir: &Path, ours: &str) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            warn!(path = %dir.display(), error = %e, "cannot list the scratch directory to sweep it");
+            return;
+        }
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    for name in &names {
+        let Some(id) = name
+            .strip_suffix(".lock")
+            .or_else(|| name.strip_suffix(".locking"))
+            .filter(|id| *id != ours && is_instance_id(id))
+        else {
+            continue;
+        };
+        let lock_path = dir.join(name);
+        let lock = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&lock_path);
+        let held_by_us = lock.and_then(|file| {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .map(|()| file)
+                .map_err(std::io::Error::from)
+        });
+        // Locked by a live instance (or unreadable): not ours to sweep.
+        let Ok(_held) = held_by_us else { continue };
+        let prefix = format!("{id}-");
+        let mut removed = 0;
+        for leftover in names.iter().filter(|n| n.starts_with(&prefix)) {
+            let path = dir.join(leftover);
+            let outcome = match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "cannot remove what a stopped instance left in the scratch directory")
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_file(&lock_path) {
+            warn!(path = %lock_path.display(), error = %e, "cannot remove a stopped instance's scratch lock file");
+        }
+        info!(path = %dir.display(), instance = id, removed, "swept the scratch files of a storage instance that is gone");
+    }
+}
+
+/// True if `name` is an instance id as `Scratch::open` makes them (a uuid's 32 hex digits).
+fn is_instance_id(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Checks that `dir` is a directory (not a symlink) owned by `uid`, and makes it mode 0700 if
@@ -263,6 +369,65 @@ mod tests {
         );
         drop(guard);
         assert!(!scratch.upload_path(7).exists(), "the guard removed it");
+    }
+
+    #[test]
+    fn what_a_stopped_instance_left_is_swept_and_a_live_ones_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch_dir = dir.path().join("scratch");
+        let live = Scratch::open(&scratch_dir).unwrap();
+        let (_file, live_upload) = live.create_upload_file(1).unwrap();
+        let live_pass = live.create_maintenance_dir().unwrap();
+        // What a killed process leaves: its lock file (the kernel dropped the lock), an upload,
+        // a maintenance directory with a file in it, and a lock file it had not renamed yet.
+        let dead = "0123456789abcdef0123456789abcdef";
+        let dead_before_rename = "fedcba9876543210fedcba9876543210";
+        std::fs::write(scratch_dir.join(format!("{dead}.lock")), b"").unwrap();
+        std::fs::write(scratch_dir.join(format!("{dead}-3.upload")), b"data").unwrap();
+        let dead_pass = scratch_dir.join(format!("{dead}-maintenance-0"));
+        std::fs::create_dir(&dead_pass).unwrap();
+        std::fs::write(dead_pass.join("chain"), b"data").unwrap();
+        std::fs::write(
+            scratch_dir.join(format!("{dead_before_rename}.locking")),
+            b"",
+        )
+        .unwrap();
+        std::fs::write(scratch_dir.join("operator-notes.txt"), b"mine").unwrap();
+
+        let next = Scratch::open(&scratch_dir).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&scratch_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected = vec![
+            format!("{}.lock", live.instance),
+            format!("{}.lock", next.instance),
+            live_upload
+                .path()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string(),
+            live_pass
+                .path()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string(),
+            "operator-notes.txt".to_string(),
+        ];
+        expected.sort();
+        assert_eq!(left, expected);
+
+        drop((live_upload, live_pass, live, next));
+        let left: Vec<String> = std::fs::read_dir(&scratch_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["operator-notes.txt"], "a clean stop leaves nothing");
     }
 
     #[test]

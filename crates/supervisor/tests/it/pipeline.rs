@@ -532,7 +532,7 @@ fn jobs_above_the_in_memory_limit_go_through_a_scratch_file_that_is_removed() {
     );
     // Without the scratch directory the upload fails, naming the file it could not write: the
     // job really goes through a file. Once the directory is back the retries succeed.
-    std::fs::remove_dir(&scratch).unwrap();
+    std::fs::remove_dir_all(&scratch).unwrap();
     let acks = Acks::default();
     for segment in segments(&dir.path().join("local"), "big", 4, 3) {
         store(&storage, &ns("big"), &segment, &acks);
@@ -558,9 +558,12 @@ fn jobs_above_the_in_memory_limit_go_through_a_scratch_file_that_is_removed() {
     ))
     .unwrap();
     assert_eq!(fetched.header.start_frame_no, 1);
-    assert_eq!(
-        std::fs::read_dir(&scratch).unwrap().count(),
-        0,
-        "scratch files are removed after the upload"
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "scratch files are removed after the upload: {left:?}"
     );
 }

@@ -13,11 +13,13 @@ use libsql_wal_supervisor::{ActorStorage, MaintenanceConfig, StorageConfig};
 use crate::faulty::Faults;
 use crate::support::*;
 
-/// Returns the names in `dir`, sorted.
+/// Returns the names in `dir`, sorted, but for the storages' lock files (`{instance}.lock`,
+/// held while each storage runs).
 fn scratch_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.ends_with(".lock"))
         .collect();
     names.sort();
     names
