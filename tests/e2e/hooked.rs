@@ -91,6 +91,11 @@ impl<B: Backend> Backend for HookedBackend<B> {
         self.inner.list_children(config, prefix).await
     }
 
+    async fn modified_ms(&self, config: &B::Config, key: &str) -> Result<u64> {
+        (self.hook)(Call::Get, key).await?;
+        self.inner.modified_ms(config, key).await
+    }
+
     async fn delete(&self, config: &B::Config, key: &str) -> Result<()> {
         (self.hook)(Call::Delete, key).await?;
         self.inner.delete(config, key).await

@@ -144,6 +144,14 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
+    /// Returns when object `key` was last written, in milliseconds since the Unix epoch by the
+    /// backend's clock (S3's `Last-Modified`, a file's mtime); `NotFound` if it does not exist.
+    fn modified_ms(
+        &self,
+        config: &Self::Config,
+        key: &str,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
     /// Deletes object `key`; a missing object is not an error.
     fn delete(&self, config: &Self::Config, key: &str) -> impl Future<Output = Result<()>> + Send;
 }

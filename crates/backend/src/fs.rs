@@ -306,6 +306,26 @@ impl Backend for FsBackend {
     }
 
     #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
+    async fn modified_ms(&self, config: &FsConfig, key: &str) -> Result<u64> {
+        let path = Self::path(config, key)?;
+        let modified = match tokio::fs::metadata(&path).await {
+            Ok(meta) => meta
+                .modified()
+                .map_err(|e| local("reading the modification time of", &path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => return Err(local("reading the metadata of", &path, e)),
+        };
+        // Before the epoch: a clock set wrong when it was written; as old as can be.
+        Ok(modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+    }
+
+    #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
     async fn list(
         &self,
         config: &FsConfig,

@@ -15,11 +15,12 @@
 //!
 //! Retention also sweeps orphan indexes: a store writes the index object first and the data
 //! second, so a crash between the two leaves an index no listing shows and nothing deletes. An
-//! index whose data does not exist and whose key's timestamp is older than `ORPHAN_INDEX_GRACE`
-//! is deleted (the data is checked once more just before). The grace keeps the sweep off an
-//! upload in flight, which stores its data right after its index: a store of a segment sealed
-//! long ago (a compaction of old history) must not run on the namespace while retention does,
-//! as the maintenance pass ensures by running compaction and retention one after the other.
+//! index whose data does not exist is deleted once both its key's timestamp and the time the
+//! object itself was written (`Backend::modified_ms`) are older than `ORPHAN_INDEX_GRACE`; the
+//! data is checked once more just before. The object's own age keeps the sweep off an upload
+//! in flight, which stores its data right after its index, even when its key is old (a
+//! compaction of old history, run by another machine or an operator's command while this
+//! retention runs).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -40,13 +41,14 @@ pub struct RetentionReport {
     pub deleted: Vec<SegmentKey>,
     /// Compacted segments verified because they cover what was deleted.
     pub verified: Vec<SegmentKey>,
-    /// Orphan index objects deleted (their data never stored, their key's timestamp older than
-    /// `ORPHAN_INDEX_GRACE`), oldest first.
+    /// Orphan index objects deleted (their data never stored, their key's timestamp and the
+    /// object's write time older than `ORPHAN_INDEX_GRACE`), oldest first.
     pub orphan_indexes: Vec<SegmentKey>,
 }
 
-/// How old (by its key's timestamp) an index without data must be before retention deletes
-/// it: far longer than any store takes between its index and its data.
+/// How old (by its key's timestamp and by the time it was written) an index without data must
+/// be before retention deletes it: far longer than any store takes between its index and its
+/// data, and than the clocks of the machines and the bucket disagree.
 pub const ORPHAN_INDEX_GRACE: Duration = Duration::from_secs(3600);
 
 /// Deletes the segments of `generation` that retention allows (see the module docs), with the
@@ -83,8 +85,8 @@ pub async fn apply_retention<B: Backend>(
 }
 
 /// Deletes the index objects of `generation` whose data does not exist and whose key's
-/// timestamp is older than `ORPHAN_INDEX_GRACE` before `now_ms`; returns their keys, oldest
-/// first. Indexes are listed before data, so a store that completes in between keeps its index.
+/// timestamp and own write time are older than `ORPHAN_INDEX_GRACE` before `now_ms`; returns
+/// their keys, oldest first. Indexes are listed before data, so a store that completes in between keeps its index.
 async fn sweep_orphan_indexes<B: Backend>(
     backend: &B,
     config: &B::Config,
@@ -106,6 +108,15 @@ async fn sweep_orphan_indexes<B: Backend>(
     orphans.sort_by_key(|k| (k.start_frame_no, k.end_frame_no, k.timestamp_ms));
     let mut deleted = Vec::with_capacity(orphans.len());
     for key in orphans {
+        // Written recently whatever its key says: an upload of old frames may be in flight.
+        match backend
+            .modified_ms(config, &index_object(generation, &key))
+            .await
+        {
+            Ok(written_ms) if written_ms < expired_before => {}
+            Ok(_) | Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        }
         // The data may have arrived since it was listed: then the index is not an orphan.
         match backend.get(config, &segment_object(generation, &key)).await {
             Err(Error::NotFound { .. }) => {}

@@ -715,6 +715,39 @@ impl Backend for S3Backend {
     }
 
     #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
+    async fn modified_ms(&self, config: &S3Config, key: &str) -> Result<u64> {
+        validate_key(key)?;
+        let object = Self::object_key(config, key);
+        match self
+            .client
+            .head_object()
+            .bucket(&config.bucket)
+            .key(&object)
+            .send()
+            .await
+        {
+            Ok(output) => output
+                .last_modified()
+                .and_then(|t| t.to_millis().ok())
+                .map(|ms| u64::try_from(ms).unwrap_or(0))
+                .ok_or_else(|| Error::Corrupt {
+                    key: object.clone(),
+                    what: "the server sent no Last-Modified time for it".into(),
+                }),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+                Err(Error::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => Err(sdk_error(
+                &self.redactions,
+                format!("reading the metadata of s3://{}/{object}", config.bucket),
+                e,
+            )),
+        }
+    }
+
+    #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
     async fn list(
         &self,
         config: &S3Config,

@@ -107,6 +107,10 @@ impl Backend for CountingBackend {
         Ok(Vec::new())
     }
 
+    async fn modified_ms(&self, _: &(), key: &str) -> Result<u64> {
+        Err(libsql_wal_backend::Error::NotFound { key: key.into() })
+    }
+
     async fn list_children(&self, _: &(), _: &str) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
@@ -250,6 +254,11 @@ impl<B: Backend> Backend for RequestCounting<B> {
     async fn list_children(&self, config: &B::Config, prefix: &str) -> Result<Vec<String>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.inner.list_children(config, prefix).await
+    }
+
+    async fn modified_ms(&self, config: &B::Config, key: &str) -> Result<u64> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.modified_ms(config, key).await
     }
 
     async fn delete(&self, config: &B::Config, key: &str) -> Result<()> {

@@ -440,17 +440,21 @@ pub async fn crafted_headers_and_oversized_indexes_are_corrupt<B: Backend>(
     }
 }
 
-/// Retention deletes an index object whose data was never stored once its key's timestamp is
-/// older than `ORPHAN_INDEX_GRACE`, counts it in its report, and leaves alone a younger orphan
-/// (an upload that may be in flight) and every index whose data exists.
+/// Retention deletes an index object whose data was never stored once its key's timestamp and
+/// its own write time are older than `ORPHAN_INDEX_GRACE`, counts it in its report, and leaves
+/// alone a younger orphan, an orphan of an old key written recently (an upload of old frames,
+/// such as a compaction, that may be in flight), and every index whose data exists.
 pub async fn retention_sweeps_old_orphan_indexes<B: Backend>(backend: &B, scratch: &Path) {
     let config = backend.default_config();
     let ns = namespace("orphans");
     let grace_ms = libsql_wal_backend::ORPHAN_INDEX_GRACE.as_millis() as u64;
-    let now_ms = 10 * grace_ms;
+    // Two grace periods from now: every object written below is older than the grace then.
+    let written_ms = libsql_wal_backend::now_ms();
+    let now_ms = written_ms + 2 * grace_ms;
     let old = make_segment(scratch, 1, 10, 4, 1, 1_000);
     store(backend, &ns, &old).await;
-    let orphan = make_segment(scratch, 11, 20, 4, 1, now_ms - grace_ms - 1);
+    // Its key is older than the grace already now (a segment sealed long ago).
+    let orphan = make_segment(scratch, 11, 20, 4, 1, written_ms - grace_ms - 1);
     let young = make_segment(scratch, 21, 30, 4, 1, now_ms - grace_ms / 2);
     for segment in [&orphan, &young] {
         backend
@@ -463,6 +467,12 @@ pub async fn retention_sweeps_old_orphan_indexes<B: Backend>(backend: &B, scratc
             .expect("store an index without its data");
     }
     let window = std::time::Duration::from_millis(now_ms);
+    // Now, both orphans' objects were written a moment ago: the old key's upload may be in
+    // flight, its data about to follow.
+    let in_flight = libsql_wal_backend::apply_retention(backend, config, &ns, window, written_ms)
+        .await
+        .expect("retention while the upload may be in flight");
+    assert!(in_flight.orphan_indexes.is_empty(), "{in_flight:?}");
     let report = libsql_wal_backend::apply_retention(backend, config, &ns, window, now_ms)
         .await
         .expect("retention");
@@ -512,6 +522,11 @@ pub async fn missing_objects_are_not_found<B: Backend>(backend: &B, scratch: &Pa
         .expect_err("no data");
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     assert!(!dest.exists());
+    let err = backend
+        .modified_ms(config, &index_object(&ns, &key))
+        .await
+        .expect_err("no index to date");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
     backend
         .delete_segments(config, &ns, &[key])
         .await

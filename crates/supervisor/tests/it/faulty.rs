@@ -220,6 +220,11 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.list_children(config, prefix).await
     }
 
+    async fn modified_ms(&self, config: &Self::Config, key: &str) -> Result<u64> {
+        self.before_read().await;
+        self.inner.modified_ms(config, key).await
+    }
+
     async fn delete(&self, config: &Self::Config, key: &str) -> Result<()> {
         self.inner.delete(config, key).await
     }
