@@ -147,6 +147,55 @@ fn segment_starts(root: &std::path::Path) -> Vec<u64> {
 }
 
 #[test]
+fn a_failed_commit_that_could_not_be_taken_back_never_comes_back_when_the_log_opens_again() {
+    let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+    let machine = FaultyMachine::start(&root);
+    let conn = machine.connect();
+    conn.execute_batch("PRAGMA synchronous=FULL; CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
+        .unwrap();
+    for _ in 0..5 {
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
+            .unwrap();
+    }
+    // The commit's fsync fails, then so does the cut that takes it back: SQLite reports the
+    // commit as failed, and its frames are still in the segment file.
+    machine.plan.fail_sync(0);
+    machine.plan.fail_set_len(0);
+    let err = conn
+        .execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
+        .unwrap_err();
+    assert_eq!(err.sqlite_error_code(), Some(ErrorCode::SystemIoFailure));
+    assert_eq!(count(&conn), 5);
+    drop(conn);
+
+    // Opening the log again from disk, in this process, while the cut still fails: refused.
+    machine.plan.fail_set_len(0);
+    let refused = Connection::open(
+        &machine.db_path,
+        libsql_sys::rusqlite::OpenFlags::default(),
+        machine.manager.clone(),
+        0,
+        None,
+    );
+    assert_eq!(
+        refused.err().and_then(|e| e.sqlite_error_code()),
+        Some(ErrorCode::SystemIoFailure),
+        "the log opened over the failed commit"
+    );
+    // Then the cut succeeds: the failed commit is not there, and writes go on.
+    let conn = machine.connect();
+    assert_eq!(count(&conn), 5, "the failed commit came back");
+    conn.execute("INSERT INTO t(b) VALUES (x'01')", ()).unwrap();
+    drop(conn);
+    drop(machine);
+
+    let reopened = TestDb::reopen(&root, RegistryConfig::default());
+    let conn = reopened.connect("faults");
+    assert_eq!(count(&conn), 6);
+    assert_eq!(integrity_check(&conn), "ok");
+}
+
+#[test]
 fn a_failed_seal_poisons_the_log_until_it_is_opened_again_and_reuses_no_frame_number() {
     let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
     let machine = FaultyMachine::start(&root);

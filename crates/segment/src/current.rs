@@ -545,9 +545,25 @@ impl<F: FileExt> CurrentSegment<F> {
         state.committed = committed;
         state.size_after = size_after;
         state.written_end = frame_offset(committed);
+        drop(state);
         // Synced: a crash after the caller reported the commit as failed must not bring it back.
+        self.cut_after_committed()
+    }
+
+    /// Cuts the file right after the committed frames and syncs the cut: what
+    /// `undo_last_commit` does on disk, to be tried again when it failed there (else the frames
+    /// taken back from memory are still in the file, and the next recovery finds them).
+    /// Fails with `InvalidState` once sealed or while a transaction is in progress.
+    pub fn cut_after_committed(&self) -> Result<()> {
+        let state = self.read_state();
+        if state.sealed || state.frames.len() != state.committed {
+            return Err(Error::invalid_state(
+                &self.path,
+                "only an unsealed segment with no transaction in progress can be cut",
+            ));
+        }
         self.file
-            .set_len(frame_offset(committed))
+            .set_len(frame_offset(state.committed))
             .and_then(|()| self.file.sync_data())
             .map_err(|e| Error::io(&self.path, e))
     }

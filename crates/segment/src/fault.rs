@@ -1,4 +1,5 @@
-//! A fault-injecting `Io` for tests: wraps another `Io` and fails the Nth write or fsync, or
+//! A fault-injecting `Io` for tests: wraps another `Io` and fails the Nth write, fsync or
+//! `set_len`, or
 //! makes the Nth write short (a prefix lands on disk, then the call fails), as a crash or a full
 //! disk would. Faults are armed on a shared `FaultPlan` and fire once.
 
@@ -32,6 +33,10 @@ pub struct FaultPlan {
     write_fault: Mutex<Option<(u64, WriteFault)>>,
     /// The armed fsync fault: the sync count at which it fires.
     sync_fault: Mutex<Option<u64>>,
+    /// Number of `set_len` calls made so far.
+    set_lens: AtomicU64,
+    /// The armed `set_len` fault: the call count at which it fires.
+    set_len_fault: Mutex<Option<u64>>,
 }
 
 impl FaultPlan {
@@ -61,6 +66,30 @@ impl FaultPlan {
             .sync_fault
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(at);
+    }
+
+    /// Arms a failure of the `n`th `set_len` (truncate or extend) from now (0 = the next one).
+    pub fn fail_set_len(&self, n: u64) {
+        let at = self.set_lens.load(Ordering::SeqCst) + n;
+        *self
+            .set_len_fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(at);
+    }
+
+    /// Counts a `set_len` and returns true if it must fail.
+    fn on_set_len(&self) -> bool {
+        let count = self.set_lens.fetch_add(1, Ordering::SeqCst);
+        let mut armed = self
+            .set_len_fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *armed == Some(count) {
+            *armed = None;
+            true
+        } else {
+            false
+        }
     }
 
     /// Counts a write and returns the fault to apply to it, if one is armed for it.
@@ -138,6 +167,9 @@ impl<F: FileExt> FileExt for FaultyFile<F> {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        if self.plan.on_set_len() {
+            return Err(injected("set_len failed"));
+        }
         self.inner.set_len(len)
     }
 

@@ -185,6 +185,11 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         // `close` marks it closed only if no connection is attached, atomically with `attach`:
         // no connection can join it after this.
         if shared.poisoned().is_some() && shared.close() {
+            if let Err(e) = shared.take_back_failed_commit() {
+                // Opening it from the file now would bring the failed commit back.
+                shared.reopen();
+                return Err(e);
+            }
             warn!(%namespace, "opening a poisoned log again from disk");
             shared.retire();
             self.wals

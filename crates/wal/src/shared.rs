@@ -164,6 +164,10 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     /// Set when a seal failed part way: why. The log then takes no writes, seals or
     /// checkpoints (see `Error::Poisoned`).
     poisoned: OnceLock<String>,
+    /// A commit SQLite was told failed is still in the current segment's file (taking it back
+    /// cut it from memory, but the cut of the file failed): the file is cut before the log is
+    /// opened again from it.
+    commit_left_in_file: AtomicBool,
     /// Set by `retire`: the registry forgot this log; it hands nothing more to storage.
     retired: AtomicBool,
     /// Seals that failed after a commit (the commit stood; the seal is retried).
@@ -679,6 +683,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             checkpoint_queued: AtomicBool::new(false),
             this: this.clone(),
             poisoned: OnceLock::new(),
+            commit_left_in_file: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             seal_failures: AtomicU64::new(0),
             activity: Activity::default(),
@@ -854,6 +859,29 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         let _ = self
             .poisoned
             .set("the namespace was closed; it opens again on demand".to_string());
+    }
+
+    /// Records that the current segment's file still holds a commit that failed (see
+    /// `take_back_failed_commit`).
+    pub(crate) fn commit_left_in_file(&self) {
+        self.commit_left_in_file.store(true, Ordering::SeqCst);
+    }
+
+    /// Cuts a failed commit left in the current segment's file (`commit_left_in_file`) off it,
+    /// synced; does nothing if there is none. The registry calls it before opening the log
+    /// again from disk, which would otherwise find the commit and show it: it fails (and the
+    /// log stays poisoned and in place) as long as the cut does.
+    pub(crate) fn take_back_failed_commit(&self) -> Result<()> {
+        if !self.commit_left_in_file.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.snapshot()
+            .current
+            .cut_after_committed()
+            .map_err(Error::segment(&self.namespace))?;
+        self.commit_left_in_file.store(false, Ordering::SeqCst);
+        info!(namespace = %self.namespace, "a failed commit left in the log's file was cut off it");
+        Ok(())
     }
 
     /// Marks the log as taking no more writes, seals or checkpoints, for `why`.

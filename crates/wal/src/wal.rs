@@ -311,9 +311,13 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
                 // no more writes until the log is opened again from disk.
                 let why = match read.current.undo_last_commit() {
                     Ok(()) => format!("a commit's fsync failed ({e}); the commit was taken back"),
-                    Err(undo) => format!(
-                        "a commit's fsync failed ({e}), and taking the commit back failed ({undo})"
-                    ),
+                    Err(undo) => {
+                        // Its frames may still be in the file: cut before anything reads it.
+                        self.shared.commit_left_in_file();
+                        format!(
+                            "a commit's fsync failed ({e}), and taking the commit back failed ({undo})"
+                        )
+                    }
                 };
                 self.shared.poison(why);
                 return Err(segment_error(&namespace, e));
