@@ -206,12 +206,14 @@ fn a_failed_seal_poisons_the_log_until_it_is_opened_again_and_reuses_no_frame_nu
         conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
             .unwrap();
     }
-    // A seal makes the next segment (nothing synced), then syncs the index: that fsync fails.
-    machine.plan.fail_sync(0);
+    // A seal makes the next segment (its header is the first write) and seals in memory; the
+    // checkpoint then writes the seal, first its index: that write fails.
+    machine.plan.fault_write(1, WriteFault::Fail);
     let err = conn.execute_batch("PRAGMA wal_checkpoint").unwrap_err();
     assert_eq!(err.sqlite_error_code(), Some(ErrorCode::SystemIoFailure));
-    // The next segment went with the seal that did not happen.
-    assert_eq!(segment_starts(&root), vec![1]);
+    // The seal was made in memory; writing it failed: the next segment stays, empty, and the
+    // sealed one is still unsealed on disk (the next open seals it).
+    assert_eq!(segment_starts(&root), vec![1, 17]);
     // No writes until the log is opened again; reads go on.
     let err = conn
         .execute("INSERT INTO t(b) VALUES (x'01')", ())
@@ -282,15 +284,23 @@ fn an_empty_segment_out_of_place_is_repaired_and_one_holding_frames_is_refused()
         segment_starts(&root)
     );
 
-    // The same out of place, holding a commit: refused, naming the file.
+    // Out of place after a sealed segment, holding a commit: refused, naming the file. (After a
+    // seal that was never written, frames of the next segment past a gap are what a power cut
+    // leaves, and are dropped: see the power cut test below.)
     let db = TestDb::reopen(&root, RegistryConfig::default());
     let conn = db.connect("faults");
     assert_eq!(count(&conn), 5);
     drop(conn);
+    // Everything checkpointed into the database file: only an empty segment is left.
+    db.registry().shutdown().unwrap();
     drop(db);
-    let misplaced = dir.join(format!("{:020}.seg", last + 5));
+    for start in segment_starts(&root) {
+        std::fs::remove_file(dir.join(format!("{start:020}.seg"))).unwrap();
+    }
+    sealed_segment(&dir, last + 1, log_id);
+    let misplaced = dir.join(format!("{:020}.seg", last + 9));
     let segment =
-        libsql_wal_segment::CurrentSegment::create(&StdIo, &misplaced, last + 5, log_id).unwrap();
+        libsql_wal_segment::CurrentSegment::create(&StdIo, &misplaced, last + 9, log_id).unwrap();
     segment
         .insert_frames(vec![(1, &[0u8; 4096][..])], Some(1))
         .unwrap();
@@ -302,7 +312,7 @@ fn an_empty_segment_out_of_place_is_repaired_and_one_holding_frames_is_refused()
         Err(e) => e,
     };
     assert!(
-        matches!(err, libsql_wal::Error::Discontiguous { start_frame_no, .. } if start_frame_no == last + 5),
+        matches!(err, libsql_wal::Error::Discontiguous { start_frame_no, .. } if start_frame_no == last + 9),
         "{err}"
     );
     assert!(
@@ -475,4 +485,136 @@ fn only_the_last_seal_can_have_been_cut_short_anywhere_else_a_bad_segment_refuse
     std::os::unix::fs::FileExt::write_all_at(&file, &[0; 64], index_offset).unwrap();
     drop(file);
     assert_eq!(open().unwrap(), 8);
+}
+
+/// Writes an unsealed segment of frames `start..start + frames`, each a commit, as a log whose
+/// commits were never synced (or whose seal was never written) leaves it; returns its path.
+fn current_segment(
+    dir: &std::path::Path,
+    start: u64,
+    frames: u32,
+    log_id: uuid::Uuid,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("{start:020}.seg"));
+    let segment = libsql_wal_segment::CurrentSegment::create(&StdIo, &path, start, log_id).unwrap();
+    for page in 1..=frames {
+        segment
+            .insert_frames(vec![(page, &[0x80 | page as u8; 4096][..])], Some(4))
+            .unwrap();
+    }
+    path
+}
+
+/// Zeroes `len` bytes of the file at `path` from `offset`, as a power cut that lost them does.
+fn zero(path: &std::path::Path, offset: u64, len: usize) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &vec![0; len], offset).unwrap();
+}
+
+#[test]
+fn a_power_cut_after_a_seal_not_yet_synced_ends_the_log_at_its_last_whole_commit() {
+    use libsql_wal_segment::format::{FRAME_SIZE, SEGMENT_HEADER_SIZE};
+    let log_id = uuid::Uuid::new_v4();
+    // What a power cut can leave after a seal (written and synced in the background, not
+    // yet) and commits in the next segment (synchronous=NORMAL: never synced either): the seal
+    // never written, or its index lost, and maybe frames of both segments.
+    let cases: [(&str, bool, bool, u64); 4] = [
+        ("the index lost, every frame kept", true, false, 7),
+        (
+            "the index and the sealed segment's last frame lost",
+            true,
+            true,
+            3,
+        ),
+        ("the seal never written, every frame kept", false, false, 7),
+        (
+            "the seal never written, the last frame lost",
+            false,
+            true,
+            3,
+        ),
+    ];
+    for (case, seal_written, lose_last_frame, end) in cases {
+        let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+        let db_path = root.join("faults/data");
+        let dir = root.join("faults/data-segments");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&db_path, b"").unwrap();
+        let sealed = if seal_written {
+            let (sealed, index_offset) = sealed_segment(&dir, 1, log_id);
+            zero(&sealed, index_offset, 64);
+            sealed
+        } else {
+            current_segment(&dir, 1, 4, log_id)
+        };
+        current_segment(&dir, 5, 3, log_id);
+        if lose_last_frame {
+            zero(
+                &sealed,
+                (SEGMENT_HEADER_SIZE + 3 * FRAME_SIZE) as u64,
+                FRAME_SIZE,
+            );
+        }
+        let registry = WalRegistry::new(StdIo, NoStorage::default(), RegistryConfig::default());
+        let shared = registry
+            .open(&db_path)
+            .unwrap_or_else(|e| panic!("{case}: the open refused: {e}"));
+        assert_eq!(shared.last_committed_frame_no(), end, "{case}");
+        drop(shared);
+        registry.shutdown().unwrap();
+        // The log goes on from there: what it shows is a prefix of what was committed.
+        let reopened = TestDb::reopen(&root, RegistryConfig::default());
+        let shared = reopened
+            .registry()
+            .open(&db_path)
+            .unwrap_or_else(|e| panic!("{case}: the second open refused: {e}"));
+        assert_eq!(shared.last_committed_frame_no(), end, "{case}: reopened");
+    }
+}
+
+#[test]
+fn a_seal_whose_background_sync_fails_poisons_the_log_and_every_commit_stands() {
+    let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+    let machine = FaultyMachine::start(&root);
+    let conn = machine.connect();
+    conn.execute_batch("PRAGMA synchronous=NORMAL; CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
+        .unwrap();
+    for _ in 0..5 {
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
+            .unwrap();
+    }
+    let shared = machine
+        .manager
+        .registry()
+        .get(&"faults".parse().unwrap())
+        .unwrap();
+    // The seal itself syncs nothing; the first fsync after it is the seal's own, in the
+    // background, and it fails.
+    machine.plan.fail_sync(0);
+    assert!(shared.seal_now().unwrap(), "sealed");
+    let started = std::time::Instant::now();
+    while shared.poisoned().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the failed sync poisons the log"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let err = conn
+        .execute("INSERT INTO t(b) VALUES (x'01')", ())
+        .unwrap_err();
+    assert_eq!(err.sqlite_error_code(), Some(ErrorCode::SystemIoFailure));
+    assert_eq!(count(&conn), 5);
+    drop(shared);
+    drop(conn);
+    // Opened again from disk: every commit is there, and writes go on.
+    let conn = machine.connect();
+    assert_eq!(count(&conn), 5);
+    conn.execute("INSERT INTO t(b) VALUES (x'02')", ()).unwrap();
+    drop(conn);
+    drop(machine);
+    let reopened = TestDb::reopen(&root, RegistryConfig::default());
+    let conn = reopened.connect("faults");
+    assert_eq!(count(&conn), 6);
+    assert_eq!(integrity_check(&conn), "ok");
 }

@@ -192,10 +192,29 @@ impl<F: FileExt> CurrentSegment<F> {
         start_frame_no: u64,
         log_id: Uuid,
     ) -> Result<Self> {
-        let header = Self::new_header(io, path, start_frame_no, log_id)?;
         let file = io
             .open(path, OpenMode::CreateNew)
             .map_err(|e| Error::io(path, e))?;
+        Self::create_unsynced_in(io, file, path, start_frame_no, log_id)
+    }
+
+    /// `create_unsynced` over `file`, an empty file already at `path` (made ahead of need, off
+    /// the commit path, and renamed there): writes its header, that is all.
+    pub fn create_unsynced_in<I: Io<File = F>>(
+        io: &I,
+        file: F,
+        path: &Path,
+        start_frame_no: u64,
+        log_id: Uuid,
+    ) -> Result<Self> {
+        let header = match Self::new_header(io, path, start_frame_no, log_id) {
+            Ok(header) => header,
+            Err(e) => {
+                drop(file);
+                let _ = io.remove_file(path);
+                return Err(e);
+            }
+        };
         if let Err(e) = file.write_all_at(&header.encode(), 0) {
             // A file without its header must not stand in the way of the next try.
             drop(file);
@@ -692,6 +711,34 @@ impl<F: FileExt> CurrentSegment<F> {
     #[tracing::instrument(skip(self), fields(path = %self.path.display()), level = "debug")]
     pub fn seal(&self, now: DateTime<Utc>) -> Result<Option<SealedSegment<F>>> {
         let mut state = self.write_state();
+        let Some(sealed) = self.sealed_view(&state, now)? else {
+            return Ok(None);
+        };
+        let index_size = sealed.persist()?;
+        state.sealed = true;
+        Ok(Some(sealed.with_index_size(index_size)))
+    }
+
+    /// Seals the segment in memory only: no more frames go into it, and the returned segment
+    /// serves reads; nothing is written. The caller writes the seal (`SealedSegment::persist`)
+    /// before anything relies on the file being sealed. Until then the file on disk is this
+    /// segment unsealed (recovery reads its frames, and seals it), and a power cut can take
+    /// whatever was never synced. Returns `None` when the segment holds no committed frame.
+    ///
+    /// The in-memory header's `index_size` is 0 until persisted (only the file's matters).
+    pub fn seal_in_memory(&self, now: DateTime<Utc>) -> Result<Option<SealedSegment<F>>> {
+        let mut state = self.write_state();
+        let sealed = self.sealed_view(&state, now)?;
+        if sealed.is_some() {
+            state.sealed = true;
+        }
+        Ok(sealed)
+    }
+
+    /// Returns the segment as a seal now would make it (header and index; `index_size` 0),
+    /// writing nothing; `None` when it holds no committed frame. Fails with `InvalidState`
+    /// once sealed or while a transaction is in progress.
+    fn sealed_view(&self, state: &State, now: DateTime<Utc>) -> Result<Option<SealedSegment<F>>> {
         if state.sealed {
             return Err(Error::invalid_state(
                 &self.path,
@@ -714,30 +761,16 @@ impl<F: FileExt> CurrentSegment<F> {
             .collect();
         entries.sort_unstable();
         let index = PageIndex::build(&entries, &self.path)?;
-        let index_bytes = index.encode();
-        let index_offset = frame_offset(state.committed);
-        let io_err = |e| Error::io(&self.path, e);
-        self.file
-            .write_all_at(&index_bytes, index_offset)
-            .map_err(io_err)?;
-        self.file
-            .set_len(index_offset + index_bytes.len() as u64)
-            .map_err(io_err)?;
         let header = SegmentHeader {
             flags: self.header.flags | SEGMENT_SEALED,
-            last_committed_frame_no: last_committed(&self.header, &state),
+            last_committed_frame_no: last_committed(&self.header, state),
             frame_count: state.committed as u64,
             size_after: state.size_after,
-            index_offset,
-            index_size: index_bytes.len() as u64,
+            index_offset: frame_offset(state.committed),
+            index_size: 0,
             sealed_at_ms: u64::try_from(now.timestamp_millis()).unwrap_or(0),
             ..self.header
         };
-        self.file
-            .write_all_at(&header.encode(), 0)
-            .map_err(io_err)?;
-        self.file.sync_data().map_err(io_err)?;
-        state.sealed = true;
         debug!(
             frames = header.frame_count,
             pages = index.len(),

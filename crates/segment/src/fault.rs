@@ -221,6 +221,10 @@ impl<I: Io> Io for FaultyIo<I> {
         self.inner.rename(from, to)
     }
 
+    fn rename_no_replace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename_no_replace(from, to)
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.inner.remove_file(path)
     }

@@ -4,6 +4,11 @@
 //! Layout: magic `u64` | version `u32` | reserved `u32` | fst length `u64` | fst bytes | CRC32 of
 //! everything before it. Sealed segments store it after their frames; compacted segments carry it
 //! as a separate byte string (the backend stores it as its own object).
+//!
+//! In memory an index is its sorted entries (lookups by binary search); the fst is built only
+//! when the index is encoded. Building an fst costs far more than the lookups it would save
+//! (the fst crate allocates and fills about a megabyte per build), and a seal on the commit
+//! path builds an index but leaves its encoding to the background.
 
 use std::path::Path;
 
@@ -33,14 +38,14 @@ const MAX_FST_FIXED_BYTES: u64 = 64;
 /// A validated, immutable map from page_no to frame offset.
 #[derive(Clone)]
 pub struct PageIndex {
-    /// The fst; keys are big-endian page numbers.
-    map: Map<Vec<u8>>,
+    /// `(page_no, offset)` by strictly increasing page_no (each page_no non-zero).
+    entries: Vec<(u32, u64)>,
 }
 
 impl std::fmt::Debug for PageIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PageIndex")
-            .field("pages", &self.map.len())
+            .field("pages", &self.entries.len())
             .finish()
     }
 }
@@ -48,52 +53,65 @@ impl std::fmt::Debug for PageIndex {
 impl PageIndex {
     /// Builds an index from `(page_no, offset)` pairs sorted by strictly increasing page_no.
     /// `path` names the segment the index is for, in errors.
+    /// Page 0 is refused too (pages are numbered from 1).
     pub fn build(entries: &[(u32, u64)], path: &Path) -> Result<Self> {
-        let mut builder = MapBuilder::memory();
-        for &(page_no, offset) in entries {
-            builder.insert(page_no.to_be_bytes(), offset).map_err(|e| {
-                Error::invalid_state(path, format!("cannot index page {page_no}: {e}"))
-            })?;
+        let mut previous = 0;
+        for &(page_no, _) in entries {
+            if page_no <= previous {
+                return Err(Error::invalid_state(
+                    path,
+                    format!("cannot index page {page_no} after page {previous}"),
+                ));
+            }
+            previous = page_no;
         }
-        let bytes = builder
-            .into_inner()
-            .map_err(|e| Error::invalid_state(path, format!("cannot finish page index: {e}")))?;
-        let map = Map::new(bytes)
-            .map_err(|e| Error::invalid_state(path, format!("cannot load page index: {e}")))?;
-        Ok(PageIndex { map })
+        Ok(PageIndex {
+            entries: entries.to_vec(),
+        })
+    }
+
+    /// Returns the fst of the index: keys are big-endian page numbers.
+    fn fst_bytes(&self) -> Vec<u8> {
+        let mut builder = MapBuilder::memory();
+        for &(page_no, offset) in &self.entries {
+            // `build` checked the order: an fst insert cannot fail.
+            if builder.insert(page_no.to_be_bytes(), offset).is_err() {
+                unreachable!("page index entries are sorted and unique");
+            }
+        }
+        match builder.into_inner() {
+            Ok(bytes) => bytes,
+            // Writing to memory cannot fail.
+            Err(e) => unreachable!("an in-memory fst build failed: {e}"),
+        }
     }
 
     /// Returns the offset of the newest frame of `page_no`, if the index holds the page.
     pub fn get(&self, page_no: u32) -> Option<u64> {
-        self.map.get(page_no.to_be_bytes())
+        self.entries
+            .binary_search_by_key(&page_no, |&(page, _)| page)
+            .ok()
+            .map(|at| self.entries[at].1)
     }
 
     /// Returns the number of pages in the index.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 
     /// Returns true if the index holds no page.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.entries.is_empty()
     }
 
     /// Returns every `(page_no, offset)` pair in increasing page order.
     pub fn entries(&self) -> Vec<(u32, u64)> {
-        let mut entries = Vec::with_capacity(self.map.len());
-        let mut stream = self.map.stream();
-        while let Some((key, offset)) = stream.next() {
-            // `decode` checked every key is 4 bytes; `build` only inserts 4-byte keys.
-            let mut page = [0; 4];
-            page.copy_from_slice(key);
-            entries.push((u32::from_be_bytes(page), offset));
-        }
-        entries
+        self.entries.clone()
     }
 
-    /// Returns the length of `encode()`'s output.
+    /// Returns the length of `encode()`'s output (building the fst, as `encode` does).
     pub fn encoded_len(&self) -> usize {
-        INDEX_PREFIX_SIZE + self.map.as_fst().as_bytes().len() + INDEX_SUFFIX_SIZE
+        INDEX_PREFIX_SIZE + self.fst_bytes().len() + INDEX_SUFFIX_SIZE
     }
 
     /// Returns an upper bound of the length of `encode()`'s output for an index of `pages`
@@ -107,13 +125,13 @@ impl PageIndex {
 
     /// Returns the index in its checksummed envelope.
     pub fn encode(&self) -> Vec<u8> {
-        let fst = self.map.as_fst().as_bytes();
-        let mut buf = Vec::with_capacity(self.encoded_len());
+        let fst = self.fst_bytes();
+        let mut buf = Vec::with_capacity(INDEX_PREFIX_SIZE + fst.len() + INDEX_SUFFIX_SIZE);
         buf.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
         buf.extend_from_slice(&INDEX_VERSION.to_le_bytes());
         buf.extend_from_slice(&0u32.to_le_bytes());
         buf.extend_from_slice(&(fst.len() as u64).to_le_bytes());
-        buf.extend_from_slice(fst);
+        buf.extend_from_slice(&fst);
         let crc = crc32fast::hash(&buf);
         buf.extend_from_slice(&crc.to_le_bytes());
         buf
@@ -134,7 +152,7 @@ impl PageIndex {
             .map_err(|_| bad("page index is not a valid fst (its decoder panicked)".into()))?
             .map_err(bad)?;
         let index = Self::build(&entries, path)?;
-        if index.map.as_fst().as_bytes() != fst {
+        if index.fst_bytes() != fst {
             return Err(bad("page index is not in canonical form".into()));
         }
         Ok(index)

@@ -104,6 +104,9 @@ pub trait Io: Send + Sync + 'static {
     fn tempfile(&self, dir: &Path) -> io::Result<Self::File>;
     /// Renames `from` to `to`, replacing `to` atomically.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Renames `from` to `to` unless `to` exists: then fails with `AlreadyExists`, changing
+    /// nothing.
+    fn rename_no_replace(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes the file at `path`.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of `dir` (creations, renames, removals) durable.
@@ -184,6 +187,20 @@ impl Io for StdIo {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+
+    fn rename_no_replace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let cwd = rustix::fs::CWD;
+        match rustix::fs::renameat_with(cwd, from, cwd, to, rustix::fs::RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(()),
+            // A file system or kernel without RENAME_NOREPLACE: a hard link never replaces
+            // either.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                std::fs::hard_link(from, to)?;
+                std::fs::remove_file(from)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {

@@ -159,6 +159,45 @@ impl<F: FileExt> SealedSegment<F> {
         &self.path
     }
 
+    /// Makes the segment's bytes durable (fsync), for a segment whose seal is written.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Writes the seal `CurrentSegment::seal_in_memory` left to its caller: the page index
+    /// after the frames, the file cut right after it, then the sealed header; then fsyncs
+    /// once. Returns the index's encoded size. Writing the same bytes again does no harm, but
+    /// a failed fsync is no evidence of what the disk holds: callers treat it as the end of
+    /// this log (see `CurrentSegment::seal` for what a crash at any point leaves).
+    #[tracing::instrument(skip(self), fields(path = %self.path.display()), level = "debug")]
+    pub fn persist(&self) -> Result<u64> {
+        let index_bytes = self.index.encode();
+        let index_size = index_bytes.len() as u64;
+        let index_offset = self.header.index_offset;
+        let io_err = |e| Error::io(&self.path, e);
+        self.file
+            .write_all_at(&index_bytes, index_offset)
+            .map_err(io_err)?;
+        self.file
+            .set_len(index_offset + index_size)
+            .map_err(io_err)?;
+        let header = SegmentHeader {
+            index_size,
+            ..self.header
+        };
+        self.file
+            .write_all_at(&header.encode(), 0)
+            .map_err(io_err)?;
+        self.file.sync_data().map_err(io_err)?;
+        Ok(index_size)
+    }
+
+    /// Returns the segment with `index_size` in its header (what `persist` wrote).
+    pub(crate) fn with_index_size(mut self, index_size: u64) -> Self {
+        self.header.index_size = index_size;
+        self
+    }
+
     /// Returns the segment's header.
     pub fn header(&self) -> &SegmentHeader {
         &self.header

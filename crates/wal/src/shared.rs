@@ -177,6 +177,13 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     /// Sealed segments storage has not taken yet, oldest first: a segment `store` refused is
     /// handed over again, before any newer one, at the next seal or age check.
     unsent: Mutex<VecDeque<Arc<SealedSegment<I::File>>>>,
+    /// The newest sealed segment while its seal is in memory only (`persist_seal` writes and
+    /// syncs it): at most one, since a seal first persists the one before it.
+    unsynced_seal: Mutex<Option<Arc<SealedSegment<I::File>>>>,
+    /// An empty file at `{dir}/next.spare`, made off the writer's path (`make_spare`), that the
+    /// next seal renames into the next segment: creating a file can cost a seal more than all
+    /// the rest of it (the file system allocates an inode).
+    spare: Mutex<Option<I::File>>,
     /// Set while a thread of `send_unsent_in_background` runs.
     sending_in_background: AtomicBool,
     /// Held by whoever hands `unsent` to storage, across the waits: one sender at a time.
@@ -283,31 +290,32 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         let mut current = None;
         let mut checkpointed = footer.map_or(0, |f| f.replication_index);
         // A seal cut short can only be the last seal: of the newest segment, or of the one
-        // before it when the newest (made just before that seal) holds nothing.
-        let newest_holds_nothing = match starts.last() {
-            Some(&start) if starts.len() >= 2 => {
-                match libsql_wal_segment::open_segment(&*io, &segment_path(&dir, start))
-                    .map_err(seg_err)?
-                {
-                    libsql_wal_segment::OpenedSegment::Unwritten => true,
-                    libsql_wal_segment::OpenedSegment::Current(segment, _) => {
-                        segment.committed_frame_count() == 0
-                    }
-                    _ => false,
-                }
-            }
+        // before it when the newest (made just before that seal) is not sealed. Nothing in the
+        // newest was synced then (`persist_seal` syncs a seal before any commit after it), so a
+        // power cut may have taken frames of both.
+        let newest_unsealed = match starts.last() {
+            Some(&start) if starts.len() >= 2 => matches!(
+                libsql_wal_segment::open_segment(&*io, &segment_path(&dir, start))
+                    .map_err(seg_err)?,
+                libsql_wal_segment::OpenedSegment::Unwritten
+                    | libsql_wal_segment::OpenedSegment::Current(..)
+            ),
             _ => false,
         };
+        // Set when the seal before the newest segment was cut short or never written: frames of
+        // the newest that no longer follow it are dropped (they were never synced).
+        let mut torn_before_newest = false;
         for (i, &start) in starts.iter().enumerate() {
             let path = segment_path(&dir, start);
             let opened = match libsql_wal_segment::open_segment(&*io, &path).map_err(seg_err)? {
                 libsql_wal_segment::OpenedSegment::TornSeal(e) => {
                     let sealed_last =
-                        i + 1 == starts.len() || (i + 2 == starts.len() && newest_holds_nothing);
+                        i + 1 == starts.len() || (i + 2 == starts.len() && newest_unsealed);
                     if !sealed_last {
-                        // Frames follow it: not a seal cut short, a damaged segment.
+                        // Synced frames follow it: not a seal cut short, a damaged segment.
                         return Err(seg_err(e));
                     }
+                    torn_before_newest = i + 2 == starts.len();
                     warn!(path = %path.display(), error = %e, "a seal was cut short; recovering the segment's frames");
                     let (segment, report) =
                         CurrentSegment::recover_torn_seal(&*io, &path).map_err(seg_err)?;
@@ -341,8 +349,13 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     if report.dropped_frames > 0 {
                         warn!(path = %path.display(), dropped_frames = report.dropped_frames, "recovered the current segment");
                     }
+                    // A seal made in memory only, the process gone before it was written.
+                    torn_before_newest |= i + 2 == starts.len();
                     if i + 1 == starts.len() {
                         current = Some(segment);
+                    } else if segment.last_committed_frame_no() <= checkpointed {
+                        // All of it is in the database file already.
+                        remove_segment(&*io, segment)?;
                     } else if let Some(s) = segment.seal(io.now()).map_err(seg_err)? {
                         sealed.push(Arc::new(s));
                     } else {
@@ -369,16 +382,27 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 segment.start_frame_no(),
                 previous_end,
             ) {
-                if segment.committed_frame_count() > 0 {
+                // Frames a power cut took from the segment before leave a gap; a segment that
+                // starts inside the log's frames is never that.
+                let after_lost_frames = torn_before_newest
+                    && previous_end.is_some_and(|end| segment.start_frame_no() > end + 1);
+                if segment.committed_frame_count() > 0 && !after_lost_frames {
                     return Err(e);
                 }
-                // An empty current segment out of place (left by a seal that failed): it holds
-                // nothing, and a new one starts where the log ends.
-                warn!(error = %e, "removing an empty current segment out of place");
-                if let Some(empty) = current.take() {
-                    remove_segment(&*io, empty)?;
+                // An empty current segment out of place (left by a seal that failed) holds
+                // nothing; one after a seal a power cut tore holds frames that were never
+                // synced and that no longer follow the log. A new one starts where it ends.
+                warn!(error = %e, frames = segment.committed_frame_count(), "removing a current segment out of place");
+                if let Some(out_of_place) = current.take() {
+                    remove_segment(&*io, out_of_place)?;
                 }
             }
+        }
+        if let Some(newest) = sealed.last() {
+            // The process before may have stopped before syncing its newest seal: synced now,
+            // so that the only seal a power cut can tear stays this log's newest.
+            newest.sync().map_err(seg_err)?;
+            io.sync_dir(&dir).map_err(Error::io(&dir))?;
         }
         let storage_err = |source| Error::Storage {
             namespace: namespace.clone(),
@@ -684,6 +708,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             this: this.clone(),
             poisoned: OnceLock::new(),
             commit_left_in_file: AtomicBool::new(false),
+            unsynced_seal: Mutex::new(None),
+            spare: Mutex::new(None),
             retired: AtomicBool::new(false),
             seal_failures: AtomicU64::new(0),
             activity: Activity::default(),
@@ -700,6 +726,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         );
         shared.send_unsent()?;
         shared.request_checkpoint();
+        // For the first seal: later ones find the spare the one before made.
+        shared.make_spare();
         Ok(shared)
     }
 
@@ -854,6 +882,12 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// still be queued), so that nothing of it runs alongside the log opened next over the same
     /// files.
     pub(crate) fn retire(&self) {
+        // The log opened next over these files does not know the newest seal is unsynced.
+        if self.poisoned().is_none() {
+            if let Err(e) = self.persist_seal() {
+                warn!(namespace = %self.namespace, error = %e, "cannot sync the newest seal of a log being retired");
+            }
+        }
         self.retired.store(true, Ordering::SeqCst);
         let _running = lock(&self.checkpointing);
         let _ = self
@@ -1055,7 +1089,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             || current.committed_len() >= self.swap.max_bytes
             || since.elapsed() >= self.swap.max_age
         {
-            if let Err(e) = self.seal_current().and_then(|()| self.send_unsent()) {
+            if let Err(e) = self.seal_current().and_then(|()| self.hand_over_seal()) {
                 self.seal_failures.fetch_add(1, Ordering::SeqCst);
                 warn!(namespace = %self.namespace, error = %e, "sealing after a commit failed; the commit stands and the seal is tried again later");
             }
@@ -1105,10 +1139,24 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         let spawned = std::thread::Builder::new()
             .name("libsql-wal-send".into())
             .spawn(move || {
-                if let Err(e) = this.send_unsent() {
-                    warn!(namespace = %this.namespace, error = %e, "handing sealed segments to storage failed; tried again at the next age check");
+                loop {
+                    let sent = this.send_unsent();
+                    this.sending_in_background.store(false, Ordering::SeqCst);
+                    if let Err(e) = sent {
+                        warn!(namespace = %this.namespace, error = %e, "handing sealed segments to storage failed; tried again at the next age check");
+                        break;
+                    }
+                    // A seal made while this thread was finishing saw it running and left its
+                    // segment to it: take it, unless another thread did or nothing can go.
+                    let stopped = this.retired.load(Ordering::SeqCst) || this.fenced().is_some();
+                    if stopped
+                        || lock(&this.unsent).is_empty()
+                        || this.sending_in_background.swap(true, Ordering::SeqCst)
+                    {
+                        break;
+                    }
                 }
-                this.sending_in_background.store(false, Ordering::SeqCst);
+                this.make_spare();
                 BACKGROUND_SENDERS.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
@@ -1120,24 +1168,77 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
 
     /// Seals the current segment now, if it holds commits and no connection holds or waits for
     /// the write lock; returns false, sealing nothing, when one does. Every seal ends a stored
-    /// segment, so this marks a point a restore can land on exactly.
+    /// segment, so this marks a point a restore can land on exactly. The seal is synced and
+    /// handed to storage from a thread of its own, unless storage is behind (see
+    /// `hand_over_seal`).
     pub fn seal_now(&self) -> Result<bool> {
         let id = next_writer_id();
         if !self.try_acquire_writer(id) {
             return Ok(false);
         }
-        let sealed = self.seal_current().and_then(|()| self.send_unsent());
+        let sealed = self.seal_current().and_then(|()| self.hand_over_seal());
         self.release_writer(id);
         sealed.map(|()| true)
+    }
+
+    /// After a seal on the write path: syncs it and hands it to storage from a thread of its
+    /// own (`send_unsent_in_background`) when it is the only segment waiting, so that neither
+    /// the seal's fsync nor the hand-over is paid by the writer. When older segments still
+    /// wait (storage is behind), hands over here instead, waiting on storage's full queue:
+    /// that is the backpressure that keeps the log's backlog bounded.
+    fn hand_over_seal(&self) -> Result<()> {
+        let backlog = lock(&self.unsent).len() + lock(&self.refused).len();
+        if backlog > 1 {
+            return self.send_unsent();
+        }
+        self.send_unsent_in_background();
+        Ok(())
+    }
+
+    /// Makes the newest seal durable if it is not yet (see `unsynced_seal`): writes it (index and
+    /// sealed header) and fsyncs the segment, then the segment directory (which holds the next
+    /// segment's name). Called before the next seal, before storage or a checkpoint takes the
+    /// segment, before a commit is synced (`PRAGMA synchronous=FULL`), and at shutdown: so a
+    /// power cut can tear only the newest seal, and only while nothing after it was synced
+    /// either.
+    ///
+    /// A failed fsync is not retried (the page cache is no evidence of what the disk holds
+    /// after one): the log is poisoned, and opened again from disk.
+    pub(crate) fn persist_seal(&self) -> Result<()> {
+        let mut unsynced = lock(&self.unsynced_seal);
+        let Some(sealed) = unsynced.take() else {
+            return Ok(());
+        };
+        if let Err(e) = sealed.persist() {
+            self.poison(format!(
+                "writing the seal of {}: {e}",
+                sealed.path().display()
+            ));
+            return Err(Error::segment(&self.namespace)(e));
+        }
+        if let Err(e) = self.io.sync_dir(&self.dir) {
+            self.poison(format!(
+                "syncing the segment directory {}: {e}",
+                self.dir.display()
+            ));
+            return Err(Error::Io {
+                path: self.dir.clone(),
+                source: e,
+            });
+        }
+        Ok(())
     }
 
     /// Seals the current segment (the caller holds the write lock, or no writer can run), starts
     /// a new one after it, and queues the sealed one for storage (`send_unsent` hands it over).
     /// Does nothing if the current segment holds no commit.
     ///
-    /// Failure: if the next segment cannot be created, nothing changed and the seal can be tried
-    /// again. If the seal itself fails (writing or syncing the index or header), the segment
-    /// file's state is unknown: the next segment's file is removed and the log is poisoned.
+    /// The seal is made in memory only (`CurrentSegment::seal_in_memory`): `persist_seal`
+    /// writes and syncs it, off the writer's path, first thing at the next seal at the latest.
+    ///
+    /// Failure: if the seal before cannot be synced, the log is poisoned. If the next segment
+    /// cannot be created, nothing changed and the seal can be tried again. If the seal itself
+    /// fails, the next segment's file is removed and the log is poisoned.
     /// If storage refuses the sealed segment, it is kept and handed over again before any newer
     /// one (`send_unsent`).
     pub(crate) fn seal_current(&self) -> Result<()> {
@@ -1147,13 +1248,14 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         if current.committed_frame_count() == 0 || current.in_transaction() {
             return Ok(());
         }
+        // At most one seal unsynced: a power cut can only tear the newest.
+        self.persist_seal()?;
         let next_start = current.last_committed_frame_no() + 1;
         let next_path = segment_path(&self.dir, next_start);
-        // Unsynced: the seal's directory sync below makes its name durable, its first fsync its
-        // header (see `CurrentSegment::create_unsynced`).
-        let next = CurrentSegment::create_unsynced(&*self.io, &next_path, next_start, self.log_id)
-            .map_err(seg_err)?;
-        let sealed = match current.seal(self.io.now()) {
+        // Unsynced: the seal's directory sync (`persist_seal`) makes its name durable, its first
+        // fsync its header (see `CurrentSegment::create_unsynced`).
+        let next = self.next_segment(&next_path, next_start).map_err(seg_err)?;
+        let sealed = match current.seal_in_memory(self.io.now()) {
             Ok(Some(sealed)) => sealed,
             outcome => {
                 // The next segment must not outlive a seal that did not happen: it would start
@@ -1171,17 +1273,6 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 };
             }
         };
-        if let Err(e) = self.io.sync_dir(&self.dir) {
-            // The next segment's name may not be durable, and a failed fsync is not retried.
-            self.poison(format!(
-                "syncing the segment directory {}: {e}",
-                self.dir.display()
-            ));
-            return Err(Error::Io {
-                path: self.dir.clone(),
-                source: e,
-            });
-        }
         let sealed = Arc::new(sealed);
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
@@ -1191,6 +1282,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             state.sealed = Arc::new(list);
             state.current = Arc::new(next);
         }
+        *lock(&self.unsynced_seal) = Some(sealed.clone());
         *lock(&self.current_since) = None;
         self.activity.seals.fetch_add(1, Ordering::Relaxed);
         debug!(
@@ -1203,6 +1295,58 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             self.request_checkpoint();
         }
         Ok(())
+    }
+
+    /// Creates the segment that follows a seal, at `path`: the spare file renamed there if
+    /// there is one (`make_spare`), else a new file.
+    fn next_segment(
+        &self,
+        path: &Path,
+        start_frame_no: u64,
+    ) -> libsql_wal_segment::Result<CurrentSegment<I::File>> {
+        if let Some(file) = lock(&self.spare).take() {
+            let spare = self.dir.join(SPARE_FILE);
+            match self.io.rename_no_replace(&spare, path) {
+                Ok(()) => {
+                    return CurrentSegment::create_unsynced_in(
+                        &*self.io,
+                        file,
+                        path,
+                        start_frame_no,
+                        self.log_id,
+                    );
+                }
+                Err(e) => {
+                    warn!(path = %spare.display(), error = %e, "cannot rename the spare segment file; creating the next segment instead");
+                }
+            }
+        }
+        CurrentSegment::create_unsynced(&*self.io, path, start_frame_no, self.log_id)
+    }
+
+    /// Makes the spare file the next seal takes (`next_segment`), unless there is one or the
+    /// log takes no more seals. Off the writer's path: the thread that hands seals to storage
+    /// calls it. Failing costs nothing but the next seal's time.
+    fn make_spare(&self) {
+        let mut spare = lock(&self.spare);
+        if spare.is_some() || self.retired.load(Ordering::SeqCst) || self.poisoned().is_some() {
+            return;
+        }
+        let path = self.dir.join(SPARE_FILE);
+        match self.io.remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                debug!(path = %path.display(), error = %e, "cannot remove an old spare segment file");
+                return;
+            }
+        }
+        match self.io.open(&path, OpenMode::CreateNew) {
+            Ok(file) => *spare = Some(file),
+            Err(e) => {
+                debug!(path = %path.display(), error = %e, "cannot make a spare segment file")
+            }
+        }
     }
 
     /// Hands the sealed segments storage has not taken yet to it, oldest first; the callback
@@ -1243,6 +1387,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             let Some(segment) = lock(&self.unsent).front().cloned() else {
                 return Ok(());
             };
+            // Storage reads the segment's file, and counts it durable: it must be on disk.
+            self.persist_seal()?;
             let receipt = StoreReceipt {
                 log: self.this.clone(),
                 // Storage that keeps no remote copies never reports anything durable.
@@ -1274,6 +1420,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             // Opened again from disk, the log checkpoints what recovery finds there.
             return Ok(0);
         }
+        // A segment is copied and deleted only once its seal is on disk: a power cut then
+        // never tears a seal the database file already holds.
+        self.persist_seal()?;
         // Readers registered later see a snapshot at least as new as this one.
         let (oldest_reader, snapshot) = {
             let readers = lock(&self.readers);
@@ -1380,7 +1529,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     pub(crate) fn seal_for_shutdown(&self) -> Result<()> {
         let id = next_writer_id();
         self.acquire_writer(id)?;
-        let sealed = self.seal_current();
+        let sealed = self.seal_current().and_then(|()| self.persist_seal());
         self.release_writer(id);
         sealed
     }
@@ -1498,6 +1647,10 @@ fn check_follows(
 /// Name of the file, in the segment directory, that marks a database file being restored in
 /// place: while it exists the file's content is not to be trusted.
 const RESTORE_MARKER: &str = "restoring";
+
+/// The name of the spare file in the segment directory (see `SharedWal::spare`): not a segment
+/// name, so a listing of segments never sees it.
+const SPARE_FILE: &str = "next.spare";
 
 /// What `SharedWal::open` knows, once it recovered the local segments, to decide whether the
 /// database must come from storage.

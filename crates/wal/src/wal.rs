@@ -16,9 +16,12 @@
 //! wal_checkpoint` seals what is committed (PASSIVE only if the write lock is free) and
 //! checkpoints what no reader needs, reporting like SQLite's WAL.
 //!
-//! Durability (`PRAGMA synchronous`): FULL fsyncs the segment at every commit, so a power cut
-//! loses nothing committed; NORMAL fsyncs when a segment is sealed, so a power cut may lose the
-//! commits since the last seal (the database stays consistent); OFF adds no fsync of its own.
+//! Durability (`PRAGMA synchronous`): FULL fsyncs the segment at every commit (the seal before
+//! it first, if that is not synced yet), so a power cut loses nothing committed; NORMAL leaves
+//! the fsync to the seal, which is synced off the writer's path (before storage or a checkpoint
+//! takes the segment, and before the next seal at the latest), so a power cut may lose the
+//! commits of the newest sealed segment and of the current one (the database stays
+//! consistent: recovery ends the log at the last whole commit); OFF adds no fsync of its own.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -304,7 +307,13 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
             return Ok(0);
         }
         if sync_at_commit {
-            if let Err(e) = read.current.sync() {
+            // The seal before this segment first (with the directory holding this segment's
+            // name): a synced commit must never follow frames a power cut can take.
+            let synced = self
+                .shared
+                .persist_seal()
+                .and_then(|()| read.current.sync().map_err(Error::segment(&namespace)));
+            if let Err(e) = synced {
                 // SQLite will report the commit as failed: take it back, so that neither this
                 // process nor recovery after a crash ever shows it. After a failed fsync the
                 // page cache is no evidence of what the disk holds (the error is reported once):
@@ -320,7 +329,7 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
                     }
                 };
                 self.shared.poison(why);
-                return Err(segment_error(&namespace, e));
+                return Err(e.into_sqlite());
             }
         }
         let snapshot = self.shared.publish_commit(&read.current);

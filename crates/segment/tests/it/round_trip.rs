@@ -28,6 +28,33 @@ fn txs() -> Vec<Tx> {
 }
 
 #[test]
+fn a_seal_in_memory_serves_reads_and_leaves_the_file_unsealed_until_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let current = write_segment(&io(), &path, 10, Uuid::new_v4(), &txs());
+    let sealed = current.seal_in_memory(Utc::now()).unwrap().unwrap();
+    assert!(current.is_sealed(), "no frame goes in after it");
+    let mut buf = vec![0; PAGE_SIZE];
+    assert!(sealed.read_page(2, &mut buf).unwrap());
+    assert_eq!(buf, page(2, 13), "the newest version of page 2 (frame 13)");
+    // Nothing written: the file is the unsealed segment, every commit in it.
+    match open_segment(&io(), &path).unwrap() {
+        OpenedSegment::Current(_, report) => assert_eq!(report.last_committed_frame_no, 15),
+        other => panic!("expected the unsealed segment, got {other:?}"),
+    }
+    let index_size = sealed.persist().unwrap();
+    let reopened = SealedSegment::open(&io(), &path).unwrap();
+    assert_eq!(reopened.header().index_size, index_size);
+    assert_eq!(reopened.index().entries(), sealed.index().entries());
+    assert_eq!(
+        reopened.last_committed_frame_no(),
+        sealed.last_committed_frame_no()
+    );
+    assert_eq!(sealed.persist().unwrap(), index_size, "persisting again");
+    SealedSegment::open(&io(), &path).unwrap();
+}
+
+#[test]
 fn a_sealed_segment_reopens_with_the_same_pages_and_frames() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seg");
