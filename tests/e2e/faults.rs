@@ -518,7 +518,7 @@ fn a_power_cut_after_a_seal_not_yet_synced_ends_the_log_at_its_last_whole_commit
     // What a power cut can leave after a seal (written and synced in the background, not
     // yet) and commits in the next segment (synchronous=NORMAL: never synced either): the seal
     // never written, or its index lost, and maybe frames of both segments.
-    let cases: [(&str, bool, bool, u64); 4] = [
+    let cases: [(&str, bool, bool, u64); 5] = [
         ("the index lost, every frame kept", true, false, 7),
         (
             "the index and the sealed segment's last frame lost",
@@ -532,6 +532,12 @@ fn a_power_cut_after_a_seal_not_yet_synced_ends_the_log_at_its_last_whole_commit
             false,
             true,
             3,
+        ),
+        (
+            "the seal never written, the file's header lost",
+            false,
+            false,
+            0,
         ),
     ];
     for (case, seal_written, lose_last_frame, end) in cases {
@@ -555,6 +561,9 @@ fn a_power_cut_after_a_seal_not_yet_synced_ends_the_log_at_its_last_whole_commit
                 FRAME_SIZE,
             );
         }
+        if end == 0 {
+            zero(&sealed, 0, SEGMENT_HEADER_SIZE);
+        }
         let registry = WalRegistry::new(StdIo, NoStorage::default(), RegistryConfig::default());
         let shared = registry
             .open(&db_path)
@@ -570,6 +579,41 @@ fn a_power_cut_after_a_seal_not_yet_synced_ends_the_log_at_its_last_whole_commit
             .unwrap_or_else(|e| panic!("{case}: the second open refused: {e}"));
         assert_eq!(shared.last_committed_frame_no(), end, "{case}: reopened");
     }
+}
+
+#[test]
+fn a_damaged_seal_before_a_segment_that_says_it_was_durable_refuses_the_open() {
+    let log_id = uuid::Uuid::new_v4();
+    let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+    let db_path = root.join("faults/data");
+    let dir = root.join("faults/data-segments");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&db_path, b"").unwrap();
+    let (sealed, index_offset) = sealed_segment(&dir, 1, log_id);
+    let newest = current_segment(&dir, 5, 3, log_id);
+    // The newest segment was told the seal before it is durable; that seal's index is then
+    // damaged: corruption, not a power cut's debris, and the newest's frames are kept.
+    libsql_wal_segment::CurrentSegment::recover(&StdIo, &newest)
+        .unwrap()
+        .0
+        .mark_after_durable_seal()
+        .unwrap();
+    zero(&sealed, index_offset, 64);
+    let before = std::fs::read(&newest).unwrap();
+    let registry = WalRegistry::new(StdIo, NoStorage::default(), RegistryConfig::default());
+    let err = match registry.open(&db_path) {
+        Ok(shared) => panic!("opened at {}", shared.last_committed_frame_no()),
+        Err(e) => e,
+    };
+    assert!(
+        err.to_string().contains(&sealed.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&newest).unwrap(),
+        before,
+        "the newest is left as it was"
+    );
 }
 
 #[test]

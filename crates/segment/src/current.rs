@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::format::{
     check_page_buffer, read_header, FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE,
-    PAGE_SIZE, SEGMENT_SEALED,
+    PAGE_SIZE, SEGMENT_AFTER_DURABLE_SEAL, SEGMENT_SEALED,
 };
 use crate::index::PageIndex;
 use crate::io::{FileExt, Io, OpenMode};
@@ -629,6 +629,31 @@ impl<F: FileExt> CurrentSegment<F> {
             .collect();
         state.truncate(committed);
         pages
+    }
+
+    /// Records in the segment's header, synced, that the seal of the segment before it is
+    /// durable (`SEGMENT_AFTER_DURABLE_SEAL`), along with every frame written so far. Once
+    /// sealed, the sealed header replaces it.
+    pub fn mark_after_durable_seal(&self) -> Result<()> {
+        // Not held across the write: the writer's frames go on meanwhile (they are after the
+        // header). The caller orders this before this segment's own seal.
+        if self.read_state().sealed {
+            return Ok(());
+        }
+        let header = SegmentHeader {
+            flags: self.header.flags | SEGMENT_AFTER_DURABLE_SEAL,
+            ..self.header
+        };
+        self.file
+            .write_all_at(&header.encode(), 0)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Returns true if the header on disk, as recovery read it, says the seal of the segment
+    /// before is durable (see `mark_after_durable_seal`).
+    pub fn follows_durable_seal(&self) -> bool {
+        self.header.flags & SEGMENT_AFTER_DURABLE_SEAL != 0
     }
 
     /// Makes every written frame durable (fsync).

@@ -46,7 +46,12 @@ pub const SEGMENT_SEALED: u32 = 1;
 /// Segment flag: frame numbers increase but may skip (frames were injected from a compacted
 /// segment); without it, frame `i` must have frame_no `start_frame_no + i`.
 pub const SEGMENT_FRAME_UNORDERED: u32 = 2;
-const SEGMENT_KNOWN_FLAGS: u32 = SEGMENT_SEALED | SEGMENT_FRAME_UNORDERED;
+/// Segment flag, on a segment not sealed yet: the seal of the segment before it is durable
+/// (`CurrentSegment::mark_after_durable_seal`). Recovery then takes damage to that segment for
+/// what it is, corruption, and not for a seal a power cut left unwritten.
+pub const SEGMENT_AFTER_DURABLE_SEAL: u32 = 4;
+const SEGMENT_KNOWN_FLAGS: u32 =
+    SEGMENT_SEALED | SEGMENT_FRAME_UNORDERED | SEGMENT_AFTER_DURABLE_SEAL;
 
 /// Frame flag, in compacted data only: this is the last frame.
 pub const FRAME_LAST: u32 = 1;

@@ -177,6 +177,10 @@ fn sweep_dead_instances(dir: &Path, ours: &str) {
             continue;
         };
         let lock_path = dir.join(name);
+        if name.ends_with(".locking") && is_recent(&lock_path) {
+            // Maybe an instance starting now, between creating its lock file and locking it.
+            continue;
+        }
         let lock = OpenOptions::new()
             .read(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
@@ -209,6 +213,15 @@ fn sweep_dead_instances(dir: &Path, ours: &str) {
         }
         info!(path = %dir.display(), instance = id, removed, "swept the scratch files of a storage instance that is gone");
     }
+}
+
+/// True if the file at `path` was modified within the last minute (or its time is unknown).
+fn is_recent(path: &Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok())
+        .is_none_or(|age| age < std::time::Duration::from_secs(60))
 }
 
 /// True if `name` is an instance id as `Scratch::open` makes them (a uuid's 32 hex digits).
@@ -387,11 +400,17 @@ mod tests {
         let dead_pass = scratch_dir.join(format!("{dead}-maintenance-0"));
         std::fs::create_dir(&dead_pass).unwrap();
         std::fs::write(dead_pass.join("chain"), b"data").unwrap();
-        std::fs::write(
-            scratch_dir.join(format!("{dead_before_rename}.locking")),
-            b"",
-        )
-        .unwrap();
+        let locking = scratch_dir.join(format!("{dead_before_rename}.locking"));
+        std::fs::write(&locking, b"").unwrap();
+        File::options()
+            .write(true)
+            .open(&locking)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120))
+            .unwrap();
+        // One made a moment ago may be an instance starting: left alone.
+        let starting = format!("{}.locking", "ab".repeat(16));
+        std::fs::write(scratch_dir.join(&starting), b"").unwrap();
         std::fs::write(scratch_dir.join("operator-notes.txt"), b"mine").unwrap();
 
         let next = Scratch::open(&scratch_dir).unwrap();
@@ -418,9 +437,11 @@ mod tests {
                 .unwrap()
                 .to_string(),
             "operator-notes.txt".to_string(),
+            starting.clone(),
         ];
         expected.sort();
         assert_eq!(left, expected);
+        std::fs::remove_file(scratch_dir.join(&starting)).unwrap();
 
         drop((live_upload, live_pass, live, next));
         let left: Vec<String> = std::fs::read_dir(&scratch_dir)

@@ -375,6 +375,11 @@ impl<I: Io, S: Storage<File = I::File>> Drop for WalRegistry<I, S> {
                 tracing::error!("the age-check thread panicked");
             }
         }
+        // Writes each log's newest seal, and stops what runs in the background on its files:
+        // a registry (or process) opened next over them finds them at rest.
+        for entry in self.wals.iter() {
+            entry.value().retire();
+        }
         self.checkpointer.stop();
     }
 }

@@ -179,11 +179,15 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     unsent: Mutex<VecDeque<Arc<SealedSegment<I::File>>>>,
     /// The newest sealed segment while its seal is in memory only (`persist_seal` writes and
     /// syncs it): at most one, since a seal first persists the one before it.
-    unsynced_seal: Mutex<Option<Arc<SealedSegment<I::File>>>>,
+    /// With it, the segment after it, which is told once that seal is durable.
+    unsynced_seal: Mutex<Option<UnwrittenSeal<I::File>>>,
     /// An empty file at `{dir}/next.spare`, made off the writer's path (`make_spare`), that the
     /// next seal renames into the next segment: creating a file can cost a seal more than all
     /// the rest of it (the file system allocates an inode).
     spare: Mutex<Option<I::File>>,
+    /// Where this log makes its spare: `{dir}/{random id}.spare`, a name of its own, so that
+    /// a log being retired over the same directory never swaps the file under it.
+    spare_path: PathBuf,
     /// Set while a thread of `send_unsent_in_background` runs.
     sending_in_background: AtomicBool,
     /// Held by whoever hands `unsent` to storage, across the waits: one sender at a time.
@@ -196,6 +200,9 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     /// storage's thread takes it.
     refused: Mutex<Vec<Arc<SealedSegment<I::File>>>>,
 }
+
+/// A seal made in memory and not written yet, and the segment that follows it.
+type UnwrittenSeal<F> = (Arc<SealedSegment<F>>, Arc<CurrentSegment<F>>);
 
 /// Threads of `send_unsent_in_background` running, over every namespace of the process.
 static BACKGROUND_SENDERS: AtomicUsize = AtomicUsize::new(0);
@@ -278,6 +285,12 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             let name = entry.file_name();
             match name.to_str().and_then(parse_segment_file_name) {
                 Some(start) => starts.push(start),
+                None if name.to_string_lossy().ends_with(SPARE_SUFFIX) => {
+                    let path = entry.path();
+                    if let Err(e) = io.remove_file(&path) {
+                        warn!(path = %path.display(), error = %e, "cannot remove an old spare segment file");
+                    }
+                }
                 None if name.to_string_lossy().ends_with(".seg") => {
                     warn!(path = %entry.path().display(), "ignoring a file whose name is not a segment name ({{20 digits}}.seg)");
                 }
@@ -293,13 +306,20 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         // before it when the newest (made just before that seal) is not sealed. Nothing in the
         // newest was synced then (`persist_seal` syncs a seal before any commit after it), so a
         // power cut may have taken frames of both.
-        let newest_unsealed = match starts.last() {
-            Some(&start) if starts.len() >= 2 => matches!(
-                libsql_wal_segment::open_segment(&*io, &segment_path(&dir, start))
-                    .map_err(seg_err)?,
-                libsql_wal_segment::OpenedSegment::Unwritten
-                    | libsql_wal_segment::OpenedSegment::Current(..)
-            ),
+        // A newest segment that says the seal before it is durable rules that out: damage to
+        // the one before is corruption then, and refuses the open.
+        let newest_after_unwritten_seal = match starts.last() {
+            Some(&start) if starts.len() >= 2 => {
+                match libsql_wal_segment::open_segment(&*io, &segment_path(&dir, start))
+                    .map_err(seg_err)?
+                {
+                    libsql_wal_segment::OpenedSegment::Unwritten => true,
+                    libsql_wal_segment::OpenedSegment::Current(segment, _) => {
+                        !segment.follows_durable_seal()
+                    }
+                    _ => false,
+                }
+            }
             _ => false,
         };
         // Set when the seal before the newest segment was cut short or never written: frames of
@@ -307,10 +327,23 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         let mut torn_before_newest = false;
         for (i, &start) in starts.iter().enumerate() {
             let path = segment_path(&dir, start);
-            let opened = match libsql_wal_segment::open_segment(&*io, &path).map_err(seg_err)? {
+            let opened = match libsql_wal_segment::open_segment(&*io, &path) {
+                // Sealed in memory, then a power cut before its first fsync: its header may be
+                // lost with frames after it. None of them, nor any of the newest's, were synced.
+                Err(e)
+                    if e.is_corruption()
+                        && i + 2 == starts.len()
+                        && newest_after_unwritten_seal =>
+                {
+                    warn!(path = %path.display(), error = %e, "a segment whose header a power cut took, before an unsealed newest one: treated as never written");
+                    libsql_wal_segment::OpenedSegment::Unwritten
+                }
+                opened => opened.map_err(seg_err)?,
+            };
+            let opened = match opened {
                 libsql_wal_segment::OpenedSegment::TornSeal(e) => {
-                    let sealed_last =
-                        i + 1 == starts.len() || (i + 2 == starts.len() && newest_unsealed);
+                    let sealed_last = i + 1 == starts.len()
+                        || (i + 2 == starts.len() && newest_after_unwritten_seal);
                     if !sealed_last {
                         // Synced frames follow it: not a seal cut short, a damaged segment.
                         return Err(seg_err(e));
@@ -339,6 +372,15 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     warn!(path = %path.display(), "removing a segment that holds no header");
                     io.remove_file(&path).map_err(Error::io(&path))?;
                 }
+                libsql_wal_segment::OpenedSegment::Unwritten
+                    if i + 2 == starts.len() && newest_after_unwritten_seal =>
+                {
+                    // Sealed in memory, then a power cut before its first fsync: none of its
+                    // frames, nor any of the newest's, were ever synced.
+                    warn!(path = %path.display(), "removing a segment whose header a power cut took, before an unsealed newest one");
+                    io.remove_file(&path).map_err(Error::io(&path))?;
+                    torn_before_newest = true;
+                }
                 libsql_wal_segment::OpenedSegment::Unwritten => {
                     return Err(Error::UnwrittenSegment {
                         namespace: namespace.clone(),
@@ -350,7 +392,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         warn!(path = %path.display(), dropped_frames = report.dropped_frames, "recovered the current segment");
                     }
                     // A seal made in memory only, the process gone before it was written.
-                    torn_before_newest |= i + 2 == starts.len();
+                    torn_before_newest |= i + 2 == starts.len() && newest_after_unwritten_seal;
                     if i + 1 == starts.len() {
                         current = Some(segment);
                     } else if segment.last_committed_frame_no() <= checkpointed {
@@ -365,7 +407,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 }
             }
         }
-        let mut previous_end = footer.map(|f| f.replication_index);
+        // A log with no footer behind it starts at frame 1.
+        let mut previous_end = Some(footer.map_or(0, |f| f.replication_index));
         for segment in &sealed {
             check_follows(
                 &namespace,
@@ -677,6 +720,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             checkpointed,
             "namespace log opened"
         );
+        let spare_path = dir.join(format!("{}{SPARE_SUFFIX}", io.uuid().simple()));
         let shared = Arc::new_cyclic(|this| SharedWal {
             namespace,
             io,
@@ -710,6 +754,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             commit_left_in_file: AtomicBool::new(false),
             unsynced_seal: Mutex::new(None),
             spare: Mutex::new(None),
+            spare_path,
             retired: AtomicBool::new(false),
             seal_failures: AtomicU64::new(0),
             activity: Activity::default(),
@@ -882,6 +927,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// still be queued), so that nothing of it runs alongside the log opened next over the same
     /// files.
     pub(crate) fn retire(&self) {
+        // Taken first: no spare is made once retired (`make_spare` checks under this lock).
+        let spare = lock(&self.spare);
         // The log opened next over these files does not know the newest seal is unsynced.
         if self.poisoned().is_none() {
             if let Err(e) = self.persist_seal() {
@@ -889,6 +936,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             }
         }
         self.retired.store(true, Ordering::SeqCst);
+        drop(spare);
         let _running = lock(&self.checkpointing);
         let _ = self
             .poisoned
@@ -1203,12 +1251,21 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// either.
     ///
     /// A failed fsync is not retried (the page cache is no evidence of what the disk holds
-    /// after one): the log is poisoned, and opened again from disk.
+    /// after one): the log is poisoned, the seal stays unwritten, and every later call fails
+    /// with `Poisoned` until the log is opened again from disk.
     pub(crate) fn persist_seal(&self) -> Result<()> {
         let mut unsynced = lock(&self.unsynced_seal);
-        let Some(sealed) = unsynced.take() else {
+        let Some((sealed, next)) = unsynced.as_ref() else {
             return Ok(());
         };
+        if let Some(why) = self.poisoned() {
+            // A seal that could not be written stays unwritten: nothing after it may be synced
+            // (a FULL commit would be confirmed and then lost to a power cut).
+            return Err(Error::Poisoned {
+                namespace: self.namespace.clone(),
+                why: why.to_string(),
+            });
+        }
         if let Err(e) = sealed.persist() {
             self.poison(format!(
                 "writing the seal of {}: {e}",
@@ -1226,6 +1283,15 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 source: e,
             });
         }
+        // The segment after it says so on disk: damage to this one is corruption from now on.
+        if let Err(e) = next.mark_after_durable_seal() {
+            self.poison(format!(
+                "marking {} as after a durable seal: {e}",
+                next.path().display()
+            ));
+            return Err(Error::segment(&self.namespace)(e));
+        }
+        *unsynced = None;
         Ok(())
     }
 
@@ -1274,15 +1340,17 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             }
         };
         let sealed = Arc::new(sealed);
+        let next = Arc::new(next);
+        // Recorded before anyone can see it: a checkpoint must find it to write it first.
+        *lock(&self.unsynced_seal) = Some((sealed.clone(), next.clone()));
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             let mut list = Vec::with_capacity(state.sealed.len() + 1);
             list.extend(state.sealed.iter().cloned());
             list.push(sealed.clone());
             state.sealed = Arc::new(list);
-            state.current = Arc::new(next);
+            state.current = next;
         }
-        *lock(&self.unsynced_seal) = Some(sealed.clone());
         *lock(&self.current_since) = None;
         self.activity.seals.fetch_add(1, Ordering::Relaxed);
         debug!(
@@ -1305,8 +1373,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         start_frame_no: u64,
     ) -> libsql_wal_segment::Result<CurrentSegment<I::File>> {
         if let Some(file) = lock(&self.spare).take() {
-            let spare = self.dir.join(SPARE_FILE);
-            match self.io.rename_no_replace(&spare, path) {
+            let spare = &self.spare_path;
+            match self.io.rename_no_replace(spare, path) {
                 Ok(()) => {
                     return CurrentSegment::create_unsynced_in(
                         &*self.io,
@@ -1332,8 +1400,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         if spare.is_some() || self.retired.load(Ordering::SeqCst) || self.poisoned().is_some() {
             return;
         }
-        let path = self.dir.join(SPARE_FILE);
-        match self.io.remove_file(&path) {
+        let path = &self.spare_path;
+        match self.io.remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -1341,7 +1409,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 return;
             }
         }
-        match self.io.open(&path, OpenMode::CreateNew) {
+        match self.io.open(path, OpenMode::CreateNew) {
             Ok(file) => *spare = Some(file),
             Err(e) => {
                 debug!(path = %path.display(), error = %e, "cannot make a spare segment file")
@@ -1648,9 +1716,10 @@ fn check_follows(
 /// place: while it exists the file's content is not to be trusted.
 const RESTORE_MARKER: &str = "restoring";
 
-/// The name of the spare file in the segment directory (see `SharedWal::spare`): not a segment
-/// name, so a listing of segments never sees it.
-const SPARE_FILE: &str = "next.spare";
+/// The end of a spare file's name in the segment directory (see `SharedWal::spare`): not a
+/// segment name, so a listing of segments never sees it. The open removes those it finds
+/// (a log before this one left them).
+const SPARE_SUFFIX: &str = ".spare";
 
 /// What `SharedWal::open` knows, once it recovered the local segments, to decide whether the
 /// database must come from storage.
