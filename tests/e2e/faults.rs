@@ -617,6 +617,25 @@ fn a_damaged_seal_before_a_segment_that_says_it_was_durable_refuses_the_open() {
 }
 
 #[test]
+fn a_checkpoint_cut_short_after_the_database_grew_over_its_footer_reopens() {
+    // A checkpoint that grows the database writes pages over the old footer before it writes
+    // the new one: a crash in between leaves a file of whole pages and no footer, while the
+    // log it was copying still starts after frame 1.
+    let log_id = uuid::Uuid::new_v4();
+    let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+    let db_path = root.join("faults/data");
+    let dir = root.join("faults/data-segments");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&db_path, vec![0; 4 * 4096]).unwrap();
+    sealed_segment(&dir, 5, log_id);
+    let registry = WalRegistry::new(StdIo, NoStorage::default(), RegistryConfig::default());
+    let shared = registry
+        .open(&db_path)
+        .unwrap_or_else(|e| panic!("the open refused: {e}"));
+    assert_eq!(shared.last_committed_frame_no(), 8);
+}
+
+#[test]
 fn a_seal_whose_background_sync_fails_poisons_the_log_and_every_commit_stands() {
     let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
     let machine = FaultyMachine::start(&root);

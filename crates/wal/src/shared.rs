@@ -325,6 +325,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         // Set when the seal before the newest segment was cut short or never written: frames of
         // the newest that no longer follow it are dropped (they were never synced).
         let mut torn_before_newest = false;
+        // The start of the segment before the newest when it was removed as never written: the
+        // log ended before it.
+        let mut unwritten_start = None;
         for (i, &start) in starts.iter().enumerate() {
             let path = segment_path(&dir, start);
             let opened = match libsql_wal_segment::open_segment(&*io, &path) {
@@ -380,6 +383,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     warn!(path = %path.display(), "removing a segment whose header a power cut took, before an unsealed newest one");
                     io.remove_file(&path).map_err(Error::io(&path))?;
                     torn_before_newest = true;
+                    unwritten_start = Some(start);
                 }
                 libsql_wal_segment::OpenedSegment::Unwritten => {
                     return Err(Error::UnwrittenSegment {
@@ -407,8 +411,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 }
             }
         }
-        // A log with no footer behind it starts at frame 1.
-        let mut previous_end = Some(footer.map_or(0, |f| f.replication_index));
+        let mut previous_end = footer.map(|f| f.replication_index);
         for segment in &sealed {
             check_follows(
                 &namespace,
@@ -418,6 +421,10 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             )?;
             previous_end = Some(segment.last_committed_frame_no());
         }
+        // What the newest must follow: the log's end, or where a segment never written began.
+        let previous_end = unwritten_start
+            .map(|start: u64| start.saturating_sub(1))
+            .or(previous_end);
         if let Some(segment) = &current {
             if let Err(e) = check_follows(
                 &namespace,
@@ -705,6 +712,11 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                 CurrentSegment::create(&*io, &path, start, log_id).map_err(seg_err)?
             }
         };
+        if !sealed.is_empty() {
+            // The newest seal is durable (synced above): the segment after it says so, like
+            // one after a seal `persist_seal` wrote.
+            current.mark_after_durable_seal().map_err(seg_err)?;
+        }
         let (last_committed_frame_no, db_size) = if current.committed_frame_count() > 0 {
             (current.last_committed_frame_no(), current.size_after())
         } else if let Some((end, size)) = last_sealed {
