@@ -631,9 +631,11 @@ impl<F: FileExt> CurrentSegment<F> {
         pages
     }
 
-    /// Records in the segment's header, synced, that the seal of the segment before it is
-    /// durable (`SEGMENT_AFTER_DURABLE_SEAL`), along with every frame written so far. Once
-    /// sealed, the sealed header replaces it.
+    /// Records in the segment's header that the seal of the segment before it is durable
+    /// (`SEGMENT_AFTER_DURABLE_SEAL`). Not synced: written only once that seal is durable, the
+    /// mark can reach the disk no earlier, and it is synced with this segment's next fsync (a
+    /// `synchronous=FULL` commit, or its own seal) if the kernel does not write it back before.
+    /// Once sealed, the sealed header replaces it.
     pub fn mark_after_durable_seal(&self) -> Result<()> {
         // Not held across the write: the writer's frames go on meanwhile (they are after the
         // header). The caller orders this before this segment's own seal.
@@ -646,7 +648,6 @@ impl<F: FileExt> CurrentSegment<F> {
         };
         self.file
             .write_all_at(&header.encode(), 0)
-            .and_then(|()| self.file.sync_data())
             .map_err(|e| Error::io(&self.path, e))
     }
 

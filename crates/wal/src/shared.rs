@@ -1257,7 +1257,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
 
     /// Makes the newest seal durable if it is not yet (see `unsynced_seal`): writes it (index and
     /// sealed header) and fsyncs the segment, then the segment directory (which holds the next
-    /// segment's name). Called before the next seal, before storage or a checkpoint takes the
+    /// segment's name), then marks the next segment as after a durable seal (unsynced). Called before the next seal, before storage or a checkpoint takes the
     /// segment, before a commit is synced (`PRAGMA synchronous=FULL`), and at shutdown: so a
     /// power cut can tear only the newest seal, and only while nothing after it was synced
     /// either.
