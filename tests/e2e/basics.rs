@@ -2,7 +2,7 @@
 //! connections, sealing, checkpointing, and reopening after a restart.
 
 use libsql_wal::{RegistryConfig, SwapStrategy};
-use libsql_wal_tests::{count, integrity_check, TestDb};
+use libsql_wal_tests::{count, integrity_check, segment_files, TestDb};
 
 fn small_segments() -> RegistryConfig {
     RegistryConfig {
@@ -235,7 +235,6 @@ fn leaving_wal_mode_and_coming_back_keeps_every_row() {
 #[test]
 fn a_dropped_registry_leaves_nothing_running_on_its_files() {
     let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
-    let segments = root.join("ns/data-segments");
     for round in 0..3 {
         let db = TestDb::reopen(&root, RegistryConfig::default());
         let conn = db.connect("ns");
@@ -253,16 +252,7 @@ fn a_dropped_registry_leaves_nothing_running_on_its_files() {
         // for it, so the next registry (or process) finds the files at rest.
         drop(db);
         // Segment files only: the spare file a seal may have left is none.
-        let files = std::fs::read_dir(&segments)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".seg")
-            })
-            .count();
+        let files = segment_files(&root.join("ns/data"));
         assert_eq!(
             files, 1,
             "round {round}: only the new current segment is left"

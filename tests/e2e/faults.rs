@@ -122,6 +122,11 @@ impl FaultyMachine {
     }
 
     fn connect(&self) -> FaultyConn {
+        self.try_connect().unwrap()
+    }
+
+    /// Opens a connection; its error if the log cannot be opened.
+    fn try_connect(&self) -> libsql_sys::rusqlite::Result<FaultyConn> {
         Connection::open(
             &self.db_path,
             libsql_sys::rusqlite::OpenFlags::default(),
@@ -129,7 +134,6 @@ impl FaultyMachine {
             0,
             None,
         )
-        .unwrap()
     }
 }
 
@@ -170,13 +174,7 @@ fn a_failed_commit_that_could_not_be_taken_back_never_comes_back_when_the_log_op
 
     // Opening the log again from disk, in this process, while the cut still fails: refused.
     machine.plan.fail_set_len(0);
-    let refused = Connection::open(
-        &machine.db_path,
-        libsql_sys::rusqlite::OpenFlags::default(),
-        machine.manager.clone(),
-        0,
-        None,
-    );
+    let refused = machine.try_connect();
     assert_eq!(
         refused.err().and_then(|e| e.sqlite_error_code()),
         Some(ErrorCode::SystemIoFailure),

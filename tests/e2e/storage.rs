@@ -16,7 +16,7 @@ use libsql_wal_backend::{Backend, BackendExt, FsBackend, Storage};
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
 use libsql_wal_testkit::S3TestServer;
-use libsql_wal_tests::{count, integrity_check};
+use libsql_wal_tests::{count, integrity_check, segment_files};
 
 use crate::hooked::{Call, Hook, HookedBackend};
 
@@ -122,22 +122,6 @@ fn connect_in<S: Storage<File = File>>(
     .unwrap()
 }
 
-/// Returns the segment files of the database at `db_path`.
-fn local_segments(db_path: &Path) -> usize {
-    let mut dir = db_path.as_os_str().to_os_string();
-    dir.push("-segments");
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".seg")
-        })
-        .count()
-}
-
 /// Writes through the WAL on `backend`, checks the pipeline end to end, and returns the
 /// backend for inspection.
 fn seal_upload_checkpoint_and_delete<B: Backend>(backend: B, runtime: &tokio::runtime::Runtime) {
@@ -190,7 +174,7 @@ fn seal_upload_checkpoint_and_delete<B: Backend>(backend: B, runtime: &tokio::ru
         },
     );
     assert_eq!(
-        local_segments(&db_path),
+        segment_files(&db_path),
         1,
         "only the current segment is left locally"
     );

@@ -110,6 +110,23 @@ impl Rng {
     }
 }
 
+/// Returns the number of segment files (`*.seg`) of the database at `db_path`: other files of
+/// its segment directory (a spare, a restore marker) are not counted.
+pub fn segment_files(db_path: &Path) -> usize {
+    let mut dir = db_path.as_os_str().to_os_string();
+    dir.push("-segments");
+    std::fs::read_dir(dir)
+        .expect("list the segment directory")
+        .filter(|e| {
+            e.as_ref()
+                .expect("read a segment directory entry")
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg")
+        })
+        .count()
+}
+
 /// Returns the number of rows of table `t`, the table the end-to-end tests write.
 pub fn count<W: Wal>(conn: &Connection<W>) -> i64 {
     conn.query_row("SELECT count(*) FROM t", (), |r| r.get(0))

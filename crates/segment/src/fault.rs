@@ -61,35 +61,17 @@ impl FaultPlan {
 
     /// Arms a failure of the `n`th fsync from now (0 = the next one).
     pub fn fail_sync(&self, n: u64) {
-        let at = self.syncs() + n;
-        *self
-            .sync_fault
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(at);
+        arm(&self.syncs, &self.sync_fault, n);
     }
 
     /// Arms a failure of the `n`th `set_len` (truncate or extend) from now (0 = the next one).
     pub fn fail_set_len(&self, n: u64) {
-        let at = self.set_lens.load(Ordering::SeqCst) + n;
-        *self
-            .set_len_fault
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(at);
+        arm(&self.set_lens, &self.set_len_fault, n);
     }
 
     /// Counts a `set_len` and returns true if it must fail.
     fn on_set_len(&self) -> bool {
-        let count = self.set_lens.fetch_add(1, Ordering::SeqCst);
-        let mut armed = self
-            .set_len_fault
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *armed == Some(count) {
-            *armed = None;
-            true
-        } else {
-            false
-        }
+        fires(&self.set_lens, &self.set_len_fault)
     }
 
     /// Counts a write and returns the fault to apply to it, if one is armed for it.
@@ -110,17 +92,25 @@ impl FaultPlan {
 
     /// Counts an fsync and returns true if it must fail.
     fn on_sync(&self) -> bool {
-        let count = self.syncs.fetch_add(1, Ordering::SeqCst);
-        let mut armed = self
-            .sync_fault
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *armed == Some(count) {
-            *armed = None;
-            true
-        } else {
-            false
-        }
+        fires(&self.syncs, &self.sync_fault)
+    }
+}
+
+/// Arms `armed` for the `n`th call counted on `calls` from now (0 = the next one).
+fn arm(calls: &AtomicU64, armed: &Mutex<Option<u64>>, n: u64) {
+    let at = calls.load(Ordering::SeqCst) + n;
+    *armed.lock().unwrap_or_else(PoisonError::into_inner) = Some(at);
+}
+
+/// Counts a call on `calls` and returns true, disarming it, if `armed` is set for this one.
+fn fires(calls: &AtomicU64, armed: &Mutex<Option<u64>>) -> bool {
+    let count = calls.fetch_add(1, Ordering::SeqCst);
+    let mut armed = armed.lock().unwrap_or_else(PoisonError::into_inner);
+    if *armed == Some(count) {
+        *armed = None;
+        true
+    } else {
+        false
     }
 }
 

@@ -338,6 +338,21 @@ impl Drop for ScratchDir {
 mod tests {
     use super::*;
 
+    /// Returns the names in `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Returns the file name of `path`.
+    fn name_of(path: &Path) -> String {
+        path.file_name().unwrap().to_str().unwrap().to_string()
+    }
+
     fn our_uid() -> u32 {
         rustix::process::geteuid().as_raw()
     }
@@ -414,28 +429,12 @@ mod tests {
         std::fs::write(scratch_dir.join("operator-notes.txt"), b"mine").unwrap();
 
         let next = Scratch::open(&scratch_dir).unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(&scratch_dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
+        let left = names_in(&scratch_dir);
         let mut expected = vec![
             format!("{}.lock", live.instance),
             format!("{}.lock", next.instance),
-            live_upload
-                .path()
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string(),
-            live_pass
-                .path()
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string(),
+            name_of(live_upload.path()),
+            name_of(live_pass.path()),
             "operator-notes.txt".to_string(),
             starting.clone(),
         ];
@@ -444,11 +443,11 @@ mod tests {
         std::fs::remove_file(scratch_dir.join(&starting)).unwrap();
 
         drop((live_upload, live_pass, live, next));
-        let left: Vec<String> = std::fs::read_dir(&scratch_dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert_eq!(left, ["operator-notes.txt"], "a clean stop leaves nothing");
+        assert_eq!(
+            names_in(&scratch_dir),
+            ["operator-notes.txt"],
+            "a clean stop leaves nothing"
+        );
     }
 
     #[test]

@@ -280,16 +280,15 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         let dir = segment_dir(db_path);
         io.create_dir_all(&dir).map_err(Error::io(&dir))?;
         let mut starts = Vec::new();
+        // Spare files of the logs before this one (see `SharedWal::spare`).
+        let mut old_spares = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
             let entry = entry.map_err(Error::io(&dir))?;
             let name = entry.file_name();
             match name.to_str().and_then(parse_segment_file_name) {
                 Some(start) => starts.push(start),
                 None if name.to_string_lossy().ends_with(SPARE_SUFFIX) => {
-                    let path = entry.path();
-                    if let Err(e) = io.remove_file(&path) {
-                        warn!(path = %path.display(), error = %e, "cannot remove an old spare segment file");
-                    }
+                    old_spares.push(entry.path());
                 }
                 None if name.to_string_lossy().ends_with(".seg") => {
                     warn!(path = %entry.path().display(), "ignoring a file whose name is not a segment name ({{20 digits}}.seg)");
@@ -308,29 +307,28 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         // power cut may have taken frames of both.
         // A newest segment that says the seal before it is durable rules that out: damage to
         // the one before is corruption then, and refuses the open.
-        let newest_after_unwritten_seal = match starts.last() {
-            Some(&start) if starts.len() >= 2 => {
-                match libsql_wal_segment::open_segment(&*io, &segment_path(&dir, start))
-                    .map_err(seg_err)?
-                {
-                    libsql_wal_segment::OpenedSegment::Unwritten => true,
-                    libsql_wal_segment::OpenedSegment::Current(segment, _) => {
-                        !segment.follows_durable_seal()
-                    }
-                    _ => false,
+        // Each segment opened (and, if not sealed, recovered) once.
+        let opened: Vec<_> = starts
+            .iter()
+            .map(|&start| libsql_wal_segment::open_segment(&*io, &segment_path(&dir, start)))
+            .collect();
+        let newest_after_unwritten_seal = opened.len() >= 2
+            && match opened.last() {
+                Some(Ok(libsql_wal_segment::OpenedSegment::Unwritten)) => true,
+                Some(Ok(libsql_wal_segment::OpenedSegment::Current(segment, _))) => {
+                    !segment.follows_durable_seal()
                 }
-            }
-            _ => false,
-        };
+                _ => false,
+            };
         // Set when the seal before the newest segment was cut short or never written: frames of
         // the newest that no longer follow it are dropped (they were never synced).
         let mut torn_before_newest = false;
         // The start of the segment before the newest when it was removed as never written: the
         // log ended before it.
         let mut unwritten_start = None;
-        for (i, &start) in starts.iter().enumerate() {
+        for (i, (&start, opened)) in starts.iter().zip(opened).enumerate() {
             let path = segment_path(&dir, start);
-            let opened = match libsql_wal_segment::open_segment(&*io, &path) {
+            let opened = match opened {
                 // Sealed in memory, then a power cut before its first fsync: its header may be
                 // lost with frames after it. None of them, nor any of the newest's, were synced.
                 Err(e)
@@ -480,6 +478,12 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             let ours = local_log_id.and_then(|id| lineage.of_log(id).copied());
             let newest = lineage.newest().copied();
             let marker = dir.join(RESTORE_MARKER);
+            // Restores the database file in place from storage, up to `target`.
+            let restore_to = |target| {
+                restore_in_place(
+                    &*storage, &namespace, db_path, None, &marker, &lineage, target,
+                )
+            };
             let claim = match (ours.and_then(|r| r.log(&namespace)), newest) {
                 (Some(ours), Some(newest)) if ours.number == newest.number => {
                     let durable =
@@ -520,15 +524,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         newest = newest.number,
                         "the local database is of an older generation: restoring the newest"
                     );
-                    let restored = restore_in_place(
-                        &*storage,
-                        &namespace,
-                        db_path,
-                        None,
-                        &marker,
-                        &lineage,
-                        RestoreTarget::Latest,
-                    )?;
+                    let restored = restore_to(RestoreTarget::Latest)?;
                     if restored.is_none() {
                         // The newest history holds nothing (the namespace was deleted, or a new
                         // history stored nothing yet): the file is of a history that ended, and
@@ -565,15 +561,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         }
                         Claim::NewHistory
                     } else {
-                        match restore_in_place(
-                            &*storage,
-                            &namespace,
-                            db_path,
-                            None,
-                            &marker,
-                            &lineage,
-                            RestoreTarget::Latest,
-                        )? {
+                        match restore_to(RestoreTarget::Latest)? {
                             Some(_) => Claim::TakeOver,
                             None => Claim::NewHistory,
                         }
@@ -660,18 +648,10 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                             end = grown.frame_no,
                             "the writer before stored more while this one restored: restoring again up to it"
                         );
-                        restore_in_place(
-                            &*storage,
-                            &namespace,
-                            db_path,
-                            None,
-                            &marker,
-                            &lineage,
-                            RestoreTarget::InGeneration {
-                                generation: grown.generation,
-                                frame_no: grown.frame_no,
-                            },
-                        )?;
+                        restore_to(RestoreTarget::InGeneration {
+                            generation: grown.generation,
+                            frame_no: grown.frame_no,
+                        })?;
                         footer = read_footer(&*io, db_path)?;
                         checkpointed = footer.map_or(0, |f| f.replication_index);
                         durable_frame_no = checkpointed;
@@ -783,8 +763,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         );
         shared.send_unsent()?;
         shared.request_checkpoint();
-        // For the first seal: later ones find the spare the one before made.
-        shared.make_spare();
+        shared.adopt_spare(old_spares);
         Ok(shared)
     }
 
@@ -1404,6 +1383,32 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         CurrentSegment::create_unsynced(&*self.io, path, start_frame_no, self.log_id)
     }
 
+    /// Takes an empty spare file a log before this one left as this log's own (renamed), for its
+    /// first seal, and removes the others: an open makes no file. A log that never sealed
+    /// leaves none, and its first seal makes its next segment itself.
+    fn adopt_spare(&self, old_spares: Vec<PathBuf>) {
+        let mut spare = lock(&self.spare);
+        for old in old_spares {
+            if spare.is_none() && self.io.rename_no_replace(&old, &self.spare_path).is_ok() {
+                match self.io.open(&self.spare_path, OpenMode::ReadWrite) {
+                    Ok(file) if file.size().is_ok_and(|len| len == 0) => {
+                        *spare = Some(file);
+                        continue;
+                    }
+                    _ => {
+                        if let Err(e) = self.io.remove_file(&self.spare_path) {
+                            warn!(path = %self.spare_path.display(), error = %e, "cannot remove an old spare segment file");
+                        }
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = self.io.remove_file(&old) {
+                warn!(path = %old.display(), error = %e, "cannot remove an old spare segment file");
+            }
+        }
+    }
+
     /// Makes the spare file the next seal takes (`next_segment`), unless there is one or the
     /// log takes no more seals. Off the writer's path: the thread that hands seals to storage
     /// calls it. Failing costs nothing but the next seal's time.
@@ -1729,8 +1734,8 @@ fn check_follows(
 const RESTORE_MARKER: &str = "restoring";
 
 /// The end of a spare file's name in the segment directory (see `SharedWal::spare`): not a
-/// segment name, so a listing of segments never sees it. The open removes those it finds
-/// (a log before this one left them).
+/// segment name, so a listing of segments never sees it. The open takes one a log before this
+/// one left (`adopt_spare`) and removes the others.
 const SPARE_SUFFIX: &str = ".spare";
 
 /// What `SharedWal::open` knows, once it recovered the local segments, to decide whether the
