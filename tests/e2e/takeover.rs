@@ -389,6 +389,53 @@ fn a_new_log_over_an_old_history_starts_a_generation_that_restores_follow() {
 }
 
 #[test]
+fn a_log_kept_without_storage_is_whole_in_storage_once_storage_is_added() {
+    // Without storage first: a log partly checkpointed (the file's footer past frame 0, the
+    // newest frames in segments), or a log over a file stock SQLite made (pages in no log).
+    for from_stock_sqlite in [false, true] {
+        let world = World::new();
+        let root = world.work.path().join("a");
+        {
+            let local = libsql_wal_tests::TestDb::reopen(&root, RegistryConfig::default());
+            if from_stock_sqlite {
+                std::fs::create_dir_all(root.join("tenant")).unwrap();
+                libsql_wal_tests::connect_native(&local.db_path("tenant"))
+                    .execute_batch(
+                        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); \
+                         WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 50) \
+                         INSERT INTO t SELECT x + 10000, randomblob(3000) FROM n;",
+                    )
+                    .unwrap();
+            }
+            let conn = local.connect("tenant");
+            insert(&conn, 0, 100);
+            if !from_stock_sqlite {
+                let shared = local.registry().get(&namespace()).unwrap();
+                shared.seal_now().unwrap();
+                shared.checkpoint().unwrap();
+                assert!(shared.checkpointed_frame_no() > 0);
+            }
+            insert(&conn, 100, 20);
+            assert!(libsql_wal_tests::segment_files(&local.db_path("tenant")) > 0);
+        }
+
+        // The same files, now with storage: what is stored restores the whole database.
+        let a = world.machine("a");
+        let conn = a.connect();
+        insert(&conn, 5000, 5);
+        let on_a = rows(&conn);
+        assert_eq!(on_a.len(), if from_stock_sqlite { 175 } else { 125 });
+        a.make_durable();
+        drop(conn);
+        a.stop();
+        let d = world.machine("d");
+        let conn = d.connect();
+        assert_eq!(rows(&conn), on_a, "from stock SQLite: {from_stock_sqlite}");
+        assert_eq!(integrity_check(&conn), "ok");
+    }
+}
+
+#[test]
 fn a_takeover_fences_off_the_writer_still_running() {
     let world = World::new();
     let a = world.machine("a");

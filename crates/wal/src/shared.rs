@@ -591,7 +591,22 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         (Claim::NewHistory, Some(id)) => id,
                         _ => io.uuid(),
                     };
-                    if matches!(claim, Claim::NewHistory) && local_log_end.is_none() {
+                    if matches!(claim, Claim::NewHistory) {
+                        // A local log storage never had (kept without storage, or over a bucket
+                        // that lost it): its first frames may be checkpointed already, and the
+                        // file may hold pages of no log at all (made by stock SQLite). All of
+                        // it goes into the file first, then into the base commit below.
+                        if let Some(folded) = fold_into_database(
+                            &namespace,
+                            &*io,
+                            db_path,
+                            std::mem::take(&mut sealed),
+                            current.take(),
+                            log_id,
+                        )? {
+                            footer = Some(folded);
+                            checkpointed = folded.replication_index;
+                        }
                         // The database's pages are in no log storage holds (imported, made by
                         // stock SQLite, or checkpointed without storage): they become the new
                         // history's first commit, so a restore rebuilds the whole file.
@@ -1531,46 +1546,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         let Some(last) = eligible.last() else {
             return Ok(0);
         };
-        let size_after = last.size_after();
         let end_frame_no = last.last_committed_frame_no();
-        let io_err = Error::io(&self.db_path);
-        let seg_err = Error::segment(&self.namespace);
-        let db = self.db_file().map_err(io_err)?;
-        // The newest version of every page, in page order: runs of consecutive pages go to the
-        // file with one write each.
-        let indexes: Vec<&PageIndex> = eligible.iter().map(|s| s.index()).collect();
-        let mut pages: Vec<(u32, usize)> = newest_versions(&indexes, size_after)
-            .into_iter()
-            .map(|(page_no, (segment, _))| (page_no, segment))
-            .collect();
-        pages.sort_unstable();
-        let mut run: Vec<u8> = Vec::with_capacity(CHECKPOINT_RUN_PAGES * PAGE_SIZE);
-        let mut run_start = 0;
-        for (i, &(page_no, segment)) in pages.iter().enumerate() {
-            if run.is_empty() {
-                run_start = page_no;
-            }
-            let at = run.len();
-            run.resize(at + PAGE_SIZE, 0);
-            eligible[segment]
-                .read_page(page_no, &mut run[at..])
-                .map_err(seg_err)?;
-            let run_ends = pages
-                .get(i + 1)
-                .is_none_or(|&(next, _)| next != page_no + 1)
-                || run.len() >= CHECKPOINT_RUN_PAGES * PAGE_SIZE;
-            if run_ends {
-                db.write_all_at(&run, u64::from(run_start - 1) * PAGE_SIZE as u64)
-                    .map_err(io_err)?;
-                run.clear();
-            }
-        }
-        let footer = Footer {
-            replication_index: end_frame_no,
-            log_id: self.log_id,
-        };
-        write_after_pages(db, size_after, &footer).map_err(io_err)?;
-        db.sync_data().map_err(io_err)?;
+        let db = self.db_file().map_err(Error::io(&self.db_path))?;
+        let pages = copy_into_database(&self.namespace, &self.db_path, db, &eligible, self.log_id)?;
         self.checkpointed_frame_no
             .fetch_max(end_frame_no, Ordering::SeqCst);
         let copied: u64 = eligible.iter().map(|s| s.frame_count()).sum();
@@ -1591,9 +1569,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         }
         info!(
             segments = eligible.len(),
-            end_frame_no,
-            pages = pages.len(),
-            "checkpointed"
+            end_frame_no, pages, "checkpointed"
         );
         self.activity.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(eligible.len())
@@ -1700,6 +1676,61 @@ impl<I: Io, S: Storage<File = I::File>> CheckpointJob for SharedWal<I, S> {
             warn!(namespace = %self.namespace, error = %e, "background checkpoint failed");
         }
     }
+}
+
+/// Copies the newest version of every page in `segments` (the log's oldest segments, in order)
+/// into the database file `db`, then the footer saying the file holds log `log_id` up to the
+/// last segment's end, and syncs the file. Returns the number of pages written.
+fn copy_into_database<F: FileExt>(
+    namespace: &NamespaceName,
+    db_path: &Path,
+    db: &F,
+    segments: &[Arc<SealedSegment<F>>],
+    log_id: Uuid,
+) -> Result<usize> {
+    let Some(last) = segments.last() else {
+        return Ok(0);
+    };
+    let size_after = last.size_after();
+    let end_frame_no = last.last_committed_frame_no();
+    let io_err = Error::io(db_path);
+    let seg_err = Error::segment(namespace);
+    // The newest version of every page, in page order: runs of consecutive pages go to the
+    // file with one write each.
+    let indexes: Vec<&PageIndex> = segments.iter().map(|s| s.index()).collect();
+    let mut pages: Vec<(u32, usize)> = newest_versions(&indexes, size_after)
+        .into_iter()
+        .map(|(page_no, (segment, _))| (page_no, segment))
+        .collect();
+    pages.sort_unstable();
+    let mut run: Vec<u8> = Vec::with_capacity(CHECKPOINT_RUN_PAGES * PAGE_SIZE);
+    let mut run_start = 0;
+    for (i, &(page_no, segment)) in pages.iter().enumerate() {
+        if run.is_empty() {
+            run_start = page_no;
+        }
+        let at = run.len();
+        run.resize(at + PAGE_SIZE, 0);
+        segments[segment]
+            .read_page(page_no, &mut run[at..])
+            .map_err(seg_err)?;
+        let run_ends = pages
+            .get(i + 1)
+            .is_none_or(|&(next, _)| next != page_no + 1)
+            || run.len() >= CHECKPOINT_RUN_PAGES * PAGE_SIZE;
+        if run_ends {
+            db.write_all_at(&run, u64::from(run_start - 1) * PAGE_SIZE as u64)
+                .map_err(io_err)?;
+            run.clear();
+        }
+    }
+    let footer = Footer {
+        replication_index: end_frame_no,
+        log_id,
+    };
+    write_after_pages(db, size_after, &footer).map_err(io_err)?;
+    db.sync_data().map_err(io_err)?;
+    Ok(pages.len())
 }
 
 /// Returns the directory of the segment files of the database at `db_path`:
@@ -1891,6 +1922,46 @@ fn grown_past_fork<S: Storage>(
             _ => return Ok(None),
         }
     }
+}
+
+/// Checkpoints a whole local log, `sealed` then `current` (sealed first), into the database
+/// file at `db_path` and removes its segment files. Returns the footer the file then ends with;
+/// `None` (and the file untouched) when the log holds no frame.
+fn fold_into_database<I: Io>(
+    namespace: &NamespaceName,
+    io: &I,
+    db_path: &Path,
+    mut sealed: Vec<Arc<SealedSegment<I::File>>>,
+    current: Option<CurrentSegment<I::File>>,
+    log_id: Uuid,
+) -> Result<Option<FooterInfo>> {
+    if let Some(current) = current {
+        match current.seal(io.now()).map_err(Error::segment(namespace))? {
+            Some(segment) => sealed.push(Arc::new(segment)),
+            None => remove_segment(io, current)?,
+        }
+    }
+    let Some(end) = sealed.last().map(|s| s.last_committed_frame_no()) else {
+        return Ok(None);
+    };
+    let db = io
+        .open(db_path, OpenMode::ReadWrite)
+        .map_err(Error::io(db_path))?;
+    let pages = copy_into_database(namespace, db_path, &db, &sealed, log_id)?;
+    for segment in &sealed {
+        io.remove_file(segment.path())
+            .map_err(Error::io(segment.path()))?;
+    }
+    info!(
+        segments = sealed.len(),
+        end_frame_no = end,
+        pages,
+        "a local log storage never had went into the database file"
+    );
+    Ok(Some(FooterInfo {
+        replication_index: end,
+        log_id,
+    }))
 }
 
 /// Closes `segment` and removes its file.
