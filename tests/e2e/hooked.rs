@@ -91,9 +91,9 @@ impl<B: Backend> Backend for HookedBackend<B> {
         self.inner.list_children(config, prefix).await
     }
 
-    async fn modified_ms(&self, config: &B::Config, key: &str) -> Result<u64> {
+    async fn stat(&self, config: &B::Config, key: &str) -> Result<libsql_wal_backend::ObjectStat> {
         (self.hook)(Call::Get, key).await?;
-        self.inner.modified_ms(config, key).await
+        self.inner.stat(config, key).await
     }
 
     async fn delete(&self, config: &B::Config, key: &str) -> Result<()> {

@@ -65,6 +65,16 @@ fn validate(key: &str, prefix: bool) -> Result<()> {
 /// The body of an object being read.
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
 
+/// What `Backend::stat` knows of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectStat {
+    /// Its length in bytes.
+    pub len: u64,
+    /// When it was last written, in milliseconds since the Unix epoch by the backend's clock
+    /// (S3's `Last-Modified`, a file's mtime).
+    pub modified_ms: u64,
+}
+
 /// An object store.
 ///
 /// Contract, for every implementation:
@@ -144,13 +154,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
-    /// Returns when object `key` was last written, in milliseconds since the Unix epoch by the
-    /// backend's clock (S3's `Last-Modified`, a file's mtime); `NotFound` if it does not exist.
-    fn modified_ms(
+    /// Returns object `key`'s length and when it was last written (see `ObjectStat`);
+    /// `NotFound` if it does not exist. One request (S3: `HeadObject`).
+    fn stat(
         &self,
         config: &Self::Config,
         key: &str,
-    ) -> impl Future<Output = Result<u64>> + Send;
+    ) -> impl Future<Output = Result<ObjectStat>> + Send;
 
     /// Deletes object `key`; a missing object is not an error.
     fn delete(&self, config: &Self::Config, key: &str) -> impl Future<Output = Result<()>> + Send;

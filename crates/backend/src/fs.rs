@@ -19,7 +19,7 @@ use libsql_wal_segment::create_dir_all_durably;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, instrument};
 
-use crate::backend::{validate_key, validate_prefix, Backend, ObjectReader};
+use crate::backend::{validate_key, validate_prefix, Backend, ObjectReader, ObjectStat};
 use crate::error::{Error, Result};
 
 /// Directory under the root that holds files being written.
@@ -306,12 +306,15 @@ impl Backend for FsBackend {
     }
 
     #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]
-    async fn modified_ms(&self, config: &FsConfig, key: &str) -> Result<u64> {
+    async fn stat(&self, config: &FsConfig, key: &str) -> Result<ObjectStat> {
         let path = Self::path(config, key)?;
-        let modified = match tokio::fs::metadata(&path).await {
-            Ok(meta) => meta
-                .modified()
-                .map_err(|e| local("reading the modification time of", &path, e))?,
+        let meta = match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => {
+                return Err(Error::NotFound {
+                    key: key.to_string(),
+                })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound {
                     key: key.to_string(),
@@ -319,10 +322,16 @@ impl Backend for FsBackend {
             }
             Err(e) => return Err(local("reading the metadata of", &path, e)),
         };
-        // Before the epoch: a clock set wrong when it was written; as old as can be.
-        Ok(modified
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+        let modified = meta
+            .modified()
+            .map_err(|e| local("reading the modification time of", &path, e))?;
+        Ok(ObjectStat {
+            len: meta.len(),
+            // Before the epoch: a clock set wrong when it was written; as old as can be.
+            modified_ms: modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        })
     }
 
     #[instrument(skip(self, config), fields(root = %config.root.display()), level = "debug")]

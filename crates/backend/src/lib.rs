@@ -36,7 +36,7 @@ mod retention;
 mod s3;
 mod storage;
 
-pub use backend::{validate_key, validate_prefix, Backend, ObjectReader};
+pub use backend::{validate_key, validate_prefix, Backend, ObjectReader, ObjectStat};
 pub use chain::{maximal_segments, plan_chain, plan_chain_after, strictly_contains, MissingFrames};
 pub use compaction::{
     compact, plan_compaction, CompactedGroup, CompactionReport, CompactionStrategy,

@@ -16,7 +16,7 @@
 //! Retention also sweeps orphan indexes: a store writes the index object first and the data
 //! second, so a crash between the two leaves an index no listing shows and nothing deletes. An
 //! index whose data does not exist is deleted once both its key's timestamp and the time the
-//! object itself was written (`Backend::modified_ms`) are older than `ORPHAN_INDEX_GRACE`; the
+//! object itself was written (`Backend::stat`) are older than `ORPHAN_INDEX_GRACE`; the
 //! data is checked once more just before. The object's own age keeps the sweep off an upload
 //! in flight, which stores its data right after its index, even when its key is old (a
 //! compaction of old history, run by another machine or an operator's command while this
@@ -109,11 +109,8 @@ async fn sweep_orphan_indexes<B: Backend>(
     let mut deleted = Vec::with_capacity(orphans.len());
     for key in orphans {
         // Written recently whatever its key says: an upload of old frames may be in flight.
-        match backend
-            .modified_ms(config, &index_object(generation, &key))
-            .await
-        {
-            Ok(written_ms) if written_ms < expired_before => {}
+        match backend.stat(config, &index_object(generation, &key)).await {
+            Ok(stat) if stat.modified_ms < expired_before => {}
             Ok(_) | Err(Error::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         }

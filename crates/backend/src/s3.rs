@@ -39,7 +39,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use tracing::{debug, instrument, warn};
 
-use crate::backend::{validate_key, validate_prefix, Backend, ObjectReader};
+use crate::backend::{validate_key, validate_prefix, Backend, ObjectReader, ObjectStat};
 use crate::error::{Error, Result};
 
 /// The most keys S3 returns per ListObjectsV2 call.
@@ -715,7 +715,7 @@ impl Backend for S3Backend {
     }
 
     #[instrument(skip(self, config), fields(bucket = %config.bucket), level = "debug")]
-    async fn modified_ms(&self, config: &S3Config, key: &str) -> Result<u64> {
+    async fn stat(&self, config: &S3Config, key: &str) -> Result<ObjectStat> {
         validate_key(key)?;
         let object = Self::object_key(config, key);
         match self
@@ -726,14 +726,24 @@ impl Backend for S3Backend {
             .send()
             .await
         {
-            Ok(output) => output
-                .last_modified()
-                .and_then(|t| t.to_millis().ok())
-                .map(|ms| u64::try_from(ms).unwrap_or(0))
-                .ok_or_else(|| Error::Corrupt {
-                    key: object.clone(),
-                    what: "the server sent no Last-Modified time for it".into(),
-                }),
+            Ok(output) => {
+                let modified_ms = output
+                    .last_modified()
+                    .and_then(|t| t.to_millis().ok())
+                    .map(|ms| u64::try_from(ms).unwrap_or(0))
+                    .ok_or_else(|| Error::Corrupt {
+                        key: object.clone(),
+                        what: "the server sent no Last-Modified time for it".into(),
+                    })?;
+                let len = output
+                    .content_length()
+                    .and_then(|len| u64::try_from(len).ok())
+                    .ok_or_else(|| Error::Corrupt {
+                        key: object.clone(),
+                        what: "the server sent no Content-Length for it".into(),
+                    })?;
+                Ok(ObjectStat { len, modified_ms })
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
                 Err(Error::NotFound {
                     key: key.to_string(),

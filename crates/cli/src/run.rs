@@ -11,13 +11,16 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use libsql_wal::{RegistryConfig, SwapStrategy, WalRegistry};
-use libsql_wal_backend::{Backend, CompactionStrategy, FsBackend, S3Backend, S3Options};
+use libsql_wal_backend::{Backend, CompactionStrategy};
 use libsql_wal_segment::StdIo;
 use libsql_wal_server::{Durability, Limits, Server, ServerConfig, Token, WalHost};
 use libsql_wal_supervisor::{ActorStorage, MaintenanceConfig, StorageConfig};
 use tracing::{error, info};
 
-use crate::settings::{init_logging, parse_duration, LogFormat, StorageArgs, StorageLocation};
+use crate::bucket::{with_backend, Missing, OnBackend};
+use crate::settings::{
+    init_logging, lock_data_dir, parse_duration, LogFormat, StorageArgs, StorageLocation,
+};
 
 /// When commits are synced to local disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,26 +194,7 @@ fn token_hint(value: Option<&Token>, file: Option<&PathBuf>) -> Option<String> {
 
 /// Runs the server until a signal; returns the process's exit code.
 pub fn run(args: RunArgs) -> ExitCode {
-    init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("libsql-wal-io")
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the I/O runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let location = match args.storage.location(&args.data_dir) {
-        Ok(location) => location,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    init_logging(args.log_format, "info");
     if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
         eprintln!(
             "error: cannot create the data directory {}: {e}",
@@ -218,32 +202,36 @@ pub fn run(args: RunArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    match &location {
-        StorageLocation::Fs(path) => {
-            let backend = runtime.block_on(FsBackend::new(path.clone()));
-            match backend {
-                Ok(backend) => serve(backend, &args, &location, runtime),
-                Err(e) => {
-                    eprintln!(
-                        "error: cannot open the storage directory {}: {e}",
-                        path.display()
-                    );
-                    ExitCode::FAILURE
-                }
-            }
+    let lock = match lock_data_dir(&args.data_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
         }
-        StorageLocation::S3 { bucket, prefix } => {
-            let mut options = S3Options::new(bucket.clone(), prefix.clone());
-            options.endpoint = args.storage.s3_endpoint.clone();
-            options.region = args.storage.s3_region.clone();
-            match runtime.block_on(S3Backend::new(options)) {
-                Ok(backend) => serve(backend, &args, &location, runtime),
-                Err(e) => {
-                    eprintln!("error: cannot reach the S3 storage {location}: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+    };
+    let code = with_backend(
+        &args.storage,
+        &args.data_dir,
+        Missing::Create,
+        Serve { args: &args },
+    );
+    drop(lock);
+    code
+}
+
+/// The server, on whichever backend the flags name.
+struct Serve<'a> {
+    args: &'a RunArgs,
+}
+
+impl OnBackend for Serve<'_> {
+    fn run<B: Backend>(
+        self,
+        backend: B,
+        location: &StorageLocation,
+        runtime: tokio::runtime::Runtime,
+    ) -> ExitCode {
+        serve(backend, self.args, location, runtime)
     }
 }
 

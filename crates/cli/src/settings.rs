@@ -1,6 +1,6 @@
-//! What the commands share: where durable storage is (`--storage`, `--s3-*`), durations as
-//! operators write them (`250ms`, `10s`, `5m`, `2h`, `7d`), and logging (`--log-format`,
-//! `RUST_LOG`).
+//! What the commands share: where durable storage is (`--data-dir`, `--storage`, `--s3-*`),
+//! durations as operators write them (`250ms`, `10s`, `5m`, `2h`, `7d`), and logging
+//! (`--log-format`, `RUST_LOG`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +21,18 @@ pub struct StorageArgs {
     /// The S3 region (default: from the AWS environment, or `us-east-1` with an endpoint).
     #[arg(long, env = "LIBSQL_WAL_S3_REGION")]
     pub s3_region: Option<String>,
+}
+
+/// The bucket an operator command works on, named by the same flags as `run`'s.
+#[derive(Debug, Clone, Args)]
+pub struct BucketArgs {
+    /// The data directory of the server whose bucket this is (its `bucket` directory is the
+    /// default storage).
+    #[arg(long, env = "LIBSQL_WAL_DATA_DIR", default_value = "libsql-wal-data")]
+    pub data_dir: PathBuf,
+    /// Durable storage.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 /// Where durable storage is, parsed.
@@ -114,6 +126,33 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// The data directory's lock, held while a server or a shell uses it (released when dropped,
+/// or when the process ends however it ends).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the lock of the data directory `dir` (the file `libsql-wal.lock` in it): two processes
+/// writing one namespace's files would corrupt them.
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, String> {
+    let path = dir.join("libsql-wal.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(format!(
+            "another libsql-wal process (a server or a shell) is using the data directory {}",
+            dir.display()
+        )),
+        Err(e) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -123,10 +162,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Starts logging to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging(format: LogFormat) {
+/// Starts logging to stderr, filtered by `RUST_LOG` (default `default_level`: `info` for the
+/// server, `warn` for the operator commands, whose output is their tables).
+pub fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -107,7 +107,7 @@ impl Backend for CountingBackend {
         Ok(Vec::new())
     }
 
-    async fn modified_ms(&self, _: &(), key: &str) -> Result<u64> {
+    async fn stat(&self, _: &(), key: &str) -> Result<libsql_wal_backend::ObjectStat> {
         Err(libsql_wal_backend::Error::NotFound { key: key.into() })
     }
 
@@ -256,9 +256,9 @@ impl<B: Backend> Backend for RequestCounting<B> {
         self.inner.list_children(config, prefix).await
     }
 
-    async fn modified_ms(&self, config: &B::Config, key: &str) -> Result<u64> {
+    async fn stat(&self, config: &B::Config, key: &str) -> Result<libsql_wal_backend::ObjectStat> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.inner.modified_ms(config, key).await
+        self.inner.stat(config, key).await
     }
 
     async fn delete(&self, config: &B::Config, key: &str) -> Result<()> {

@@ -523,7 +523,7 @@ pub async fn missing_objects_are_not_found<B: Backend>(backend: &B, scratch: &Pa
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     assert!(!dest.exists());
     let err = backend
-        .modified_ms(config, &index_object(&ns, &key))
+        .stat(config, &index_object(&ns, &key))
         .await
         .expect_err("no index to date");
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
@@ -824,6 +824,17 @@ pub async fn conditional_writes_create_once<B: Backend>(backend: Arc<B>) {
         .await
         .expect("put_bytes_if_absent over an object"));
     assert_eq!(read_object(&*backend, key).await, vec![winners[0]; 100]);
+    let stat = backend
+        .stat(backend.default_config(), key)
+        .await
+        .expect("stat");
+    assert_eq!(stat.len, 100, "stat gives the object's length");
+    let now = libsql_wal_backend::now_ms();
+    assert!(
+        stat.modified_ms + 3_600_000 > now && stat.modified_ms < now + 3_600_000,
+        "written about now: {} vs {now}",
+        stat.modified_ms
+    );
 }
 
 async fn read_object<B: Backend + ?Sized>(backend: &B, key: &str) -> Vec<u8> {

@@ -11,4 +11,6 @@
 pub mod conformance;
 mod test_server;
 
-pub use test_server::{test_server_options, S3TestServer, TestServerOptions, TEST_BUCKET};
+pub use test_server::{
+    test_server_options, S3TestServer, TestServerOptions, ACCESS_KEY, SECRET_KEY, TEST_BUCKET,
+};

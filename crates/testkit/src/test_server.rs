@@ -31,9 +31,9 @@ use tokio::task::JoinHandle;
 use libsql_wal_backend::{Error, Result, S3Backend, S3Options};
 
 /// The access key the server accepts.
-const ACCESS_KEY: &str = "libsql-wal-test";
+pub const ACCESS_KEY: &str = "libsql-wal-test";
 /// The secret key the server accepts.
-const SECRET_KEY: &str = "libsql-wal-test-secret";
+pub const SECRET_KEY: &str = "libsql-wal-test-secret";
 /// The one bucket the server starts with.
 pub const TEST_BUCKET: &str = "segments";
 

@@ -7,7 +7,8 @@
 //! - `SharedWal` appends commits to the current segment, seals it by `SwapStrategy`, hands
 //!   sealed segments to a `libsql_wal_backend::Storage`, and checkpoints them into the database
 //!   file (followed by the libSQL `Footer`).
-//! - `restore` rebuilds a namespace's database from durable storage alone, at any stored point.
+//! - `restore` rebuilds a namespace's database from durable storage alone, at any stored point;
+//!   `plan_restore` says what it would fetch.
 //!
 //! Layers, lowest first: `footer`, `checkpointer` -> `shared` -> `wal` -> `registry` ->
 //! `manager`. The checkpointer runs `SharedWal`s through a small trait it defines.
@@ -25,6 +26,9 @@ pub use error::{Error, Result};
 pub use footer::{Footer, FOOTER_SIZE};
 pub use manager::LibsqlWalManager;
 pub use registry::{namespace_from_directory, RegistryConfig, WalRegistry};
-pub use restore::{restore, RestoreOptions, RestoreReport, RestoreTarget};
+pub use restore::{
+    plan_restore, restore, OnRestoreProgress, RestoreOptions, RestorePlan, RestoreProgress,
+    RestoreReport, RestoreTarget,
+};
 pub use shared::{SharedWal, SwapStrategy};
 pub use wal::LibsqlWal;

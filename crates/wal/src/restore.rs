@@ -31,6 +31,7 @@
 //! written so far are written again by the new plan.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use libsql_wal_backend::{
@@ -86,18 +87,59 @@ impl std::fmt::Display for RestoreTarget {
     }
 }
 
+/// Where a restore is: reported after each segment whose pages it wrote (see
+/// `RestoreOptions::progress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreProgress {
+    /// Segments whose pages are written.
+    pub segments_done: usize,
+    /// Segments whose data the restore fetches (those of the chain that own a page).
+    pub segments_total: usize,
+    /// Bytes of segment data downloaded so far.
+    pub bytes_done: u64,
+}
+
+/// Called with a restore's progress (from the thread that runs the restore).
+pub type OnRestoreProgress = Arc<dyn Fn(RestoreProgress) + Send + Sync>;
+
 /// How a restore runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RestoreOptions {
     /// Segments downloaded at once (at least 1).
     pub concurrency: usize,
+    /// Told after each segment written, if set.
+    pub progress: Option<OnRestoreProgress>,
+}
+
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("concurrency", &self.concurrency)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 impl Default for RestoreOptions {
-    /// Eight downloads at once.
+    /// Eight downloads at once, no progress reports.
     fn default() -> Self {
-        RestoreOptions { concurrency: 8 }
+        RestoreOptions {
+            concurrency: 8,
+            progress: None,
+        }
     }
+}
+
+/// What a restore of a target would fetch (see `plan_restore`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestorePlan {
+    /// The last frame_no the restored database would hold.
+    pub end_frame_no: u64,
+    /// When the segment ending there was sealed (milliseconds since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// The chain of segments, oldest first, each with its generation: the restore fetches
+    /// each one's index, and the data of those that still own a page.
+    pub segments: Vec<(Generation, SegmentKey)>,
 }
 
 /// What a restore did.
@@ -171,6 +213,39 @@ pub fn restore<S: Storage>(
         }
     }
     result
+}
+
+/// Plans a restore of `namespace` as of `target` without fetching anything but listings and
+/// generation records: the point it would land on and the chain of segments it would read.
+/// Blocks like `restore`.
+#[tracing::instrument(skip(storage, config_override), fields(%namespace, %target))]
+pub fn plan_restore<S: Storage>(
+    storage: &S,
+    namespace: &NamespaceName,
+    target: RestoreTarget,
+    config_override: Option<&S::Config>,
+) -> Result<RestorePlan> {
+    let options = RestoreOptions::default();
+    let restore = Restore {
+        storage,
+        namespace,
+        config: config_override,
+        options: &options,
+        building: Path::new(""),
+        marker: None,
+    };
+    futures::executor::block_on(async {
+        let parts = restore.list(target, None).await?;
+        let segments = restore.plan(&parts, target, 0)?;
+        let Some(&(_, newest)) = segments.last().as_ref() else {
+            return Err(restore.nothing(target));
+        };
+        Ok(RestorePlan {
+            end_frame_no: newest.end_frame_no,
+            timestamp_ms: newest.timestamp_ms,
+            segments,
+        })
+    })
 }
 
 /// What a database file holds before a restore writes into it in place.
@@ -442,6 +517,16 @@ impl<S: Storage> Restore<'_, S> {
         // they are written in whatever order the downloads end.
         let older: Vec<usize> = (0..last).rev().filter(|&i| !owned[i].is_empty()).collect();
         let data_fetched = 1 + older.len();
+        let report_progress = |segments_done, bytes_done| {
+            if let Some(progress) = &self.options.progress {
+                progress(RestoreProgress {
+                    segments_done,
+                    segments_total: data_fetched,
+                    bytes_done,
+                });
+            }
+        };
+        report_progress(1, bytes_downloaded);
         let mut downloads = stream::iter(older)
             .map(|i| {
                 let (at, index, owned) = (&chain[i], &indexes[i], &owned[i]);
@@ -457,6 +542,7 @@ impl<S: Storage> Restore<'_, S> {
             let (i, fetched) = fetched?;
             bytes_downloaded += fetched.bytes;
             done += 1;
+            report_progress(done, bytes_downloaded);
             info!(done, total = data_fetched, generation = chain[i].0.number, key = %chain[i].1, "segment restored");
         }
         drop(downloads);

@@ -220,9 +220,13 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.list_children(config, prefix).await
     }
 
-    async fn modified_ms(&self, config: &Self::Config, key: &str) -> Result<u64> {
+    async fn stat(
+        &self,
+        config: &Self::Config,
+        key: &str,
+    ) -> Result<libsql_wal_backend::ObjectStat> {
         self.before_read().await;
-        self.inner.modified_ms(config, key).await
+        self.inner.stat(config, key).await
     }
 
     async fn delete(&self, config: &Self::Config, key: &str) -> Result<()> {

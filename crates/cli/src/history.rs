@@ -1,0 +1,150 @@
+//! A namespace's history as the bucket holds it, read for `ls` and `verify`: its generations,
+//! and for each generation of the current history (the newest one and the parents it
+//! continues) its stored segments and the points a restore can land on.
+
+use libsql_wal_backend::{
+    plan_chain_after, Backend, BackendExt, Generation, GenerationKind, GenerationRecord, Lineage,
+    NamespaceName, SegmentKey,
+};
+use serde::Serialize;
+
+use crate::output::time_text;
+
+/// One generation of the current history.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The generation.
+    pub generation: Generation,
+    /// Its first frame_no.
+    pub start_frame_no: u64,
+    /// Its stored segments ending at or before `until`, newest-ending first.
+    pub keys: Vec<SegmentKey>,
+}
+
+/// What the bucket holds of a namespace.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// Every generation, oldest first.
+    pub lineage: Lineage,
+    /// The current history, newest generation first; empty when the namespace has no
+    /// generation or its newest marks it deleted.
+    pub parts: Vec<Part>,
+}
+
+/// A point a restore can land on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Point {
+    /// The generation it is in.
+    pub generation: u64,
+    /// The last frame_no of the database there.
+    pub frame_no: u64,
+    /// When the segment ending there was sealed (milliseconds since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// The same, as RFC 3339.
+    pub time: String,
+}
+
+impl Point {
+    fn new(generation: u64, key: &SegmentKey) -> Self {
+        Point {
+            generation,
+            frame_no: key.end_frame_no,
+            timestamp_ms: key.timestamp_ms,
+            time: time_text(key.timestamp_ms),
+        }
+    }
+}
+
+/// Reads `namespace`'s generations and the stored segments of its current history.
+pub async fn read_history<B: Backend>(
+    backend: &B,
+    namespace: &NamespaceName,
+) -> libsql_wal_backend::Result<History> {
+    let config = backend.default_config();
+    let lineage = backend.lineage(config, namespace).await?;
+    let mut parts = Vec::new();
+    if let Some(newest) = lineage.newest() {
+        for (record, until) in lineage.history(namespace, newest.number, None)? {
+            let Some(part) = part_of(backend, namespace, &record, until).await? else {
+                break;
+            };
+            parts.push(part);
+        }
+    }
+    Ok(History { lineage, parts })
+}
+
+/// The stored segments of generation `record` up to `until`; `None` for a deletion mark.
+pub async fn part_of<B: Backend>(
+    backend: &B,
+    namespace: &NamespaceName,
+    record: &GenerationRecord,
+    until: Option<u64>,
+) -> libsql_wal_backend::Result<Option<Part>> {
+    let GenerationKind::Log { start_frame_no, .. } = record.kind else {
+        return Ok(None);
+    };
+    let Some(generation) = record.log(namespace) else {
+        return Ok(None);
+    };
+    let keys = backend
+        .list_segments(
+            backend.default_config(),
+            &generation,
+            until.unwrap_or(u64::MAX),
+        )
+        .await?;
+    Ok(Some(Part {
+        generation,
+        start_frame_no,
+        keys,
+    }))
+}
+
+impl History {
+    /// The newest generation's number and whether it marks the namespace deleted.
+    pub fn newest(&self) -> Option<(u64, bool)> {
+        self.lineage
+            .newest()
+            .map(|r| (r.number, r.kind == GenerationKind::Deleted))
+    }
+
+    /// The newest point of the history: the newest stored segment end.
+    pub fn newest_point(&self) -> Option<Point> {
+        self.parts.iter().find_map(|part| {
+            part.keys
+                .iter()
+                .max_by_key(|k| k.end_frame_no)
+                .map(|k| Point::new(part.generation.number, k))
+        })
+    }
+
+    /// The oldest point a restore can land on: the first segment end, oldest generation first,
+    /// that a chain of stored segments reaches from the generation's start.
+    pub fn oldest_point(&self) -> Option<Point> {
+        self.parts.iter().rev().find_map(|part| {
+            let mut keys = part.keys.clone();
+            keys.sort_by_key(|k| k.end_frame_no);
+            keys.iter()
+                .find(|k| {
+                    plan_chain_after(
+                        &part.keys,
+                        part.start_frame_no.saturating_sub(1),
+                        k.end_frame_no,
+                    )
+                    .is_ok()
+                })
+                .map(|k| Point::new(part.generation.number, k))
+        })
+    }
+
+    /// The highest frame_no stored in the history.
+    pub fn durable_frame_no(&self) -> u64 {
+        self.newest_point().map_or(0, |p| p.frame_no)
+    }
+
+    /// The stored segments of the history.
+    pub fn segment_count(&self) -> usize {
+        self.parts.iter().map(|p| p.keys.len()).sum()
+    }
+}

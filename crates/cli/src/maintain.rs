@@ -1,0 +1,409 @@
+//! `libsql-wal compact` and `libsql-wal retain`: the bucket maintenance a server runs on its
+//! own (`--maintenance-interval`), run once by hand on one namespace or all, on each one's
+//! newest generation (older ones are frozen: a newer generation may continue from any point of
+//! them). `--dry-run` prints what the real run would write and delete (objects, bytes, PUT and
+//! DELETE requests), planned on the same listing rules, and changes nothing.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use futures::{StreamExt, TryStreamExt};
+use libsql_wal_backend::{
+    apply_retention, compact, now_ms, plan_chain, plan_compaction, plan_retention, segment_object,
+    Backend, BackendExt, CompactionStrategy, Generation, NamespaceName, SegmentKey,
+};
+use serde::Serialize;
+
+use crate::bucket::{with_backend, Missing, OnBackend};
+use crate::output::{bytes_text, failed, print_json, progress_bar, usage};
+use crate::settings::{parse_duration, BucketArgs, StorageLocation};
+
+/// `HEAD` requests in flight at once.
+const STATS_AT_ONCE: usize = 16;
+
+/// Which namespaces a maintenance command works on.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// The namespace.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    namespace: Option<String>,
+    /// Every namespace of the bucket.
+    #[arg(long)]
+    all: bool,
+    /// Print what would be written and deleted; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The bucket.
+    #[command(flatten)]
+    bucket: BucketArgs,
+}
+
+/// How segments are compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Strategy {
+    /// Size-tiered, 8 segments per merge.
+    Tiered,
+    /// Every segment twice the span of the next newer.
+    Logarithmic,
+}
+
+/// `libsql-wal compact`'s flags.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// What to compact.
+    #[command(flatten)]
+    selection: Selection,
+    /// How to group segments.
+    #[arg(long, value_enum, default_value = "tiered")]
+    strategy: Strategy,
+}
+
+/// `libsql-wal retain`'s flags.
+#[derive(Debug, Args)]
+pub struct RetainArgs {
+    /// What to prune.
+    #[command(flatten)]
+    selection: Selection,
+    /// Keep every restore point this far back (`7d`, `12h`, ...); older segments that a
+    /// compacted one covers are deleted.
+    #[arg(long, value_parser = parse_duration)]
+    keep_for: Duration,
+    /// Keep at least this many of the newest restore points, however old.
+    #[arg(long, default_value_t = 0)]
+    keep_points: usize,
+}
+
+/// What a maintenance command did (or would do) to one namespace.
+#[derive(Debug, Default, Serialize)]
+struct Maintained {
+    namespace: String,
+    generation: Option<u64>,
+    /// Segments written (compacted ones), each with the segments it replaces in restores.
+    written: Vec<Written>,
+    /// Segments deleted.
+    deleted: Vec<String>,
+    /// Bytes written (compact: at most the sources' bytes in a dry run) or deleted (retain).
+    bytes: u64,
+    put_requests: usize,
+    delete_requests: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Written {
+    key: String,
+    sources: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct MaintainOutput {
+    command: &'static str,
+    dry_run: bool,
+    namespaces: Vec<Maintained>,
+}
+
+/// What a maintenance command does to one generation.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Compact(CompactionStrategy),
+    Retain {
+        keep_for: Duration,
+        keep_points: usize,
+    },
+}
+
+/// Runs `compact`.
+pub fn compact_command(args: CompactArgs) -> ExitCode {
+    let strategy = match args.strategy {
+        Strategy::Tiered => CompactionStrategy::default(),
+        Strategy::Logarithmic => CompactionStrategy::Logarithmic,
+    };
+    start(args.selection, Job::Compact(strategy))
+}
+
+/// Runs `retain`.
+pub fn retain_command(args: RetainArgs) -> ExitCode {
+    start(
+        args.selection,
+        Job::Retain {
+            keep_for: args.keep_for,
+            keep_points: args.keep_points,
+        },
+    )
+}
+
+fn start(selection: Selection, job: Job) -> ExitCode {
+    let namespace = match selection
+        .namespace
+        .as_deref()
+        .map(str::parse::<NamespaceName>)
+    {
+        Some(Err(e)) => return usage(e),
+        Some(Ok(ns)) => Some(ns),
+        None => None,
+    };
+    with_backend(
+        &selection.bucket.storage,
+        &selection.bucket.data_dir,
+        Missing::Refuse,
+        Maintain {
+            namespace,
+            dry_run: selection.dry_run,
+            json: selection.json,
+            job,
+        },
+    )
+}
+
+struct Maintain {
+    namespace: Option<NamespaceName>,
+    dry_run: bool,
+    json: bool,
+    job: Job,
+}
+
+impl OnBackend for Maintain {
+    fn run<B: Backend>(
+        self,
+        backend: B,
+        _: &StorageLocation,
+        runtime: tokio::runtime::Runtime,
+    ) -> ExitCode {
+        let scratch = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(e) => return failed(format!("cannot make a scratch directory: {e}")),
+        };
+        let now = now_ms();
+        let outcome = runtime.block_on(async {
+            let namespaces = match &self.namespace {
+                Some(ns) => vec![ns.clone()],
+                None => backend.list_namespaces(backend.default_config()).await?,
+            };
+            let mut done = Vec::with_capacity(namespaces.len());
+            for namespace in namespaces {
+                let newest = backend
+                    .newest_generation(backend.default_config(), &namespace)
+                    .await?;
+                let mut maintained = Maintained {
+                    namespace: namespace.to_string(),
+                    ..Maintained::default()
+                };
+                if let Some(generation) = newest.and_then(|r| r.log(&namespace)) {
+                    maintained.generation = Some(generation.number);
+                    self.maintain(&backend, &generation, now, scratch.path(), &mut maintained)
+                        .await?;
+                }
+                done.push(maintained);
+            }
+            Ok::<_, libsql_wal_backend::Error>(done)
+        });
+        let namespaces = match outcome {
+            Ok(namespaces) => namespaces,
+            Err(e) => return failed(e),
+        };
+        let output = MaintainOutput {
+            command: match self.job {
+                Job::Compact(_) => "compact",
+                Job::Retain { .. } => "retain",
+            },
+            dry_run: self.dry_run,
+            namespaces,
+        };
+        if self.json {
+            return print_json(&output);
+        }
+        let verb = if self.dry_run { "would " } else { "" };
+        for m in &output.namespaces {
+            match self.job {
+                Job::Compact(_) => println!(
+                    "{}: {verb}write {} compacted segments ({}{}; {} PUT requests)",
+                    m.namespace,
+                    m.written.len(),
+                    if self.dry_run { "at most " } else { "" },
+                    bytes_text(m.bytes),
+                    m.put_requests
+                ),
+                Job::Retain { .. } => println!(
+                    "{}: {verb}delete {} segments ({}; {} DELETE requests)",
+                    m.namespace,
+                    m.deleted.len(),
+                    bytes_text(m.bytes),
+                    m.delete_requests
+                ),
+            }
+            for w in &m.written {
+                println!("  {} <- {}", w.key, w.sources.join(", "));
+            }
+            for d in &m.deleted {
+                println!("  - {d}");
+            }
+        }
+        ExitCode::SUCCESS
+    }
+}
+
+impl Maintain {
+    /// Runs (or plans) the job on `generation`.
+    async fn maintain<B: Backend>(
+        &self,
+        backend: &B,
+        generation: &Generation,
+        now: u64,
+        scratch: &std::path::Path,
+        out: &mut Maintained,
+    ) -> libsql_wal_backend::Result<()> {
+        let config = backend.default_config();
+        let keys = backend.list_segments(config, generation, u64::MAX).await?;
+        match self.job {
+            Job::Compact(strategy) if self.dry_run => {
+                let Some(newest) = keys.first() else {
+                    return Ok(());
+                };
+                let chain = plan_chain(&keys, newest.end_frame_no).map_err(|gap| {
+                    libsql_wal_backend::Error::corrupt(
+                        libsql_wal_backend::segments_prefix(generation),
+                        format!("cannot compact: {gap}"),
+                    )
+                })?;
+                for group in plan_compaction(&chain, strategy) {
+                    let (Some(first), Some(last)) = (group.first(), group.last()) else {
+                        continue;
+                    };
+                    let key = SegmentKey {
+                        start_frame_no: first.start_frame_no,
+                        end_frame_no: last.end_frame_no,
+                        timestamp_ms: group.iter().map(|k| k.timestamp_ms).max().unwrap_or(0),
+                    };
+                    out.bytes += data_bytes(backend, generation, &group).await?;
+                    out.put_requests += 2;
+                    out.written.push(Written {
+                        key: key.to_string(),
+                        sources: group.iter().map(ToString::to_string).collect(),
+                    });
+                }
+            }
+            Job::Compact(strategy) => {
+                let bar = progress_bar(0, "groups");
+                let report = compact(
+                    backend,
+                    config,
+                    generation,
+                    strategy,
+                    scratch,
+                    |done, of| {
+                        bar.set_length(of as u64);
+                        bar.set_position(done as u64);
+                    },
+                )
+                .await;
+                bar.finish_and_clear();
+                for group in report?.groups {
+                    out.bytes += group.bytes;
+                    out.put_requests += 2;
+                    out.written.push(Written {
+                        key: group.key.to_string(),
+                        sources: group.sources.iter().map(ToString::to_string).collect(),
+                    });
+                }
+            }
+            Job::Retain {
+                keep_for,
+                keep_points,
+            } => {
+                let window = retention_window(&keys, keep_for, keep_points, now);
+                let mut planned: Vec<SegmentKey> =
+                    plan_retention(&keys, window, now).into_keys().collect();
+                planned.sort_by_key(|k| (k.start_frame_no, k.end_frame_no, k.timestamp_ms));
+                // Sized before they go.
+                out.bytes = data_bytes(backend, generation, &planned).await?;
+                let deleted = if self.dry_run {
+                    planned
+                } else {
+                    apply_retention(backend, config, generation, window, now)
+                        .await?
+                        .deleted
+                };
+                out.delete_requests = 2 * deleted.len();
+                out.deleted = deleted.iter().map(ToString::to_string).collect();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The retention window: `keep_for`, widened so that the `keep_points` newest restore points
+/// (segment ends) stay inside it.
+fn retention_window(
+    keys: &[SegmentKey],
+    keep_for: Duration,
+    keep_points: usize,
+    now: u64,
+) -> Duration {
+    let mut by_end: Vec<&SegmentKey> = keys.iter().collect();
+    by_end.sort_by_key(|k| std::cmp::Reverse(k.end_frame_no));
+    match keep_points.checked_sub(1).and_then(|i| by_end.get(i)) {
+        Some(oldest_kept) => keep_for.max(Duration::from_millis(
+            now.saturating_sub(oldest_kept.timestamp_ms),
+        )),
+        None if keep_points > 0 => Duration::from_millis(now),
+        None => keep_for,
+    }
+}
+
+/// The summed length of the data objects of `keys`.
+async fn data_bytes<B: Backend>(
+    backend: &B,
+    generation: &Generation,
+    keys: &[SegmentKey],
+) -> libsql_wal_backend::Result<u64> {
+    let config = backend.default_config();
+    let lens: Vec<u64> = futures::stream::iter(keys.iter().copied())
+        .map(|key| async move {
+            match backend
+                .stat(config, &segment_object(generation, &key))
+                .await
+            {
+                Ok(stat) => Ok(stat.len),
+                // Deleted since it was listed (another pass): nothing of it to count.
+                Err(libsql_wal_backend::Error::NotFound { .. }) => Ok(0),
+                Err(e) => Err(e),
+            }
+        })
+        .buffered(STATS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(lens.iter().sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(end: u64, timestamp_ms: u64) -> SegmentKey {
+        SegmentKey {
+            start_frame_no: end,
+            end_frame_no: end,
+            timestamp_ms,
+        }
+    }
+
+    #[test]
+    fn keep_points_widens_the_window_to_the_oldest_point_kept() {
+        let keys = [key(3, 300), key(2, 200), key(1, 100)];
+        let day = Duration::from_secs(86_400);
+        assert_eq!(retention_window(&keys, day, 0, 1_000), day);
+        let short = Duration::from_millis(10);
+        assert_eq!(
+            retention_window(&keys, short, 2, 1_000),
+            Duration::from_millis(800)
+        );
+        assert_eq!(
+            retention_window(&keys, short, 5, 1_000),
+            Duration::from_millis(1_000),
+            "more points asked for than stored: keep everything"
+        );
+    }
+}

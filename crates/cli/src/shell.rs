@@ -1,0 +1,317 @@
+//! `libsql-wal shell NS`: an interactive SQL prompt on a namespace of a local data directory,
+//! through this WAL and the same bucket as `run` (writes are shipped like the server's), for an
+//! operator without a client at hand. Statements end with `;`; dot commands: `.tables`,
+//! `.schema [TABLE]`, `.help`, `.quit`. Reads statements from a pipe too (no prompt then).
+//!
+//! It takes the data directory's lock, so it never runs beside a server (or another shell) on
+//! the same files, and it opens only namespaces that exist there: it never restores one from
+//! the bucket (that would take the namespace over from wherever it is served).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use libsql_sys::rusqlite::types::ValueRef;
+use libsql_sys::rusqlite::OpenFlags;
+use libsql_wal::{LibsqlWalManager, RegistryConfig, WalRegistry};
+use libsql_wal_backend::{Backend, NamespaceName};
+use libsql_wal_segment::StdIo;
+use libsql_wal_supervisor::{ActorStorage, StorageConfig};
+use rustyline::error::ReadlineError;
+
+use crate::bucket::{with_backend, Missing, OnBackend};
+use crate::output::{failed, usage, Table};
+use crate::settings::{lock_data_dir, BucketArgs, StorageLocation};
+
+/// `libsql-wal shell`'s flags.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The namespace (it must exist in the data directory).
+    namespace: String,
+    /// The bucket (and the data directory the namespace is in).
+    #[command(flatten)]
+    bucket: BucketArgs,
+}
+
+/// Longest blob shown whole; longer ones are cut.
+const BLOB_SHOWN: usize = 32;
+
+/// Runs `shell`.
+pub fn shell(args: ShellArgs) -> ExitCode {
+    let namespace: NamespaceName = match args.namespace.parse() {
+        Ok(ns) => ns,
+        Err(e) => return usage(e),
+    };
+    let db_path = args
+        .bucket
+        .data_dir
+        .join("namespaces")
+        .join(namespace.as_str())
+        .join("data");
+    if !db_path.exists() {
+        return usage(format!(
+            "there is no namespace {namespace} in {} (no {})",
+            args.bucket.data_dir.display(),
+            db_path.display()
+        ));
+    }
+    let lock = match lock_data_dir(&args.bucket.data_dir) {
+        Ok(lock) => lock,
+        Err(e) => return failed(e),
+    };
+    let code = with_backend(
+        &args.bucket.storage,
+        &args.bucket.data_dir,
+        Missing::Refuse,
+        Shell {
+            namespace,
+            db_path,
+            data_dir: args.bucket.data_dir.clone(),
+        },
+    );
+    drop(lock);
+    code
+}
+
+struct Shell {
+    namespace: NamespaceName,
+    db_path: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl OnBackend for Shell {
+    fn run<B: Backend>(
+        self,
+        backend: B,
+        _: &StorageLocation,
+        _runtime: tokio::runtime::Runtime,
+    ) -> ExitCode {
+        let storage = match ActorStorage::<B, std::fs::File>::start(
+            backend,
+            StorageConfig {
+                scratch_dir: self.data_dir.join("scratch"),
+                ..StorageConfig::default()
+            },
+        ) {
+            Ok(storage) => storage,
+            Err(e) => return failed(format!("cannot start the storage pipeline: {e}")),
+        };
+        let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
+        let conn = libsql_sys::Connection::open(
+            &self.db_path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            LibsqlWalManager::new(registry.clone()),
+            0,
+            None,
+        )
+        .and_then(|conn| conn.execute_batch("PRAGMA synchronous=FULL").map(|()| conn));
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => return failed(format!("cannot open {}: {e}", self.namespace)),
+        };
+        let code = prompt(&conn, &self.namespace);
+        drop(conn);
+        match registry.shutdown() {
+            Ok(()) => code,
+            Err(e) => failed(format!(
+                "shutting the log down: {e} (what is not durable stays on local disk and is sent at the next start)"
+            )),
+        }
+    }
+}
+
+/// Reads statements until `.quit` or the end of input; returns 1 if one failed.
+fn prompt<W: libsql_sys::wal::Wal>(
+    conn: &libsql_sys::Connection<W>,
+    namespace: &NamespaceName,
+) -> ExitCode {
+    let mut editor = match rustyline::DefaultEditor::new() {
+        Ok(editor) => editor,
+        Err(e) => return failed(format!("cannot read input: {e}")),
+    };
+    let mut failures = 0;
+    let mut pending = String::new();
+    loop {
+        let prompt = if pending.is_empty() {
+            format!("{namespace}> ")
+        } else {
+            "   ...> ".to_string()
+        };
+        let line = match editor.readline(&prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                pending.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failures += 1;
+                break;
+            }
+        };
+        let trimmed = line.trim();
+        if pending.is_empty() && trimmed.starts_with('.') {
+            let _ = editor.add_history_entry(trimmed);
+            match dot_command(conn, trimmed) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    failures += 1;
+                }
+                None => break,
+            }
+            continue;
+        }
+        pending.push_str(&line);
+        pending.push('\n');
+        if !trimmed.ends_with(';') {
+            continue;
+        }
+        let sql = std::mem::take(&mut pending);
+        let _ = editor.add_history_entry(sql.trim());
+        if let Err(e) = run_sql(conn, &sql) {
+            eprintln!("error: {e}");
+            failures += 1;
+        }
+    }
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::output::PROBLEMS)
+    }
+}
+
+/// Runs a dot command; `None` for `.quit`.
+fn dot_command<W: libsql_sys::wal::Wal>(
+    conn: &libsql_sys::Connection<W>,
+    command: &str,
+) -> Option<Result<(), String>> {
+    let mut words = command.split_whitespace();
+    let result = match (words.next().unwrap_or(""), words.next()) {
+        (".quit" | ".exit", _) => return None,
+        (".tables", _) => run_sql(
+            conn,
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        ),
+        (".schema", None) => run_sql(
+            conn,
+            "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY tbl_name, type DESC, name",
+        ),
+        (".schema", Some(table)) => conn
+            .prepare(
+                "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND tbl_name = ?1 ORDER BY type DESC, name",
+            )
+            .and_then(|mut stmt| print_rows(&mut stmt, [table]))
+            .map_err(|e| e.to_string()),
+        (".help", _) => {
+            println!("statements end with ';'\n.tables          the tables\n.schema [TABLE]  the schema (of one table)\n.quit            leave");
+            Ok(())
+        }
+        (other, _) => Err(format!("unknown command {other} (try .help)")),
+    };
+    Some(result)
+}
+
+/// Runs every statement of `sql`, printing the rows of those that return some.
+fn run_sql<W: libsql_sys::wal::Wal>(
+    conn: &libsql_sys::Connection<W>,
+    sql: &str,
+) -> Result<(), String> {
+    let mut rest = sql.trim();
+    while !rest.is_empty() {
+        let (statement, tail) = split_statement(rest);
+        rest = tail.trim();
+        if statement.trim().is_empty() {
+            continue;
+        }
+        let mut stmt = conn.prepare(statement).map_err(|e| e.to_string())?;
+        if stmt.column_count() > 0 {
+            print_rows(&mut stmt, []).map_err(|e| e.to_string())?;
+        } else {
+            let changed = stmt.execute([]).map_err(|e| e.to_string())?;
+            if changed > 0 {
+                println!("{changed} rows changed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Splits off the first statement of `sql` at a `;` outside quotes.
+fn split_statement(sql: &str) -> (&str, &str) {
+    let mut quote = None;
+    for (at, c) in sql.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, ';') => return (&sql[..at], &sql[at + 1..]),
+            _ => {}
+        }
+    }
+    (sql, "")
+}
+
+/// Prints the rows of `stmt` as a table.
+fn print_rows<P: libsql_sys::rusqlite::Params>(
+    stmt: &mut libsql_sys::rusqlite::Statement<'_>,
+    params: P,
+) -> libsql_sys::rusqlite::Result<()> {
+    let names: Vec<String> = stmt
+        .column_names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let columns = names.len();
+    let mut table = Table::new(&names);
+    let mut rows = stmt.query(params)?;
+    while let Some(row) = rows.next()? {
+        let mut cells = Vec::with_capacity(columns);
+        for i in 0..columns {
+            cells.push(value_text(row.get_ref(i)?));
+        }
+        table.row(cells);
+    }
+    table.print();
+    Ok(())
+}
+
+fn value_text(value: ValueRef<'_>) -> String {
+    match value {
+        ValueRef::Null => "NULL".into(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(r) => r.to_string(),
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        ValueRef::Blob(b) => {
+            let hex: String = b
+                .iter()
+                .take(BLOB_SHOWN)
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            if b.len() > BLOB_SHOWN {
+                format!("x'{hex}...' ({} bytes)", b.len())
+            } else {
+                format!("x'{hex}'")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_at_semicolons_outside_quotes() {
+        assert_eq!(
+            split_statement("SELECT 1; SELECT 2;"),
+            ("SELECT 1", " SELECT 2;")
+        );
+        assert_eq!(
+            split_statement("INSERT INTO t VALUES ('a;b'); x"),
+            ("INSERT INTO t VALUES ('a;b')", " x")
+        );
+        assert_eq!(split_statement("SELECT 1"), ("SELECT 1", ""));
+    }
+}
