@@ -44,7 +44,7 @@ const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "restore",
-        cargo_args: &["bench", "-p", "libsql-wal", "--bench", "restore"],
+        cargo_args: &["bench", "-p", "libsql-wal-cli", "--bench", "restore"],
     },
     Bench {
         name: "server",

@@ -7,12 +7,19 @@
 //! restored size on the same file system, in the same run. Each side is the median of three
 //! runs, alternating.
 //!
-//! Targets: compacted fs ratio >= 0.5; objects fetched after compaction <= 1/10 of before.
+//! Then, after compaction, the same restore by the `libsql-wal restore` binary (a process
+//! started per run, its storage pipeline included) against the library call on the same
+//! bucket, alternating, median of three each:
+//! `restore-bench cli backend=<fs|s3> db_mb=<n> cli_s=<x> library_s=<y> ratio=<y/x>`.
+//!
+//! Targets: compacted fs ratio >= 0.5; objects fetched after compaction <= 1/10 of before; cli
+//! ratio >= 0.95 (the command adds nothing measurable).
 
 // Benches unwrap freely: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libsql_wal::{restore, RestoreOptions, RestoreTarget};
@@ -23,7 +30,7 @@ use libsql_wal_backend::{
 use libsql_wal_segment::merge;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
 use libsql_wal_testkit::conformance::{sealed_segments, TEST_LOG_ID};
-use libsql_wal_testkit::S3TestServer;
+use libsql_wal_testkit::{S3TestServer, ACCESS_KEY, SECRET_KEY, TEST_BUCKET};
 
 /// Pages of the database: 128 MiB.
 const PAGES: u32 = 32 * 1024;
@@ -179,10 +186,70 @@ fn restore_case<B: Backend>(
     report.objects_fetched
 }
 
-/// Stores the history on `make()`, restores it, compacts, restores again.
+/// Restores latest with the binary (`libsql-wal restore bench OUT {flags}`) and with the library
+/// call, alternating, and prints the `cli` line.
+fn cli_case<B: Backend>(name: &str, backend: B, flags: &[String], work: &Path) {
+    let storage = ActorStorage::<B, std::fs::File>::start(
+        backend,
+        StorageConfig {
+            scratch_dir: work.join("scratch"),
+            ..StorageConfig::default()
+        },
+    )
+    .unwrap();
+    let dest = work.join(format!("restored-cli-{name}"));
+    let (mut cli, mut library) = (Vec::new(), Vec::new());
+    let mut bytes = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        restore(
+            &storage,
+            &namespace(),
+            RestoreTarget::Latest,
+            &dest,
+            &RestoreOptions::default(),
+            None,
+        )
+        .unwrap();
+        library.push(started.elapsed().as_secs_f64());
+        bytes = std::fs::metadata(&dest).unwrap().len();
+        std::fs::remove_file(&dest).unwrap();
+        let started = Instant::now();
+        let status = Command::new(env!("CARGO_BIN_EXE_libsql-wal"))
+            .arg("restore")
+            .arg(namespace().as_str())
+            .arg(&dest)
+            .args(flags)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "libsql-wal restore: {status}");
+        cli.push(started.elapsed().as_secs_f64());
+        assert_eq!(std::fs::metadata(&dest).unwrap().len(), bytes);
+        std::fs::remove_file(&dest).unwrap();
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[1]
+    };
+    let (cli_s, library_s) = (median(&mut cli), median(&mut library));
+    println!(
+        "restore-bench cli backend={name} db_mb={:.0} cli_s={cli_s:.3} library_s={library_s:.3} ratio={:.2}",
+        mb(bytes),
+        library_s / cli_s,
+    );
+}
+
+/// Stores the history on `make()`, restores it, compacts, restores again, then restores with
+/// the binary (on the bucket `flags` name) against the library.
 fn run<B: Backend>(
     name: &str,
     make: &dyn Fn() -> B,
+    flags: &[String],
     runtime: &tokio::runtime::Runtime,
     work: &Path,
 ) {
@@ -201,6 +268,7 @@ fn run<B: Backend>(
         .unwrap();
     assert!(report.chain_after < report.chain_before, "{report:?}");
     restore_case(name, true, make(), work, Some(before));
+    cli_case(name, make(), flags, work);
 }
 
 fn main() {
@@ -219,14 +287,26 @@ fn main() {
         let work = tempfile::tempdir().unwrap();
         let bucket = work.path().join("bucket");
         let handle = runtime.handle().clone();
+        let flags = vec!["--storage".to_string(), bucket.display().to_string()];
         let make = move || handle.block_on(FsBackend::new(&bucket)).unwrap();
-        run("fs", &make, &runtime, work.path());
+        run("fs", &make, &flags, &runtime, work.path());
     }
     if wanted("s3") {
         let work = tempfile::tempdir().unwrap();
         let server = runtime.block_on(S3TestServer::start()).unwrap();
         let handle = runtime.handle().clone();
         let make = || handle.block_on(server.backend("restore")).unwrap();
-        run("s3", &make, &runtime, work.path());
+        let flags: Vec<String> = [
+            "--storage",
+            &format!("s3://{TEST_BUCKET}/restore"),
+            "--s3-endpoint",
+            server.endpoint(),
+            "--s3-region",
+            "us-east-1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        run("s3", &make, &flags, &runtime, work.path());
     }
 }
