@@ -614,6 +614,70 @@ fn a_damaged_seal_before_a_segment_that_says_it_was_durable_refuses_the_open() {
     );
 }
 
+/// The footer at the end of the database file: the frame_no it says the file holds.
+fn footer_frame_no(db_path: &std::path::Path) -> Option<u64> {
+    let bytes = std::fs::read(db_path).unwrap();
+    let tail = bytes.len().checked_sub(libsql_wal::FOOTER_SIZE)?;
+    (tail % 4096 == 0)
+        .then(|| libsql_wal::Footer::decode(&bytes[tail..]))
+        .flatten()
+        .map(|f| f.replication_index)
+}
+
+#[test]
+fn a_checkpoint_whose_page_sync_fails_leaves_the_footer_as_it_was() {
+    // The next open deletes every segment the footer says the file holds: a footer that could
+    // reach the disk before its pages would take them with it.
+    let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
+    let machine = FaultyMachine::start(&root);
+    let conn = machine.connect();
+    conn.execute_batch("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
+        .unwrap();
+    for _ in 0..5 {
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
+            .unwrap();
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint").unwrap();
+    let shared = machine
+        .manager
+        .registry()
+        .get(&"faults".parse().unwrap())
+        .unwrap();
+    let started = std::time::Instant::now();
+    while shared.sealed_segment_count() > 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let before = footer_frame_no(&machine.db_path);
+    assert!(before.is_some_and(|f| f > 0), "checkpointed: {before:?}");
+    for _ in 0..5 {
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
+            .unwrap();
+    }
+    // The seal's background checkpoint copies the pages; their sync fails.
+    machine.plan.fail_next_sync_of(&machine.db_path);
+    shared.seal_now().unwrap();
+    while machine.plan.sync_of_pending() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // The pages may have been written over the old footer (the database grew): then there is
+    // none. Never one that says the file holds the new frames.
+    let after = footer_frame_no(&machine.db_path);
+    assert!(
+        after.unwrap_or(0) <= before.unwrap_or(0),
+        "the footer waits for its pages to be durable: {after:?} after {before:?}"
+    );
+    assert_eq!(shared.sealed_segment_count(), 1, "the segment stays");
+    drop(conn);
+    drop(shared);
+    drop(machine);
+    let reopened = TestDb::reopen(&root, RegistryConfig::default());
+    let conn = reopened.connect("faults");
+    assert_eq!(count(&conn), 10);
+    assert_eq!(integrity_check(&conn), "ok");
+}
+
 #[test]
 fn a_checkpoint_cut_short_after_the_database_grew_over_its_footer_reopens() {
     // A checkpoint that grows the database writes pages over the old footer before it writes

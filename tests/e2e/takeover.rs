@@ -59,6 +59,15 @@ struct Machine {
 
 impl Machine {
     fn start(runtime: &tokio::runtime::Runtime, bucket: &Path, root: &Path) -> Self {
+        Self::start_with(runtime, bucket, root, RegistryConfig::default())
+    }
+
+    fn start_with(
+        runtime: &tokio::runtime::Runtime,
+        bucket: &Path,
+        root: &Path,
+        config: RegistryConfig,
+    ) -> Self {
         let backend = runtime.block_on(FsBackend::new(bucket)).unwrap();
         let storage = Storage::start(
             backend,
@@ -68,7 +77,7 @@ impl Machine {
             },
         )
         .unwrap();
-        let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
+        let registry = Arc::new(WalRegistry::new(StdIo, storage, config));
         let db_dir = root.join("tenant");
         std::fs::create_dir_all(&db_dir).unwrap();
         Machine {
@@ -433,6 +442,66 @@ fn a_log_kept_without_storage_is_whole_in_storage_once_storage_is_added() {
         assert_eq!(rows(&conn), on_a, "from stock SQLite: {from_stock_sqlite}");
         assert_eq!(integrity_check(&conn), "ok");
     }
+}
+
+#[test]
+fn a_registry_that_may_not_claim_refuses_every_open_that_would_and_writes_nothing() {
+    let world = World::new();
+    let a = world.machine("a");
+    let conn = a.connect();
+    insert(&conn, 0, 20);
+    a.make_durable();
+    drop(conn);
+    a.stop();
+    let may_not = || RegistryConfig {
+        may_claim: false,
+        ..RegistryConfig::default()
+    };
+    let generations = || {
+        world.runtime.block_on(async {
+            use libsql_wal_backend::{Backend, BackendExt};
+            let backend = FsBackend::new(world.bucket()).await.unwrap();
+            backend
+                .lineage(backend.default_config(), &namespace())
+                .await
+                .unwrap()
+                .records
+                .len()
+        })
+    };
+
+    // Nothing local: the open would restore the namespace and take it over.
+    let b = Machine::start_with(
+        &world.runtime,
+        &world.bucket(),
+        &world.work.path().join("b"),
+        may_not(),
+    );
+    let err = b.registry.open(&b.db_path).err().expect("refused");
+    assert!(matches!(err, libsql_wal::Error::WouldClaim { .. }), "{err}");
+    assert!(!b.db_path.exists(), "nothing was restored");
+    // A database of its own: the open would start a new generation.
+    libsql_wal_tests::connect_native(&b.db_path)
+        .execute_batch("CREATE TABLE own(x)")
+        .unwrap();
+    let err = b.registry.open(&b.db_path).err().expect("refused");
+    assert!(matches!(err, libsql_wal::Error::WouldClaim { .. }), "{err}");
+    assert_eq!(generations(), 1, "no generation was claimed");
+
+    // A's own files go on where they left off, and may be written.
+    let copy = Machine::start_with(
+        &world.runtime,
+        &world.bucket(),
+        &world.work.path().join("a"),
+        may_not(),
+    );
+    let conn = copy.connect();
+    insert(&conn, 20, 1);
+    assert_eq!(rows(&conn).len(), 21);
+    copy.make_durable();
+    drop(conn);
+    copy.stop();
+    assert_eq!(generations(), 1);
 }
 
 #[test]

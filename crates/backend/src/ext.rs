@@ -442,7 +442,7 @@ fn parse_listed(prefix: &str, object: &str) -> Result<SegmentKey> {
 /// Returns the keys of `generation`'s index objects, in listing order (newest-ending first),
 /// whether or not their data exists. An object under the index prefix whose name is not a key
 /// is skipped with a warning: it is not ours to judge or delete.
-pub(crate) async fn list_index_keys<B: Backend + ?Sized>(
+pub async fn list_index_keys<B: Backend + ?Sized>(
     backend: &B,
     config: &B::Config,
     generation: &Generation,

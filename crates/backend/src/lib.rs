@@ -43,8 +43,9 @@ pub use compaction::{
 };
 pub use error::{BoxError, Error, Result};
 pub use ext::{
-    index_object, indexes_prefix, segment_object, segments_prefix, BackendExt, DeletedNamespace,
-    FetchedPages, FetchedSegment, FindSegment, NamespaceMeta, SegmentData, SegmentFrames,
+    index_object, indexes_prefix, list_index_keys, segment_object, segments_prefix, BackendExt,
+    DeletedNamespace, FetchedPages, FetchedSegment, FindSegment, NamespaceMeta, SegmentData,
+    SegmentFrames,
 };
 pub use fs::{FsBackend, FsConfig};
 pub use generation::{

@@ -76,11 +76,18 @@ impl OnBackend for Delete {
         location: &StorageLocation,
         runtime: tokio::runtime::Runtime,
     ) -> ExitCode {
+        let history = match runtime.block_on(read_history(&backend, &self.namespace)) {
+            Ok(history) => history,
+            Err(e) => return failed(e),
+        };
+        if history.lineage.records.is_empty() {
+            // A typo must not pass for a deletion (nor leave a deletion mark behind).
+            return failed(format!(
+                "the bucket {location} holds no namespace {}",
+                self.namespace
+            ));
+        }
         if !self.args.yes {
-            let history = match runtime.block_on(read_history(&backend, &self.namespace)) {
-                Ok(history) => history,
-                Err(e) => return failed(e),
-            };
             let what = if self.args.keep_backup {
                 "mark it deleted, keeping its objects as backups"
             } else {

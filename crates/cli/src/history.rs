@@ -17,6 +17,9 @@ pub struct Part {
     pub generation: Generation,
     /// Its first frame_no.
     pub start_frame_no: u64,
+    /// Its last frame that belongs to the history (the point the next generation continues
+    /// from); `None` for the newest, all of which does.
+    pub until: Option<u64>,
     /// Its stored segments ending at or before `until`, newest-ending first.
     pub keys: Vec<SegmentKey>,
 }
@@ -97,8 +100,31 @@ pub async fn part_of<B: Backend>(
     Ok(Some(Part {
         generation,
         start_frame_no,
+        until,
         keys,
     }))
+}
+
+impl Part {
+    /// The newest (or, with `oldest`, the oldest) segment end of this generation that a chain
+    /// of its stored segments reaches from its start. Plans a chain per end tried: usually one.
+    fn reachable_end(&self, oldest: bool) -> Option<Point> {
+        let mut keys = self.keys.clone();
+        keys.sort_by_key(|k| (k.end_frame_no, k.timestamp_ms));
+        if !oldest {
+            keys.reverse();
+        }
+        keys.iter()
+            .find(|k| {
+                plan_chain_after(
+                    &self.keys,
+                    self.start_frame_no.saturating_sub(1),
+                    k.end_frame_no,
+                )
+                .is_ok()
+            })
+            .map(|k| Point::new(self.generation.number, k))
+    }
 }
 
 impl History {
@@ -109,38 +135,27 @@ impl History {
             .map(|r| (r.number, r.kind == GenerationKind::Deleted))
     }
 
-    /// The newest point of the history: the newest stored segment end.
+    /// The newest point a restore can land on: the newest segment end, newest generation
+    /// first, that a chain of stored segments reaches from the generation's start.
     pub fn newest_point(&self) -> Option<Point> {
-        self.parts.iter().find_map(|part| {
-            part.keys
-                .iter()
-                .max_by_key(|k| k.end_frame_no)
-                .map(|k| Point::new(part.generation.number, k))
-        })
+        self.parts.iter().find_map(|part| part.reachable_end(false))
     }
 
     /// The oldest point a restore can land on: the first segment end, oldest generation first,
     /// that a chain of stored segments reaches from the generation's start.
     pub fn oldest_point(&self) -> Option<Point> {
-        self.parts.iter().rev().find_map(|part| {
-            let mut keys = part.keys.clone();
-            keys.sort_by_key(|k| k.end_frame_no);
-            keys.iter()
-                .find(|k| {
-                    plan_chain_after(
-                        &part.keys,
-                        part.start_frame_no.saturating_sub(1),
-                        k.end_frame_no,
-                    )
-                    .is_ok()
-                })
-                .map(|k| Point::new(part.generation.number, k))
-        })
+        self.parts
+            .iter()
+            .rev()
+            .find_map(|part| part.reachable_end(true))
     }
 
-    /// The highest frame_no stored in the history.
+    /// The highest frame_no stored in the history (restorable or not).
     pub fn durable_frame_no(&self) -> u64 {
-        self.newest_point().map_or(0, |p| p.frame_no)
+        self.parts
+            .iter()
+            .find_map(|part| part.keys.iter().map(|k| k.end_frame_no).max())
+            .unwrap_or(0)
     }
 
     /// The stored segments of the history.

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Args;
 use libsql_wal_segment::format::{
     CompactedHeader, FrameHeader, SegmentHeader, COMPACTED_HEADER_SIZE, COMPACTED_MAGIC,
-    FRAME_SIZE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
+    FRAME_SIZE, SEGMENT_FRAME_UNORDERED, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
 };
 use libsql_wal_segment::{CompactedDecoder, PageIndex};
 use serde::Serialize;
@@ -52,6 +52,8 @@ struct Inspected {
     /// The index's entries: (page_no, offset of the page's frame).
     index: Option<Vec<(u32, u64)>>,
     problems: Vec<String>,
+    /// What is worth knowing but not a problem.
+    notes: Vec<String>,
 }
 
 /// Runs `inspect`.
@@ -93,6 +95,9 @@ pub fn inspect(args: InspectArgs) -> ExitCode {
         println!();
         println!("index: {} pages", index.len());
     }
+    for n in &inspected.notes {
+        println!("note: {n}");
+    }
     for p in &inspected.problems {
         println!("PROBLEM {p}");
     }
@@ -125,6 +130,7 @@ fn inspect_file(path: &Path) -> Result<Inspected, String> {
         frames: Vec::new(),
         index: None,
         problems: Vec::new(),
+        notes: Vec::new(),
     };
     let read = |at: u64, buf: &mut [u8]| {
         file.read_exact_at(buf, at)
@@ -141,9 +147,13 @@ fn inspect_file(path: &Path) -> Result<Inspected, String> {
             } else {
                 len
             };
+            let unordered = header.flags & SEGMENT_FRAME_UNORDERED != 0;
             let mut previous = header.salt;
             let mut frame = vec![0; FRAME_SIZE];
             let mut offset = SEGMENT_HEADER_SIZE as u64;
+            // Frames of a current segment past its last commit that do not check out: what a
+            // crash leaves of a transaction not committed (recovery drops them), not damage.
+            let mut findings = Vec::new();
             while offset + FRAME_SIZE as u64 <= end {
                 read(offset, &mut frame)?;
                 if !header.is_sealed() && frame.iter().all(|&b| b == 0) {
@@ -153,9 +163,27 @@ fn inspect_file(path: &Path) -> Result<Inspected, String> {
                 let decoded = FrameHeader::decode(&frame);
                 let checksum_ok = FrameHeader::decode_verified(previous, &frame).is_some();
                 if !checksum_ok {
-                    out.problems.push(format!(
-                        "offset {offset}: frame checksum mismatch (frame_no {}, page {})",
-                        decoded.frame_no, decoded.page_no
+                    findings.push((
+                        out.frames.len(),
+                        format!(
+                            "offset {offset}: frame checksum mismatch (frame_no {}, page {})",
+                            decoded.frame_no, decoded.page_no
+                        ),
+                    ));
+                }
+                let expected = match out.frames.last() {
+                    Some(last) => last.frame_no.saturating_add(1),
+                    None => header.start_frame_no,
+                };
+                if (!unordered && decoded.frame_no != expected)
+                    || (unordered && decoded.frame_no < expected)
+                {
+                    findings.push((
+                        out.frames.len(),
+                        format!(
+                            "offset {offset}: frame_no {} where {expected} was expected",
+                            decoded.frame_no
+                        ),
                     ));
                 }
                 out.frames.push(FrameRow {
@@ -169,7 +197,22 @@ fn inspect_file(path: &Path) -> Result<Inspected, String> {
                 previous = decoded.checksum;
                 offset += FRAME_SIZE as u64;
             }
+            let committed = out
+                .frames
+                .iter()
+                .rposition(|f| f.commits.is_some())
+                .map_or(0, |last| last + 1);
+            for (position, finding) in findings {
+                if header.is_sealed() || position < committed {
+                    out.problems.push(finding);
+                } else {
+                    out.notes.push(format!(
+                        "{finding}: after the last commit, a transaction a crash cut short (recovery drops it)"
+                    ));
+                }
+            }
             if header.is_sealed() {
+                check_sealed_header(&header, &out.frames, &mut out.problems);
                 let size = usize::try_from(header.index_size).unwrap_or(usize::MAX);
                 if header.index_offset.saturating_add(header.index_size) > len {
                     out.problems.push(format!(
@@ -181,14 +224,14 @@ fn inspect_file(path: &Path) -> Result<Inspected, String> {
                     read(header.index_offset, &mut blob)?;
                     check_index(&blob, path, header.index_offset, &mut out);
                 }
-            } else if let Some(last) = out.frames.iter().rposition(|f| f.commits.is_some()) {
-                let uncommitted = out.frames.len() - last - 1;
-                if uncommitted > 0 {
-                    out.header.push((
-                        "uncommitted frames",
-                        format!("{uncommitted} (a transaction in progress, or cut short)"),
-                    ));
-                }
+            } else if out.frames.len() > committed {
+                out.header.push((
+                    "uncommitted frames",
+                    format!(
+                        "{} (a transaction in progress, or cut short)",
+                        out.frames.len() - committed
+                    ),
+                ));
             }
         }
         COMPACTED_MAGIC => {
@@ -247,21 +290,65 @@ fn inspect_file(path: &Path) -> Result<Inspected, String> {
     Ok(out)
 }
 
-/// Decodes a sealed segment's index and checks that each entry points at a frame of its page.
+/// Checks a sealed segment's header against its frames.
+fn check_sealed_header(header: &SegmentHeader, frames: &[FrameRow], problems: &mut Vec<String>) {
+    let last = frames.last();
+    let checks = [
+        ("frame_count", header.frame_count, frames.len() as u64),
+        (
+            "last_committed_frame_no",
+            header.last_committed_frame_no,
+            last.map_or(0, |f| f.frame_no),
+        ),
+        (
+            "size_after",
+            u64::from(header.size_after),
+            u64::from(last.and_then(|f| f.commits).unwrap_or(0)),
+        ),
+    ];
+    for (field, in_header, in_frames) in checks {
+        if in_header != in_frames {
+            problems.push(format!(
+                "offset 0: the header's {field} is {in_header}, the frames say {in_frames}"
+            ));
+        }
+    }
+}
+
+/// Decodes a sealed segment's index and checks that it maps each page of the frames to the
+/// page's newest frame, and nothing else.
 fn check_index(blob: &[u8], path: &Path, at: u64, out: &mut Inspected) {
     match PageIndex::decode(blob, path, at) {
         Ok(index) => {
+            let mut newest = std::collections::BTreeMap::new();
+            for f in &out.frames {
+                newest.insert(f.page_no, f.offset);
+            }
             let entries = index.entries();
-            for &(page_no, offset) in &entries {
-                if !out
-                    .frames
+            let expected: Vec<(u32, u64)> = newest.into_iter().collect();
+            if entries != expected {
+                let differs = entries
                     .iter()
-                    .any(|f| f.offset == offset && f.page_no == page_no)
-                {
-                    out.problems.push(format!(
-                        "offset {at}: the index says page {page_no} is at offset {offset}, where no frame of that page is"
-                    ));
-                }
+                    .zip(&expected)
+                    .find(|(a, b)| a != b)
+                    .map_or_else(
+                        || {
+                            format!(
+                                "it holds {} pages, the frames {}",
+                                entries.len(),
+                                expected.len()
+                            )
+                        },
+                        |(got, want)| {
+                            format!(
+                                "it maps page {} to offset {}, where the newest frame of page {} is at {}",
+                                got.0, got.1, want.0, want.1
+                            )
+                        },
+                    );
+                out.problems.push(format!(
+                    "offset {at}: the index does not match the frames: {differs}"
+                ));
             }
             out.index = Some(entries);
         }

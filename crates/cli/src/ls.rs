@@ -150,6 +150,10 @@ impl OnBackend for Ls {
                 table.print();
                 ExitCode::SUCCESS
             }
+            Ok(Err(detail)) if detail.generations.is_empty() => failed(format!(
+                "the bucket holds no namespace {}",
+                detail.summary.namespace
+            )),
             Ok(Err(detail)) if self.json => print_json(&detail),
             Ok(Err(detail)) => {
                 print_detail(&detail);
@@ -286,7 +290,14 @@ async fn object_lens<B: Backend>(
 ) -> libsql_wal_backend::Result<Vec<u64>> {
     let config = backend.default_config();
     futures::stream::iter(objects)
-        .map(|object| async move { backend.stat(config, &object).await.map(|s| s.len) })
+        .map(|object| async move {
+            match backend.stat(config, &object).await {
+                Ok(stat) => Ok(stat.len),
+                // Deleted since it was listed (retention beside a live server): none.
+                Err(libsql_wal_backend::Error::NotFound { .. }) => Ok(0),
+                Err(e) => Err(e),
+            }
+        })
         .buffered(STATS_AT_ONCE)
         .try_collect()
         .await

@@ -10,13 +10,13 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use libsql_wal_backend::{
-    apply_retention, compact, now_ms, plan_chain, plan_compaction, plan_retention, segment_object,
-    Backend, BackendExt, CompactionStrategy, Generation, NamespaceName, SegmentKey,
+    apply_retention, compact, index_object, now_ms, plan_chain, plan_compaction, plan_retention,
+    segment_object, Backend, BackendExt, CompactionStrategy, Generation, NamespaceName, SegmentKey,
 };
 use serde::Serialize;
 
 use crate::bucket::{with_backend, Missing, OnBackend};
-use crate::output::{bytes_text, failed, print_json, progress_bar, usage};
+use crate::output::{bytes_text, failed, print_json, progress_bar, usage, PROBLEMS};
 use crate::settings::{parse_duration, BucketArgs, StorageLocation};
 
 /// `HEAD` requests in flight at once.
@@ -86,10 +86,21 @@ struct Maintained {
     written: Vec<Written>,
     /// Segments deleted.
     deleted: Vec<String>,
-    /// Bytes written (compact: at most the sources' bytes in a dry run) or deleted (retain).
+    /// Compact: bytes written (data and index), or in a dry run the bytes of the sources (data
+    /// and index: the merged segment is no larger). Retain: the bytes deleted (data and index),
+    /// sized from the listing before the deletions.
     bytes: u64,
     put_requests: usize,
     delete_requests: usize,
+    /// Retain: the compacted segments verified (downloaded) because they cover what goes.
+    verified: Vec<String>,
+    /// Retain: index objects without data that were deleted (uploads that never finished);
+    /// a dry run does not predict them.
+    orphan_indexes: Vec<String>,
+    /// Why nothing was done, if so.
+    skipped: Option<String>,
+    /// What failed, if the command failed on this namespace (the others go on).
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -184,17 +195,15 @@ impl OnBackend for Maintain {
             };
             let mut done = Vec::with_capacity(namespaces.len());
             for namespace in namespaces {
-                let newest = backend
-                    .newest_generation(backend.default_config(), &namespace)
-                    .await?;
                 let mut maintained = Maintained {
                     namespace: namespace.to_string(),
                     ..Maintained::default()
                 };
-                if let Some(generation) = newest.and_then(|r| r.log(&namespace)) {
-                    maintained.generation = Some(generation.number);
-                    self.maintain(&backend, &generation, now, scratch.path(), &mut maintained)
-                        .await?;
+                if let Err(e) = self
+                    .maintain_namespace(&backend, &namespace, now, scratch.path(), &mut maintained)
+                    .await
+                {
+                    maintained.error = Some(e.to_string());
                 }
                 done.push(maintained);
             }
@@ -212,26 +221,60 @@ impl OnBackend for Maintain {
             dry_run: self.dry_run,
             namespaces,
         };
-        if self.json {
-            return print_json(&output);
+        let printed = if self.json {
+            print_json(&output)
+        } else {
+            self.print(&output);
+            ExitCode::SUCCESS
+        };
+        if output.namespaces.iter().any(|m| m.error.is_some()) {
+            ExitCode::from(PROBLEMS)
+        } else {
+            printed
         }
-        let verb = if self.dry_run { "would " } else { "" };
+    }
+}
+
+impl Maintain {
+    /// Prints what was done (or would be) to each namespace.
+    fn print(&self, output: &MaintainOutput) {
         for m in &output.namespaces {
-            match self.job {
-                Job::Compact(_) => println!(
-                    "{}: {verb}write {} compacted segments ({}{}; {} PUT requests)",
+            if let Some(e) = &m.error {
+                println!("{}: FAILED: {e}", m.namespace);
+                continue;
+            }
+            if let Some(why) = &m.skipped {
+                println!("{}: skipped: {why}", m.namespace);
+                continue;
+            }
+            match (self.job, self.dry_run) {
+                (Job::Compact(_), true) => println!(
+                    "{}: would write {} compacted segments (from {} of sources; {} PUT requests)",
                     m.namespace,
                     m.written.len(),
-                    if self.dry_run { "at most " } else { "" },
                     bytes_text(m.bytes),
                     m.put_requests
                 ),
-                Job::Retain { .. } => println!(
-                    "{}: {verb}delete {} segments ({}; {} DELETE requests)",
+                (Job::Compact(_), false) => println!(
+                    "{}: wrote {} compacted segments ({}; {} PUT requests)",
                     m.namespace,
+                    m.written.len(),
+                    bytes_text(m.bytes),
+                    m.put_requests
+                ),
+                (Job::Retain { .. }, dry_run) => println!(
+                    "{}: {}delete {} segments ({}; {} DELETE requests), verifying {} compacted segments first{}",
+                    m.namespace,
+                    if dry_run { "would " } else { "" },
                     m.deleted.len(),
                     bytes_text(m.bytes),
-                    m.delete_requests
+                    m.delete_requests,
+                    m.verified.len(),
+                    if m.orphan_indexes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} orphan indexes deleted", m.orphan_indexes.len())
+                    }
                 ),
             }
             for w in &m.written {
@@ -241,22 +284,25 @@ impl OnBackend for Maintain {
                 println!("  - {d}");
             }
         }
-        ExitCode::SUCCESS
     }
-}
 
-impl Maintain {
-    /// Runs (or plans) the job on `generation`.
-    async fn maintain<B: Backend>(
+    /// Runs (or plans) the job on `namespace`'s newest generation.
+    async fn maintain_namespace<B: Backend>(
         &self,
         backend: &B,
-        generation: &Generation,
+        namespace: &NamespaceName,
         now: u64,
         scratch: &std::path::Path,
         out: &mut Maintained,
     ) -> libsql_wal_backend::Result<()> {
         let config = backend.default_config();
-        let keys = backend.list_segments(config, generation, u64::MAX).await?;
+        let newest = backend.newest_generation(config, namespace).await?;
+        let Some(generation) = newest.and_then(|r| r.log(namespace)) else {
+            out.skipped = Some("the bucket holds no live generation of it".into());
+            return Ok(());
+        };
+        out.generation = Some(generation.number);
+        let keys = backend.list_segments(config, &generation, u64::MAX).await?;
         match self.job {
             Job::Compact(strategy) if self.dry_run => {
                 let Some(newest) = keys.first() else {
@@ -264,7 +310,7 @@ impl Maintain {
                 };
                 let chain = plan_chain(&keys, newest.end_frame_no).map_err(|gap| {
                     libsql_wal_backend::Error::corrupt(
-                        libsql_wal_backend::segments_prefix(generation),
+                        libsql_wal_backend::segments_prefix(&generation),
                         format!("cannot compact: {gap}"),
                     )
                 })?;
@@ -277,7 +323,7 @@ impl Maintain {
                         end_frame_no: last.end_frame_no,
                         timestamp_ms: group.iter().map(|k| k.timestamp_ms).max().unwrap_or(0),
                     };
-                    out.bytes += data_bytes(backend, generation, &group).await?;
+                    out.bytes += stored_bytes(backend, &generation, &group).await?;
                     out.put_requests += 2;
                     out.written.push(Written {
                         key: key.to_string(),
@@ -290,7 +336,7 @@ impl Maintain {
                 let report = compact(
                     backend,
                     config,
-                    generation,
+                    &generation,
                     strategy,
                     scratch,
                     |done, of| {
@@ -313,20 +359,41 @@ impl Maintain {
                 keep_for,
                 keep_points,
             } => {
+                // A writer that took the namespace over may continue from any point of this
+                // generation: retention leaves it alone then, as the server's maintenance does.
+                if let Some(newer) = backend
+                    .newer_generation(config, namespace, generation.number)
+                    .await?
+                {
+                    out.skipped = Some(format!(
+                        "generation {newer} took the namespace over; generation {} is kept whole",
+                        generation.number
+                    ));
+                    return Ok(());
+                }
                 let window = retention_window(&keys, keep_for, keep_points, now);
-                let mut planned: Vec<SegmentKey> =
-                    plan_retention(&keys, window, now).into_keys().collect();
+                let plan = plan_retention(&keys, window, now);
+                let mut planned: Vec<SegmentKey> = plan.keys().copied().collect();
                 planned.sort_by_key(|k| (k.start_frame_no, k.end_frame_no, k.timestamp_ms));
                 // Sized before they go.
-                out.bytes = data_bytes(backend, generation, &planned).await?;
+                out.bytes = stored_bytes(backend, &generation, &planned).await?;
                 let deleted = if self.dry_run {
+                    let mut covers: Vec<SegmentKey> = plan.values().copied().collect();
+                    covers.sort_by_key(|k| (k.start_frame_no, k.end_frame_no, k.timestamp_ms));
+                    covers.dedup();
+                    out.verified = covers.iter().map(ToString::to_string).collect();
                     planned
                 } else {
-                    apply_retention(backend, config, generation, window, now)
-                        .await?
-                        .deleted
+                    let report = apply_retention(backend, config, &generation, window, now).await?;
+                    out.verified = report.verified.iter().map(ToString::to_string).collect();
+                    out.orphan_indexes = report
+                        .orphan_indexes
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    report.deleted
                 };
-                out.delete_requests = 2 * deleted.len();
+                out.delete_requests = 2 * deleted.len() + out.orphan_indexes.len();
                 out.deleted = deleted.iter().map(ToString::to_string).collect();
             }
         }
@@ -335,7 +402,8 @@ impl Maintain {
 }
 
 /// The retention window: `keep_for`, widened so that the `keep_points` newest restore points
-/// (segment ends) stay inside it.
+/// (segment ends: a compacted segment and the newest of its sources end at one point) stay
+/// inside it.
 fn retention_window(
     keys: &[SegmentKey],
     keep_for: Duration,
@@ -343,7 +411,9 @@ fn retention_window(
     now: u64,
 ) -> Duration {
     let mut by_end: Vec<&SegmentKey> = keys.iter().collect();
-    by_end.sort_by_key(|k| std::cmp::Reverse(k.end_frame_no));
+    // Of the segments ending at one point, the one sealed first: the window must reach it.
+    by_end.sort_by_key(|k| (std::cmp::Reverse(k.end_frame_no), k.timestamp_ms));
+    by_end.dedup_by_key(|k| k.end_frame_no);
     match keep_points.checked_sub(1).and_then(|i| by_end.get(i)) {
         Some(oldest_kept) => keep_for.max(Duration::from_millis(
             now.saturating_sub(oldest_kept.timestamp_ms),
@@ -353,19 +423,25 @@ fn retention_window(
     }
 }
 
-/// The summed length of the data objects of `keys`.
-async fn data_bytes<B: Backend>(
+/// The summed length of the data and index objects of `keys`.
+async fn stored_bytes<B: Backend>(
     backend: &B,
     generation: &Generation,
     keys: &[SegmentKey],
 ) -> libsql_wal_backend::Result<u64> {
     let config = backend.default_config();
-    let lens: Vec<u64> = futures::stream::iter(keys.iter().copied())
-        .map(|key| async move {
-            match backend
-                .stat(config, &segment_object(generation, &key))
-                .await
-            {
+    let objects: Vec<String> = keys
+        .iter()
+        .flat_map(|key| {
+            [
+                segment_object(generation, key),
+                index_object(generation, key),
+            ]
+        })
+        .collect();
+    let lens: Vec<u64> = futures::stream::iter(objects)
+        .map(|object| async move {
+            match backend.stat(config, &object).await {
                 Ok(stat) => Ok(stat.len),
                 // Deleted since it was listed (another pass): nothing of it to count.
                 Err(libsql_wal_backend::Error::NotFound { .. }) => Ok(0),
@@ -404,6 +480,18 @@ mod tests {
             retention_window(&keys, short, 5, 1_000),
             Duration::from_millis(1_000),
             "more points asked for than stored: keep everything"
+        );
+        // A compacted segment ending at point 3 (sealed later than its source): still two
+        // points back is point 2.
+        let compacted = SegmentKey {
+            start_frame_no: 1,
+            end_frame_no: 3,
+            timestamp_ms: 350,
+        };
+        let with_compacted = [compacted, key(3, 300), key(2, 200), key(1, 100)];
+        assert_eq!(
+            retention_window(&with_compacted, short, 2, 1_000),
+            Duration::from_millis(800)
         );
     }
 }

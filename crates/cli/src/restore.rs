@@ -164,10 +164,16 @@ impl OnBackend for Restore {
         let bar = progress_bar(0, "segments");
         let progress = {
             let bar = bar.clone();
+            let started = Instant::now();
             Arc::new(move |p: RestoreProgress| {
                 bar.set_length(p.segments_total as u64);
                 bar.set_position(p.segments_done as u64);
-                bar.set_message(bytes_text(p.bytes_done));
+                let seconds = started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!(
+                    "{} at {}/s",
+                    bytes_text(p.bytes_done),
+                    bytes_text((p.bytes_done as f64 / seconds) as u64)
+                ));
             })
         };
         let options = RestoreOptions {

@@ -16,7 +16,7 @@ pub struct StorageArgs {
     pub storage: Option<String>,
     /// An S3-compatible endpoint (for example `http://127.0.0.1:9000`); AWS when not given.
     /// Credentials come from the standard AWS chain (environment, profile, instance role).
-    #[arg(long, env = "LIBSQL_WAL_S3_ENDPOINT")]
+    #[arg(long, env = "LIBSQL_WAL_S3_ENDPOINT", hide_env_values = true)]
     pub s3_endpoint: Option<String>,
     /// The S3 region (default: from the AWS environment, or `us-east-1` with an endpoint).
     #[arg(long, env = "LIBSQL_WAL_S3_REGION")]

@@ -97,7 +97,16 @@ impl OnBackend for Shell {
             Ok(storage) => storage,
             Err(e) => return failed(format!("cannot start the storage pipeline: {e}")),
         };
-        let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
+        // Beside a server that owns the namespace elsewhere, the shell must never take it over:
+        // only a log that goes on where it left off opens.
+        let registry = Arc::new(WalRegistry::new(
+            StdIo,
+            storage,
+            RegistryConfig {
+                may_claim: false,
+                ..RegistryConfig::default()
+            },
+        ));
         let conn = libsql_sys::Connection::open(
             &self.db_path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -105,7 +114,12 @@ impl OnBackend for Shell {
             0,
             None,
         )
-        .and_then(|conn| conn.execute_batch("PRAGMA synchronous=FULL").map(|()| conn));
+        .and_then(|conn| conn.execute_batch("PRAGMA synchronous=FULL").map(|()| conn))
+        // A first read opens the log now: a namespace that cannot be opened says so at once.
+        .and_then(|conn| {
+            conn.query_row("PRAGMA schema_version", (), |r| r.get::<_, i64>(0))
+                .map(|_| conn)
+        });
         let conn = match conn {
             Ok(conn) => conn,
             Err(e) => return failed(format!("cannot open {}: {e}", self.namespace)),
@@ -166,15 +180,25 @@ fn prompt<W: libsql_sys::wal::Wal>(
         }
         pending.push_str(&line);
         pending.push('\n');
-        if !trimmed.ends_with(';') {
-            continue;
+        while let Some((statement, rest)) = split_statement(&pending) {
+            let (statement, rest) = (statement.to_string(), rest.to_string());
+            pending = rest;
+            let _ = editor.add_history_entry(statement.trim());
+            if let Err(e) = run_sql(conn, &statement) {
+                eprintln!("error: {e}");
+                failures += 1;
+            }
         }
-        let sql = std::mem::take(&mut pending);
-        let _ = editor.add_history_entry(sql.trim());
-        if let Err(e) = run_sql(conn, &sql) {
-            eprintln!("error: {e}");
-            failures += 1;
+        if pending.trim().is_empty() {
+            pending.clear();
         }
+    }
+    if !pending.trim().is_empty() {
+        eprintln!(
+            "error: the input ended inside a statement: {}",
+            pending.trim()
+        );
+        failures += 1;
     }
     if failures == 0 {
         ExitCode::SUCCESS
@@ -214,43 +238,81 @@ fn dot_command<W: libsql_sys::wal::Wal>(
     Some(result)
 }
 
-/// Runs every statement of `sql`, printing the rows of those that return some.
+/// Runs one statement, printing its rows if it returns some.
 fn run_sql<W: libsql_sys::wal::Wal>(
     conn: &libsql_sys::Connection<W>,
-    sql: &str,
+    statement: &str,
 ) -> Result<(), String> {
-    let mut rest = sql.trim();
-    while !rest.is_empty() {
-        let (statement, tail) = split_statement(rest);
-        rest = tail.trim();
-        if statement.trim().is_empty() {
-            continue;
-        }
-        let mut stmt = conn.prepare(statement).map_err(|e| e.to_string())?;
-        if stmt.column_count() > 0 {
-            print_rows(&mut stmt, []).map_err(|e| e.to_string())?;
-        } else {
-            let changed = stmt.execute([]).map_err(|e| e.to_string())?;
-            if changed > 0 {
-                println!("{changed} rows changed");
-            }
+    if statement.trim().is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare(statement).map_err(|e| e.to_string())?;
+    if stmt.column_count() > 0 {
+        print_rows(&mut stmt, []).map_err(|e| e.to_string())?;
+    } else {
+        let changed = stmt.execute([]).map_err(|e| e.to_string())?;
+        if changed > 0 {
+            println!("{changed} rows changed");
         }
     }
     Ok(())
 }
 
-/// Splits off the first statement of `sql` at a `;` outside quotes.
-fn split_statement(sql: &str) -> (&str, &str) {
-    let mut quote = None;
-    for (at, c) in sql.char_indices() {
-        match (quote, c) {
-            (None, '\'' | '"' | '`') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, ';') => return (&sql[..at], &sql[at + 1..]),
+/// Splits the first complete statement off `sql`: up to a `;` outside quotes and comments
+/// (`--`, `/* */`), and for `CREATE TRIGGER` one that follows its body's `END`. `None` while no
+/// statement is complete.
+fn split_statement(sql: &str) -> Option<(&str, &str)> {
+    let bytes = sql.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            quote @ (b'\'' | b'"' | b'`') => {
+                at += 1;
+                while at < bytes.len() && bytes[at] != quote {
+                    at += 1;
+                }
+            }
+            b'[' => {
+                while at < bytes.len() && bytes[at] != b']' {
+                    at += 1;
+                }
+            }
+            b'-' if bytes.get(at + 1) == Some(&b'-') => {
+                while at < bytes.len() && bytes[at] != b'\n' {
+                    at += 1;
+                }
+            }
+            b'/' if bytes.get(at + 1) == Some(&b'*') => {
+                at += 2;
+                while at + 1 < bytes.len() && !(bytes[at] == b'*' && bytes[at + 1] == b'/') {
+                    at += 1;
+                }
+                at += 1;
+            }
+            b';' if !inside_trigger_body(&sql[..at]) => return Some((&sql[..at], &sql[at + 1..])),
             _ => {}
         }
+        at += 1;
     }
-    (sql, "")
+    None
+}
+
+/// Returns true if `statement` (without its `;`) is a `CREATE TRIGGER` whose body has not
+/// ended: its last word is not `END`.
+fn inside_trigger_body(statement: &str) -> bool {
+    let mut words = statement
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty());
+    let is_trigger = words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("CREATE"))
+        && words.take(2).any(|w| w.eq_ignore_ascii_case("TRIGGER"));
+    let last = statement
+        .trim_end()
+        .rsplit(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or("");
+    is_trigger && !last.eq_ignore_ascii_case("END")
 }
 
 /// Prints the rows of `stmt` as a table.
@@ -303,15 +365,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statements_split_at_semicolons_outside_quotes() {
+    fn statements_split_at_semicolons_outside_quotes_comments_and_trigger_bodies() {
         assert_eq!(
             split_statement("SELECT 1; SELECT 2;"),
-            ("SELECT 1", " SELECT 2;")
+            Some(("SELECT 1", " SELECT 2;"))
         );
         assert_eq!(
             split_statement("INSERT INTO t VALUES ('a;b'); x"),
-            ("INSERT INTO t VALUES ('a;b')", " x")
+            Some(("INSERT INTO t VALUES ('a;b')", " x"))
         );
-        assert_eq!(split_statement("SELECT 1"), ("SELECT 1", ""));
+        assert_eq!(split_statement("SELECT 1"), None);
+        assert_eq!(split_statement("SELECT 1 -- ; not yet\n"), None);
+        assert_eq!(
+            split_statement("SELECT /* ; */ 1;"),
+            Some(("SELECT /* ; */ 1", ""))
+        );
+        let trigger = "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO u VALUES (1); ";
+        assert_eq!(split_statement(trigger), None);
+        let whole = format!("{trigger}END; SELECT 2;");
+        assert_eq!(
+            split_statement(&whole),
+            Some((&whole[..trigger.len() + 3], " SELECT 2;"))
+        );
     }
 }

@@ -1,16 +1,19 @@
 //! `libsql-wal verify [NS | --all]`: downloads every stored segment of each namespace's current
 //! history and checks it end to end (its index decodes, every frame's checksum, the index
 //! points at exactly those frames, the data belongs to its generation's log), and that the
-//! chain of each generation is continuous from its start to its newest point. Every problem
-//! names the object (and, where the data says, the offset). Exit code 0 when clean, 1 when a
-//! problem was found. Reads only.
+//! chain of each generation is continuous from its start to its newest point (a parent's, to
+//! the point its child continues from), and that no segment's data is missing beside its index.
+//! Every problem names the object (and, where the data says, the offset); a namespace that
+//! cannot be read is a problem too, and the others are verified all the same. Exit code 0 when
+//! clean, 1 when a problem was found. Reads only.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use libsql_wal_backend::{
-    generations_prefix, plan_chain_after, segment_object, segments_prefix, Backend, BackendExt,
-    NamespaceName,
+    generations_prefix, index_object, list_index_keys, now_ms, plan_chain_after, segment_object,
+    segments_prefix, Backend, BackendExt, NamespaceName,
 };
 use serde::Serialize;
 
@@ -100,7 +103,7 @@ impl OnBackend for Verify {
                 problems: Vec::new(),
             };
             for namespace in namespaces {
-                verify_namespace(&backend, &namespace, &mut output).await?;
+                verify_namespace(&backend, &namespace, &mut output).await;
             }
             Ok::<_, libsql_wal_backend::Error>(output)
         });
@@ -136,26 +139,67 @@ impl OnBackend for Verify {
     }
 }
 
-/// Verifies every segment of `namespace`'s current history, and each generation's chain.
-/// Problems with the data go to `output`; only failures to reach the bucket are errors.
+/// How long an index may be without its data before `verify` calls it a problem: a store
+/// writes the index first, then the data, so a live server's upload in flight looks like that
+/// for a moment.
+const UPLOAD_IN_FLIGHT: Duration = Duration::from_secs(60);
+
+/// Verifies every segment of `namespace`'s current history and each generation's chain, and
+/// looks for indexes whose data is gone. Every problem, a failure to reach the bucket
+/// included, goes to `output`: the other namespaces are verified all the same.
 async fn verify_namespace<B: Backend>(
     backend: &B,
     namespace: &NamespaceName,
     output: &mut VerifyOutput,
-) -> libsql_wal_backend::Result<()> {
+) {
+    let mut problems = Vec::new();
+    let verified = check_namespace(backend, namespace, &mut problems).await;
+    let mut problem = |object: String, what: String| {
+        output.problems.push(Problem {
+            namespace: namespace.to_string(),
+            object,
+            what,
+        })
+    };
+    for (object, what) in problems {
+        problem(object, what);
+    }
+    match verified {
+        Ok(verified) => output.namespaces.push(verified),
+        Err(e) => problem(
+            format!("{namespace}/"),
+            format!("could not be verified: {e}"),
+        ),
+    }
+}
+
+/// `verify_namespace`'s work: problems with the data go to `problems`; a failure to reach the
+/// bucket ends it.
+async fn check_namespace<B: Backend>(
+    backend: &B,
+    namespace: &NamespaceName,
+    problems: &mut Vec<(String, String)>,
+) -> libsql_wal_backend::Result<Verified> {
     let config = backend.default_config();
     let history = match read_history(backend, namespace).await {
         Ok(history) => history,
         Err(e) if !e.is_transient() => {
-            output.problems.push(Problem {
+            problems.push((generations_prefix(namespace), e.to_string()));
+            return Ok(Verified {
                 namespace: namespace.to_string(),
-                object: generations_prefix(namespace),
-                what: e.to_string(),
+                generations: 0,
+                segments: 0,
+                frames_checked: 0,
             });
-            return Ok(());
         }
         Err(e) => return Err(e),
     };
+    if history.lineage.records.is_empty() {
+        problems.push((
+            generations_prefix(namespace),
+            "the bucket holds no generation of this namespace".into(),
+        ));
+    }
     let mut verified = Verified {
         namespace: namespace.to_string(),
         generations: history.parts.len(),
@@ -164,37 +208,53 @@ async fn verify_namespace<B: Backend>(
     };
     let bar = progress_bar(verified.segments as u64, "segments");
     bar.set_message(namespace.to_string());
-    let mut problem = |object: String, what: String| {
-        output.problems.push(Problem {
-            namespace: namespace.to_string(),
-            object,
-            what,
-        })
-    };
+    let now = now_ms();
     for part in &history.parts {
-        if let Some(newest) = part.keys.iter().map(|k| k.end_frame_no).max() {
+        // The newest generation up to its newest segment; a parent up to the point its child
+        // continues from, which every restore of the child reads.
+        let target = part
+            .until
+            .or_else(|| part.keys.iter().map(|k| k.end_frame_no).max());
+        if let Some(target) = target.filter(|&t| t >= part.start_frame_no) {
             if let Err(gap) =
-                plan_chain_after(&part.keys, part.start_frame_no.saturating_sub(1), newest)
+                plan_chain_after(&part.keys, part.start_frame_no.saturating_sub(1), target)
             {
-                problem(
+                problems.push((
                     segments_prefix(&part.generation),
                     format!(
-                        "generation {} is not continuous from frame {}: {gap}",
+                        "generation {} is not continuous from frame {} to frame {target}: {gap}",
                         part.generation.number, part.start_frame_no
                     ),
-                );
+                ));
             }
         }
         for key in &part.keys {
             match backend.verify_segment(config, &part.generation, *key).await {
                 Ok(header) => verified.frames_checked += u64::from(header.frame_count),
                 Err(e) if e.is_transient() => return Err(e),
-                Err(e) => problem(segment_object(&part.generation, key), e.to_string()),
+                Err(e) => problems.push((segment_object(&part.generation, key), e.to_string())),
             }
             bar.inc(1);
         }
+        for key in list_index_keys(backend, config, &part.generation).await? {
+            if part.keys.contains(&key) || part.until.is_some_and(|u| key.end_frame_no > u) {
+                continue;
+            }
+            let index = index_object(&part.generation, &key);
+            let written_ms = match backend.stat(config, &index).await {
+                Ok(stat) => stat.modified_ms,
+                Err(libsql_wal_backend::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let in_flight_ms = u64::try_from(UPLOAD_IN_FLIGHT.as_millis()).unwrap_or(u64::MAX);
+            if written_ms.saturating_add(in_flight_ms) < now {
+                problems.push((
+                    segment_object(&part.generation, &key),
+                    format!("missing: its index {index} is there, its data is not"),
+                ));
+            }
+        }
     }
     bar.finish_and_clear();
-    output.namespaces.push(verified);
-    Ok(())
+    Ok(verified)
 }

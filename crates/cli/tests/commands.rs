@@ -471,6 +471,26 @@ fn verify_names_a_flipped_byte_a_missing_object_and_a_gap() {
     assert!(run.stdout.contains(&index(&keys[0])), "{}", run.stdout);
     std::fs::write(&newest_index, saved).unwrap();
 
+    // The newest segment's data is gone and its index was written minutes ago (not an upload
+    // in flight): no gap shows it, the index does.
+    let newest_data = object_file(&data_dir, &data(&keys[0]));
+    let saved = std::fs::read(&newest_data).unwrap();
+    std::fs::remove_file(&newest_data).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&newest_index)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(180))
+        .unwrap();
+    let run = cli(&["verify", "tenant"], Some(&bucket));
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains(&data(&keys[0])) && run.stdout.contains("missing"),
+        "{}",
+        run.stdout
+    );
+    std::fs::write(&newest_data, saved).unwrap();
+
     // A gap: the middle segment's data is gone.
     std::fs::remove_file(&middle).unwrap();
     let run = cli(&["verify", "tenant"], Some(&bucket));
@@ -483,27 +503,59 @@ fn verify_names_a_flipped_byte_a_missing_object_and_a_gap() {
     );
 }
 
-#[test]
-fn compact_and_retain_dry_runs_match_what_the_real_runs_do() {
-    let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+/// A server on a fresh fs bucket under `work`, and how the binary finds it.
+fn fs_server(runtime: &tokio::runtime::Runtime, work: &Path) -> (Server<FsBackend>, Bucket) {
+    let data_dir = work.join("data");
     let backend = runtime
         .block_on(FsBackend::new(data_dir.join("bucket")))
         .unwrap();
-    let server = Server::start(backend, &data_dir);
+    (Server::start(backend, &data_dir), Bucket::Fs { data_dir })
+}
+
+/// A server on a fresh S3 bucket (`s3`, under a prefix of its own), and how the binary finds it.
+fn s3_server(
+    runtime: &tokio::runtime::Runtime,
+    s3: &S3TestServer,
+    work: &Path,
+) -> (Server<libsql_wal_backend::S3Backend>, Bucket) {
+    let backend = runtime.block_on(s3.backend("cli")).unwrap();
+    (
+        Server::start(backend, &work.join("data")),
+        Bucket::S3 {
+            endpoint: s3.endpoint().to_string(),
+            prefix: "cli".into(),
+        },
+    )
+}
+
+#[test]
+fn compact_and_retain_dry_runs_match_what_the_real_runs_do_on_fs() {
+    let work = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, bucket) = fs_server(&runtime, work.path());
+    compact_and_retain(server, &bucket, work.path());
+}
+
+#[test]
+fn compact_and_retain_dry_runs_match_what_the_real_runs_do_on_s3() {
+    let work = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(S3TestServer::start()).unwrap();
+    let (server, bucket) = s3_server(&runtime, &s3, work.path());
+    compact_and_retain(server, &bucket, work.path());
+}
+
+fn compact_and_retain<B: Backend>(server: Server<B>, bucket: &Bucket, work: &Path) {
     let conn = server.connect("tenant");
     for round in 0..10 {
         insert(&conn, round * 10, 10);
         server.make_durable("tenant");
     }
-    let image = work.path().join("image.db");
+    let image = work.join("image.db");
     server.snapshot("tenant", &image);
     drop(conn);
     server.stop();
-    let bucket = Bucket::Fs {
-        data_dir: data_dir.clone(),
-    };
+    let bucket = Some(bucket);
     let sources = |run: &Value| -> Vec<Value> {
         run["namespaces"][0]["written"]
             .as_array()
@@ -512,17 +564,15 @@ fn compact_and_retain_dry_runs_match_what_the_real_runs_do() {
             .map(|w| w["sources"].clone())
             .collect()
     };
-    let stored = || cli(&["ls", "tenant", "--json"], Some(&bucket)).ok().json()["segments"].clone();
+    let stored = || cli(&["ls", "tenant", "--json"], bucket).ok().json()["segments"].clone();
     let before = stored();
     assert_eq!(before.as_array().unwrap().len(), 10);
-    let planned = cli(&["compact", "tenant", "--dry-run", "--json"], Some(&bucket))
+    let planned = cli(&["compact", "tenant", "--dry-run", "--json"], bucket)
         .ok()
         .json();
     assert!(!sources(&planned).is_empty(), "{planned}");
     assert_eq!(stored(), before, "a dry run writes nothing");
-    let done = cli(&["compact", "tenant", "--json"], Some(&bucket))
-        .ok()
-        .json();
+    let done = cli(&["compact", "tenant", "--json"], bucket).ok().json();
     assert_eq!(sources(&done), sources(&planned));
     assert_eq!(
         done["namespaces"][0]["put_requests"],
@@ -539,7 +589,7 @@ fn compact_and_retain_dry_runs_match_what_the_real_runs_do() {
             "--dry-run",
             "--json",
         ],
-        Some(&bucket),
+        bucket,
     )
     .ok()
     .json();
@@ -558,18 +608,15 @@ fn compact_and_retain_dry_runs_match_what_the_real_runs_do() {
             "--dry-run",
             "--json",
         ],
-        Some(&bucket),
+        bucket,
     )
     .ok()
     .json();
     assert!(deleted(&kept).as_array().unwrap().is_empty(), "{kept}");
     let before = stored();
-    let done = cli(
-        &["retain", "tenant", "--keep-for", "0s", "--json"],
-        Some(&bucket),
-    )
-    .ok()
-    .json();
+    let done = cli(&["retain", "tenant", "--keep-for", "0s", "--json"], bucket)
+        .ok()
+        .json();
     assert_eq!(deleted(&done), deleted(&planned));
     assert_eq!(
         stored().as_array().unwrap().len(),
@@ -581,44 +628,54 @@ fn compact_and_retain_dry_runs_match_what_the_real_runs_do() {
     );
 
     // What is left is whole and restores to the same database.
-    cli(&["verify", "tenant"], Some(&bucket)).ok();
-    let restored = work.path().join("restored.db");
-    cli(
-        &["restore", "tenant", restored.to_str().unwrap()],
-        Some(&bucket),
-    )
-    .ok();
+    cli(&["verify", "tenant"], bucket).ok();
+    let restored = work.join("restored.db");
+    cli(&["restore", "tenant", restored.to_str().unwrap()], bucket).ok();
     assert_same_file(&restored, &image);
 }
 
 #[test]
-fn delete_asks_then_ls_shows_the_namespace_deleted() {
+fn delete_asks_then_ls_shows_the_namespace_deleted_on_fs() {
     let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let backend = runtime
-        .block_on(FsBackend::new(data_dir.join("bucket")))
-        .unwrap();
-    let server = Server::start(backend, &data_dir);
+    let (server, bucket) = fs_server(&runtime, work.path());
+    delete_then_ls(server, &bucket, work.path());
+}
+
+#[test]
+fn delete_asks_then_ls_shows_the_namespace_deleted_on_s3() {
+    let work = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(S3TestServer::start()).unwrap();
+    let (server, bucket) = s3_server(&runtime, &s3, work.path());
+    delete_then_ls(server, &bucket, work.path());
+}
+
+fn delete_then_ls<B: Backend>(server: Server<B>, bucket: &Bucket, work: &Path) {
     for ns in ["gone", "kept"] {
         let conn = server.connect(ns);
         insert(&conn, 0, 10);
         server.make_durable(ns);
     }
     server.stop();
-    let bucket = Bucket::Fs {
-        data_dir: data_dir.clone(),
-    };
-    let refused = cli(&["delete", "gone"], Some(&bucket));
+    let bucket = Some(bucket);
+    let typo = cli(&["delete", "gnoe", "--yes"], bucket);
+    assert_eq!(typo.code, 1, "{typo:?}");
+    assert!(typo.stderr.contains("no namespace gnoe"), "{}", typo.stderr);
+    let unknown = cli(&["ls", "gnoe"], bucket);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    let unknown = cli(&["verify", "gnoe"], bucket);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    let refused = cli(&["delete", "gone"], bucket);
     assert_eq!(refused.code, 2, "no terminal, no --yes: {refused:?}");
     assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
-    let done = cli(&["delete", "gone", "--yes", "--json"], Some(&bucket))
+    let done = cli(&["delete", "gone", "--yes", "--json"], bucket)
         .ok()
         .json();
     assert!(done["objects_deleted"].as_u64().unwrap() >= 3, "{done}");
-    cli(&["delete", "kept", "--yes", "--keep-backup"], Some(&bucket)).ok();
+    cli(&["delete", "kept", "--yes", "--keep-backup"], bucket).ok();
 
-    let listed = cli(&["ls", "--json"], Some(&bucket)).ok().json();
+    let listed = cli(&["ls", "--json"], bucket).ok().json();
     let state = |ns: &str| {
         listed
             .as_array()
@@ -637,15 +694,11 @@ fn delete_asks_then_ls_shows_the_namespace_deleted() {
         Some((Value::from("deleted"), Value::from(0)))
     );
     let nothing = cli(
-        &[
-            "restore",
-            "kept",
-            work.path().join("x.db").to_str().unwrap(),
-        ],
-        Some(&bucket),
+        &["restore", "kept", work.join("x.db").to_str().unwrap()],
+        bucket,
     );
     assert_eq!(nothing.code, 1, "{nothing:?}");
-    let backup = work.path().join("backup.db");
+    let backup = work.join("backup.db");
     cli(
         &[
             "restore",
@@ -654,7 +707,7 @@ fn delete_asks_then_ls_shows_the_namespace_deleted() {
             "--generation",
             "1",
         ],
-        Some(&bucket),
+        bucket,
     )
     .ok();
     assert_eq!(integrity_check(&backup), "ok");
@@ -676,9 +729,18 @@ fn inspect_reads_local_segments_and_stored_objects_and_finds_damage() {
     let server = Server::start(backend, &data_dir);
     let conn = server.connect("tenant");
     insert(&conn, 0, 10);
+    // A reader holds the sealed segment back from the checkpoint (and its deletion).
+    let reader = server.connect("tenant");
+    reader.execute_batch("BEGIN").unwrap();
+    assert_eq!(
+        reader
+            .query_row("SELECT count(*) FROM t", (), |r| r.get::<_, i64>(0))
+            .unwrap(),
+        10
+    );
+    insert(&conn, 10, 5);
     server.make_durable("tenant");
-    insert(&conn, 10, 3);
-    // The sealed segment stays until checkpointed; the current one holds the newest commits.
+    insert(&conn, 15, 3);
     let segments_dir = data_dir.join("namespaces/tenant/data-segments");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&segments_dir)
         .unwrap()
@@ -686,6 +748,22 @@ fn inspect_reads_local_segments_and_stored_objects_and_finds_damage() {
         .filter(|p| p.extension().is_some_and(|e| e == "seg"))
         .collect();
     files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let sealed = files[files.len() - 2].clone();
+    let inspected = cli(&["inspect", sealed.to_str().unwrap(), "--json"], None)
+        .ok()
+        .json();
+    assert_eq!(
+        inspected["problems"].as_array().unwrap().len(),
+        0,
+        "{inspected}"
+    );
+    assert!(inspected["header"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|field| field[0] == "state" && field[1] == "sealed"));
+    assert!(!inspected["index"].as_array().unwrap().is_empty());
     let current = files.last().unwrap().clone();
     let inspected = cli(&["inspect", current.to_str().unwrap(), "--json"], None)
         .ok()
@@ -700,6 +778,7 @@ fn inspect_reads_local_segments_and_stored_objects_and_finds_damage() {
         .unwrap()
         .iter()
         .any(|field| field[0] == "state" && field[1] == "current"));
+    drop(reader);
     drop(conn);
     server.stop();
 
@@ -775,6 +854,18 @@ fn shell_runs_statements_through_the_wal_and_refuses_a_data_directory_in_use() {
     assert!(failing.stderr.contains("nope"), "{}", failing.stderr);
     let missing = cli(&["shell", "other"], Some(&bucket));
     assert_eq!(missing.code, 2, "{missing:?}");
+    // A namespace whose files the directory does not hold (an empty database): opening it
+    // would restore it from the bucket, and take it over from wherever it is served.
+    let other = data_dir.join("namespaces/other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("data"), b"").unwrap();
+    let claim = cli_with_input(&["shell", "other"], Some(&bucket), ".quit\n");
+    assert_eq!(claim.code, 1, "{claim:?}");
+    assert!(
+        claim.stderr.contains("restore it from storage"),
+        "{}",
+        claim.stderr
+    );
 
     // A server (here: this process) holding the data directory keeps the shell out.
     let lock = std::fs::OpenOptions::new()

@@ -1,10 +1,10 @@
 //! A fault-injecting `Io` for tests: wraps another `Io` and fails the Nth write, fsync or
-//! `set_len`, or
-//! makes the Nth write short (a prefix lands on disk, then the call fails), as a crash or a full
-//! disk would. Faults are armed on a shared `FaultPlan` and fire once.
+//! `set_len`, or the next fsync of one file, or makes the Nth write short (a prefix lands on
+//! disk, then the call fails), as a crash or a full disk would. Faults are armed on a shared
+//! `FaultPlan` and fire once.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -37,6 +37,8 @@ pub struct FaultPlan {
     set_lens: AtomicU64,
     /// The armed `set_len` fault: the call count at which it fires.
     set_len_fault: Mutex<Option<u64>>,
+    /// The file whose next `sync_data` fails, if one is armed.
+    sync_fault_of: Mutex<Option<PathBuf>>,
 }
 
 impl FaultPlan {
@@ -62,6 +64,36 @@ impl FaultPlan {
     /// Arms a failure of the `n`th fsync from now (0 = the next one).
     pub fn fail_sync(&self, n: u64) {
         arm(&self.syncs, &self.sync_fault, n);
+    }
+
+    /// Arms a failure of the next `sync_data` of the file opened at `path`.
+    pub fn fail_next_sync_of(&self, path: &Path) {
+        *self
+            .sync_fault_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(path.to_path_buf());
+    }
+
+    /// Returns true while the fault `fail_next_sync_of` armed has not fired.
+    pub fn sync_of_pending(&self) -> bool {
+        self.sync_fault_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Returns true, disarming it, if the next sync of the file at `path` must fail.
+    fn on_sync_of(&self, path: &Path) -> bool {
+        let mut armed = self
+            .sync_fault_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if armed.as_deref() == Some(path) {
+            *armed = None;
+            true
+        } else {
+            false
+        }
     }
 
     /// Arms a failure of the `n`th `set_len` (truncate or extend) from now (0 = the next one).
@@ -149,6 +181,8 @@ pub struct FaultyFile<F> {
     inner: F,
     /// The plan of the `FaultyIo` that opened it.
     plan: Arc<FaultPlan>,
+    /// Where it was opened (an anonymous temporary file: its directory).
+    path: PathBuf,
 }
 
 impl<F: FileExt> FileExt for FaultyFile<F> {
@@ -179,7 +213,7 @@ impl<F: FileExt> FileExt for FaultyFile<F> {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        if self.plan.on_sync() {
+        if self.plan.on_sync() || self.plan.on_sync_of(&self.path) {
             return Err(injected("fsync failed"));
         }
         self.inner.sync_data()
@@ -197,6 +231,7 @@ impl<I: Io> Io for FaultyIo<I> {
         Ok(FaultyFile {
             inner: self.inner.open(path, mode)?,
             plan: self.plan.clone(),
+            path: path.to_path_buf(),
         })
     }
 
@@ -204,6 +239,7 @@ impl<I: Io> Io for FaultyIo<I> {
         Ok(FaultyFile {
             inner: self.inner.tempfile(dir)?,
             plan: self.plan.clone(),
+            path: dir.to_path_buf(),
         })
     }
 

@@ -130,6 +130,16 @@ pub enum Error {
         /// The newest generation in storage.
         newest_generation: u64,
     },
+    /// Opening the namespace would claim it in storage (restore it, take it over from the
+    /// writer before, or start a generation of its own), and the registry may not
+    /// (`RegistryConfig::may_claim` is false: an operator's tool beside the server that owns it).
+    #[error("namespace {namespace}: opening it would {what}, and this registry opens only logs that go on where they left off")]
+    WouldClaim {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// What the open would do.
+        what: &'static str,
+    },
     /// The local database and storage hold different logs of one namespace, so the local one
     /// cannot catch up from storage.
     #[error(
@@ -219,9 +229,10 @@ impl Error {
             Error::DurableTimeout { .. } => ffi::SQLITE_IOERR,
             Error::DestinationExists { .. } => ffi::SQLITE_CANTOPEN,
             Error::NothingToRestore { .. } | Error::MissingFrames { .. } => ffi::SQLITE_IOERR,
-            Error::OtherLog { .. } | Error::BehindStorage { .. } | Error::Superseded { .. } => {
-                ffi::SQLITE_CANTOPEN
-            }
+            Error::OtherLog { .. }
+            | Error::BehindStorage { .. }
+            | Error::Superseded { .. }
+            | Error::WouldClaim { .. } => ffi::SQLITE_CANTOPEN,
             Error::Fenced { .. } => ffi::SQLITE_READONLY,
             Error::Poisoned { .. } => ffi::SQLITE_IOERR,
             Error::PathConflict { .. } | Error::RegistryShutDown { .. } => ffi::SQLITE_CANTOPEN,

@@ -24,7 +24,7 @@ use tracing::warn;
 
 use crate::checkpointer::Checkpointer;
 use crate::error::{Error, Result};
-use crate::shared::{SharedWal, SwapStrategy};
+use crate::shared::{LogSettings, SharedWal, SwapStrategy};
 
 /// Returns the namespace of the database at `db_path` laid out as `{root}/{namespace}/{file}`:
 /// the name of its directory. The default `RegistryConfig::namespace_of`.
@@ -82,6 +82,11 @@ pub struct RegistryConfig {
     pub checkpoint_threads: usize,
     /// How often open namespaces are checked for a current segment older than `max_age`.
     pub age_check_interval: Duration,
+    /// Whether opening a namespace may claim it in storage: restore it, take it over from the
+    /// writer before, or start a generation of its own (true for a server). An operator's tool
+    /// beside the server that owns its namespaces sets false: such an open then fails with
+    /// `Error::WouldClaim`, and only a log that goes on where it left off opens.
+    pub may_claim: bool,
 }
 
 impl Default for RegistryConfig {
@@ -94,6 +99,7 @@ impl Default for RegistryConfig {
             namespace_of: namespace_from_directory,
             checkpoint_threads: 2,
             age_check_interval: Duration::from_secs(1),
+            may_claim: true,
         }
     }
 }
@@ -240,8 +246,11 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 self.io.clone(),
                 self.storage.clone(),
                 db_path,
-                swap,
-                self.config.writer_timeout,
+                LogSettings {
+                    swap,
+                    writer_timeout: self.config.writer_timeout,
+                    may_claim: self.config.may_claim,
+                },
                 self.checkpointer.clone(),
             );
             if let Ok(shared) = &opened {

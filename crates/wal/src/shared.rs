@@ -217,6 +217,17 @@ const CHECKPOINT_RUN_PAGES: usize = 256;
 /// shutdown), an id of its own in the writer queue.
 static NEXT_WRITER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How the registry opens a log (from `RegistryConfig`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogSettings {
+    /// When to seal segments.
+    pub swap: SwapStrategy,
+    /// How long a writer waits for the write lock.
+    pub writer_timeout: Duration,
+    /// Whether the open may claim the namespace in storage (`RegistryConfig::may_claim`).
+    pub may_claim: bool,
+}
+
 /// Returns a writer-queue id nobody else has.
 pub(crate) fn next_writer_id() -> u64 {
     NEXT_WRITER_ID.fetch_add(1, Ordering::Relaxed)
@@ -266,16 +277,20 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// Opens the log of `namespace` for the database at `db_path`: recovers the segments in its
     /// segment directory, re-sends to storage every sealed segment that is not durable yet, and
     /// starts a current segment if there is none.
-    #[tracing::instrument(skip(io, storage, swap, checkpointer), fields(namespace = %namespace))]
+    #[tracing::instrument(skip(io, storage, settings, checkpointer), fields(namespace = %namespace))]
     pub(crate) fn open(
         namespace: NamespaceName,
         io: Arc<I>,
         storage: Arc<S>,
         db_path: &Path,
-        swap: SwapStrategy,
-        writer_timeout: Duration,
+        settings: LogSettings,
         checkpointer: Arc<Checkpointer>,
     ) -> Result<Arc<Self>> {
+        let LogSettings {
+            swap,
+            writer_timeout,
+            may_claim,
+        } = settings;
         let seg_err = Error::segment(&namespace);
         let dir = segment_dir(db_path);
         io.create_dir_all(&dir).map_err(Error::io(&dir))?;
@@ -478,6 +493,18 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             let ours = local_log_id.and_then(|id| lineage.of_log(id).copied());
             let newest = lineage.newest().copied();
             let marker = dir.join(RESTORE_MARKER);
+            // Fails the open, before anything is written, when it would claim the namespace
+            // (`what` it would do) and may not.
+            let may_it = |what| {
+                if may_claim {
+                    Ok(())
+                } else {
+                    Err(Error::WouldClaim {
+                        namespace: namespace.clone(),
+                        what,
+                    })
+                }
+            };
             // Restores the database file in place from storage, up to `target`.
             let restore_to = |target| {
                 restore_in_place(
@@ -497,6 +524,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         local_log_end,
                         durable_frame_no: durable,
                         lineage: &lineage,
+                        may_claim,
                     };
                     if catch_up.run(&*storage)? {
                         // A copy of the database that was behind its own log: whoever made it
@@ -524,6 +552,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         newest = newest.number,
                         "the local database is of an older generation: restoring the newest"
                     );
+                    may_it("restore the newest generation over an older one's database")?;
                     let restored = restore_to(RestoreTarget::Latest)?;
                     if restored.is_none() {
                         // The newest history holds nothing (the namespace was deleted, or a new
@@ -556,11 +585,13 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                                 newest_generation: newest.number,
                             });
                         }
+                        may_it("start a generation of its own in storage")?;
                         if let Some(newest) = newest {
                             warn!(newest = newest.number, "a new log over a namespace with history in storage: it starts a generation of its own, which restores follow");
                         }
                         Claim::NewHistory
                     } else {
+                        may_it("restore it from storage")?;
                         match restore_to(RestoreTarget::Latest)? {
                             Some(_) => Claim::TakeOver,
                             None => Claim::NewHistory,
@@ -1679,8 +1710,13 @@ impl<I: Io, S: Storage<File = I::File>> CheckpointJob for SharedWal<I, S> {
 }
 
 /// Copies the newest version of every page in `segments` (the log's oldest segments, in order)
-/// into the database file `db`, then the footer saying the file holds log `log_id` up to the
-/// last segment's end, and syncs the file. Returns the number of pages written.
+/// into the database file `db` and syncs it, then writes the footer saying the file holds log
+/// `log_id` up to the last segment's end and syncs it again. Returns the number of pages
+/// written.
+///
+/// The footer goes only after the pages are durable: the next open deletes every segment the
+/// footer says the file holds, and a footer on disk before its pages would take those pages
+/// with them.
 fn copy_into_database<F: FileExt>(
     namespace: &NamespaceName,
     db_path: &Path,
@@ -1724,6 +1760,7 @@ fn copy_into_database<F: FileExt>(
             run.clear();
         }
     }
+    db.sync_data().map_err(io_err)?;
     let footer = Footer {
         replication_index: end_frame_no,
         log_id,
@@ -1793,6 +1830,8 @@ struct CatchUp<'a> {
     durable_frame_no: u64,
     /// The namespace's generations, as the open read them.
     lineage: &'a Lineage,
+    /// Whether the open may write the file from storage (`RegistryConfig::may_claim`).
+    may_claim: bool,
 }
 
 impl CatchUp<'_> {
@@ -1828,6 +1867,12 @@ impl CatchUp<'_> {
             // A database this log never checkpointed (no footer): it starts a new log.
             return Ok(false);
         };
+        if !self.may_claim {
+            return Err(Error::WouldClaim {
+                namespace: namespace.clone(),
+                what: "restore the database from storage, which is ahead of it",
+            });
+        }
         let Some(report) = restore_in_place(
             storage,
             namespace,
