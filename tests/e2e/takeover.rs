@@ -401,7 +401,9 @@ fn a_new_log_over_an_old_history_starts_a_generation_that_restores_follow() {
 fn a_log_kept_without_storage_is_whole_in_storage_once_storage_is_added() {
     // Without storage first: a log partly checkpointed (the file's footer past frame 0, the
     // newest frames in segments), or a log over a file stock SQLite made (pages in no log).
-    for from_stock_sqlite in [false, true] {
+    // The first open with storage may fail at its claim, after the log went into the file and
+    // the base commit was made: the next open starts over from there.
+    for (from_stock_sqlite, claim_fails_first) in [(false, false), (true, false), (false, true)] {
         let world = World::new();
         let root = world.work.path().join("a");
         {
@@ -428,6 +430,41 @@ fn a_log_kept_without_storage_is_whole_in_storage_once_storage_is_added() {
             assert!(libsql_wal_tests::segment_files(&local.db_path("tenant")) > 0);
         }
 
+        if claim_fails_first {
+            let failed = Arc::new(AtomicBool::new(false));
+            let hook: Hook = Arc::new(move |call, _key| {
+                let fail = call == Call::Create && !failed.swap(true, Ordering::SeqCst);
+                Box::pin(async move {
+                    if fail {
+                        return Err(libsql_wal_backend::Error::transient(
+                            "creating a generation",
+                            "injected",
+                        ));
+                    }
+                    Ok(())
+                })
+            });
+            let fs = world
+                .runtime
+                .block_on(FsBackend::new(world.bucket()))
+                .unwrap();
+            let storage = ActorStorage::<_, File>::start(
+                HookedBackend::new(fs, hook),
+                StorageConfig {
+                    scratch_dir: root.join("scratch"),
+                    ..StorageConfig::default()
+                },
+            )
+            .unwrap();
+            let registry = WalRegistry::new(StdIo, storage, RegistryConfig::default());
+            let err = registry
+                .open(&root.join("tenant/data"))
+                .err()
+                .expect("the claim fails");
+            assert!(err.to_string().contains("injected"), "{err}");
+            drop(registry);
+        }
+
         // The same files, now with storage: what is stored restores the whole database.
         let a = world.machine("a");
         let conn = a.connect();
@@ -439,7 +476,11 @@ fn a_log_kept_without_storage_is_whole_in_storage_once_storage_is_added() {
         a.stop();
         let d = world.machine("d");
         let conn = d.connect();
-        assert_eq!(rows(&conn), on_a, "from stock SQLite: {from_stock_sqlite}");
+        assert_eq!(
+            rows(&conn),
+            on_a,
+            "from stock SQLite: {from_stock_sqlite}, claim failed first: {claim_fails_first}"
+        );
         assert_eq!(integrity_check(&conn), "ok");
     }
 }
