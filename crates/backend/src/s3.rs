@@ -53,6 +53,10 @@ const MAX_PARTS: u64 = 10_000;
 /// (other namespaces upload too). Each part streams from the file: memory stays small.
 const PARTS_IN_FLIGHT: usize = 4;
 
+/// Times a conditional create answered 409 `ConditionalRequestConflict` (another conditional
+/// write of the key in flight) is sent again, 40 ms, 80 ms, ... apart, before it fails.
+const CONDITIONAL_CONFLICT_RETRIES: u32 = 5;
+
 /// One part of a multipart upload: a range of the source file.
 #[derive(Debug, Clone, Copy)]
 struct Part {
@@ -666,25 +670,41 @@ impl Backend for S3Backend {
     ) -> Result<bool> {
         validate_key(key)?;
         let object = Self::object_key(config, key);
-        let sent = self
-            .client
-            .put_object()
-            .bucket(&config.bucket)
-            .key(&object)
-            .if_none_match("*")
-            .body(ByteStream::from(bytes))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(true),
-            // 412: the object exists. (A 409 ConditionalRequestConflict, a concurrent
-            // conditional write in flight, is transient and retried by the caller.)
-            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 412 => Ok(false),
-            Err(e) => Err(sdk_error(
-                &self.redactions,
-                format!("creating s3://{}/{object}", config.bucket),
-                e,
-            )),
+        let mut conflicts = 0;
+        loop {
+            let sent = self
+                .client
+                .put_object()
+                .bucket(&config.bucket)
+                .key(&object)
+                .if_none_match("*")
+                .body(ByteStream::from(bytes.clone()))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => return Ok(true),
+                // 412: the object exists.
+                Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 412 => {
+                    return Ok(false)
+                }
+                // 409 ConditionalRequestConflict: another conditional write of the key is in
+                // flight. S3 says to retry: the retry learns which one won (412, or created).
+                Err(SdkError::ServiceError(e))
+                    if e.raw().status().as_u16() == 409
+                        && conflicts < CONDITIONAL_CONFLICT_RETRIES =>
+                {
+                    conflicts += 1;
+                    debug!(object, conflicts, "conditional write conflict; retrying");
+                    tokio::time::sleep(Duration::from_millis(20 << conflicts)).await;
+                }
+                Err(e) => {
+                    return Err(sdk_error(
+                        &self.redactions,
+                        format!("creating s3://{}/{object}", config.bucket),
+                        e,
+                    ))
+                }
+            }
         }
     }
 

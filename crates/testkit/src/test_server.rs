@@ -49,6 +49,10 @@ pub struct TestServerOptions {
     pub fail_parts_from: Option<i32>,
     /// UploadPart of this part number and of every later one never answers.
     pub stall_parts_from: Option<i32>,
+    /// The first this many conditional PutObject requests fail with 409
+    /// `ConditionalRequestConflict`, as S3 answers one that races another conditional write
+    /// of the key.
+    pub conflicting_conditional_puts: u32,
 }
 
 /// A response future of the `S3` trait (the shape `async_trait` gives its methods).
@@ -61,6 +65,8 @@ struct TestS3 {
     /// Held across a conditional `PutObject`: s3s-fs checks `If-None-Match` and then writes,
     /// so two at once could both create the object; S3 decides them atomically.
     conditional_puts: tokio::sync::Mutex<()>,
+    /// Conditional PutObject requests still to answer with a 409 conflict.
+    conflicts_left: std::sync::atomic::AtomicU32,
     /// What to change.
     options: TestServerOptions,
 }
@@ -277,6 +283,22 @@ impl S3 for TestS3 {
         }
         Box::pin(async move {
             let _one_at_a_time = self.conditional_puts.lock().await;
+            let conflict = self
+                .conflicts_left
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |left| left.checked_sub(1),
+                )
+                .is_ok();
+            if conflict {
+                let mut error = S3Error::with_message(
+                    S3ErrorCode::Custom("ConditionalRequestConflict".into()),
+                    "a conflicting conditional operation is in progress",
+                );
+                error.set_status_code(hyper::StatusCode::CONFLICT);
+                return Err(error);
+            }
             self.fs.put_object(req).await
         })
     }
@@ -323,6 +345,7 @@ impl S3TestServer {
             fs,
             options,
             conditional_puts: tokio::sync::Mutex::new(()),
+            conflicts_left: options.conflicting_conditional_puts.into(),
         });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();

@@ -344,3 +344,38 @@ async fn s3_keeps_generations_and_deletes_namespaces() {
     let (backend, _server, scratch) = backend("p").await;
     conformance::generations_and_namespace_deletion(&backend, scratch.path()).await;
 }
+
+#[tokio::test]
+async fn s3_conditional_creates_retry_a_conflict_and_give_up_naming_it() {
+    // Two conflicts, then the server decides: the create goes through.
+    let server = S3TestServer::start_with(TestServerOptions {
+        conflicting_conditional_puts: 2,
+        ..TestServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let backend = server.backend("p").await.unwrap();
+    let config = backend_config(&backend);
+    assert!(backend
+        .put_bytes_if_absent(config, "ns/claim", b"one".to_vec())
+        .await
+        .expect("retried past the conflicts"));
+    assert!(!backend
+        .put_bytes_if_absent(config, "ns/claim", b"two".to_vec())
+        .await
+        .unwrap());
+    // Conflicts that never end fail, naming the object.
+    let server = S3TestServer::start_with(TestServerOptions {
+        conflicting_conditional_puts: 100,
+        ..TestServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let backend = server.backend("p").await.unwrap();
+    let config = backend_config(&backend);
+    let err = backend
+        .put_bytes_if_absent(config, "ns/claim", b"one".to_vec())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ns/claim"), "{err}");
+}
