@@ -493,7 +493,9 @@ fn a_registry_that_may_not_claim_refuses_every_open_that_would_and_writes_nothin
     insert(&conn, 0, 20);
     a.make_durable();
     drop(conn);
+    let a_db = a.db_path.clone();
     a.stop();
+    std::fs::copy(&a_db, world.work.path().join("a-before")).unwrap();
     let may_not = || RegistryConfig {
         may_claim: false,
         ..RegistryConfig::default()
@@ -542,6 +544,25 @@ fn a_registry_that_may_not_claim_refuses_every_open_that_would_and_writes_nothin
     copy.make_durable();
     drop(conn);
     copy.stop();
+    assert_eq!(generations(), 1);
+
+    // A copy of A's database from before that write is behind storage: the open would bring
+    // it up from storage (and, as a copy, take the namespace over).
+    let behind = world.work.path().join("behind");
+    std::fs::create_dir_all(behind.join("tenant")).unwrap();
+    std::fs::copy(
+        world.work.path().join("a-before"),
+        behind.join("tenant/data"),
+    )
+    .unwrap();
+    let stale = Machine::start_with(&world.runtime, &world.bucket(), &behind, may_not());
+    let before = std::fs::read(&stale.db_path).unwrap();
+    let err = stale.registry.open(&stale.db_path).err().expect("refused");
+    assert!(matches!(err, libsql_wal::Error::WouldClaim { .. }), "{err}");
+    assert!(
+        std::fs::read(&stale.db_path).unwrap() == before,
+        "the copy is as it was"
+    );
     assert_eq!(generations(), 1);
 }
 

@@ -81,11 +81,19 @@ impl OnBackend for Delete {
             Err(e) => return failed(e),
         };
         if history.lineage.records.is_empty() {
-            // A typo must not pass for a deletion (nor leave a deletion mark behind).
-            return failed(format!(
-                "the bucket {location} holds no namespace {}",
-                self.namespace
-            ));
+            // A typo must not pass for a deletion (nor leave a deletion mark behind); objects
+            // without a generation record (a delete cut short elsewhere) are still deleted.
+            let prefix = format!("{}/", self.namespace);
+            match runtime.block_on(backend.list(backend.default_config(), &prefix, None, 1)) {
+                Ok(objects) if objects.is_empty() => {
+                    return failed(format!(
+                        "the bucket {location} holds no namespace {}",
+                        self.namespace
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return failed(e),
+            }
         }
         if !self.args.yes {
             let what = if self.args.keep_backup {

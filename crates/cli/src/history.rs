@@ -106,6 +106,17 @@ pub async fn part_of<B: Backend>(
 }
 
 impl Part {
+    /// Returns true if a chain of this parent's stored segments reaches from its start to the
+    /// point its child continues from (true for the newest generation, which has none).
+    fn reaches_fork_point(&self) -> bool {
+        match self.until {
+            Some(until) if until >= self.start_frame_no => {
+                plan_chain_after(&self.keys, self.start_frame_no.saturating_sub(1), until).is_ok()
+            }
+            _ => true,
+        }
+    }
+
     /// The newest (or, with `oldest`, the oldest) segment end of this generation that a chain
     /// of its stored segments reaches from its start. Plans a chain per end tried: usually one.
     fn reachable_end(&self, oldest: bool) -> Option<Point> {
@@ -136,9 +147,17 @@ impl History {
     }
 
     /// The newest point a restore can land on: the newest segment end, newest generation
-    /// first, that a chain of stored segments reaches from the generation's start.
+    /// first, that a chain of stored segments reaches from the generation's start, in a
+    /// generation whose parents' chains each reach the point the next one continues from.
     pub fn newest_point(&self) -> Option<Point> {
-        self.parts.iter().find_map(|part| part.reachable_end(false))
+        (0..self.parts.len()).find_map(|i| {
+            let parents_whole = self.parts[i + 1..].iter().all(Part::reaches_fork_point);
+            if parents_whole {
+                self.parts[i].reachable_end(false)
+            } else {
+                None
+            }
+        })
     }
 
     /// The oldest point a restore can land on: the first segment end, oldest generation first,

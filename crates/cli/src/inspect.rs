@@ -197,13 +197,19 @@ fn inspect_file(path: &Path) -> Result<Inspected, String> {
                 previous = decoded.checksum;
                 offset += FRAME_SIZE as u64;
             }
-            let committed = out
-                .frames
+            // Recovery keeps the frames up to the last commit before the first bad frame. Bad
+            // frames with no good commit after them are a transaction a crash cut short; a
+            // good commit after one is committed data damaged.
+            let first_bad = findings.first().map_or(out.frames.len(), |(at, _)| *at);
+            let committed = out.frames[..first_bad]
                 .iter()
                 .rposition(|f| f.commits.is_some())
                 .map_or(0, |last| last + 1);
-            for (position, finding) in findings {
-                if header.is_sealed() || position < committed {
+            let torn_tail = !out.frames[first_bad..]
+                .iter()
+                .any(|f| f.commits.is_some() && f.checksum_ok);
+            for (_, finding) in findings {
+                if header.is_sealed() || !torn_tail {
                     out.problems.push(finding);
                 } else {
                     out.notes.push(format!(

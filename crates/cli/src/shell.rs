@@ -189,11 +189,11 @@ fn prompt<W: libsql_sys::wal::Wal>(
                 failures += 1;
             }
         }
-        if pending.trim().is_empty() {
+        if is_blank(&pending) {
             pending.clear();
         }
     }
-    if !pending.trim().is_empty() {
+    if !is_blank(&pending) {
         eprintln!(
             "error: the input ended inside a statement: {}",
             pending.trim()
@@ -243,7 +243,7 @@ fn run_sql<W: libsql_sys::wal::Wal>(
     conn: &libsql_sys::Connection<W>,
     statement: &str,
 ) -> Result<(), String> {
-    if statement.trim().is_empty() {
+    if is_blank(statement) {
         return Ok(());
     }
     let mut stmt = conn.prepare(statement).map_err(|e| e.to_string())?;
@@ -258,24 +258,35 @@ fn run_sql<W: libsql_sys::wal::Wal>(
     Ok(())
 }
 
-/// Splits the first complete statement off `sql`: up to a `;` outside quotes and comments
-/// (`--`, `/* */`), and for `CREATE TRIGGER` one that follows its body's `END`. `None` while no
-/// statement is complete.
-fn split_statement(sql: &str) -> Option<(&str, &str)> {
+/// A token of SQL, as far as telling where a statement ends needs: comments and whitespace
+/// are skipped, a quoted string or name is one `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    /// A keyword or a name.
+    Word(&'a str),
+    /// `;` (at this byte offset).
+    Semicolon(usize),
+    /// Anything else.
+    Other,
+}
+
+/// The tokens of `sql`, in order.
+fn tokens(sql: &str) -> Vec<Token<'_>> {
     let bytes = sql.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
+    let mut out = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        match bytes[at] {
-            quote @ (b'\'' | b'"' | b'`') => {
+        let b = bytes[at];
+        match b {
+            b'\'' | b'"' | b'`' | b'[' => {
+                let close = if b == b'[' { b']' } else { b };
                 at += 1;
-                while at < bytes.len() && bytes[at] != quote {
+                while at < bytes.len() && bytes[at] != close {
                     at += 1;
                 }
-            }
-            b'[' => {
-                while at < bytes.len() && bytes[at] != b']' {
-                    at += 1;
-                }
+                out.push(Token::Other);
+                at += 1;
             }
             b'-' if bytes.get(at + 1) == Some(&b'-') => {
                 while at < bytes.len() && bytes[at] != b'\n' {
@@ -284,35 +295,67 @@ fn split_statement(sql: &str) -> Option<(&str, &str)> {
             }
             b'/' if bytes.get(at + 1) == Some(&b'*') => {
                 at += 2;
-                while at + 1 < bytes.len() && !(bytes[at] == b'*' && bytes[at + 1] == b'/') {
+                while at < bytes.len() && !(bytes[at] == b'*' && bytes.get(at + 1) == Some(&b'/')) {
                     at += 1;
                 }
+                at += 2;
+            }
+            b';' => {
+                out.push(Token::Semicolon(at));
                 at += 1;
             }
-            b';' if !inside_trigger_body(&sql[..at]) => return Some((&sql[..at], &sql[at + 1..])),
+            b if b.is_ascii_whitespace() => at += 1,
+            b if word(b) => {
+                let start = at;
+                while at < bytes.len() && word(bytes[at]) {
+                    at += 1;
+                }
+                out.push(Token::Word(&sql[start..at]));
+            }
+            _ => {
+                out.push(Token::Other);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Splits the first complete statement off `sql` at its `;`, as SQLite's `sqlite3_complete`
+/// would: not inside quotes or comments, and for `CREATE TRIGGER` only at the `;` after the
+/// `END` that follows its body's last `;`. `None` while no statement is complete.
+fn split_statement(sql: &str) -> Option<(&str, &str)> {
+    let mut words: Vec<&str> = Vec::new();
+    // The two tokens before the current one.
+    let (mut before, mut last) = (None, None);
+    for token in tokens(sql) {
+        match token {
+            Token::Semicolon(at) => {
+                let trigger = words
+                    .first()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("CREATE"))
+                    && words
+                        .iter()
+                        .skip(1)
+                        .take(2)
+                        .any(|w| w.eq_ignore_ascii_case("TRIGGER"));
+                let body_ended = matches!(last, Some(Token::Word(w)) if w.eq_ignore_ascii_case("END"))
+                    && matches!(before, Some(Token::Semicolon(_)));
+                if words.is_empty() || !trigger || body_ended {
+                    return Some((&sql[..at], &sql[at + 1..]));
+                }
+            }
+            Token::Word(w) if words.len() < 4 => words.push(w),
             _ => {}
         }
-        at += 1;
+        (before, last) = (last, Some(token));
     }
     None
 }
 
-/// Returns true if `statement` (without its `;`) is a `CREATE TRIGGER` whose body has not
-/// ended: its last word is not `END`.
-fn inside_trigger_body(statement: &str) -> bool {
-    let mut words = statement
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .filter(|w| !w.is_empty());
-    let is_trigger = words
-        .next()
-        .is_some_and(|w| w.eq_ignore_ascii_case("CREATE"))
-        && words.take(2).any(|w| w.eq_ignore_ascii_case("TRIGGER"));
-    let last = statement
-        .trim_end()
-        .rsplit(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .next()
-        .unwrap_or("");
-    is_trigger && !last.eq_ignore_ascii_case("END")
+/// Returns true if `sql` holds nothing but whitespace and comments.
+fn is_blank(sql: &str) -> bool {
+    tokens(sql).is_empty()
 }
 
 /// Prints the rows of `stmt` as a table.
@@ -380,12 +423,16 @@ mod tests {
             split_statement("SELECT /* ; */ 1;"),
             Some(("SELECT /* ; */ 1", ""))
         );
-        let trigger = "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO u VALUES (1); ";
-        assert_eq!(split_statement(trigger), None);
+        let trigger = "-- audit\nCREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN \
+                       UPDATE u SET n = CASE WHEN n > 0 THEN n + 1 ELSE 1 END; \
+                       DELETE FROM v; ";
+        assert_eq!(split_statement(trigger), None, "CASE's END ends no trigger");
         let whole = format!("{trigger}END; SELECT 2;");
         assert_eq!(
             split_statement(&whole),
             Some((&whole[..trigger.len() + 3], " SELECT 2;"))
         );
+        assert!(is_blank(" -- done\n /* and */ "));
+        assert!(!is_blank(" x -- done"));
     }
 }

@@ -8,12 +8,11 @@
 //! clean, 1 when a problem was found. Reads only.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 use libsql_wal_backend::{
     generations_prefix, index_object, list_index_keys, now_ms, plan_chain_after, segment_object,
-    segments_prefix, Backend, BackendExt, NamespaceName,
+    segments_prefix, Backend, BackendExt, NamespaceName, ORPHAN_INDEX_GRACE,
 };
 use serde::Serialize;
 
@@ -139,11 +138,6 @@ impl OnBackend for Verify {
     }
 }
 
-/// How long an index may be without its data before `verify` calls it a problem: a store
-/// writes the index first, then the data, so a live server's upload in flight looks like that
-/// for a moment.
-const UPLOAD_IN_FLIGHT: Duration = Duration::from_secs(60);
-
 /// Verifies every segment of `namespace`'s current history and each generation's chain, and
 /// looks for indexes whose data is gone. Every problem, a failure to reach the bucket
 /// included, goes to `output`: the other namespaces are verified all the same.
@@ -236,8 +230,15 @@ async fn check_namespace<B: Backend>(
             }
             bar.inc(1);
         }
+        // An index without data: a store writes the index first and retention deletes the data
+        // first, so an upload in flight, a deletion in flight or one cut short leave one too.
+        // Only one older than retention's grace (as the bucket's clock tells) whose frames no
+        // stored segment holds is data lost.
         for key in list_index_keys(backend, config, &part.generation).await? {
-            if part.keys.contains(&key) || part.until.is_some_and(|u| key.end_frame_no > u) {
+            let held = part.keys.iter().any(|k| {
+                k.start_frame_no <= key.start_frame_no && key.end_frame_no <= k.end_frame_no
+            });
+            if held || part.until.is_some_and(|u| key.end_frame_no > u) {
                 continue;
             }
             let index = index_object(&part.generation, &key);
@@ -246,8 +247,8 @@ async fn check_namespace<B: Backend>(
                 Err(libsql_wal_backend::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let in_flight_ms = u64::try_from(UPLOAD_IN_FLIGHT.as_millis()).unwrap_or(u64::MAX);
-            if written_ms.saturating_add(in_flight_ms) < now {
+            let grace_ms = u64::try_from(ORPHAN_INDEX_GRACE.as_millis()).unwrap_or(u64::MAX);
+            if written_ms.saturating_add(grace_ms) < now {
                 problems.push((
                     segment_object(&part.generation, &key),
                     format!("missing: its index {index} is there, its data is not"),

@@ -471,7 +471,7 @@ fn verify_names_a_flipped_byte_a_missing_object_and_a_gap() {
     assert!(run.stdout.contains(&index(&keys[0])), "{}", run.stdout);
     std::fs::write(&newest_index, saved).unwrap();
 
-    // The newest segment's data is gone and its index was written minutes ago (not an upload
+    // The newest segment's data is gone and its index was written hours ago (not an upload
     // in flight): no gap shows it, the index does.
     let newest_data = object_file(&data_dir, &data(&keys[0]));
     let saved = std::fs::read(&newest_data).unwrap();
@@ -480,7 +480,7 @@ fn verify_names_a_flipped_byte_a_missing_object_and_a_gap() {
         .write(true)
         .open(&newest_index)
         .unwrap()
-        .set_modified(std::time::SystemTime::now() - Duration::from_secs(180))
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 3600))
         .unwrap();
     let run = cli(&["verify", "tenant"], Some(&bucket));
     assert_eq!(run.code, 1, "{run:?}");

@@ -1867,10 +1867,15 @@ impl CatchUp<'_> {
             // A database this log never checkpointed (no footer): it starts a new log.
             return Ok(false);
         };
-        if !self.may_claim {
+        // With nothing stored there is nothing to restore (and nothing is written).
+        if !self.may_claim && (base.is_some() || durable > 0 || marker.exists()) {
             return Err(Error::WouldClaim {
                 namespace: namespace.clone(),
-                what: "restore the database from storage, which is ahead of it",
+                what: if marker.exists() {
+                    "start over a restore of it that was cut short"
+                } else {
+                    "restore the database from storage, which is ahead of it"
+                },
             });
         }
         let Some(report) = restore_in_place(
