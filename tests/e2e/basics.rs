@@ -2,7 +2,7 @@
 //! connections, sealing, checkpointing, and reopening after a restart.
 
 use libsql_wal::{RegistryConfig, SwapStrategy};
-use libsql_wal_tests::{count, integrity_check, segment_files, TestDb};
+use libsql_wal_tests::{count, eventually, integrity_check, segment_files, TestDb};
 
 fn small_segments() -> RegistryConfig {
     RegistryConfig {
@@ -72,18 +72,6 @@ fn a_database_survives_seals_checkpoints_and_a_restart() {
     assert_eq!(count(&conn), 250);
     let ok = integrity_check(&conn);
     assert_eq!(ok, "ok");
-}
-
-/// Polls `done` until it holds, for at most 30 s (a liveness bound, not a speed check).
-fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    done()
 }
 
 #[test]

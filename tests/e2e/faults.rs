@@ -11,7 +11,7 @@ use libsql_wal::{LibsqlWal, LibsqlWalManager, RegistryConfig, WalRegistry};
 use libsql_wal_backend::NoStorage;
 use libsql_wal_segment::fault::{FaultyFile, FaultyIo, WriteFault};
 use libsql_wal_segment::StdIo;
-use libsql_wal_tests::{count, integrity_check, TestDb};
+use libsql_wal_tests::{count, eventually, integrity_check, TestDb};
 
 type FaultyStorage = NoStorage<FaultyFile<std::fs::File>>;
 type FaultyConn = Connection<LibsqlWal<FaultyIo<StdIo>, FaultyStorage>>;
@@ -125,6 +125,14 @@ impl FaultyMachine {
         self.try_connect().unwrap()
     }
 
+    /// The open log of namespace `faults`.
+    fn shared(&self) -> Arc<libsql_wal::SharedWal<FaultyIo<StdIo>, FaultyStorage>> {
+        self.manager
+            .registry()
+            .get(&"faults".parse().unwrap())
+            .unwrap()
+    }
+
     /// Opens a connection; its error if the log cannot be opened.
     fn try_connect(&self) -> libsql_sys::rusqlite::Result<FaultyConn> {
         Connection::open(
@@ -134,6 +142,14 @@ impl FaultyMachine {
             0,
             None,
         )
+    }
+}
+
+/// Inserts `rows` rows of 3,000-byte blobs into table `t`.
+fn insert_blobs<W: libsql_sys::wal::Wal>(conn: &Connection<W>, rows: usize) {
+    for _ in 0..rows {
+        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
+            .unwrap();
     }
 }
 
@@ -157,10 +173,7 @@ fn a_failed_commit_that_could_not_be_taken_back_never_comes_back_when_the_log_op
     let conn = machine.connect();
     conn.execute_batch("PRAGMA synchronous=FULL; CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
         .unwrap();
-    for _ in 0..5 {
-        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
-            .unwrap();
-    }
+    insert_blobs(&conn, 5);
     // The commit's fsync fails, then so does the cut that takes it back: SQLite reports the
     // commit as failed, and its frames are still in the segment file.
     machine.plan.fail_sync(0);
@@ -200,10 +213,7 @@ fn a_failed_seal_poisons_the_log_until_it_is_opened_again_and_reuses_no_frame_nu
     let conn = machine.connect();
     conn.execute_batch("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
         .unwrap();
-    for _ in 0..5 {
-        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
-            .unwrap();
-    }
+    insert_blobs(&conn, 5);
     // A seal makes the next segment (its header is the first write) and seals in memory; the
     // checkpoint then writes the seal, first its index: that write fails.
     machine.plan.fault_write(1, WriteFault::Fail);
@@ -223,10 +233,7 @@ fn a_failed_seal_poisons_the_log_until_it_is_opened_again_and_reuses_no_frame_nu
     // Every connection closed: the next one opens the log again from disk and writes.
     let conn = machine.connect();
     assert_eq!(count(&conn), 5);
-    for _ in 0..3 {
-        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
-            .unwrap();
-    }
+    insert_blobs(&conn, 3);
     // A crash (nothing shut down), then a fresh start writes on.
     drop(conn);
     drop(machine);
@@ -249,10 +256,7 @@ fn an_empty_segment_out_of_place_is_repaired_and_one_holding_frames_is_refused()
     let conn = db.connect("faults");
     conn.execute_batch("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
         .unwrap();
-    for _ in 0..4 {
-        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
-            .unwrap();
-    }
+    insert_blobs(&conn, 4);
     let log_id = db
         .registry()
         .get(&"faults".parse().unwrap())
@@ -333,20 +337,12 @@ fn a_seal_failing_after_a_commit_leaves_the_commit_standing_and_is_tried_again()
     let conn = machine.connect();
     conn.execute_batch("PRAGMA synchronous=NORMAL; CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
         .unwrap();
-    let shared = machine
-        .manager
-        .registry()
-        .get(&"faults".parse().unwrap())
-        .unwrap();
+    let shared = machine.shared();
     // The background checkpoint of the first seal syncs the database file: let it be done.
-    let started = std::time::Instant::now();
-    while shared.sealed_segment_count() > 0 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "checkpointed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    assert!(
+        eventually(|| shared.sealed_segment_count() == 0),
+        "checkpointed"
+    );
     // Synchronous NORMAL: the commit writes its frames (one write) and syncs nothing; the next
     // write is the next segment's header, and it fails: the seal cannot start.
     machine.plan.fault_write(1, WriteFault::Fail);
@@ -633,34 +629,17 @@ fn a_checkpoint_whose_page_sync_fails_leaves_the_footer_as_it_was() {
     let conn = machine.connect();
     conn.execute_batch("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
         .unwrap();
-    for _ in 0..5 {
-        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
-            .unwrap();
-    }
+    insert_blobs(&conn, 5);
     conn.execute_batch("PRAGMA wal_checkpoint").unwrap();
-    let shared = machine
-        .manager
-        .registry()
-        .get(&"faults".parse().unwrap())
-        .unwrap();
-    let started = std::time::Instant::now();
-    while shared.sealed_segment_count() > 0 {
-        assert!(started.elapsed() < std::time::Duration::from_secs(60));
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    let shared = machine.shared();
+    assert!(eventually(|| shared.sealed_segment_count() == 0));
     let before = footer_frame_no(&machine.db_path);
     assert!(before.is_some_and(|f| f > 0), "checkpointed: {before:?}");
-    for _ in 0..5 {
-        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
-            .unwrap();
-    }
+    insert_blobs(&conn, 5);
     // The seal's background checkpoint copies the pages; their sync fails.
     machine.plan.fail_next_sync_of(&machine.db_path);
     shared.seal_now().unwrap();
-    while machine.plan.sync_of_pending() {
-        assert!(started.elapsed() < std::time::Duration::from_secs(60));
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    assert!(eventually(|| !machine.plan.sync_of_pending()));
     // The pages may have been written over the old footer (the database grew): then there is
     // none. Never one that says the file holds the new frames.
     let after = footer_frame_no(&machine.db_path);
@@ -704,27 +683,16 @@ fn a_seal_whose_background_sync_fails_poisons_the_log_and_every_commit_stands() 
     let conn = machine.connect();
     conn.execute_batch("PRAGMA synchronous=NORMAL; CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
         .unwrap();
-    for _ in 0..5 {
-        conn.execute("INSERT INTO t(b) VALUES (randomblob(3000))", ())
-            .unwrap();
-    }
-    let shared = machine
-        .manager
-        .registry()
-        .get(&"faults".parse().unwrap())
-        .unwrap();
+    insert_blobs(&conn, 5);
+    let shared = machine.shared();
     // The seal itself syncs nothing; the first fsync after it is the seal's own, in the
     // background, and it fails.
     machine.plan.fail_sync(0);
     assert!(shared.seal_now().unwrap(), "sealed");
-    let started = std::time::Instant::now();
-    while shared.poisoned().is_none() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "the failed sync poisons the log"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    assert!(
+        eventually(|| shared.poisoned().is_some()),
+        "the failed sync poisons the log"
+    );
     let err = conn
         .execute("INSERT INTO t(b) VALUES (x'01')", ())
         .unwrap_err();

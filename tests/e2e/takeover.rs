@@ -22,6 +22,7 @@ use crate::hooked::{Call, Hook, HookedBackend};
 type File = std::fs::File;
 type Storage = ActorStorage<FsBackend, File>;
 type Registry = WalRegistry<StdIo, Storage>;
+type HookedRegistry = WalRegistry<StdIo, ActorStorage<HookedBackend<FsBackend>, File>>;
 
 fn namespace() -> NamespaceName {
     "tenant".parse().unwrap()
@@ -43,6 +44,24 @@ impl World {
 
     fn bucket(&self) -> PathBuf {
         self.work.path().join("bucket")
+    }
+
+    /// A registry over the shared bucket whose backend calls `hook` sees first, with its
+    /// scratch files under `root`.
+    fn hooked_registry(&self, root: &Path, hook: Hook) -> Arc<HookedRegistry> {
+        let fs = self
+            .runtime
+            .block_on(FsBackend::new(self.bucket()))
+            .unwrap();
+        let storage = ActorStorage::<_, File>::start(
+            HookedBackend::new(fs, hook),
+            StorageConfig {
+                scratch_dir: root.join("scratch"),
+                ..StorageConfig::default()
+            },
+        )
+        .unwrap();
+        Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()))
     }
 
     /// Starts machine `name` (its files under `{work}/{name}`).
@@ -220,11 +239,7 @@ fn a_new_namespace_with_nothing_stored_opens_empty() {
 
 #[test]
 fn a_slow_restore_does_not_hold_up_opening_other_namespaces() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let fs = runtime
-        .block_on(FsBackend::new(&work.path().join("bucket")))
-        .unwrap();
+    let world = World::new();
     // Listing the namespace `slow` (its restore on open) waits until released.
     let release = Arc::new(AtomicBool::new(false));
     let slow_listing = Arc::new(AtomicBool::new(false));
@@ -244,17 +259,9 @@ fn a_slow_restore_does_not_hold_up_opening_other_namespaces() {
             })
         })
     };
-    let storage = ActorStorage::<_, File>::start(
-        HookedBackend::new(fs, hook),
-        StorageConfig {
-            scratch_dir: work.path().join("scratch"),
-            ..StorageConfig::default()
-        },
-    )
-    .unwrap();
-    let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
+    let registry = world.hooked_registry(world.work.path(), hook);
     let connect = |name: &str| {
-        let dir = work.path().join(name);
+        let dir = world.work.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let conn = Connection::open(
             dir.join("data"),
@@ -444,19 +451,7 @@ fn a_log_kept_without_storage_is_whole_in_storage_once_storage_is_added() {
                     Ok(())
                 })
             });
-            let fs = world
-                .runtime
-                .block_on(FsBackend::new(world.bucket()))
-                .unwrap();
-            let storage = ActorStorage::<_, File>::start(
-                HookedBackend::new(fs, hook),
-                StorageConfig {
-                    scratch_dir: root.join("scratch"),
-                    ..StorageConfig::default()
-                },
-            )
-            .unwrap();
-            let registry = WalRegistry::new(StdIo, storage, RegistryConfig::default());
+            let registry = world.hooked_registry(&root, hook);
             let err = registry
                 .open(&root.join("tenant/data"))
                 .err()
@@ -672,24 +667,8 @@ fn a_takeover_keeps_what_the_writer_before_acknowledged_while_it_restored() {
             })
         })
     };
-    let fs = world
-        .runtime
-        .block_on(FsBackend::new(world.bucket()))
-        .unwrap();
     let root_b = world.work.path().join("b");
-    let storage_b = ActorStorage::<_, File>::start(
-        HookedBackend::new(fs, hook),
-        StorageConfig {
-            scratch_dir: root_b.join("scratch"),
-            ..StorageConfig::default()
-        },
-    )
-    .unwrap();
-    let registry_b = Arc::new(WalRegistry::new(
-        StdIo,
-        storage_b,
-        RegistryConfig::default(),
-    ));
+    let registry_b = world.hooked_registry(&root_b, hook);
     std::fs::create_dir_all(root_b.join("tenant")).unwrap();
     let on_b = std::thread::scope(|s| {
         let b = s.spawn(|| {

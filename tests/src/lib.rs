@@ -176,6 +176,18 @@ pub async fn stored_segments<B: libsql_wal_backend::Backend>(
     out
 }
 
+/// Polls `done` until it holds, for at most 30 s (a liveness bound, not a speed check).
+pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    done()
+}
+
 /// Returns the newest generation of `namespace` on `backend` (it must be a log).
 pub async fn newest_generation<B: libsql_wal_backend::Backend>(
     backend: &B,

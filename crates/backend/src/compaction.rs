@@ -186,6 +186,26 @@ pub fn plan_compaction(chain: &[SegmentKey], strategy: CompactionStrategy) -> Ve
         .collect()
 }
 
+/// What `compact` plans for `generation` from its stored segments `keys` (as listed, newest
+/// end first): the chain to the newest segment, oldest first, and the groups of it `strategy`
+/// merges (each becomes the segment `SegmentKey::merging` names). Both are empty when nothing
+/// is stored; a gap in the chain is `Corrupt`.
+pub fn plan_compaction_of(
+    generation: &Generation,
+    keys: &[SegmentKey],
+    strategy: CompactionStrategy,
+) -> Result<(Vec<SegmentKey>, Vec<Vec<SegmentKey>>)> {
+    let Some(newest) = keys.first() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let chain = plan_chain(keys, newest.end_frame_no).map_err(|gap| Error::Corrupt {
+        key: crate::ext::segments_prefix(generation),
+        what: format!("cannot compact: {gap}"),
+    })?;
+    let groups = plan_compaction(&chain, strategy);
+    Ok((chain, groups))
+}
+
 /// One compacted segment made by `compact`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactedGroup {
@@ -224,14 +244,10 @@ pub async fn compact<B: Backend>(
     mut progress: impl FnMut(usize, usize) + Send,
 ) -> Result<CompactionReport> {
     let keys = backend.list_segments(config, generation, u64::MAX).await?;
-    let Some(newest) = keys.first() else {
+    let (chain, groups) = plan_compaction_of(generation, &keys, strategy)?;
+    if chain.is_empty() {
         return Ok(CompactionReport::default());
-    };
-    let chain = plan_chain(&keys, newest.end_frame_no).map_err(|gap| Error::Corrupt {
-        key: crate::ext::segments_prefix(generation),
-        what: format!("cannot compact: {gap}"),
-    })?;
-    let groups = plan_compaction(&chain, strategy);
+    }
     let mut report = CompactionReport {
         chain_before: chain.len(),
         chain_after: chain.len() - groups.iter().map(|g| g.len() - 1).sum::<usize>(),

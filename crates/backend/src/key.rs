@@ -40,6 +40,20 @@ impl SegmentKey {
     }
 }
 
+impl SegmentKey {
+    /// The key of the segment that merges `sources` (a run of the chain, oldest first): from
+    /// the first's start to the last's end, sealed when the last was, as `merge` makes its
+    /// header. `None` for no sources.
+    pub fn merging(sources: &[SegmentKey]) -> Option<SegmentKey> {
+        let (first, last) = (sources.first()?, sources.last()?);
+        Some(SegmentKey {
+            start_frame_no: first.start_frame_no,
+            end_frame_no: last.end_frame_no,
+            timestamp_ms: last.timestamp_ms,
+        })
+    }
+}
+
 impl From<&CompactedHeader> for SegmentKey {
     fn from(header: &CompactedHeader) -> Self {
         SegmentKey {

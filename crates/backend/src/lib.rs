@@ -39,7 +39,8 @@ mod storage;
 pub use backend::{validate_key, validate_prefix, Backend, ObjectReader, ObjectStat};
 pub use chain::{maximal_segments, plan_chain, plan_chain_after, strictly_contains, MissingFrames};
 pub use compaction::{
-    compact, plan_compaction, CompactedGroup, CompactionReport, CompactionStrategy,
+    compact, plan_compaction, plan_compaction_of, CompactedGroup, CompactionReport,
+    CompactionStrategy,
 };
 pub use error::{BoxError, Error, Result};
 pub use ext::{

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use libsql_wal::{restore, RestoreOptions, RestoreTarget};
+use libsql_wal::{restore, RestoreOptions, RestoreReport, RestoreTarget};
 use libsql_wal_backend::{
     compact, Backend, BackendExt, CompactionStrategy, FsBackend, Generation, GenerationKind,
     GenerationRecord, NamespaceName, SegmentData, SegmentKey,
@@ -122,6 +122,34 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// The storage pipeline the library call restores through, its scratch files under `work`.
+fn start_storage<B: Backend>(backend: B, work: &Path) -> ActorStorage<B, std::fs::File> {
+    ActorStorage::start(
+        backend,
+        StorageConfig {
+            scratch_dir: work.join("scratch"),
+            ..StorageConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// The library call: restores latest into `dest`.
+fn restore_latest<B: Backend>(
+    storage: &ActorStorage<B, std::fs::File>,
+    dest: &Path,
+) -> RestoreReport {
+    restore(
+        storage,
+        &namespace(),
+        RestoreTarget::Latest,
+        dest,
+        &RestoreOptions::default(),
+        None,
+    )
+    .unwrap()
+}
+
 /// Restores latest into `work` and prints the line; returns the objects fetched.
 fn restore_case<B: Backend>(
     name: &str,
@@ -130,14 +158,7 @@ fn restore_case<B: Backend>(
     work: &Path,
     baseline_objects: Option<usize>,
 ) -> usize {
-    let storage = ActorStorage::<B, std::fs::File>::start(
-        backend,
-        StorageConfig {
-            scratch_dir: work.join("scratch"),
-            ..StorageConfig::default()
-        },
-    )
-    .unwrap();
+    let storage = start_storage(backend, work);
     let dest = work.join(format!("restored-{name}-{compacted}"));
     // Both sides are short and noisy on a shared machine: each is the median of three runs,
     // alternating.
@@ -145,17 +166,7 @@ fn restore_case<B: Backend>(
     let (mut report, mut bytes) = (None, 0);
     for _ in 0..3 {
         let started = Instant::now();
-        report = Some(
-            restore(
-                &storage,
-                &namespace(),
-                RestoreTarget::Latest,
-                &dest,
-                &RestoreOptions::default(),
-                None,
-            )
-            .unwrap(),
-        );
+        report = Some(restore_latest(&storage, &dest));
         let elapsed = started.elapsed().max(Duration::from_micros(1));
         bytes = std::fs::metadata(&dest).unwrap().len();
         std::fs::remove_file(&dest).unwrap();
@@ -189,14 +200,7 @@ fn restore_case<B: Backend>(
 /// Restores latest with the binary (`libsql-wal restore bench OUT {flags}`) and with the library
 /// call, alternating, and prints the `cli` line.
 fn cli_case<B: Backend>(name: &str, backend: B, flags: &[String], work: &Path) {
-    let storage = ActorStorage::<B, std::fs::File>::start(
-        backend,
-        StorageConfig {
-            scratch_dir: work.join("scratch"),
-            ..StorageConfig::default()
-        },
-    )
-    .unwrap();
+    let storage = start_storage(backend, work);
     let dest = work.join(format!("restored-cli-{name}"));
     let (mut cli, mut library) = (Vec::new(), Vec::new());
     let mut bytes = 0;
@@ -205,15 +209,7 @@ fn cli_case<B: Backend>(name: &str, backend: B, flags: &[String], work: &Path) {
         for side in [run % 2, 1 - run % 2] {
             let started = Instant::now();
             if side == 0 {
-                restore(
-                    &storage,
-                    &namespace(),
-                    RestoreTarget::Latest,
-                    &dest,
-                    &RestoreOptions::default(),
-                    None,
-                )
-                .unwrap();
+                restore_latest(&storage, &dest);
                 library.push(started.elapsed().as_secs_f64());
             } else {
                 let status = Command::new(env!("CARGO_BIN_EXE_libsql-wal"))

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use libsql_wal_backend::{Backend, FsBackend, S3Backend, S3Options};
 
 use crate::output::USAGE;
-use crate::settings::{StorageArgs, StorageLocation};
+use crate::settings::{BucketArgs, StorageArgs, StorageLocation};
 
 /// A command that runs on whichever backend the storage flags name.
 pub trait OnBackend {
@@ -91,5 +91,12 @@ pub fn with_backend<J: OnBackend>(
                 }
             }
         }
+    }
+}
+
+impl BucketArgs {
+    /// Runs `job` on the bucket these flags name, which must exist (see `with_backend`).
+    pub fn run<J: OnBackend>(&self, job: J) -> ExitCode {
+        with_backend(&self.storage, &self.data_dir, Missing::Refuse, job)
     }
 }

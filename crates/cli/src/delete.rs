@@ -11,8 +11,8 @@ use clap::Args;
 use libsql_wal_backend::{now_ms, Backend, BackendExt, NamespaceName};
 use serde::Serialize;
 
-use crate::bucket::{with_backend, Missing, OnBackend};
-use crate::history::read_history;
+use crate::bucket::OnBackend;
+use crate::history::history_of;
 use crate::output::{failed, print_json, usage};
 use crate::settings::{BucketArgs, StorageLocation};
 
@@ -20,7 +20,7 @@ use crate::settings::{BucketArgs, StorageLocation};
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// The namespace.
-    namespace: String,
+    namespace: NamespaceName,
     /// Only mark the namespace deleted; keep its objects as backups.
     #[arg(long)]
     keep_backup: bool,
@@ -37,26 +37,16 @@ pub struct DeleteArgs {
 
 /// Runs `delete`.
 pub fn delete(args: DeleteArgs) -> ExitCode {
-    let namespace: NamespaceName = match args.namespace.parse() {
-        Ok(ns) => ns,
-        Err(e) => return usage(e),
-    };
     if !args.yes && !std::io::stdin().is_terminal() {
         return usage(format!(
-            "deleting {namespace} needs --yes when not run on a terminal"
+            "deleting {} needs --yes when not run on a terminal",
+            args.namespace
         ));
     }
-    let bucket = args.bucket.clone();
-    with_backend(
-        &bucket.storage,
-        &bucket.data_dir,
-        Missing::Refuse,
-        Delete { namespace, args },
-    )
+    args.bucket.clone().run(Delete { args })
 }
 
 struct Delete {
-    namespace: NamespaceName,
     args: DeleteArgs,
 }
 
@@ -76,19 +66,20 @@ impl OnBackend for Delete {
         location: &StorageLocation,
         runtime: tokio::runtime::Runtime,
     ) -> ExitCode {
-        let history = match runtime.block_on(read_history(&backend, &self.namespace)) {
-            Ok(history) => history,
+        let namespace = &self.args.namespace;
+        let lineage = match runtime.block_on(backend.lineage(backend.default_config(), namespace)) {
+            Ok(lineage) => lineage,
             Err(e) => return failed(e),
         };
-        if history.lineage.records.is_empty() {
+        if lineage.records.is_empty() {
             // A typo must not pass for a deletion (nor leave a deletion mark behind); objects
             // without a generation record (a delete cut short elsewhere) are still deleted.
-            let prefix = format!("{}/", self.namespace);
+            let prefix = format!("{}/", namespace);
             match runtime.block_on(backend.list(backend.default_config(), &prefix, None, 1)) {
                 Ok(objects) if objects.is_empty() => {
                     return failed(format!(
                         "the bucket {location} holds no namespace {}",
-                        self.namespace
+                        namespace
                     ))
                 }
                 Ok(_) => {}
@@ -96,6 +87,11 @@ impl OnBackend for Delete {
             }
         }
         if !self.args.yes {
+            // Only the question needs the history's segments.
+            let history = match runtime.block_on(history_of(&backend, namespace, lineage)) {
+                Ok(history) => history,
+                Err(e) => return failed(e),
+            };
             let what = if self.args.keep_backup {
                 "mark it deleted, keeping its objects as backups"
             } else {
@@ -103,7 +99,7 @@ impl OnBackend for Delete {
             };
             eprint!(
                 "{} in {location} has {} generations and {} segments in its history; {what}? [y/N] ",
-                self.namespace,
+                namespace,
                 history.lineage.records.len(),
                 history.segment_count()
             );
@@ -118,7 +114,7 @@ impl OnBackend for Delete {
         }
         let deleted = runtime.block_on(backend.delete_namespace(
             backend.default_config(),
-            &self.namespace,
+            namespace,
             self.args.keep_backup,
             now_ms(),
         ));
@@ -127,7 +123,7 @@ impl OnBackend for Delete {
             Err(e) => return failed(e),
         };
         let output = DeleteOutput {
-            namespace: self.namespace.to_string(),
+            namespace: namespace.to_string(),
             kept_backup: self.args.keep_backup,
             mark: deleted.mark,
             objects_deleted: deleted.objects_deleted,

@@ -2,9 +2,10 @@
 //! and for each generation of the current history (the newest one and the parents it
 //! continues) its stored segments and the points a restore can land on.
 
+use futures::{StreamExt, TryStreamExt};
 use libsql_wal_backend::{
-    plan_chain_after, Backend, BackendExt, Generation, GenerationKind, GenerationRecord, Lineage,
-    NamespaceName, SegmentKey,
+    index_object, plan_chain_after, segment_object, Backend, BackendExt, Generation,
+    GenerationKind, GenerationRecord, Lineage, MissingFrames, NamespaceName, SegmentKey,
 };
 use serde::Serialize;
 
@@ -58,13 +59,68 @@ impl Point {
     }
 }
 
+/// `HEAD` requests in flight at once.
+const STATS_AT_ONCE: usize = 16;
+
+/// The namespaces a command works on: the one named, or every one of the bucket.
+pub async fn selected_namespaces<B: Backend>(
+    backend: &B,
+    named: Option<&NamespaceName>,
+) -> libsql_wal_backend::Result<Vec<NamespaceName>> {
+    match named {
+        Some(namespace) => Ok(vec![namespace.clone()]),
+        None => backend.list_namespaces(backend.default_config()).await,
+    }
+}
+
+/// The data and index objects of `generation`'s segments `keys`.
+pub fn objects_of<'a>(
+    generation: &'a Generation,
+    keys: &'a [SegmentKey],
+) -> impl Iterator<Item = String> + 'a {
+    keys.iter().flat_map(move |key| {
+        [
+            segment_object(generation, key),
+            index_object(generation, key),
+        ]
+    })
+}
+
+/// The length of each of `objects`, in order, several `HEAD`s at once. An object deleted
+/// since it was listed (retention or compaction beside a live server) counts 0.
+pub async fn object_lens<B: Backend>(
+    backend: &B,
+    objects: Vec<String>,
+) -> libsql_wal_backend::Result<Vec<u64>> {
+    let config = backend.default_config();
+    futures::stream::iter(objects)
+        .map(|object| async move {
+            match backend.stat(config, &object).await {
+                Ok(stat) => Ok(stat.len),
+                Err(libsql_wal_backend::Error::NotFound { .. }) => Ok(0),
+                Err(e) => Err(e),
+            }
+        })
+        .buffered(STATS_AT_ONCE)
+        .try_collect()
+        .await
+}
+
 /// Reads `namespace`'s generations and the stored segments of its current history.
 pub async fn read_history<B: Backend>(
     backend: &B,
     namespace: &NamespaceName,
 ) -> libsql_wal_backend::Result<History> {
-    let config = backend.default_config();
-    let lineage = backend.lineage(config, namespace).await?;
+    let lineage = backend.lineage(backend.default_config(), namespace).await?;
+    history_of(backend, namespace, lineage).await
+}
+
+/// The current history of `namespace`, whose generations `lineage` holds.
+pub async fn history_of<B: Backend>(
+    backend: &B,
+    namespace: &NamespaceName,
+    lineage: Lineage,
+) -> libsql_wal_backend::Result<History> {
     let mut parts = Vec::new();
     if let Some(newest) = lineage.newest() {
         for (record, until) in lineage.history(namespace, newest.number, None)? {
@@ -106,13 +162,17 @@ pub async fn part_of<B: Backend>(
 }
 
 impl Part {
+    /// The frames no chain of this generation's stored segments holds on the way from its
+    /// start to `end`, if some are missing.
+    pub fn missing_before(&self, end: u64) -> Option<MissingFrames> {
+        plan_chain_after(&self.keys, self.start_frame_no.saturating_sub(1), end).err()
+    }
+
     /// Returns true if a chain of this parent's stored segments reaches from its start to the
     /// point its child continues from (true for the newest generation, which has none).
     fn reaches_fork_point(&self) -> bool {
         match self.until {
-            Some(until) if until >= self.start_frame_no => {
-                plan_chain_after(&self.keys, self.start_frame_no.saturating_sub(1), until).is_ok()
-            }
+            Some(until) if until >= self.start_frame_no => self.missing_before(until).is_none(),
             _ => true,
         }
     }
@@ -126,14 +186,7 @@ impl Part {
             keys.reverse();
         }
         keys.iter()
-            .find(|k| {
-                plan_chain_after(
-                    &self.keys,
-                    self.start_frame_no.saturating_sub(1),
-                    k.end_frame_no,
-                )
-                .is_ok()
-            })
+            .find(|k| self.missing_before(k.end_frame_no).is_none())
             .map(|k| Point::new(self.generation.number, k))
     }
 }
@@ -180,5 +233,13 @@ impl History {
     /// The stored segments of the history.
     pub fn segment_count(&self) -> usize {
         self.parts.iter().map(|p| p.keys.len()).sum()
+    }
+
+    /// The data and index objects of the history's segments.
+    pub fn objects(&self) -> Vec<String> {
+        self.parts
+            .iter()
+            .flat_map(|part| objects_of(&part.generation, &part.keys))
+            .collect()
     }
 }

@@ -16,7 +16,7 @@ use libsql_wal_segment::format::{
 use libsql_wal_segment::{CompactedDecoder, PageIndex};
 use serde::Serialize;
 
-use crate::output::{failed, print_json, time_text, Table, PROBLEMS};
+use crate::output::{failed, print_json, time_text, unless_problems, Table};
 
 /// `libsql-wal inspect`'s flags.
 #[derive(Debug, Args)]
@@ -64,12 +64,7 @@ pub fn inspect(args: InspectArgs) -> ExitCode {
     };
     let clean = inspected.problems.is_empty();
     if args.json {
-        let printed = print_json(&inspected);
-        return if clean {
-            printed
-        } else {
-            ExitCode::from(PROBLEMS)
-        };
+        return unless_problems(clean, print_json(&inspected));
     }
     println!("{}: {}", inspected.file.display(), inspected.kind);
     for (name, value) in &inspected.header {
@@ -101,11 +96,7 @@ pub fn inspect(args: InspectArgs) -> ExitCode {
     for p in &inspected.problems {
         println!("PROBLEM {p}");
     }
-    if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(PROBLEMS)
-    }
+    unless_problems(clean, ExitCode::SUCCESS)
 }
 
 /// Reads `path` and says what it is. Errors are for files that cannot be read at all, or are

@@ -2,29 +2,27 @@
 //! bytes, oldest and newest restorable point), or one namespace's generations and segments.
 //! Reads only: listings, generation records, and one `HEAD` per object for its size.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::Args;
-use futures::{StreamExt, TryStreamExt};
 use libsql_wal_backend::{
-    index_object, segment_object, strictly_contains, Backend, BackendExt, GenerationKind,
-    NamespaceName,
+    segment_object, strictly_contains, Backend, GenerationKind, NamespaceName,
 };
 use serde::Serialize;
 
-use crate::bucket::{with_backend, Missing, OnBackend};
-use crate::history::{part_of, read_history, History, Point};
-use crate::output::{bytes_text, failed, print_json, time_text, usage, Table};
+use crate::bucket::OnBackend;
+use crate::history::{
+    object_lens, objects_of, part_of, read_history, selected_namespaces, History, Point,
+};
+use crate::output::{bytes_text, failed, print_json, time_text, Table};
 use crate::settings::{BucketArgs, StorageLocation};
-
-/// `HEAD` requests in flight at once.
-const STATS_AT_ONCE: usize = 16;
 
 /// `libsql-wal ls`'s flags.
 #[derive(Debug, Args)]
 pub struct LsArgs {
     /// Show this namespace's generations and segments (default: every namespace).
-    namespace: Option<String>,
+    namespace: Option<NamespaceName>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -35,20 +33,10 @@ pub struct LsArgs {
 
 /// Runs `ls`.
 pub fn ls(args: LsArgs) -> ExitCode {
-    let namespace = match args.namespace.as_deref().map(str::parse::<NamespaceName>) {
-        Some(Err(e)) => return usage(e),
-        Some(Ok(ns)) => Some(ns),
-        None => None,
-    };
-    with_backend(
-        &args.bucket.storage,
-        &args.bucket.data_dir,
-        Missing::Refuse,
-        Ls {
-            namespace,
-            json: args.json,
-        },
-    )
+    args.bucket.run(Ls {
+        namespace: args.namespace,
+        json: args.json,
+    })
 }
 
 struct Ls {
@@ -120,11 +108,11 @@ impl OnBackend for Ls {
             match &self.namespace {
                 Some(namespace) => detail(&backend, namespace).await.map(Err),
                 None => {
-                    let config = backend.default_config();
                     let mut summaries = Vec::new();
-                    for namespace in backend.list_namespaces(config).await? {
+                    for namespace in selected_namespaces(&backend, None).await? {
                         let history = read_history(&backend, &namespace).await?;
-                        summaries.push(summarize(&backend, &namespace, &history).await?);
+                        let lens = object_lens(&backend, history.objects()).await?;
+                        summaries.push(summarize(&namespace, &history, lens.iter().sum()));
                     }
                     Ok(Ok(summaries))
                 }
@@ -247,31 +235,14 @@ fn print_detail(detail: &NamespaceDetail) {
     table.print();
 }
 
-/// The summary of one namespace: its history's points, and the bytes of its objects.
-async fn summarize<B: Backend>(
-    backend: &B,
-    namespace: &NamespaceName,
-    history: &History,
-) -> libsql_wal_backend::Result<NamespaceSummary> {
-    let objects: Vec<String> = history
-        .parts
-        .iter()
-        .flat_map(|part| {
-            part.keys.iter().flat_map(|key| {
-                [
-                    segment_object(&part.generation, key),
-                    index_object(&part.generation, key),
-                ]
-            })
-        })
-        .collect();
-    let bytes = object_lens(backend, objects).await?.iter().sum();
+/// The summary of one namespace: its history's points, and `bytes`, what its objects take.
+fn summarize(namespace: &NamespaceName, history: &History, bytes: u64) -> NamespaceSummary {
     let (generation, state) = match history.newest() {
         None => (None, "empty"),
         Some((number, true)) => (Some(number), "deleted"),
         Some((number, false)) => (Some(number), "live"),
     };
-    Ok(NamespaceSummary {
+    NamespaceSummary {
         namespace: namespace.to_string(),
         state,
         generation,
@@ -280,44 +251,47 @@ async fn summarize<B: Backend>(
         bytes,
         oldest: history.oldest_point(),
         newest: history.newest_point(),
-    })
+    }
 }
 
-/// The length of each of `objects`, in order, several `HEAD`s at once.
-async fn object_lens<B: Backend>(
-    backend: &B,
-    objects: Vec<String>,
-) -> libsql_wal_backend::Result<Vec<u64>> {
-    let config = backend.default_config();
-    futures::stream::iter(objects)
-        .map(|object| async move {
-            match backend.stat(config, &object).await {
-                Ok(stat) => Ok(stat.len),
-                // Deleted since it was listed (retention beside a live server): none.
-                Err(libsql_wal_backend::Error::NotFound { .. }) => Ok(0),
-                Err(e) => Err(e),
-            }
-        })
-        .buffered(STATS_AT_ONCE)
-        .try_collect()
-        .await
-}
-
-/// One namespace in detail: every generation, and every stored segment of each.
+/// One namespace in detail: every generation, and every stored segment of each. Each
+/// generation is listed once (the history's listing of one that ends it is reused) and each
+/// object sized once.
 async fn detail<B: Backend>(
     backend: &B,
     namespace: &NamespaceName,
 ) -> libsql_wal_backend::Result<NamespaceDetail> {
     let history = read_history(backend, namespace).await?;
-    let summary = summarize(backend, namespace, &history).await?;
+    let mut listed = Vec::with_capacity(history.lineage.records.len());
+    for record in history.lineage.records.iter().rev() {
+        let whole = history
+            .parts
+            .iter()
+            .find(|p| p.generation.number == record.number && p.until.is_none());
+        let part = match whole {
+            Some(part) => Some(part.clone()),
+            None => part_of(backend, namespace, record, None).await?,
+        };
+        listed.push((record, part));
+    }
+    let objects: Vec<String> = listed
+        .iter()
+        .filter_map(|(_, part)| part.as_ref())
+        .flat_map(|part| objects_of(&part.generation, &part.keys))
+        .collect();
+    let sizes = object_lens(backend, objects.clone()).await?;
+    let lens: HashMap<String, u64> = objects.into_iter().zip(sizes).collect();
+    let len = |object: &String| lens.get(object).copied().unwrap_or(0);
+    // A parent's segments in the history are among its whole listing.
+    let bytes = history.objects().iter().map(len).sum();
+    let summary = summarize(namespace, &history, bytes);
     let mut generations = Vec::new();
     let mut segments = Vec::new();
-    for record in history.lineage.records.iter().rev() {
+    for (record, part) in listed {
         let in_history = history
             .parts
             .iter()
             .any(|p| p.generation.number == record.number);
-        let part = part_of(backend, namespace, record, None).await?;
         let (log_id, start_frame_no, parent) = match record.kind {
             GenerationKind::Log {
                 log_id,
@@ -341,13 +315,7 @@ async fn detail<B: Backend>(
             in_history,
         });
         let Some(part) = part else { continue };
-        let objects = part
-            .keys
-            .iter()
-            .map(|key| segment_object(&part.generation, key))
-            .collect();
-        let lens = object_lens(backend, objects).await?;
-        for (key, bytes) in part.keys.iter().zip(lens) {
+        for key in &part.keys {
             let covers = part
                 .keys
                 .iter()
@@ -359,7 +327,7 @@ async fn detail<B: Backend>(
                 start_frame_no: key.start_frame_no,
                 end_frame_no: key.end_frame_no,
                 sealed_at: time_text(key.timestamp_ms),
-                bytes,
+                bytes: len(&segment_object(&part.generation, key)),
                 covers,
                 compacted: covers > 0,
             });

@@ -8,26 +8,23 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use futures::{StreamExt, TryStreamExt};
 use libsql_wal_backend::{
-    apply_retention, compact, index_object, now_ms, plan_chain, plan_compaction, plan_retention,
-    segment_object, Backend, BackendExt, CompactionStrategy, Generation, NamespaceName, SegmentKey,
+    apply_retention, compact, now_ms, plan_compaction_of, plan_retention, Backend, BackendExt,
+    CompactionStrategy, Generation, NamespaceName, SegmentKey,
 };
 use serde::Serialize;
 
-use crate::bucket::{with_backend, Missing, OnBackend};
-use crate::output::{bytes_text, failed, print_json, progress_bar, usage, PROBLEMS};
+use crate::bucket::OnBackend;
+use crate::history::{object_lens, objects_of, selected_namespaces};
+use crate::output::{bytes_text, failed, print_json, progress_bar, unless_problems};
 use crate::settings::{parse_duration, BucketArgs, StorageLocation};
-
-/// `HEAD` requests in flight at once.
-const STATS_AT_ONCE: usize = 16;
 
 /// Which namespaces a maintenance command works on.
 #[derive(Debug, Args)]
 pub struct Selection {
     /// The namespace.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
-    namespace: Option<String>,
+    namespace: Option<NamespaceName>,
     /// Every namespace of the bucket.
     #[arg(long)]
     all: bool,
@@ -147,26 +144,12 @@ pub fn retain_command(args: RetainArgs) -> ExitCode {
 }
 
 fn start(selection: Selection, job: Job) -> ExitCode {
-    let namespace = match selection
-        .namespace
-        .as_deref()
-        .map(str::parse::<NamespaceName>)
-    {
-        Some(Err(e)) => return usage(e),
-        Some(Ok(ns)) => Some(ns),
-        None => None,
-    };
-    with_backend(
-        &selection.bucket.storage,
-        &selection.bucket.data_dir,
-        Missing::Refuse,
-        Maintain {
-            namespace,
-            dry_run: selection.dry_run,
-            json: selection.json,
-            job,
-        },
-    )
+    selection.bucket.run(Maintain {
+        namespace: selection.namespace,
+        dry_run: selection.dry_run,
+        json: selection.json,
+        job,
+    })
 }
 
 struct Maintain {
@@ -189,10 +172,7 @@ impl OnBackend for Maintain {
         };
         let now = now_ms();
         let outcome = runtime.block_on(async {
-            let namespaces = match &self.namespace {
-                Some(ns) => vec![ns.clone()],
-                None => backend.list_namespaces(backend.default_config()).await?,
-            };
+            let namespaces = selected_namespaces(&backend, self.namespace.as_ref()).await?;
             let mut done = Vec::with_capacity(namespaces.len());
             for namespace in namespaces {
                 let mut maintained = Maintained {
@@ -227,11 +207,8 @@ impl OnBackend for Maintain {
             self.print(&output);
             ExitCode::SUCCESS
         };
-        if output.namespaces.iter().any(|m| m.error.is_some()) {
-            ExitCode::from(PROBLEMS)
-        } else {
-            printed
-        }
+        let clean = output.namespaces.iter().all(|m| m.error.is_none());
+        unless_problems(clean, printed)
     }
 }
 
@@ -248,17 +225,12 @@ impl Maintain {
                 continue;
             }
             match (self.job, self.dry_run) {
-                (Job::Compact(_), true) => println!(
-                    "{}: would write {} compacted segments (from {} of sources; {} PUT requests)",
+                (Job::Compact(_), dry_run) => println!(
+                    "{}: {} {} compacted segments ({}{}; {} PUT requests)",
                     m.namespace,
+                    if dry_run { "would write" } else { "wrote" },
                     m.written.len(),
-                    bytes_text(m.bytes),
-                    m.put_requests
-                ),
-                (Job::Compact(_), false) => println!(
-                    "{}: wrote {} compacted segments ({}; {} PUT requests)",
-                    m.namespace,
-                    m.written.len(),
+                    if dry_run { "from " } else { "" },
                     bytes_text(m.bytes),
                     m.put_requests
                 ),
@@ -305,23 +277,10 @@ impl Maintain {
         let keys = backend.list_segments(config, &generation, u64::MAX).await?;
         match self.job {
             Job::Compact(strategy) if self.dry_run => {
-                let Some(newest) = keys.first() else {
-                    return Ok(());
-                };
-                let chain = plan_chain(&keys, newest.end_frame_no).map_err(|gap| {
-                    libsql_wal_backend::Error::corrupt(
-                        libsql_wal_backend::segments_prefix(&generation),
-                        format!("cannot compact: {gap}"),
-                    )
-                })?;
-                for group in plan_compaction(&chain, strategy) {
-                    let (Some(first), Some(last)) = (group.first(), group.last()) else {
+                let (_, groups) = plan_compaction_of(&generation, &keys, strategy)?;
+                for group in groups {
+                    let Some(key) = SegmentKey::merging(&group) else {
                         continue;
-                    };
-                    let key = SegmentKey {
-                        start_frame_no: first.start_frame_no,
-                        end_frame_no: last.end_frame_no,
-                        timestamp_ms: group.iter().map(|k| k.timestamp_ms).max().unwrap_or(0),
                     };
                     out.bytes += stored_bytes(backend, &generation, &group).await?;
                     out.put_requests += 2;
@@ -429,28 +388,7 @@ async fn stored_bytes<B: Backend>(
     generation: &Generation,
     keys: &[SegmentKey],
 ) -> libsql_wal_backend::Result<u64> {
-    let config = backend.default_config();
-    let objects: Vec<String> = keys
-        .iter()
-        .flat_map(|key| {
-            [
-                segment_object(generation, key),
-                index_object(generation, key),
-            ]
-        })
-        .collect();
-    let lens: Vec<u64> = futures::stream::iter(objects)
-        .map(|object| async move {
-            match backend.stat(config, &object).await {
-                Ok(stat) => Ok(stat.len),
-                // Deleted since it was listed (another pass): nothing of it to count.
-                Err(libsql_wal_backend::Error::NotFound { .. }) => Ok(0),
-                Err(e) => Err(e),
-            }
-        })
-        .buffered(STATS_AT_ONCE)
-        .try_collect()
-        .await?;
+    let lens = object_lens(backend, objects_of(generation, keys).collect()).await?;
     Ok(lens.iter().sum())
 }
 

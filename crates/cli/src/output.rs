@@ -26,6 +26,16 @@ pub fn usage(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(USAGE)
 }
 
+/// `printed` (the exit code of printing what a command found) when it found no problem, else
+/// exit code 1.
+pub fn unless_problems(clean: bool, printed: ExitCode) -> ExitCode {
+    if clean {
+        printed
+    } else {
+        ExitCode::from(PROBLEMS)
+    }
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl Serialize) -> ExitCode {
     match serde_json::to_string_pretty(value) {

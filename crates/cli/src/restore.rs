@@ -14,7 +14,7 @@ use libsql_wal_backend::{index_object, segment_object, Backend, NamespaceName};
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
 use serde::Serialize;
 
-use crate::bucket::{with_backend, Missing, OnBackend};
+use crate::bucket::OnBackend;
 use crate::output::{
     bytes_text, failed, parse_time, print_json, progress_bar, time_text, usage, Table,
 };
@@ -24,12 +24,12 @@ use crate::settings::{BucketArgs, StorageLocation};
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The namespace.
-    namespace: String,
+    namespace: NamespaceName,
     /// The database file to write; it must not exist.
     out: PathBuf,
     /// Restore the state after the newest segment sealed at or before this time (RFC 3339).
-    #[arg(long, conflicts_with_all = ["frame", "generation"])]
-    at: Option<String>,
+    #[arg(long, conflicts_with_all = ["frame", "generation"], value_parser = parse_time)]
+    at: Option<u64>,
     /// Restore the state at the newest stored point at or before this frame_no.
     #[arg(long)]
     frame: Option<u64>,
@@ -53,15 +53,8 @@ pub struct RestoreArgs {
 
 /// Runs `restore`.
 pub fn restore_command(args: RestoreArgs) -> ExitCode {
-    let namespace: NamespaceName = match args.namespace.parse() {
-        Ok(ns) => ns,
-        Err(e) => return usage(e),
-    };
-    let target = match (&args.at, args.frame, args.generation) {
-        (Some(at), _, _) => match parse_time(at) {
-            Ok(ms) => RestoreTarget::TimestampMs(ms),
-            Err(e) => return usage(format!("--at: {e}")),
-        },
+    let target = match (args.at, args.frame, args.generation) {
+        (Some(at), _, _) => RestoreTarget::TimestampMs(at),
         (None, frame, Some(generation)) => RestoreTarget::InGeneration {
             generation,
             frame_no: frame.unwrap_or(u64::MAX),
@@ -75,21 +68,10 @@ pub fn restore_command(args: RestoreArgs) -> ExitCode {
             args.out.display()
         ));
     }
-    let bucket = args.bucket.clone();
-    with_backend(
-        &bucket.storage,
-        &bucket.data_dir,
-        Missing::Refuse,
-        Restore {
-            namespace,
-            target,
-            args,
-        },
-    )
+    args.bucket.clone().run(Restore { target, args })
 }
 
 struct Restore {
-    namespace: NamespaceName,
     target: RestoreTarget,
     args: RestoreArgs,
 }
@@ -183,7 +165,7 @@ impl OnBackend for Restore {
         if !self.args.json {
             eprintln!(
                 "restoring {} ({}) into {}",
-                self.namespace,
+                self.args.namespace,
                 self.target,
                 self.args.out.display()
             );
@@ -191,7 +173,7 @@ impl OnBackend for Restore {
         let started = Instant::now();
         let report = restore(
             &storage,
-            &self.namespace,
+            &self.args.namespace,
             self.target,
             &self.args.out,
             &options,
@@ -203,7 +185,7 @@ impl OnBackend for Restore {
             Err(e) => return failed(e),
         };
         let output = RestoreOutput {
-            namespace: self.namespace.to_string(),
+            namespace: self.args.namespace.to_string(),
             target: self.target.to_string(),
             out: self.args.out.clone(),
             end_frame_no: report.end_frame_no,
@@ -242,7 +224,7 @@ impl Restore {
         storage: &ActorStorage<B, std::fs::File>,
         runtime: &tokio::runtime::Runtime,
     ) -> ExitCode {
-        let plan = match plan_restore(storage, &self.namespace, self.target, None) {
+        let plan = match plan_restore(storage, &self.args.namespace, self.target, None) {
             Ok(plan) => plan,
             Err(e) => return failed(e),
         };
@@ -270,7 +252,7 @@ impl Restore {
             Err(e) => return failed(e),
         };
         let output = PlanOutput {
-            namespace: self.namespace.to_string(),
+            namespace: self.args.namespace.to_string(),
             target: self.target.to_string(),
             end_frame_no: plan.end_frame_no,
             timestamp_ms: plan.timestamp_ms,

@@ -20,7 +20,7 @@ use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
 use rustyline::error::ReadlineError;
 
-use crate::bucket::{with_backend, Missing, OnBackend};
+use crate::bucket::OnBackend;
 use crate::output::{failed, usage, Table};
 use crate::settings::{lock_data_dir, BucketArgs, StorageLocation};
 
@@ -28,7 +28,7 @@ use crate::settings::{lock_data_dir, BucketArgs, StorageLocation};
 #[derive(Debug, Args)]
 pub struct ShellArgs {
     /// The namespace (it must exist in the data directory).
-    namespace: String,
+    namespace: NamespaceName,
     /// The bucket (and the data directory the namespace is in).
     #[command(flatten)]
     bucket: BucketArgs,
@@ -39,10 +39,7 @@ const BLOB_SHOWN: usize = 32;
 
 /// Runs `shell`.
 pub fn shell(args: ShellArgs) -> ExitCode {
-    let namespace: NamespaceName = match args.namespace.parse() {
-        Ok(ns) => ns,
-        Err(e) => return usage(e),
-    };
+    let namespace = args.namespace;
     let db_path = args
         .bucket
         .data_dir
@@ -60,16 +57,11 @@ pub fn shell(args: ShellArgs) -> ExitCode {
         Ok(lock) => lock,
         Err(e) => return failed(e),
     };
-    let code = with_backend(
-        &args.bucket.storage,
-        &args.bucket.data_dir,
-        Missing::Refuse,
-        Shell {
-            namespace,
-            db_path,
-            data_dir: args.bucket.data_dir.clone(),
-        },
-    );
+    let code = args.bucket.run(Shell {
+        namespace,
+        db_path,
+        data_dir: args.bucket.data_dir.clone(),
+    });
     drop(lock);
     code
 }

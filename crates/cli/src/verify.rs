@@ -11,14 +11,14 @@ use std::process::ExitCode;
 
 use clap::Args;
 use libsql_wal_backend::{
-    generations_prefix, index_object, list_index_keys, now_ms, plan_chain_after, segment_object,
-    segments_prefix, Backend, BackendExt, NamespaceName, ORPHAN_INDEX_GRACE,
+    generations_prefix, index_object, list_index_keys, now_ms, segment_object, segments_prefix,
+    Backend, BackendExt, NamespaceName, ORPHAN_INDEX_GRACE,
 };
 use serde::Serialize;
 
-use crate::bucket::{with_backend, Missing, OnBackend};
-use crate::history::read_history;
-use crate::output::{failed, print_json, progress_bar, usage, PROBLEMS};
+use crate::bucket::OnBackend;
+use crate::history::{read_history, selected_namespaces};
+use crate::output::{failed, print_json, progress_bar, unless_problems};
 use crate::settings::{BucketArgs, StorageLocation};
 
 /// `libsql-wal verify`'s flags.
@@ -26,7 +26,7 @@ use crate::settings::{BucketArgs, StorageLocation};
 pub struct VerifyArgs {
     /// The namespace to verify.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
-    namespace: Option<String>,
+    namespace: Option<NamespaceName>,
     /// Verify every namespace of the bucket.
     #[arg(long)]
     all: bool,
@@ -40,20 +40,10 @@ pub struct VerifyArgs {
 
 /// Runs `verify`.
 pub fn verify(args: VerifyArgs) -> ExitCode {
-    let namespace = match args.namespace.as_deref().map(str::parse::<NamespaceName>) {
-        Some(Err(e)) => return usage(e),
-        Some(Ok(ns)) => Some(ns),
-        None => None,
-    };
-    with_backend(
-        &args.bucket.storage,
-        &args.bucket.data_dir,
-        Missing::Refuse,
-        Verify {
-            namespace,
-            json: args.json,
-        },
-    )
+    args.bucket.run(Verify {
+        namespace: args.namespace,
+        json: args.json,
+    })
 }
 
 struct Verify {
@@ -93,10 +83,7 @@ impl OnBackend for Verify {
         runtime: tokio::runtime::Runtime,
     ) -> ExitCode {
         let outcome = runtime.block_on(async {
-            let namespaces = match &self.namespace {
-                Some(ns) => vec![ns.clone()],
-                None => backend.list_namespaces(backend.default_config()).await?,
-            };
+            let namespaces = selected_namespaces(&backend, self.namespace.as_ref()).await?;
             let mut output = VerifyOutput {
                 namespaces: Vec::new(),
                 problems: Vec::new(),
@@ -112,12 +99,7 @@ impl OnBackend for Verify {
         };
         let clean = output.problems.is_empty();
         if self.json {
-            let printed = print_json(&output);
-            return if clean {
-                printed
-            } else {
-                ExitCode::from(PROBLEMS)
-            };
+            return unless_problems(clean, print_json(&output));
         }
         for v in &output.namespaces {
             println!(
@@ -130,11 +112,10 @@ impl OnBackend for Verify {
         }
         if clean {
             println!("ok: no problem found");
-            ExitCode::SUCCESS
         } else {
             println!("{} problems found", output.problems.len());
-            ExitCode::from(PROBLEMS)
         }
+        unless_problems(clean, ExitCode::SUCCESS)
     }
 }
 
@@ -210,9 +191,7 @@ async fn check_namespace<B: Backend>(
             .until
             .or_else(|| part.keys.iter().map(|k| k.end_frame_no).max());
         if let Some(target) = target.filter(|&t| t >= part.start_frame_no) {
-            if let Err(gap) =
-                plan_chain_after(&part.keys, part.start_frame_no.saturating_sub(1), target)
-            {
+            if let Some(gap) = part.missing_before(target) {
                 problems.push((
                     segments_prefix(&part.generation),
                     format!(

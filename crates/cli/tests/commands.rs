@@ -369,37 +369,24 @@ fn list_restore_and_verify(bucket: &Bucket, points: &Points, work: &Path) {
 
 #[test]
 fn ls_restore_and_verify_on_the_fs_backend() {
-    let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let backend = runtime
-        .block_on(FsBackend::new(data_dir.join("bucket")))
-        .unwrap();
-    let server = Server::start(backend, &data_dir);
-    let points = two_points(&server, work.path());
-    let bucket = Bucket::Fs {
-        data_dir: data_dir.clone(),
-    };
-    // Beside the live server, then with none running.
-    list_restore_and_verify(&bucket, &points, &work.path().join("live"));
-    server.stop();
-    list_restore_and_verify(&bucket, &points, &work.path().join("stopped"));
+    on_fs(ls_restore_and_verify_live_and_stopped);
 }
 
 #[test]
 fn ls_restore_and_verify_on_s3() {
-    let work = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let s3 = runtime.block_on(S3TestServer::start()).unwrap();
-    let backend = runtime.block_on(s3.backend("cluster")).unwrap();
-    let server = Server::start(backend, &work.path().join("data"));
-    let points = two_points(&server, work.path());
+    on_s3(ls_restore_and_verify_live_and_stopped);
+}
+
+/// Two points, then `list_restore_and_verify` beside the live server and with none running.
+fn ls_restore_and_verify_live_and_stopped<B: Backend>(
+    server: Server<B>,
+    bucket: &Bucket,
+    work: &Path,
+) {
+    let points = two_points(&server, work);
+    list_restore_and_verify(bucket, &points, &work.join("live"));
     server.stop();
-    let bucket = Bucket::S3 {
-        endpoint: s3.endpoint().to_string(),
-        prefix: "cluster".into(),
-    };
-    list_restore_and_verify(&bucket, &points, &work.path().join("s3"));
+    list_restore_and_verify(bucket, &points, &work.join("stopped"));
 }
 
 /// The fs bucket's file of object `key`.
@@ -410,12 +397,9 @@ fn object_file(data_dir: &Path, key: &str) -> PathBuf {
 #[test]
 fn verify_names_a_flipped_byte_a_missing_object_and_a_gap() {
     let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let backend = runtime
-        .block_on(FsBackend::new(data_dir.join("bucket")))
-        .unwrap();
-    let server = Server::start(backend, &data_dir);
+    let (server, bucket) = fs_server(&runtime, work.path());
+    let data_dir = work.path().join("data");
     let conn = server.connect("tenant");
     for round in 0..3 {
         insert(&conn, round * 20, 20);
@@ -423,9 +407,6 @@ fn verify_names_a_flipped_byte_a_missing_object_and_a_gap() {
     }
     drop(conn);
     server.stop();
-    let bucket = Bucket::Fs {
-        data_dir: data_dir.clone(),
-    };
     let clean = cli(&["verify", "tenant"], Some(&bucket)).ok();
     assert!(
         clean.stdout.contains("ok: no problem found"),
@@ -512,37 +493,39 @@ fn fs_server(runtime: &tokio::runtime::Runtime, work: &Path) -> (Server<FsBacken
     (Server::start(backend, &data_dir), Bucket::Fs { data_dir })
 }
 
-/// A server on a fresh S3 bucket (`s3`, under a prefix of its own), and how the binary finds it.
-fn s3_server(
-    runtime: &tokio::runtime::Runtime,
-    s3: &S3TestServer,
-    work: &Path,
-) -> (Server<libsql_wal_backend::S3Backend>, Bucket) {
+/// Runs `case` on a server over a fresh fs bucket in a directory of its own.
+fn on_fs(case: fn(Server<FsBackend>, &Bucket, &Path)) {
+    let work = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, bucket) = fs_server(&runtime, work.path());
+    case(server, &bucket, work.path());
+}
+
+/// Runs `case` on a server over a fresh S3 bucket (s3s-fs over loopback).
+fn on_s3(case: fn(Server<libsql_wal_backend::S3Backend>, &Bucket, &Path)) {
+    let work = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(S3TestServer::start()).unwrap();
     let backend = runtime.block_on(s3.backend("cli")).unwrap();
-    (
-        Server::start(backend, &work.join("data")),
-        Bucket::S3 {
-            endpoint: s3.endpoint().to_string(),
-            prefix: "cli".into(),
-        },
-    )
+    let bucket = Bucket::S3 {
+        endpoint: s3.endpoint().to_string(),
+        prefix: "cli".into(),
+    };
+    case(
+        Server::start(backend, &work.path().join("data")),
+        &bucket,
+        work.path(),
+    );
 }
 
 #[test]
 fn compact_and_retain_dry_runs_match_what_the_real_runs_do_on_fs() {
-    let work = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (server, bucket) = fs_server(&runtime, work.path());
-    compact_and_retain(server, &bucket, work.path());
+    on_fs(compact_and_retain);
 }
 
 #[test]
 fn compact_and_retain_dry_runs_match_what_the_real_runs_do_on_s3() {
-    let work = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let s3 = runtime.block_on(S3TestServer::start()).unwrap();
-    let (server, bucket) = s3_server(&runtime, &s3, work.path());
-    compact_and_retain(server, &bucket, work.path());
+    on_s3(compact_and_retain);
 }
 
 fn compact_and_retain<B: Backend>(server: Server<B>, bucket: &Bucket, work: &Path) {
@@ -636,19 +619,12 @@ fn compact_and_retain<B: Backend>(server: Server<B>, bucket: &Bucket, work: &Pat
 
 #[test]
 fn delete_asks_then_ls_shows_the_namespace_deleted_on_fs() {
-    let work = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (server, bucket) = fs_server(&runtime, work.path());
-    delete_then_ls(server, &bucket, work.path());
+    on_fs(delete_then_ls);
 }
 
 #[test]
 fn delete_asks_then_ls_shows_the_namespace_deleted_on_s3() {
-    let work = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let s3 = runtime.block_on(S3TestServer::start()).unwrap();
-    let (server, bucket) = s3_server(&runtime, &s3, work.path());
-    delete_then_ls(server, &bucket, work.path());
+    on_s3(delete_then_ls);
 }
 
 fn delete_then_ls<B: Backend>(server: Server<B>, bucket: &Bucket, work: &Path) {
@@ -721,12 +697,9 @@ fn delete_then_ls<B: Backend>(server: Server<B>, bucket: &Bucket, work: &Path) {
 #[test]
 fn inspect_reads_local_segments_and_stored_objects_and_finds_damage() {
     let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let backend = runtime
-        .block_on(FsBackend::new(data_dir.join("bucket")))
-        .unwrap();
-    let server = Server::start(backend, &data_dir);
+    let (server, bucket) = fs_server(&runtime, work.path());
+    let data_dir = work.path().join("data");
     let conn = server.connect("tenant");
     insert(&conn, 0, 10);
     // A reader holds the sealed segment back from the checkpoint (and its deletion).
@@ -782,9 +755,6 @@ fn inspect_reads_local_segments_and_stored_objects_and_finds_damage() {
     drop(conn);
     server.stop();
 
-    let bucket = Bucket::Fs {
-        data_dir: data_dir.clone(),
-    };
     let detail = cli(&["ls", "tenant", "--json"], Some(&bucket)).ok().json();
     let key = detail["segments"][0]["key"].as_str().unwrap().to_string();
     let generation = "tenant/generations/00000000000000000001";
@@ -813,19 +783,13 @@ fn inspect_reads_local_segments_and_stored_objects_and_finds_damage() {
 #[test]
 fn shell_runs_statements_through_the_wal_and_refuses_a_data_directory_in_use() {
     let work = tempfile::tempdir().unwrap();
-    let data_dir = work.path().join("data");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let backend = runtime
-        .block_on(FsBackend::new(data_dir.join("bucket")))
-        .unwrap();
-    let server = Server::start(backend, &data_dir);
+    let (server, bucket) = fs_server(&runtime, work.path());
+    let data_dir = work.path().join("data");
     let conn = server.connect("tenant");
     insert(&conn, 0, 5);
     drop(conn);
     server.stop();
-    let bucket = Bucket::Fs {
-        data_dir: data_dir.clone(),
-    };
     let run = cli_with_input(
         &["shell", "tenant"],
         Some(&bucket),

@@ -347,14 +347,19 @@ async fn s3_keeps_generations_and_deletes_namespaces() {
 
 #[tokio::test]
 async fn s3_conditional_creates_retry_a_conflict_and_give_up_naming_it() {
+    // A backend on a server that answers the first `conflicts` conditional writes with 409.
+    let conflicting = |conflicts| async move {
+        let server = S3TestServer::start_with(TestServerOptions {
+            conflicting_conditional_puts: conflicts,
+            ..TestServerOptions::default()
+        })
+        .await
+        .unwrap();
+        let backend = server.backend("p").await.unwrap();
+        (server, backend)
+    };
     // Two conflicts, then the server decides: the create goes through.
-    let server = S3TestServer::start_with(TestServerOptions {
-        conflicting_conditional_puts: 2,
-        ..TestServerOptions::default()
-    })
-    .await
-    .unwrap();
-    let backend = server.backend("p").await.unwrap();
+    let (_server, backend) = conflicting(2).await;
     let config = backend_config(&backend);
     assert!(backend
         .put_bytes_if_absent(config, "ns/claim", b"one".to_vec())
@@ -365,13 +370,7 @@ async fn s3_conditional_creates_retry_a_conflict_and_give_up_naming_it() {
         .await
         .unwrap());
     // Conflicts that never end fail, naming the object.
-    let server = S3TestServer::start_with(TestServerOptions {
-        conflicting_conditional_puts: 100,
-        ..TestServerOptions::default()
-    })
-    .await
-    .unwrap();
-    let backend = server.backend("p").await.unwrap();
+    let (_server, backend) = conflicting(100).await;
     let config = backend_config(&backend);
     let err = backend
         .put_bytes_if_absent(config, "ns/claim", b"one".to_vec())
