@@ -176,9 +176,10 @@ pub async fn stored_segments<B: libsql_wal_backend::Backend>(
     out
 }
 
-/// Polls `done` until it holds, for at most 30 s (a liveness bound, not a speed check).
+/// Polls `done` until it holds, for at most 60 s (a liveness bound, not a speed check: the
+/// background work it waits for shares two cores with the whole test run).
 pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         if done() {
             return true;

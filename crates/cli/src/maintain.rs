@@ -226,12 +226,13 @@ impl Maintain {
             }
             match (self.job, self.dry_run) {
                 (Job::Compact(_), dry_run) => println!(
-                    "{}: {} {} compacted segments ({}{}; {} PUT requests)",
+                    "{}: {} {} compacted segments ({}{}{}; {} PUT requests)",
                     m.namespace,
                     if dry_run { "would write" } else { "wrote" },
                     m.written.len(),
                     if dry_run { "from " } else { "" },
                     bytes_text(m.bytes),
+                    if dry_run { " of sources" } else { "" },
                     m.put_requests
                 ),
                 (Job::Retain { .. }, dry_run) => println!(
