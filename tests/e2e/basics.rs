@@ -1,7 +1,7 @@
 //! A database written and read through SQLite on this WAL: commits, reads from other
 //! connections, sealing, checkpointing, and reopening after a restart.
 
-use libsql_wal::{RegistryConfig, SwapStrategy};
+use libsql_wal::{CheckpointThreshold, RegistryConfig, SwapStrategy};
 use libsql_wal_tests::{count, eventually, integrity_check, segment_files, TestDb};
 
 fn small_segments() -> RegistryConfig {
@@ -76,7 +76,10 @@ fn a_database_survives_seals_checkpoints_and_a_restart() {
 
 #[test]
 fn the_background_checkpointer_copies_sealed_segments_once_no_reader_needs_them() {
-    let db = TestDb::new(small_segments());
+    let db = TestDb::new(RegistryConfig {
+        checkpoint_after: CheckpointThreshold::EVERY_SEAL,
+        ..small_segments()
+    });
     let conn = db.connect("ns");
     conn.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)", ())
         .unwrap();
@@ -103,6 +106,60 @@ fn the_background_checkpointer_copies_sealed_segments_once_no_reader_needs_them(
     );
     assert!(shared.checkpointed_frame_no() > 0);
     assert_eq!(count(&reader), 100);
+}
+
+#[test]
+fn the_background_checkpointer_waits_for_its_threshold_of_frames_or_segments() {
+    for threshold in [
+        CheckpointThreshold {
+            frames: 1_000,
+            segments: 4,
+        },
+        CheckpointThreshold {
+            frames: 100,
+            segments: 16,
+        },
+    ] {
+        let db = TestDb::new(RegistryConfig {
+            checkpoint_after: threshold,
+            ..RegistryConfig::default()
+        });
+        let conn = db.connect("ns");
+        conn.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)", ())
+            .unwrap();
+        let shared = db.registry().get(&"ns".parse().unwrap()).unwrap();
+        // Seal after every two rows of 20,000 bytes (a few frames each) until the sealed
+        // segments reach the threshold; before that, nothing is copied.
+        let mut seals = 0;
+        loop {
+            for _ in 0..2 {
+                conn.execute("INSERT INTO t(b) VALUES (randomblob(20000))", ())
+                    .unwrap();
+            }
+            assert!(shared.seal_now().unwrap());
+            seals += 1;
+            // The log starts at frame 1: every frame so far is in the sealed segments.
+            let frames = shared.last_committed_frame_no();
+            if frames >= threshold.frames || seals >= threshold.segments {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert_eq!(
+                shared.checkpointed_frame_no(),
+                0,
+                "{threshold:?}: below the threshold after {seals} seals of {frames} frames"
+            );
+            assert_eq!(shared.sealed_segment_count(), seals);
+        }
+        let last = shared.last_committed_frame_no();
+        assert!(
+            eventually(|| shared.checkpointed_frame_no() == last),
+            "{threshold:?}: reached after {seals} seals of {last} frames"
+        );
+        assert_eq!(shared.sealed_segment_count(), 0);
+        assert!(seals > 1, "{threshold:?}: the first seal reached it");
+        assert_eq!(count(&conn), 2 * seals as i64);
+    }
 }
 
 #[test]
@@ -171,6 +228,7 @@ fn an_idle_namespace_seals_its_current_segment_once_it_is_old_enough() {
             ..SwapStrategy::default()
         },
         age_check_interval: std::time::Duration::from_millis(20),
+        checkpoint_after: CheckpointThreshold::EVERY_SEAL,
         ..RegistryConfig::default()
     });
     let conn = db.connect("ns");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use libsql_sys::rusqlite::ErrorCode;
 use libsql_sys::Connection;
-use libsql_wal::{LibsqlWal, LibsqlWalManager, RegistryConfig, WalRegistry};
+use libsql_wal::{CheckpointThreshold, LibsqlWal, LibsqlWalManager, RegistryConfig, WalRegistry};
 use libsql_wal_backend::NoStorage;
 use libsql_wal_segment::fault::{FaultyFile, FaultyIo, WriteFault};
 use libsql_wal_segment::StdIo;
@@ -331,6 +331,7 @@ fn a_seal_failing_after_a_commit_leaves_the_commit_standing_and_is_tried_again()
             max_frames: 1,
             ..Default::default()
         },
+        checkpoint_after: CheckpointThreshold::EVERY_SEAL,
         ..RegistryConfig::default()
     };
     let machine = FaultyMachine::start_with(&root, config);
@@ -625,7 +626,13 @@ fn a_checkpoint_whose_page_sync_fails_leaves_the_footer_as_it_was() {
     // The next open deletes every segment the footer says the file holds: a footer that could
     // reach the disk before its pages would take them with it.
     let (_dir, root) = TestDb::new(RegistryConfig::default()).into_root();
-    let machine = FaultyMachine::start(&root);
+    let machine = FaultyMachine::start_with(
+        &root,
+        RegistryConfig {
+            checkpoint_after: CheckpointThreshold::EVERY_SEAL,
+            ..RegistryConfig::default()
+        },
+    );
     let conn = machine.connect();
     conn.execute_batch("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);")
         .unwrap();

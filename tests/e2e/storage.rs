@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use libsql_sys::Connection;
 use libsql_wal::{
-    LibsqlWal, LibsqlWalManager, RegistryConfig, SharedWal, SwapStrategy, WalRegistry,
+    CheckpointThreshold, LibsqlWal, LibsqlWalManager, RegistryConfig, SharedWal, SwapStrategy,
+    WalRegistry,
 };
 use libsql_wal_backend::{Backend, BackendExt, FsBackend, Storage};
 use libsql_wal_segment::StdIo;
@@ -142,6 +143,7 @@ fn seal_upload_checkpoint_and_delete<B: Backend>(backend: B, runtime: &tokio::ru
                 max_frames: 40,
                 ..SwapStrategy::default()
             },
+            checkpoint_after: CheckpointThreshold::EVERY_SEAL,
             ..RegistryConfig::default()
         },
     ));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use libsql_wal::{RegistryConfig, SwapStrategy, WalRegistry};
+use libsql_wal::{CheckpointThreshold, RegistryConfig, SwapStrategy, WalRegistry};
 use libsql_wal_backend::{Backend, CompactionStrategy};
 use libsql_wal_segment::StdIo;
 use libsql_wal_server::{Durability, Limits, Server, ServerConfig, Token, WalHost};
@@ -103,6 +103,14 @@ pub struct RunArgs {
     /// Seal a segment once its first commit is this old (bounds what a lost disk loses).
     #[arg(long, env = "LIBSQL_WAL_SEGMENT_MAX_AGE", default_value = "5m", value_parser = parse_duration)]
     segment_max_age: Duration,
+    /// Copy a namespace's sealed segments into its database file once those that may go
+    /// (durable, unread) hold this many frames (or reach --checkpoint-after-segments).
+    #[arg(long, env = "LIBSQL_WAL_CHECKPOINT_AFTER_FRAMES", default_value_t = CheckpointThreshold::default().frames)]
+    checkpoint_after_frames: u64,
+    /// Copy a namespace's sealed segments into its database file once this many may go (or
+    /// they reach --checkpoint-after-frames).
+    #[arg(long, env = "LIBSQL_WAL_CHECKPOINT_AFTER_SEGMENTS", default_value_t = CheckpointThreshold::default().segments)]
+    checkpoint_after_segments: usize,
     /// Uploads running at once, across namespaces.
     #[arg(long, env = "LIBSQL_WAL_UPLOAD_CONCURRENCY", default_value_t = StorageConfig::default().max_in_flight)]
     upload_concurrency: usize,
@@ -295,6 +303,10 @@ fn serve<B: Backend>(
                 max_age: args.segment_max_age,
             },
             shutdown_timeout: args.shutdown_timeout,
+            checkpoint_after: CheckpointThreshold {
+                frames: args.checkpoint_after_frames,
+                segments: args.checkpoint_after_segments,
+            },
             ..RegistryConfig::default()
         },
     ));

@@ -1,7 +1,8 @@
 //! The background checkpointer: a fixed pool of threads that checkpoint namespaces when asked,
 //! so at most `threads` namespaces copy segments into their database files at once, however
 //! many are open. A namespace asks when a segment becomes durable, when it seals a segment
-//! that storage will never make durable (local policy), and when its oldest reader ends.
+//! that storage will never make durable (local policy), and when its oldest reader ends; the
+//! job copies only once the namespace's `CheckpointThreshold` is reached.
 //!
 //! The queue holds each namespace at most once (the namespace dedupes its own requests), so it
 //! is bounded by the number of open namespaces.

@@ -30,5 +30,5 @@ pub use restore::{
     plan_restore, restore, OnRestoreProgress, RestoreOptions, RestorePlan, RestoreProgress,
     RestoreReport, RestoreTarget,
 };
-pub use shared::{SharedWal, SwapStrategy};
+pub use shared::{CheckpointThreshold, SharedWal, SwapStrategy};
 pub use wal::LibsqlWal;

@@ -24,7 +24,7 @@ use tracing::warn;
 
 use crate::checkpointer::Checkpointer;
 use crate::error::{Error, Result};
-use crate::shared::{LogSettings, SharedWal, SwapStrategy};
+use crate::shared::{CheckpointThreshold, LogSettings, SharedWal, SwapStrategy};
 
 /// Returns the namespace of the database at `db_path` laid out as `{root}/{namespace}/{file}`:
 /// the name of its directory. The default `RegistryConfig::namespace_of`.
@@ -87,6 +87,8 @@ pub struct RegistryConfig {
     /// beside the server that owns its namespaces sets false: such an open then fails with
     /// `Error::WouldClaim`, and only a log that goes on where it left off opens.
     pub may_claim: bool,
+    /// When the background checkpointer copies sealed segments into database files.
+    pub checkpoint_after: CheckpointThreshold,
 }
 
 impl Default for RegistryConfig {
@@ -100,6 +102,7 @@ impl Default for RegistryConfig {
             checkpoint_threads: 2,
             age_check_interval: Duration::from_secs(1),
             may_claim: true,
+            checkpoint_after: CheckpointThreshold::default(),
         }
     }
 }
@@ -250,6 +253,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                     swap,
                     writer_timeout: self.config.writer_timeout,
                     may_claim: self.config.may_claim,
+                    checkpoint_after: self.config.checkpoint_after,
                 },
                 self.checkpointer.clone(),
             );

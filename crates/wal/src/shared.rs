@@ -58,6 +58,44 @@ impl Default for SwapStrategy {
     }
 }
 
+/// When the background checkpointer copies sealed segments into the database file: once the
+/// segments it may copy (durable, no reader on them) hold this many frames, or are this many
+/// segments, whichever comes first. Like SQLite's auto-checkpoint (1,000 pages), it spares the
+/// database file a write and two fsyncs per seal when seals are small and frequent (age
+/// seals, `seal_now` marks); the segment count bounds the files and indexes a read may visit.
+/// Shutdown, `close`, `PRAGMA wal_checkpoint` and `SharedWal::checkpoint` copy everything
+/// whatever the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointThreshold {
+    /// Frames in the segments that may be copied.
+    pub frames: u64,
+    /// Segments that may be copied.
+    pub segments: usize,
+}
+
+impl CheckpointThreshold {
+    /// Checkpoints after every seal (what may be copied is copied as soon as it may).
+    pub const EVERY_SEAL: CheckpointThreshold = CheckpointThreshold {
+        frames: 0,
+        segments: 0,
+    };
+
+    /// Whether segments holding `frames` frames in all, `segments` of them, are due.
+    fn is_reached(&self, frames: u64, segments: usize) -> bool {
+        segments > 0 && (frames >= self.frames || segments >= self.segments)
+    }
+}
+
+impl Default for CheckpointThreshold {
+    /// 1,000 frames (SQLite's auto-checkpoint) or 16 segments.
+    fn default() -> Self {
+        CheckpointThreshold {
+            frames: 1_000,
+            segments: 16,
+        }
+    }
+}
+
 /// An immutable view of a namespace's log as of one commit.
 pub(crate) struct Snapshot<F> {
     /// The segment being appended to when the snapshot was taken.
@@ -153,6 +191,8 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     backfilled_frames: AtomicU64,
     /// Serialises checkpoints.
     checkpointing: Mutex<()>,
+    /// When background checkpoints copy.
+    checkpoint_after: CheckpointThreshold,
     /// The database file, opened on first use.
     db_file: OnceLock<I::File>,
     /// Runs checkpoints in the background.
@@ -226,6 +266,8 @@ pub(crate) struct LogSettings {
     pub writer_timeout: Duration,
     /// Whether the open may claim the namespace in storage (`RegistryConfig::may_claim`).
     pub may_claim: bool,
+    /// When background checkpoints copy (`RegistryConfig::checkpoint_after`).
+    pub checkpoint_after: CheckpointThreshold,
 }
 
 /// Returns a writer-queue id nobody else has.
@@ -290,6 +332,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             swap,
             writer_timeout,
             may_claim,
+            checkpoint_after,
         } = settings;
         let seg_err = Error::segment(&namespace);
         let dir = segment_dir(db_path);
@@ -479,15 +522,12 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             .or(footer.map(|f| f.log_id));
         let mut generation = None;
         if storage.keeps_remote_copies() {
-            let local_log_end = sealed
-                .last()
-                .map(|s| s.last_committed_frame_no())
-                .or_else(|| {
-                    current
-                        .as_ref()
-                        .filter(|c| c.committed_frame_count() > 0)
-                        .map(|c| c.last_committed_frame_no())
-                });
+            // The current segment goes on after the sealed ones.
+            let local_log_end = current
+                .as_ref()
+                .filter(|c| c.committed_frame_count() > 0)
+                .map(|c| c.last_committed_frame_no())
+                .or_else(|| sealed.last().map(|s| s.last_committed_frame_no()));
             let lineage = futures::executor::block_on(storage.lineage(&namespace, None))
                 .map_err(storage_err)?;
             let ours = local_log_id.and_then(|id| lineage.of_log(id).copied());
@@ -784,6 +824,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             checkpointed_frame_no: AtomicU64::new(checkpointed),
             backfilled_frames: AtomicU64::new(0),
             checkpointing: Mutex::new(()),
+            checkpoint_after,
             db_file: OnceLock::new(),
             checkpointer,
             checkpoint_queued: AtomicBool::new(false),
@@ -1544,8 +1585,13 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
     /// keeps remote copies), and older than every open read transaction. Writes the newest
     /// version of each page once, truncates to the database size, writes the footer, fsyncs,
     /// then forgets and deletes those segment files. Returns how many segments it checkpointed.
-    #[tracing::instrument(skip(self), fields(namespace = %self.namespace))]
     pub fn checkpoint(&self) -> Result<usize> {
+        self.checkpoint_when(CheckpointThreshold::EVERY_SEAL)
+    }
+
+    /// `checkpoint`, once the segments that may go reach `threshold`; else copies nothing.
+    #[tracing::instrument(skip(self), fields(namespace = %self.namespace))]
+    fn checkpoint_when(&self, threshold: CheckpointThreshold) -> Result<usize> {
         let _one_at_a_time = lock(&self.checkpointing);
         if self.poisoned().is_some() {
             // Opened again from disk, the log checkpoints what recovery finds there.
@@ -1574,6 +1620,10 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             })
             .cloned()
             .collect();
+        let frames: u64 = eligible.iter().map(|s| s.frame_count()).sum();
+        if !threshold.is_reached(frames, eligible.len()) {
+            return Ok(0);
+        }
         let Some(last) = eligible.last() else {
             return Ok(0);
         };
@@ -1582,8 +1632,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         let pages = copy_into_database(&self.namespace, &self.db_path, db, &eligible, self.log_id)?;
         self.checkpointed_frame_no
             .fetch_max(end_frame_no, Ordering::SeqCst);
-        let copied: u64 = eligible.iter().map(|s| s.frame_count()).sum();
-        self.backfilled_frames.fetch_add(copied, Ordering::SeqCst);
+        self.backfilled_frames.fetch_add(frames, Ordering::SeqCst);
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             let remaining: Vec<_> = state.sealed.iter().skip(eligible.len()).cloned().collect();
@@ -1703,7 +1752,7 @@ impl<I: Io, S: Storage<File = I::File>> Drop for StoreReceipt<I, S> {
 impl<I: Io, S: Storage<File = I::File>> CheckpointJob for SharedWal<I, S> {
     fn run_checkpoint(&self) {
         self.checkpoint_queued.store(false, Ordering::SeqCst);
-        if let Err(e) = self.checkpoint() {
+        if let Err(e) = self.checkpoint_when(self.checkpoint_after) {
             warn!(namespace = %self.namespace, error = %e, "background checkpoint failed");
         }
     }
