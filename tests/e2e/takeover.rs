@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libsql_sys::Connection;
-use libsql_wal::{LibsqlWal, LibsqlWalManager, RegistryConfig, WalRegistry};
-use libsql_wal_backend::{FsBackend, NamespaceName};
+use libsql_wal::{
+    LibsqlWal, LibsqlWalManager, RegistryConfig, RestoreOptions, RestoreTarget, WalRegistry,
+};
+use libsql_wal_backend::{ForkPoint, FsBackend, NamespaceName, Storage as _};
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
-use libsql_wal_tests::integrity_check;
+use libsql_wal_tests::{connect_native, eventually, integrity_check};
 
 use crate::hooked::{Call, Hook, HookedBackend};
 
@@ -369,7 +371,7 @@ fn a_new_log_over_an_old_history_starts_a_generation_that_restores_follow() {
     // C's database was made by stock SQLite (no libSQL footer): a history of its own.
     let c = world.machine("c");
     {
-        let native = libsql_wal_tests::connect_native(&c.db_path);
+        let native = connect_native(&c.db_path);
         native
             .execute_batch(
                 "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); \
@@ -417,7 +419,7 @@ fn a_log_kept_without_storage_is_whole_in_storage_once_storage_is_added() {
             let local = libsql_wal_tests::TestDb::reopen(&root, RegistryConfig::default());
             if from_stock_sqlite {
                 std::fs::create_dir_all(root.join("tenant")).unwrap();
-                libsql_wal_tests::connect_native(&local.db_path("tenant"))
+                connect_native(&local.db_path("tenant"))
                     .execute_batch(
                         "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); \
                          WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 50) \
@@ -519,7 +521,7 @@ fn a_registry_that_may_not_claim_refuses_every_open_that_would_and_writes_nothin
     assert!(matches!(err, libsql_wal::Error::WouldClaim { .. }), "{err}");
     assert!(!b.db_path.exists(), "nothing was restored");
     // A database of its own: the open would start a new generation.
-    libsql_wal_tests::connect_native(&b.db_path)
+    connect_native(&b.db_path)
         .execute_batch("CREATE TABLE own(x)")
         .unwrap();
     let err = b.registry.open(&b.db_path).err().expect("refused");
@@ -615,7 +617,7 @@ fn a_one_page_database_keeps_its_header_settings_when_storage_holds_nothing() {
     let a = world.machine("a");
     // A database made by stock SQLite with settings but no table: one page, no footer.
     {
-        let native = libsql_wal_tests::connect_native(&a.db_path);
+        let native = connect_native(&a.db_path);
         native
             .execute_batch("PRAGMA user_version = 7; PRAGMA application_id = 42;")
             .unwrap();
@@ -784,4 +786,197 @@ fn a_takeover_cut_short_after_its_claim_loses_nothing_to_the_next_one() {
     assert_eq!(on_c, on_a);
     drop(conn);
     let _ = a.registry.shutdown();
+}
+
+/// Restores `target` of the tenant from `machine`'s storage into a new file under `dir` and
+/// returns its rows.
+fn restored_rows(machine: &Machine, target: RestoreTarget, dir: &Path) -> Vec<(i64, Vec<u8>)> {
+    let dest = dir.join(format!("restored-{}", uuid::Uuid::new_v4()));
+    libsql_wal::restore(
+        &**machine.registry.storage(),
+        &namespace(),
+        target,
+        &dest,
+        &RestoreOptions::default(),
+        None,
+    )
+    .unwrap();
+    let conn = connect_native(&dest);
+    assert_eq!(integrity_check(&conn), "ok");
+    rows(&conn)
+}
+
+#[test]
+fn a_rewind_branches_the_history_at_its_point_and_fences_off_the_writer_still_running() {
+    let world = World::new();
+    let a = world.machine("a");
+    let conn_a = a.connect();
+    insert(&conn_a, 0, 60);
+    a.make_durable();
+    let shared_a = a.registry.get(&namespace()).unwrap();
+    let point = shared_a.durable_frame_no();
+    let at_point = rows(&conn_a);
+    insert(&conn_a, 60, 40);
+    conn_a.execute("DELETE FROM t WHERE id < 10", ()).unwrap();
+    a.make_durable();
+    let on_a = rows(&conn_a);
+    let durable_a = shared_a.durable_frame_no();
+
+    // An operator on machine B rewinds the tenant to the point while A still runs.
+    let b = world.machine("b");
+    let rewound = b
+        .registry
+        .rewind(
+            &b.db_path,
+            RestoreTarget::FrameNo(point),
+            &RestoreOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(rewound.restored.end_frame_no, point);
+    assert_eq!(
+        rewound.parent,
+        ForkPoint {
+            generation: 1,
+            frame_no: point
+        }
+    );
+    assert_eq!(rewound.generation, 2);
+    let conn_b = b.connect();
+    assert_eq!(rows(&conn_b), at_point, "B is at the point");
+    insert(&conn_b, 1000, 20);
+    b.make_durable();
+    let on_b = rows(&conn_b);
+
+    // A's next upload finds the new generation: it stops acknowledging.
+    insert(&conn_a, 100, 5);
+    shared_a.seal_now().unwrap();
+    assert!(eventually(|| shared_a.fenced().is_some()), "A is fenced");
+    assert_eq!(shared_a.fenced(), Some(2));
+    assert_eq!(shared_a.durable_frame_no(), durable_a, "nothing more is acknowledged");
+
+    // Latest follows the branch; the history left behind restores by its number, up to what
+    // A acknowledged (its fenced upload may be stored after that: it learns of the fence once
+    // the upload is stored).
+    let work = world.work.path();
+    assert_eq!(restored_rows(&b, RestoreTarget::Latest, work), on_b);
+    let old = restored_rows(
+        &b,
+        RestoreTarget::InGeneration {
+            generation: 1,
+            frame_no: durable_a,
+        },
+        work,
+    );
+    assert!(
+        old == on_a,
+        "{:?} != {:?}",
+        old.iter().map(|r| r.0).collect::<Vec<_>>(),
+        on_a.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    // B's log goes on in the branch across a restart.
+    drop(conn_b);
+    b.stop();
+    let b = world.machine("b");
+    let conn_b = b.connect();
+    assert_eq!(rows(&conn_b), on_b);
+    insert(&conn_b, 2000, 3);
+    b.make_durable();
+    assert_eq!(
+        b.registry.get(&namespace()).unwrap().generation().number,
+        2,
+        "no generation of its own at the restart"
+    );
+    let latest = rows(&conn_b);
+    drop(conn_b);
+    b.stop();
+    assert_eq!(
+        restored_rows(&world.machine("c"), RestoreTarget::Latest, work),
+        latest
+    );
+    drop(conn_a);
+    assert!(a.registry.shutdown().is_err(), "A's tail is not durable");
+}
+
+#[test]
+fn a_rewind_of_a_namespace_in_use_or_to_no_stored_point_changes_nothing() {
+    let world = World::new();
+    let a = world.machine("a");
+    let conn = a.connect();
+    insert(&conn, 0, 30);
+    a.make_durable();
+    let point = a.registry.get(&namespace()).unwrap().durable_frame_no();
+    let at_point = rows(&conn);
+    insert(&conn, 30, 30);
+    a.make_durable();
+    let latest = rows(&conn);
+    let generations = || {
+        world
+            .runtime
+            .block_on(a.registry.storage().lineage(&namespace(), None))
+            .unwrap()
+            .records
+            .len()
+    };
+
+    // A connection is open: the rewind refuses and the log goes on.
+    let err = a
+        .registry
+        .rewind(
+            &a.db_path,
+            RestoreTarget::FrameNo(point),
+            &RestoreOptions::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, libsql_wal::Error::Busy { .. }), "{err}");
+    assert_eq!(rows(&conn), latest);
+    insert(&conn, 60, 1);
+    let latest = rows(&conn);
+    drop(conn);
+
+    // Nothing is stored at or before frame 1: the rewind fails before it claims anything.
+    let err = a
+        .registry
+        .rewind(
+            &a.db_path,
+            RestoreTarget::FrameNo(1),
+            &RestoreOptions::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, libsql_wal::Error::NothingToRestore { .. }),
+        "{err}"
+    );
+    assert_eq!(generations(), 1);
+    assert_eq!(rows(&a.connect()), latest, "the database is as it was");
+
+    // Closed, the namespace rewinds in place; its writes go on from the point.
+    let rewound = a
+        .registry
+        .rewind(
+            &a.db_path,
+            RestoreTarget::FrameNo(point),
+            &RestoreOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(rewound.generation, 2);
+    assert_eq!(generations(), 2);
+    let conn = a.connect();
+    assert_eq!(rows(&conn), at_point);
+    assert_eq!(integrity_check(&conn), "ok");
+    insert(&conn, 500, 2);
+    let on_branch = rows(&conn);
+    a.make_durable();
+    drop(conn);
+    let db_dir = a.db_path.parent().unwrap().to_path_buf();
+    a.stop();
+    assert_eq!(
+        restored_rows(&world.machine("c"), RestoreTarget::Latest, world.work.path()),
+        on_branch
+    );
+    assert!(
+        !std::fs::read_dir(&db_dir)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with('.')),
+        "no temporary file is left"
+    );
 }

@@ -83,6 +83,20 @@ impl Host for NativeHost {
         })
     }
 
+    fn rewind(
+        &self,
+        ns: &NamespaceName,
+        _: libsql_wal::RestoreTarget,
+    ) -> libsql_wal_server::Result<libsql_wal::Rewound> {
+        Err(libsql_wal_server::Error::Wal {
+            namespace: ns.clone(),
+            source: libsql_wal::Error::Unsupported {
+                namespace: ns.clone(),
+                what: "a rewind on SQLite's own WAL (it keeps no history)".to_string(),
+            },
+        })
+    }
+
     fn list(&self) -> libsql_wal_server::Result<Vec<NamespaceName>> {
         Ok(Vec::new())
     }

@@ -9,6 +9,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use libsql_wal::RestoreTarget;
 use libsql_wal_backend::NamespaceName;
 
 use crate::namespaces::NamespaceInfo;
@@ -76,6 +77,77 @@ async fn delete(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
         })
         .await??;
     Ok(HttpResponse::Ok().finish())
+}
+
+/// The point a rewind goes back to: `at` (RFC 3339), or `frame_no`, or `generation` (with
+/// `frame_no`, else its end).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewindRequest {
+    at: Option<String>,
+    frame_no: Option<u64>,
+    generation: Option<u64>,
+}
+
+impl RewindRequest {
+    fn target(&self) -> Result<RestoreTarget, String> {
+        match (&self.at, self.frame_no, self.generation) {
+            (Some(at), None, None) => {
+                let time = chrono::DateTime::parse_from_rfc3339(at)
+                    .map_err(|e| format!("at {at:?} is not an RFC 3339 time: {e}"))?;
+                let ms = u64::try_from(time.timestamp_millis())
+                    .map_err(|_| format!("at {at:?} is before 1970"))?;
+                Ok(RestoreTarget::TimestampMs(ms))
+            }
+            (None, Some(frame_no), None) => Ok(RestoreTarget::FrameNo(frame_no)),
+            (None, frame_no, Some(generation)) => Ok(RestoreTarget::InGeneration {
+                generation,
+                frame_no: frame_no.unwrap_or(u64::MAX),
+            }),
+            (None, None, None) => Err("give the point: at, frame_no, or generation".to_string()),
+            _ => Err("at goes alone: give at, or frame_no and/or generation".to_string()),
+        }
+    }
+}
+
+async fn rewind(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<HttpResponse, Failure> {
+    authorize(&state, &req, true)?;
+    let namespace = path_namespace(&req)?;
+    let bad = |message: String| Failure::json(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message);
+    let request: RewindRequest = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("the body is not a rewind request: {e}")))?;
+    let target = request.target().map_err(bad)?;
+    if !state.host.exists(&namespace) {
+        return Err(crate::error::Error::NamespaceNotFound(namespace).into());
+    }
+    let Some(idle) = state.streams.take_namespace(&namespace) else {
+        return Err(Failure::json(
+            StatusCode::CONFLICT,
+            "NAMESPACE_BUSY",
+            "a request is running on the namespace; try again",
+        ));
+    };
+    let host = state.host.clone();
+    let rewound = state
+        .admin_pool
+        .run(move || {
+            // Their connections roll back and close here, before the log closes.
+            drop(idle);
+            host.rewind(&namespace, target)
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "generation": rewound.generation,
+        "parent": {
+            "generation": rewound.parent.generation,
+            "frame_no": rewound.parent.frame_no,
+        },
+        "frame_no": rewound.restored.end_frame_no,
+        "timestamp_ms": rewound.restored.timestamp_ms,
+        "pages": rewound.restored.db_pages,
+        "objects_fetched": rewound.restored.objects_fetched,
+        "bytes_downloaded": rewound.restored.bytes_downloaded,
+    })))
 }
 
 async fn infos(
@@ -245,6 +317,10 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     .route(
         "/v1/namespaces/{namespace}/checkpoint",
         web::post().to(timed(Api::Admin, "admin:checkpoint", checkpoint)),
+    )
+    .route(
+        "/v1/namespaces/{namespace}/rewind",
+        web::post().to(timed(Api::Admin, "admin:rewind", rewind)),
     )
     .route(
         "/v1/namespaces/{namespace}/seal",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::{DashMap, DashSet};
 use libsql_sys::rusqlite::OpenFlags;
-use libsql_wal::{LibsqlWalManager, WalRegistry};
+use libsql_wal::{LibsqlWalManager, RestoreOptions, RestoreTarget, Rewound, WalRegistry};
 use libsql_wal_backend::{Backend, BackendExt, NamespaceName, Storage};
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, NamespaceMetrics, StorageMetrics};
@@ -79,6 +79,9 @@ pub trait Host: Send + Sync + 'static {
     /// Closes `namespace` (no connection may be open on it), removes its files and, unless
     /// `keep_backup`, its objects in storage.
     fn delete(&self, namespace: &NamespaceName, keep_backup: bool) -> Result<()>;
+    /// Rewinds `namespace` (no connection may be open on it) to `target` in its stored history:
+    /// its writes go on from that point in a new generation (`WalRegistry::rewind`).
+    fn rewind(&self, namespace: &NamespaceName, target: RestoreTarget) -> Result<Rewound>;
     /// Every namespace, in name order.
     fn list(&self) -> Result<Vec<NamespaceName>>;
     /// What `namespace` is doing.
@@ -413,6 +416,23 @@ impl<B: Backend> Host for WalHost<B> {
             info!(keep_backup, "namespace deleted");
         }
         result
+    }
+
+    #[tracing::instrument(skip(self), fields(namespace = %namespace, %target))]
+    fn rewind(&self, namespace: &NamespaceName, target: RestoreTarget) -> Result<Rewound> {
+        // Waits for opens in progress; none starts until the rewind is done.
+        self.with_gate(namespace, |gate| {
+            let _rewinding = gate.write().unwrap_or_else(PoisonError::into_inner);
+            if !self.exists(namespace) {
+                return Err(Error::NamespaceNotFound(namespace.clone()));
+            }
+            self.registry()
+                .rewind(&self.db_path(namespace), target, &RestoreOptions::default())
+                .map_err(|source| Error::Wal {
+                    namespace: namespace.clone(),
+                    source,
+                })
+        })
     }
 
     fn list(&self) -> Result<Vec<NamespaceName>> {

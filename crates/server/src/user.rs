@@ -84,9 +84,17 @@ impl From<crate::error::Error> for Failure {
                 Failure::json(StatusCode::BAD_REQUEST, "INVALID_NAMESPACE", e.to_string())
             }
             E::Wal {
-                source: libsql_wal::Error::Busy { .. },
+                source: libsql_wal::Error::Busy { .. } | libsql_wal::Error::ClaimConflict { .. },
                 ..
             } => Failure::json(StatusCode::CONFLICT, "NAMESPACE_BUSY", e.to_string()),
+            E::Wal {
+                source: libsql_wal::Error::NothingToRestore { .. },
+                ..
+            } => Failure::json(StatusCode::NOT_FOUND, "NOTHING_TO_RESTORE", e.to_string()),
+            E::Wal {
+                source: libsql_wal::Error::Unsupported { .. },
+                ..
+            } => Failure::json(StatusCode::BAD_REQUEST, "UNSUPPORTED", e.to_string()),
             E::Wal {
                 source: libsql_wal::Error::RegistryShutDown { .. },
                 ..

@@ -203,6 +203,14 @@ pub enum Error {
         /// The database file asked for.
         path: PathBuf,
     },
+    /// Another writer claimed the generation number a rewind was claiming.
+    #[error("namespace {namespace}: generation {generation} was claimed by another writer during the rewind; nothing changed here, try again")]
+    ClaimConflict {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The generation number claimed meanwhile.
+        generation: u64,
+    },
     /// Frames between frame 1 and the restore's end point are in no stored segment.
     #[error("namespace {namespace}: cannot restore: {source}")]
     MissingFrames {
@@ -233,6 +241,7 @@ impl Error {
             | Error::BehindStorage { .. }
             | Error::Superseded { .. }
             | Error::WouldClaim { .. } => ffi::SQLITE_CANTOPEN,
+            Error::ClaimConflict { .. } => ffi::SQLITE_BUSY,
             Error::Fenced { .. } => ffi::SQLITE_READONLY,
             Error::Poisoned { .. } => ffi::SQLITE_IOERR,
             Error::PathConflict { .. } | Error::RegistryShutDown { .. } => ffi::SQLITE_CANTOPEN,

@@ -25,7 +25,7 @@ mod wal;
 pub use error::{Error, Result};
 pub use footer::{Footer, FOOTER_SIZE};
 pub use manager::LibsqlWalManager;
-pub use registry::{namespace_from_directory, RegistryConfig, WalRegistry};
+pub use registry::{namespace_from_directory, RegistryConfig, Rewound, WalRegistry};
 pub use restore::{
     plan_restore, restore, OnRestoreProgress, RestoreOptions, RestorePlan, RestoreProgress,
     RestoreReport, RestoreTarget,

@@ -18,13 +18,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use libsql_wal_backend::{NamespaceName, Storage};
+use libsql_wal_backend::{ForkPoint, GenerationKind, GenerationRecord, NamespaceName, Storage};
 use libsql_wal_segment::Io;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::checkpointer::Checkpointer;
 use crate::error::{Error, Result};
-use crate::shared::{CheckpointThreshold, LogSettings, SharedWal, SwapStrategy};
+use crate::footer::{write_after_pages, Footer};
+use crate::restore::{restore, sync_parent, RestoreOptions, RestoreReport, RestoreTarget};
+use crate::shared::{segment_dir, CheckpointThreshold, LogSettings, SharedWal, SwapStrategy};
 
 /// Returns the namespace of the database at `db_path` laid out as `{root}/{namespace}/{file}`:
 /// the name of its directory. The default `RegistryConfig::namespace_of`.
@@ -105,6 +107,17 @@ impl Default for RegistryConfig {
             checkpoint_after: CheckpointThreshold::default(),
         }
     }
+}
+
+/// What `WalRegistry::rewind` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewound {
+    /// The restore of the point rewound to.
+    pub restored: RestoreReport,
+    /// The generation claimed: the namespace's writes go on in it.
+    pub generation: u64,
+    /// The point it continues from.
+    pub parent: ForkPoint,
 }
 
 /// The logs of every open namespace.
@@ -273,6 +286,14 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
     pub fn close(&self, namespace: &NamespaceName) -> Result<()> {
         let opening = self.opening.entry(namespace.clone()).or_default().clone();
         let _opener = opening.lock().unwrap_or_else(PoisonError::into_inner);
+        self.close_while_opening(namespace)?;
+        self.opening
+            .remove_if(namespace, |_, lock| Arc::ptr_eq(lock, &opening));
+        Ok(())
+    }
+
+    /// `close`, for a caller that holds the namespace's opening lock.
+    fn close_while_opening(&self, namespace: &NamespaceName) -> Result<()> {
         let Some(shared) = self.get(namespace) else {
             return Ok(());
         };
@@ -299,9 +320,144 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         if !futures::executor::block_on(self.storage.forget(namespace)) {
             warn!(%namespace, "storage still holds segments of a closed namespace");
         }
-        self.opening
-            .remove_if(namespace, |_, lock| Arc::ptr_eq(lock, &opening));
         Ok(())
+    }
+
+    /// Rewinds the namespace of the database at `db_path` to an earlier point of its history,
+    /// on purpose (point-in-time recovery in place): closes it (`Busy` while connections are
+    /// open on it; it waits until everything the log holds is durable), restores `target` from
+    /// storage beside the database file, claims a new generation in storage whose parent is
+    /// that point (which fences off whoever writes the namespace, here or on another machine),
+    /// and puts the restored file in place of the database, without the local log. The
+    /// namespace opens again on demand and its writes go on in the new generation: restores of
+    /// latest follow it, and the history left behind stays restorable by its generation number.
+    ///
+    /// A crash part way leaves the database as it was (before the claim) or a namespace whose
+    /// next open restores the new generation's state (after it). Needs storage that keeps
+    /// remote copies, and a registry that may claim (`RegistryConfig::may_claim`).
+    #[tracing::instrument(skip(self, options), fields(db = %db_path.display(), %target))]
+    pub fn rewind(
+        &self,
+        db_path: &Path,
+        target: RestoreTarget,
+        options: &RestoreOptions,
+    ) -> Result<Rewound> {
+        if self.shut_down.load(Ordering::SeqCst) {
+            return Err(Error::RegistryShutDown {
+                path: db_path.to_path_buf(),
+            });
+        }
+        let namespace = (self.config.namespace_of)(db_path)?;
+        if !self.storage.keeps_remote_copies() {
+            return Err(Error::Unsupported {
+                namespace,
+                what: "a rewind without remote storage (there is no history to rewind to)"
+                    .to_string(),
+            });
+        }
+        if !self.config.may_claim {
+            return Err(Error::WouldClaim {
+                namespace,
+                what: "claim a generation of its own to rewind it",
+            });
+        }
+        // Held throughout: nothing opens the namespace while its files are replaced.
+        let opening = self.opening.entry(namespace.clone()).or_default().clone();
+        let _opener = opening.lock().unwrap_or_else(PoisonError::into_inner);
+        self.close_while_opening(&namespace)?;
+        if !futures::executor::block_on(self.storage.forget(&namespace)) {
+            return Err(Error::Busy {
+                namespace,
+                why: "storage still holds segments of it",
+                stale_snapshot: false,
+            });
+        }
+        let building = db_path.with_file_name(format!(".rewinding-{}", self.io.uuid()));
+        let rewound = self.rewind_into(&namespace, db_path, &building, target, options);
+        self.opening
+            .remove_if(&namespace, |_, lock| Arc::ptr_eq(lock, &opening));
+        if rewound.is_err() {
+            if let Err(e) = std::fs::remove_file(&building) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(path = %building.display(), error = %e, "cannot remove a rewind's restored file");
+                }
+            }
+        }
+        rewound
+    }
+
+    /// The steps of `rewind` after the close: restore into `building`, claim, swap files.
+    fn rewind_into(
+        &self,
+        namespace: &NamespaceName,
+        db_path: &Path,
+        building: &Path,
+        target: RestoreTarget,
+        options: &RestoreOptions,
+    ) -> Result<Rewound> {
+        let storage_err = |source| Error::Storage {
+            namespace: namespace.clone(),
+            source,
+        };
+        let restored = restore(&*self.storage, namespace, target, building, options, None)?;
+        let parent = ForkPoint {
+            generation: restored.generation,
+            frame_no: restored.end_frame_no,
+        };
+        let lineage = futures::executor::block_on(self.storage.lineage(namespace, None))
+            .map_err(storage_err)?;
+        let log_id = self.io.uuid();
+        let record = GenerationRecord {
+            number: lineage.next_number(),
+            created_ms: u64::try_from(self.io.now().timestamp_millis()).unwrap_or(0),
+            kind: GenerationKind::Log {
+                log_id,
+                start_frame_no: parent.frame_no + 1,
+                parent: Some(parent),
+            },
+        };
+        let created = futures::executor::block_on(self.storage.create_generation(
+            namespace, &record, None,
+        ))
+        .map_err(storage_err)?;
+        if !created {
+            return Err(Error::ClaimConflict {
+                namespace: namespace.clone(),
+                generation: record.number,
+            });
+        }
+        // From here the new generation is the namespace's history. The restored file says it
+        // is that generation's, so that its log goes on from it; a crash before it is in place
+        // leaves the old file, of an older generation, which the next open replaces with the
+        // new generation's state.
+        let io = Error::io(building);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(building)
+            .map_err(&io)?;
+        let footer = Footer {
+            replication_index: parent.frame_no,
+            log_id,
+        };
+        write_after_pages(&file, restored.db_pages, &footer).map_err(&io)?;
+        file.sync_all().map_err(&io)?;
+        drop(file);
+        // The local log is of the history left behind; every frame of it is durable (the close
+        // waited for it) and in the file being replaced.
+        let segments = segment_dir(db_path);
+        match std::fs::remove_dir_all(&segments) {
+            Ok(()) => sync_parent(&segments)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&segments)(e)),
+        }
+        std::fs::rename(building, db_path).map_err(Error::io(db_path))?;
+        sync_parent(db_path)?;
+        info!(%namespace, generation = record.number, ?parent, "rewound");
+        Ok(Rewound {
+            restored,
+            generation: record.number,
+            parent,
+        })
     }
 
     /// `open` for a connection: returns the log with the connection counted on it, so that

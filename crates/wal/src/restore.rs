@@ -147,6 +147,8 @@ pub struct RestorePlan {
 pub struct RestoreReport {
     /// The last frame_no in the restored database.
     pub end_frame_no: u64,
+    /// The generation that frame is in (its number).
+    pub generation: u64,
     /// When the segment ending there was sealed (milliseconds since the Unix epoch).
     pub timestamp_ms: u64,
     /// Pages in the restored database.
@@ -308,7 +310,7 @@ pub(crate) fn restore_in_place<S: Storage>(
 
 /// Makes a rename or removal in `path`'s directory durable (not every platform can open a
 /// directory; there it is skipped).
-fn sync_parent(path: &Path) -> Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         if let Ok(dir) = std::fs::File::open(parent) {
             dir.sync_all().map_err(|source| Error::Io {
@@ -555,6 +557,7 @@ impl<S: Storage> Restore<'_, S> {
         db.sync_all().map_err(&io)?;
         let report = RestoreReport {
             end_frame_no: header.end_frame_no,
+            generation: newest.0.number,
             timestamp_ms: header.timestamp_ms,
             db_pages,
             chain_len: chain.len(),
