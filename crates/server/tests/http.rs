@@ -2106,6 +2106,78 @@ fn a_write_returning_more_rows_than_the_budget_succeeds_because_it_commits() {
 }
 
 #[test]
+fn admin_rewind_takes_a_namespace_back_to_a_point_and_its_writes_go_on_from_there() {
+    let mut server = TestServer::start();
+    server.create_namespace("rw");
+    let ns = [("x-namespace", "rw")];
+    server.query(V2, &ns, "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)");
+    server.query(V2, &ns, "INSERT INTO t VALUES (1, randomblob(5000)), (2, NULL)");
+    let point = frame_no(&seal_and_wait_durable(&server, "rw"), "durable_frame_no");
+    server.query(V2, &ns, "INSERT INTO t VALUES (3, NULL), (4, NULL)");
+    server.query(V2, &ns, "DELETE FROM t WHERE id = 1");
+    seal_and_wait_durable(&server, "rw");
+    let rewind = |body: Value| {
+        server.admin_request("POST", "/v1/namespaces/rw/rewind", Some(&body))
+    };
+
+    // Requests that name no point, or one storage does not hold, change nothing.
+    for body in [
+        json!({}),
+        json!({"at": "yesterday"}),
+        json!({"at": "2026-01-01T00:00:00Z", "frame_no": 3}),
+        json!({"frame": 3}),
+    ] {
+        rewind(body.clone()).expect_status(400, &format!("rewind {body}"));
+    }
+    rewind(json!({"frame_no": 0})).expect_status(404, "a point before anything stored");
+    server
+        .admin_request("POST", "/v1/namespaces/nope/rewind", Some(&json!({"frame_no": 1})))
+        .expect_status(404, "an unknown namespace");
+    assert_eq!(server.count(&ns, "SELECT count(*) FROM t"), 3);
+
+    // An idle stream inside a transaction is rolled back and closed, as by a delete.
+    let mut idle = server.stream(V2, &ns);
+    idle.execute("BEGIN");
+    idle.execute("INSERT INTO t VALUES (5, NULL)");
+    let reply = rewind(json!({"frame_no": point}));
+    reply
+        .expect_status(200, "rewind")
+        .expect_content_type("application/json", "rewind");
+    let rewound = reply.json();
+    assert_eq!(rewound["frame_no"], point, "{rewound}");
+    assert_eq!(rewound["generation"], 2, "{rewound}");
+    assert_eq!(
+        rewound["parent"],
+        json!({"generation": 1, "frame_no": point}),
+        "{rewound}"
+    );
+    assert_eq!(
+        server.count(&ns, "SELECT count(*) FROM t WHERE id IN (1, 2)"),
+        2,
+        "the point's rows"
+    );
+    assert_eq!(server.count(&ns, "SELECT count(*) FROM t"), 2);
+    server.query(V2, &ns, "INSERT INTO t VALUES (10, randomblob(60000))");
+    seal_and_wait_durable(&server, "rw");
+    assert_eq!(server.count(&ns, "SELECT count(*) FROM t"), 3);
+    drop(idle);
+
+    // The bucket alone restores the branch: the point's rows and what came after it.
+    server.stop();
+    let backend = server
+        .runtime
+        .block_on(FsBackend::new(server.bucket_dir()))
+        .unwrap();
+    let (restored, report) = restore_alone(backend, "rw", &server.dir.path().join("check"));
+    assert_same_pages(&restored, &server.db_file("rw"), &report);
+    let conn = libsql_sys::rusqlite::Connection::open(&restored).unwrap();
+    let ids: String = conn
+        .query_row("SELECT group_concat(id) FROM t", (), |r| r.get(0))
+        .unwrap();
+    assert_eq!(ids, "1,2,10");
+}
+
+#[test]
 fn a_delete_refused_while_a_request_runs_leaves_the_namespaces_idle_streams_alone() {
     let server = TestServer::start();
     server.create_namespace("busy");
