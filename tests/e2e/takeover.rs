@@ -852,7 +852,11 @@ fn a_rewind_branches_the_history_at_its_point_and_fences_off_the_writer_still_ru
     shared_a.seal_now().unwrap();
     assert!(eventually(|| shared_a.fenced().is_some()), "A is fenced");
     assert_eq!(shared_a.fenced(), Some(2));
-    assert_eq!(shared_a.durable_frame_no(), durable_a, "nothing more is acknowledged");
+    assert_eq!(
+        shared_a.durable_frame_no(),
+        durable_a,
+        "nothing more is acknowledged"
+    );
 
     // Latest follows the branch; the history left behind restores by its number, up to what
     // A acknowledged (its fenced upload may be stored after that: it learns of the fence once
@@ -970,13 +974,19 @@ fn a_rewind_of_a_namespace_in_use_or_to_no_stored_point_changes_nothing() {
     let db_dir = a.db_path.parent().unwrap().to_path_buf();
     a.stop();
     assert_eq!(
-        restored_rows(&world.machine("c"), RestoreTarget::Latest, world.work.path()),
+        restored_rows(
+            &world.machine("c"),
+            RestoreTarget::Latest,
+            world.work.path()
+        ),
         on_branch
     );
     assert!(
-        !std::fs::read_dir(&db_dir)
+        !std::fs::read_dir(&db_dir).unwrap().any(|e| e
             .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with('.')),
+            .file_name()
+            .to_string_lossy()
+            .starts_with('.')),
         "no temporary file is left"
     );
 }

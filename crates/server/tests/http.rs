@@ -2111,14 +2111,17 @@ fn admin_rewind_takes_a_namespace_back_to_a_point_and_its_writes_go_on_from_ther
     server.create_namespace("rw");
     let ns = [("x-namespace", "rw")];
     server.query(V2, &ns, "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)");
-    server.query(V2, &ns, "INSERT INTO t VALUES (1, randomblob(5000)), (2, NULL)");
+    server.query(
+        V2,
+        &ns,
+        "INSERT INTO t VALUES (1, randomblob(5000)), (2, NULL)",
+    );
     let point = frame_no(&seal_and_wait_durable(&server, "rw"), "durable_frame_no");
     server.query(V2, &ns, "INSERT INTO t VALUES (3, NULL), (4, NULL)");
     server.query(V2, &ns, "DELETE FROM t WHERE id = 1");
     seal_and_wait_durable(&server, "rw");
-    let rewind = |body: Value| {
-        server.admin_request("POST", "/v1/namespaces/rw/rewind", Some(&body))
-    };
+    let rewind =
+        |body: Value| server.admin_request("POST", "/v1/namespaces/rw/rewind", Some(&body));
 
     // Requests that name no point, or one storage does not hold, change nothing.
     for body in [
@@ -2131,7 +2134,11 @@ fn admin_rewind_takes_a_namespace_back_to_a_point_and_its_writes_go_on_from_ther
     }
     rewind(json!({"frame_no": 0})).expect_status(404, "a point before anything stored");
     server
-        .admin_request("POST", "/v1/namespaces/nope/rewind", Some(&json!({"frame_no": 1})))
+        .admin_request(
+            "POST",
+            "/v1/namespaces/nope/rewind",
+            Some(&json!({"frame_no": 1})),
+        )
         .expect_status(404, "an unknown namespace");
     assert_eq!(server.count(&ns, "SELECT count(*) FROM t"), 3);
 

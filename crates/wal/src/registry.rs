@@ -416,10 +416,9 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 parent: Some(parent),
             },
         };
-        let created = futures::executor::block_on(self.storage.create_generation(
-            namespace, &record, None,
-        ))
-        .map_err(storage_err)?;
+        let created =
+            futures::executor::block_on(self.storage.create_generation(namespace, &record, None))
+                .map_err(storage_err)?;
         if !created {
             return Err(Error::ClaimConflict {
                 namespace: namespace.clone(),
