@@ -904,7 +904,17 @@ fn a_rewind_branches_the_history_at_its_point_and_fences_off_the_writer_still_ru
 #[test]
 fn a_rewind_of_a_namespace_in_use_or_to_no_stored_point_changes_nothing() {
     let world = World::new();
-    let a = world.machine("a");
+    // Closing waits this long for durability: a close that waits for frames that can never
+    // become durable fails soon.
+    let a = Machine::start_with(
+        &world.runtime,
+        &world.bucket(),
+        &world.work.path().join("a"),
+        RegistryConfig {
+            shutdown_timeout: Duration::from_secs(3),
+            ..RegistryConfig::default()
+        },
+    );
     let conn = a.connect();
     insert(&conn, 0, 30);
     a.make_durable();
@@ -967,6 +977,10 @@ fn a_rewind_of_a_namespace_in_use_or_to_no_stored_point_changes_nothing() {
     let conn = a.connect();
     assert_eq!(rows(&conn), at_point);
     assert_eq!(integrity_check(&conn), "ok");
+    // Nothing written since: the point is all the new generation holds, and it is durable.
+    drop(conn);
+    a.registry.close(&namespace()).unwrap();
+    let conn = a.connect();
     insert(&conn, 500, 2);
     let on_branch = rows(&conn);
     a.make_durable();
@@ -989,4 +1003,44 @@ fn a_rewind_of_a_namespace_in_use_or_to_no_stored_point_changes_nothing() {
             .starts_with('.')),
         "no temporary file is left"
     );
+}
+
+#[test]
+fn a_rewind_of_a_log_not_open_since_a_crash_keeps_its_unsent_frames_in_the_history_left_behind() {
+    let world = World::new();
+    let a = world.machine("a");
+    let conn = a.connect();
+    insert(&conn, 0, 20);
+    a.make_durable();
+    let point = a.registry.get(&namespace()).unwrap().durable_frame_no();
+    // Committed, but only in the local log: the machine stops without a shutdown.
+    insert(&conn, 20, 15);
+    let on_a = rows(&conn);
+    drop(conn);
+    drop(a);
+
+    let a = world.machine("a");
+    let rewound = a
+        .registry
+        .rewind(
+            &a.db_path,
+            RestoreTarget::FrameNo(point),
+            &RestoreOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(rewound.parent.frame_no, point);
+    assert_eq!(rows(&a.connect()).len(), 20, "at the point");
+    // The rewind opened the log first, so its tail reached the bucket before it went.
+    assert_eq!(
+        restored_rows(
+            &a,
+            RestoreTarget::InGeneration {
+                generation: rewound.parent.generation,
+                frame_no: u64::MAX,
+            },
+            world.work.path(),
+        ),
+        on_a
+    );
+    a.stop();
 }

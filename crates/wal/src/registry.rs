@@ -109,6 +109,31 @@ impl Default for RegistryConfig {
     }
 }
 
+/// Prefix of the file a rewind restores into, beside the database file.
+const REWINDING_PREFIX: &str = ".rewinding-";
+
+/// Removes the files rewinds of the database at `db_path` left behind (a crash during one);
+/// the caller holds the namespace's opening lock.
+fn remove_rewind_leftovers(db_path: &Path) {
+    let Some(dir) = db_path.parent() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(REWINDING_PREFIX))
+        {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                warn!(path = %entry.path().display(), error = %e, "cannot remove a file a rewind left");
+            }
+        }
+    }
+}
+
 /// What `WalRegistry::rewind` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rewound {
@@ -257,6 +282,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 // The opener before us failed and dropped this lock: queue on the new one.
                 continue;
             }
+            remove_rewind_leftovers(db_path);
             let opened = SharedWal::open(
                 namespace.clone(),
                 self.io.clone(),
@@ -361,6 +387,12 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 what: "claim a generation of its own to rewind it",
             });
         }
+        // A local log this registry has not opened (since a restart, say) may hold frames that
+        // storage does not: opened, it recovers them and hands them over, and the close below
+        // waits until they are durable and copied into the database file.
+        if self.get(&namespace).is_none() && segment_dir(db_path).exists() {
+            self.open(db_path)?;
+        }
         // Held throughout: nothing opens the namespace while its files are replaced.
         let opening = self.opening.entry(namespace.clone()).or_default().clone();
         let _opener = opening.lock().unwrap_or_else(PoisonError::into_inner);
@@ -372,7 +404,17 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 stale_snapshot: false,
             });
         }
-        let building = db_path.with_file_name(format!(".rewinding-{}", self.io.uuid()));
+        // Every frame of the local log is durable and in the database file now: the log goes
+        // first, so that a crash from here on leaves a file whose next open goes on from it
+        // (before the claim) or replaces it with the new generation's state (after).
+        let segments = segment_dir(db_path);
+        match std::fs::remove_dir_all(&segments) {
+            Ok(()) => sync_parent(&segments)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&segments)(e)),
+        }
+        remove_rewind_leftovers(db_path);
+        let building = db_path.with_file_name(format!("{REWINDING_PREFIX}{}", self.io.uuid()));
         let rewound = self.rewind_into(&namespace, db_path, &building, target, options);
         self.opening
             .remove_if(&namespace, |_, lock| Arc::ptr_eq(lock, &opening));
@@ -386,7 +428,8 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         rewound
     }
 
-    /// The steps of `rewind` after the close: restore into `building`, claim, swap files.
+    /// The steps of `rewind` after the local log is gone: restore into `building`, claim, put
+    /// the file in place.
     fn rewind_into(
         &self,
         namespace: &NamespaceName,
@@ -441,14 +484,6 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         write_after_pages(&file, restored.db_pages, &footer).map_err(&io)?;
         file.sync_all().map_err(&io)?;
         drop(file);
-        // The local log is of the history left behind; every frame of it is durable (the close
-        // waited for it) and in the file being replaced.
-        let segments = segment_dir(db_path);
-        match std::fs::remove_dir_all(&segments) {
-            Ok(()) => sync_parent(&segments)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&segments)(e)),
-        }
         std::fs::rename(building, db_path).map_err(Error::io(db_path))?;
         sync_parent(db_path)?;
         info!(%namespace, generation = record.number, ?parent, "rewound");

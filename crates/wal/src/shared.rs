@@ -64,7 +64,9 @@ impl Default for SwapStrategy {
 /// database file a write and two fsyncs per seal when seals are small and frequent (age
 /// seals, `seal_now` marks); the segment count bounds the files and indexes a read may visit.
 /// Shutdown, `close`, `PRAGMA wal_checkpoint` and `SharedWal::checkpoint` copy everything
-/// whatever the threshold.
+/// whatever the threshold. Each sealed segment keeps its file open and its index in memory
+/// until copied: a namespace below the threshold holds up to `segments - 1` of them (and those
+/// not yet durable) until it is closed (the server closes idle namespaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointThreshold {
     /// Frames in the segments that may be copied.
@@ -551,6 +553,11 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     &*storage, &namespace, db_path, None, &marker, &lineage, target,
                 )
             };
+            // Frames before a generation's start are its parent's, durable before it existed.
+            let durable_before_ours = ours.map_or(0, |r| match r.kind {
+                GenerationKind::Log { start_frame_no, .. } => start_frame_no.saturating_sub(1),
+                GenerationKind::Deleted => 0,
+            });
             let claim = match (ours.and_then(|r| r.log(&namespace)), newest) {
                 (Some(ours), Some(newest)) if ours.number == newest.number => {
                     let durable =
@@ -571,7 +578,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                         // may still write that log, so this writer starts one of its own.
                         Claim::TakeOver
                     } else {
-                        durable_frame_no = durable;
+                        // A generation with nothing stored yet (a takeover or a rewind that
+                        // wrote nothing) still holds its start's point.
+                        durable_frame_no = durable.max(durable_before_ours);
                         Claim::Continue(ours)
                     }
                 }
