@@ -299,7 +299,8 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             if let Ok(shared) = &opened {
                 self.wals.insert(namespace.clone(), shared.clone());
             }
-            self.opening.remove(&namespace);
+            self.opening
+                .remove_if(&namespace, |_, lock| Arc::ptr_eq(lock, &opening));
             return opened;
         }
     }
@@ -310,12 +311,28 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
     /// demand. Fails with `Busy` while a connection is open on it (nothing changes then); a
     /// namespace that is not open is closed already.
     pub fn close(&self, namespace: &NamespaceName) -> Result<()> {
-        let opening = self.opening.entry(namespace.clone()).or_default().clone();
-        let _opener = opening.lock().unwrap_or_else(PoisonError::into_inner);
-        self.close_while_opening(namespace)?;
-        self.opening
-            .remove_if(namespace, |_, lock| Arc::ptr_eq(lock, &opening));
-        Ok(())
+        self.while_opening(namespace, || self.close_while_opening(namespace))
+    }
+
+    /// Runs `work` holding `namespace`'s opening lock (so no open runs meanwhile), then forgets
+    /// the lock. Only a lock still in the map counts: one its holder removed while this caller
+    /// waited for it excludes nobody, and is given up for the map's.
+    fn while_opening<T>(&self, namespace: &NamespaceName, work: impl FnOnce() -> T) -> T {
+        loop {
+            let opening = self.opening.entry(namespace.clone()).or_default().clone();
+            let _opener = opening.lock().unwrap_or_else(PoisonError::into_inner);
+            let current = self
+                .opening
+                .get(namespace)
+                .is_some_and(|lock| Arc::ptr_eq(&lock, &opening));
+            if !current {
+                continue;
+            }
+            let done = work();
+            self.opening
+                .remove_if(namespace, |_, lock| Arc::ptr_eq(lock, &opening));
+            return done;
+        }
     }
 
     /// `close`, for a caller that holds the namespace's opening lock.
@@ -394,12 +411,24 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             self.open(db_path)?;
         }
         // Held throughout: nothing opens the namespace while its files are replaced.
-        let opening = self.opening.entry(namespace.clone()).or_default().clone();
-        let _opener = opening.lock().unwrap_or_else(PoisonError::into_inner);
-        self.close_while_opening(&namespace)?;
-        if !futures::executor::block_on(self.storage.forget(&namespace)) {
+        self.while_opening(&namespace, || {
+            self.rewind_while_opening(&namespace, db_path, target, options)
+        })
+    }
+
+    /// The steps of `rewind` under the namespace's opening lock: close, remove the local log,
+    /// restore, claim, put the file in place.
+    fn rewind_while_opening(
+        &self,
+        namespace: &NamespaceName,
+        db_path: &Path,
+        target: RestoreTarget,
+        options: &RestoreOptions,
+    ) -> Result<Rewound> {
+        self.close_while_opening(namespace)?;
+        if !futures::executor::block_on(self.storage.forget(namespace)) {
             return Err(Error::Busy {
-                namespace,
+                namespace: namespace.clone(),
                 why: "storage still holds segments of it",
                 stale_snapshot: false,
             });
@@ -415,9 +444,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
         }
         remove_rewind_leftovers(db_path);
         let building = db_path.with_file_name(format!("{REWINDING_PREFIX}{}", self.io.uuid()));
-        let rewound = self.rewind_into(&namespace, db_path, &building, target, options);
-        self.opening
-            .remove_if(&namespace, |_, lock| Arc::ptr_eq(lock, &opening));
+        let rewound = self.rewind_into(namespace, db_path, &building, target, options);
         if rewound.is_err() {
             if let Err(e) = std::fs::remove_file(&building) {
                 if e.kind() != std::io::ErrorKind::NotFound {
