@@ -7,6 +7,7 @@ mod basics;
 mod crash;
 mod differential;
 mod faults;
+mod histories;
 mod hooked;
 mod restore;
 mod storage;

@@ -26,25 +26,25 @@ type Storage = ActorStorage<FsBackend, File>;
 type Registry = WalRegistry<StdIo, Storage>;
 type HookedRegistry = WalRegistry<StdIo, ActorStorage<HookedBackend<FsBackend>, File>>;
 
-fn namespace() -> NamespaceName {
+pub(crate) fn namespace() -> NamespaceName {
     "tenant".parse().unwrap()
 }
 
 /// A shared bucket and a runtime for test-side backend calls; machines live in subdirectories.
-struct World {
-    runtime: tokio::runtime::Runtime,
-    work: tempfile::TempDir,
+pub(crate) struct World {
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) work: tempfile::TempDir,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         World {
             runtime: tokio::runtime::Runtime::new().unwrap(),
             work: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn bucket(&self) -> PathBuf {
+    pub(crate) fn bucket(&self) -> PathBuf {
         self.work.path().join("bucket")
     }
 
@@ -67,19 +67,19 @@ impl World {
     }
 
     /// Starts machine `name` (its files under `{work}/{name}`).
-    fn machine(&self, name: &str) -> Machine {
+    pub(crate) fn machine(&self, name: &str) -> Machine {
         Machine::start(&self.runtime, &self.bucket(), &self.work.path().join(name))
     }
 }
 
 /// One machine: its own files, storage pipeline and registry over the shared bucket.
-struct Machine {
-    registry: Arc<Registry>,
-    db_path: PathBuf,
+pub(crate) struct Machine {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) db_path: PathBuf,
 }
 
 impl Machine {
-    fn start(runtime: &tokio::runtime::Runtime, bucket: &Path, root: &Path) -> Self {
+    pub(crate) fn start(runtime: &tokio::runtime::Runtime, bucket: &Path, root: &Path) -> Self {
         Self::start_with(runtime, bucket, root, RegistryConfig::default())
     }
 
@@ -107,7 +107,7 @@ impl Machine {
         }
     }
 
-    fn connect(&self) -> Connection<LibsqlWal<StdIo, Storage>> {
+    pub(crate) fn connect(&self) -> Connection<LibsqlWal<StdIo, Storage>> {
         Connection::open(
             &self.db_path,
             libsql_sys::rusqlite::OpenFlags::default(),
@@ -130,7 +130,7 @@ impl Machine {
         }
     }
 
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         self.registry.shutdown().unwrap();
     }
 }
@@ -772,6 +772,7 @@ fn a_takeover_cut_short_after_its_claim_loses_nothing_to_the_next_one() {
                     generation: 1,
                     frame_no: first_point,
                 }),
+                rewound: false,
             },
         };
         assert!(backend

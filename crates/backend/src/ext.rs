@@ -982,6 +982,27 @@ pub trait BackendExt: Backend {
         }
     }
 
+    /// Deletes every object under `prefix` but `except`, a page at a time; returns how many it
+    /// deleted.
+    fn delete_under(
+        &self,
+        config: &Self::Config,
+        prefix: &str,
+        except: Option<&str>,
+    ) -> impl Future<Output = Result<usize>> + Send {
+        async move {
+            let mut deleted = 0;
+            let mut pages = KeyPages::new(prefix.to_string(), None);
+            while let Some(page) = pages.next(self, config).await? {
+                for object in page.iter().filter(|o| Some(o.as_str()) != except) {
+                    self.delete(config, object).await?;
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        }
+    }
+
     /// Deletes segments of `generation`: each one's data, then its index. Deleting a segment
     /// that is not there is not an error.
     fn delete_segments(

@@ -68,6 +68,12 @@ pub enum GenerationKind {
         start_frame_no: u64,
         /// The point it continues from (`None`: a history of its own).
         parent: Option<ForkPoint>,
+        /// Started by a rewind: its history holds the parent's frames up to `parent` exactly,
+        /// however far the parent went on. A takeover's point instead is what it restored, and
+        /// its history also holds whatever the writer before acknowledged until the claim
+        /// fenced it off (a takeover that stored nothing is walked through to its parent's
+        /// end); a rewind's never grows past the point chosen.
+        rewound: bool,
     },
     /// The namespace was deleted: nothing older is part of its current history (the older
     /// generations are kept as backups, restorable by number).
@@ -98,6 +104,8 @@ struct StoredRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     parent: Option<ForkPoint>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    rewound: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     deleted: bool,
 }
 
@@ -126,6 +134,7 @@ impl GenerationRecord {
             log_id: None,
             start_frame_no: None,
             parent: None,
+            rewound: false,
             deleted: false,
         };
         match self.kind {
@@ -133,10 +142,12 @@ impl GenerationRecord {
                 log_id,
                 start_frame_no,
                 parent,
+                rewound,
             } => {
                 stored.log_id = Some(log_id.to_string());
                 stored.start_frame_no = Some(start_frame_no);
                 stored.parent = parent;
+                stored.rewound = rewound;
             }
             GenerationKind::Deleted => stored.deleted = true,
         }
@@ -182,10 +193,14 @@ impl GenerationRecord {
                     )));
                 }
             }
+            if stored.rewound && stored.parent.is_none() {
+                return Err(corrupt("a rewound generation without a parent".into()));
+            }
             GenerationKind::Log {
                 log_id,
                 start_frame_no,
                 parent: stored.parent,
+                rewound: stored.rewound,
             }
         };
         Ok(GenerationRecord {
@@ -308,6 +323,7 @@ mod tests {
                     generation: 2,
                     frame_no: 10,
                 }),
+                rewound: false,
             },
         };
         let deleted = GenerationRecord {
@@ -336,6 +352,7 @@ mod tests {
                     generation: 2,
                     frame_no: 10,
                 }),
+                rewound: false,
             },
             ..log
         };
@@ -361,6 +378,7 @@ mod tests {
                 log_id: Uuid::from_u128(u128::from(number)),
                 start_frame_no: start,
                 parent,
+                rewound: false,
             },
         };
         let fork = |generation, frame_no| {

@@ -7,6 +7,8 @@
 //! - `SegmentKey`: how stored segments are named and ordered.
 //! - `plan_chain`, `compact`, `apply_retention`: which segments rebuild a point in time, remote
 //!   compaction of runs of segments (tiered or logarithmic), and retention of old ones.
+//! - `drop_dead_generations`: retention of whole generations, the branches no restore inside
+//!   the window reaches.
 //! - `Storage`: what the WAL asks of durable storage, and `NoStorage`, which keeps everything
 //!   local.
 //! - `Generation`, `GenerationRecord`, `Lineage`: which log wrote which objects of a namespace,
@@ -30,6 +32,7 @@ mod ext;
 mod fs;
 mod generation;
 mod key;
+mod lineage_retention;
 mod namespace;
 mod retention;
 #[cfg(feature = "s3")]
@@ -54,6 +57,7 @@ pub use generation::{
     GenerationKind, GenerationRecord, Lineage,
 };
 pub use key::{InvalidSegmentKey, SegmentKey, SEGMENT_KEY_LEN};
+pub use lineage_retention::{dead_generations, drop_dead_generations, plan_dead_generations};
 pub use namespace::{NamespaceName, MAX_NAMESPACE_LEN};
 pub use retention::{apply_retention, now_ms, plan_retention, RetentionReport, ORPHAN_INDEX_GRACE};
 #[cfg(feature = "s3")]

@@ -63,6 +63,7 @@ fn store_history<B: Backend>(backend: &B, runtime: &tokio::runtime::Runtime, wor
             log_id: TEST_LOG_ID,
             start_frame_no: 1,
             parent: None,
+            rewound: false,
         },
     };
     runtime

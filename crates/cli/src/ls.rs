@@ -297,6 +297,7 @@ async fn detail<B: Backend>(
                 log_id,
                 start_frame_no,
                 parent,
+                ..
             } => (
                 Some(log_id.to_string()),
                 Some(start_frame_no),

@@ -1,7 +1,7 @@
 //! `libsql-wal compact` and `libsql-wal retain`: the bucket maintenance a server runs on its
 //! own (`--maintenance-interval`), run once by hand on one namespace or all, on each one's
 //! newest generation (older ones are frozen: a newer generation may continue from any point of
-//! them). `--dry-run` prints what the real run would write and delete (objects, bytes, PUT and
+//! them); `retain` also drops whole dead generations older than the window. `--dry-run` prints what the real run would write and delete (objects, bytes, PUT and
 //! DELETE requests), planned on the same listing rules, and changes nothing.
 
 use std::process::ExitCode;
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use libsql_wal_backend::{
-    apply_retention, compact, now_ms, plan_compaction_of, plan_retention, Backend, BackendExt,
-    CompactionStrategy, Generation, NamespaceName, SegmentKey,
+    apply_retention, compact, dead_generations, drop_dead_generations, now_ms, plan_compaction_of,
+    plan_retention, Backend, BackendExt, CompactionStrategy, Generation, NamespaceName, SegmentKey,
 };
 use serde::Serialize;
 
@@ -94,6 +94,9 @@ struct Maintained {
     /// Retain: index objects without data that were deleted (uploads that never finished);
     /// a dry run does not predict them.
     orphan_indexes: Vec<String>,
+    /// Retain: the dead generations dropped whole (branches no restore inside the window
+    /// reaches; see `drop_dead_generations`).
+    dropped_generations: Vec<u64>,
     /// Why nothing was done, if so.
     skipped: Option<String>,
     /// What failed, if the command failed on this namespace (the others go on).
@@ -250,6 +253,22 @@ impl Maintain {
                     }
                 ),
             }
+            if !m.dropped_generations.is_empty() {
+                let numbers: Vec<String> = m
+                    .dropped_generations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                println!(
+                    "  {} dead generations {}",
+                    if self.dry_run {
+                        "would drop"
+                    } else {
+                        "dropped"
+                    },
+                    numbers.join(", ")
+                );
+            }
             for w in &m.written {
                 println!("  {} <- {}", w.key, w.sources.join(", "));
             }
@@ -355,6 +374,11 @@ impl Maintain {
                 };
                 out.delete_requests = 2 * deleted.len() + out.orphan_indexes.len();
                 out.deleted = deleted.iter().map(ToString::to_string).collect();
+                out.dropped_generations = if self.dry_run {
+                    dead_generations(backend, config, namespace, window, now).await?
+                } else {
+                    drop_dead_generations(backend, config, namespace, window, now).await?
+                };
             }
         }
         Ok(())

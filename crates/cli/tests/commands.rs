@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libsql_sys::Connection;
-use libsql_wal::{LibsqlWal, LibsqlWalManager, RegistryConfig, WalRegistry};
+use libsql_wal::{
+    LibsqlWal, LibsqlWalManager, RegistryConfig, RestoreOptions, RestoreTarget, WalRegistry,
+};
 use libsql_wal_backend::{Backend, FsBackend};
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, StorageConfig};
@@ -615,6 +617,115 @@ fn compact_and_retain<B: Backend>(server: Server<B>, bucket: &Bucket, work: &Pat
     let restored = work.join("restored.db");
     cli(&["restore", "tenant", restored.to_str().unwrap()], bucket).ok();
     assert_same_file(&restored, &image);
+}
+
+#[test]
+fn retain_drops_a_dead_generation_its_dry_run_names_and_latest_restores_as_before() {
+    on_fs(retain_dead_generation);
+}
+
+/// Generation 1, a rewind to a point of it (2), writes in 2, then a second rewind to the same
+/// point of 1 (3): 2 is a dead branch, superseded before a window of 0 s opens.
+fn retain_dead_generation(server: Server<FsBackend>, bucket: &Bucket, work: &Path) {
+    let conn = server.connect("tenant");
+    insert(&conn, 0, 10);
+    let point = server.make_durable("tenant");
+    insert(&conn, 10, 10);
+    server.make_durable("tenant");
+    drop(conn);
+    let db = server.db_path("tenant");
+    let options = RestoreOptions::default();
+    let rewound = server
+        .registry
+        .rewind(&db, RestoreTarget::FrameNo(point), &options)
+        .unwrap();
+    assert_eq!(rewound.generation, 2);
+    let conn = server.connect("tenant");
+    insert(&conn, 100, 5);
+    server.make_durable("tenant");
+    drop(conn);
+    let target = RestoreTarget::InGeneration {
+        generation: 1,
+        frame_no: point,
+    };
+    assert_eq!(
+        server
+            .registry
+            .rewind(&db, target, &options)
+            .unwrap()
+            .generation,
+        3
+    );
+    let conn = server.connect("tenant");
+    insert(&conn, 200, 5);
+    let image = work.join("image.db");
+    server.snapshot("tenant", &image);
+    drop(conn);
+    server.stop();
+    let bucket = Some(bucket);
+    let numbers = || -> Vec<Value> {
+        let listed = cli(&["ls", "tenant", "--json"], bucket).ok().json();
+        listed["generations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["number"].clone())
+            .collect()
+    };
+    assert_eq!(numbers(), [3, 2, 1].map(Value::from), "newest first");
+
+    let wide = cli(&["retain", "tenant", "--keep-for", "1h", "--json"], bucket)
+        .ok()
+        .json();
+    assert_eq!(
+        wide["namespaces"][0]["dropped_generations"],
+        Value::from(Vec::<u64>::new()),
+        "{wide}"
+    );
+    let planned = cli(
+        &["retain", "tenant", "--keep-for", "0s", "--dry-run"],
+        bucket,
+    )
+    .ok();
+    assert!(
+        planned.stdout.contains("would drop dead generations 2"),
+        "{planned:?}"
+    );
+    assert_eq!(
+        numbers(),
+        [3, 2, 1].map(Value::from),
+        "a dry run drops nothing"
+    );
+    let done = cli(&["retain", "tenant", "--keep-for", "0s", "--json"], bucket)
+        .ok()
+        .json();
+    assert_eq!(
+        done["namespaces"][0]["dropped_generations"],
+        Value::from(vec![2]),
+        "{done}"
+    );
+    assert_eq!(numbers(), [3, 1].map(Value::from));
+
+    // The current history restores as before; the dropped branch is gone, by name.
+    cli(&["verify", "tenant"], bucket).ok();
+    let restored = work.join("restored.db");
+    cli(&["restore", "tenant", restored.to_str().unwrap()], bucket).ok();
+    assert_same_file(&restored, &image);
+    let dropped = cli(
+        &[
+            "restore",
+            "tenant",
+            work.join("dropped.db").to_str().unwrap(),
+            "--generation",
+            "2",
+        ],
+        bucket,
+    );
+    assert_eq!(dropped.code, 1, "{dropped:?}");
+    assert!(
+        dropped.stderr.contains("00000000000000000002"),
+        "{dropped:?}"
+    );
 }
 
 #[test]

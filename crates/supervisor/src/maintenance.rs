@@ -6,17 +6,20 @@
 //! runs the next.
 //!
 //! A pass compacts each namespace with the configured strategy, then (with a retention window)
-//! deletes what retention allows. Both are safe to cut short at any point and to run beside
-//! uploads and beside another machine's pass: compaction stores new segments and deletes
-//! nothing; retention deletes only segments a verified compacted segment covers. One namespace
-//! failing is logged and counted, and the pass goes on with the next.
+//! deletes what retention allows: the newest generation's segments a verified compacted segment
+//! covers, and whole dead generations (`drop_dead_generations`: branches no restore inside the
+//! window reaches). Both are safe to cut short at any point and to run beside uploads and
+//! beside another machine's pass: compaction stores new segments and deletes nothing; retention
+//! deletes nothing a restore inside the window needs. One namespace failing is logged and
+//! counted, and the pass goes on with the next.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
 use libsql_wal_backend::{
-    apply_retention, compact, now_ms, Backend, BackendExt, CompactionStrategy, NamespaceName,
+    apply_retention, compact, drop_dead_generations, now_ms, Backend, BackendExt,
+    CompactionStrategy, NamespaceName,
 };
 use tracing::{info, warn};
 
@@ -90,6 +93,8 @@ pub struct MaintenanceReport {
     pub compacted_segments: usize,
     /// Segments deleted by retention.
     pub deleted_segments: usize,
+    /// Dead generations dropped whole by retention (`drop_dead_generations`).
+    pub dropped_generations: usize,
     /// Namespaces whose compaction or retention failed, with the error.
     pub failures: Vec<(NamespaceName, String)>,
     /// Places whose namespaces could not be listed (the place and the error); the pass went on
@@ -137,9 +142,10 @@ pub async fn maintenance_pass<B: Backend>(
         let total = namespaces.len();
         for (done, namespace) in namespaces.into_iter().enumerate() {
             match maintain_namespace(backend, place, &namespace, config, scratch_dir).await {
-                Ok((compacted, deleted)) => {
-                    report.compacted_segments += compacted;
-                    report.deleted_segments += deleted;
+                Ok(done) => {
+                    report.compacted_segments += done.compacted_segments;
+                    report.deleted_segments += done.deleted_segments;
+                    report.dropped_generations += done.dropped_generations;
                 }
                 Err(e) => {
                     warn!(%namespace, ?place, error = %e, "maintenance of a namespace failed");
@@ -152,20 +158,28 @@ pub async fn maintenance_pass<B: Backend>(
     Ok(report)
 }
 
-/// Compacts the newest generation of `namespace` in `place`, then applies retention; returns the compacted segments
-/// stored and the segments deleted.
+/// What maintenance did to one namespace.
+#[derive(Debug, Default)]
+struct NamespaceMaintained {
+    compacted_segments: usize,
+    deleted_segments: usize,
+    dropped_generations: usize,
+}
+
+/// Compacts the newest generation of `namespace` in `place`, then applies retention to it and
+/// drops the dead generations older than the window (`drop_dead_generations`).
 async fn maintain_namespace<B: Backend>(
     backend: &B,
     place: &B::Config,
     namespace: &NamespaceName,
     config: &MaintenanceConfig,
     scratch_dir: &std::path::Path,
-) -> libsql_wal_backend::Result<(usize, usize)> {
+) -> libsql_wal_backend::Result<NamespaceMaintained> {
     // Only the newest generation is written to; older ones are frozen (a newer generation may
     // continue from any point of them, which a compaction could merge away).
     let newest = backend.newest_generation(place, namespace).await?;
     let Some(generation) = newest.and_then(|r| r.log(namespace)) else {
-        return Ok((0, 0));
+        return Ok(NamespaceMaintained::default());
     };
     let compaction = compact(
         backend,
@@ -182,15 +196,23 @@ async fn maintain_namespace<B: Backend>(
         .newer_generation(place, namespace, generation.number)
         .await?
         .is_some();
-    let deleted = match config.retention {
-        Some(_) if superseded => 0,
-        Some(window) => apply_retention(backend, place, &generation, window, now_ms())
-            .await?
-            .deleted
-            .len(),
-        None => 0,
+    let mut done = NamespaceMaintained {
+        compacted_segments: compaction.groups.len(),
+        ..NamespaceMaintained::default()
     };
-    Ok((compaction.groups.len(), deleted))
+    if let Some(window) = config.retention {
+        let now = now_ms();
+        if !superseded {
+            done.deleted_segments = apply_retention(backend, place, &generation, window, now)
+                .await?
+                .deleted
+                .len();
+        }
+        done.dropped_generations = drop_dead_generations(backend, place, namespace, window, now)
+            .await?
+            .len();
+    }
+    Ok(done)
 }
 
 /// The periodic maintenance actor. Passes never overlap: the next is scheduled when one ends.
@@ -292,6 +314,7 @@ impl<B: Backend> Handler<Pass> for Maintenance<B> {
                         namespaces = report.namespaces,
                         compacted = report.compacted_segments,
                         deleted = report.deleted_segments,
+                        dropped_generations = report.dropped_generations,
                         failures = report.failures.len(),
                         unlisted_places = report.unlisted_places.len(),
                         "maintenance pass done"

@@ -16,7 +16,7 @@ use libsql_wal_backend::{
     Backend, BackendExt, Error as BackendError, Generation, SegmentData, SegmentKey,
 };
 use libsql_wal_segment::{merge, FileExt, SealedSegment};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::scratch::{Scratch, ScratchFile};
 
@@ -157,7 +157,7 @@ async fn upload<B: Backend, F: FileExt>(
     // The fencing check, before anything is acknowledged: one listing of one key. A writer
     // that took the namespace over created its generation before it read what this one had
     // stored, so everything this check lets through is part of the new owner's history.
-    let fenced_by = task
+    let mut fenced_by = task
         .backend
         .newer_generation(
             &task.config,
@@ -165,6 +165,22 @@ async fn upload<B: Backend, F: FileExt>(
             task.generation.number,
         )
         .await?;
+    if let Some(newer) = fenced_by {
+        // Fenced off (once in a writer's life): the error names the owner now, the newest
+        // generation, which may be newer still than the first one found after this one.
+        let newest = task
+            .backend
+            .newest_generation(&task.config, &task.generation.namespace)
+            .await;
+        fenced_by = Some(match newest {
+            Ok(Some(record)) => record.number.max(newer),
+            Ok(None) => newer,
+            Err(e) => {
+                warn!(namespace = %task.generation.namespace, error = %e, "cannot read the newest generation; naming the first newer one");
+                newer
+            }
+        });
+    }
     debug!(%key, bytes, ?fenced_by, "upload stored");
     Ok(UploadReport { bytes, fenced_by })
 }

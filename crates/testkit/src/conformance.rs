@@ -863,6 +863,7 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
             log_id: TEST_LOG_ID,
             start_frame_no: parent.map_or(1, |p| p.frame_no + 1),
             parent,
+            rewound: false,
         },
     };
     assert!(backend
@@ -880,6 +881,7 @@ pub async fn generations_and_namespace_deletion<B: Backend>(backend: &B, scratch
             log_id: uuid::Uuid::from_u128(0x07e7),
             start_frame_no: 1,
             parent: None,
+            rewound: false,
         },
         ..record(1, None)
     };

@@ -484,6 +484,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 log_id,
                 start_frame_no: parent.frame_no + 1,
                 parent: Some(parent),
+                rewound: true,
             },
         };
         let created =

@@ -667,7 +667,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                     } else {
                         None
                     };
-                    let log_id = match (&claim, local_log_id) {
+                    let mut log_id = match (&claim, local_log_id) {
                         (Claim::NewHistory, Some(id)) => id,
                         _ => io.uuid(),
                     };
@@ -714,6 +714,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                                 log_id,
                                 start_frame_no,
                                 parent,
+                                rewound: false,
                             },
                         };
                         let created = futures::executor::block_on(
@@ -755,7 +756,10 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
                             frame_no: checkpointed,
                         });
                         // The generation just claimed stays behind, empty: no restore reads it.
+                        // The next claim is a log of its own (an open finds its generation by
+                        // its log id).
                         number += 1;
+                        log_id = io.uuid();
                     };
                     info!(generation = record.number, ?parent, "new generation");
                     Generation {
@@ -1988,8 +1992,9 @@ fn holds_no_schema(db_path: &Path) -> Result<bool> {
 /// the end of the first generation back from `fork` that holds segments of its own, when its
 /// writer stored frames past the point the history takes from it. Generations claimed by a
 /// takeover that then stored nothing (it failed or crashed before it relisted) are walked
-/// through, so what their claim did not see is not lost either. One listing per generation
-/// walked.
+/// through, so what their claim did not see is not lost either; a generation a rewind started
+/// is not (its point is exact: its parent's frames past it are a dead branch). One listing per
+/// generation walked.
 fn grown_past_fork<S: Storage>(
     storage: &S,
     lineage: &Lineage,
@@ -2001,7 +2006,13 @@ fn grown_past_fork<S: Storage>(
         let Some(record) = lineage.get(at.generation) else {
             return Ok(None);
         };
-        let GenerationKind::Log { log_id, parent, .. } = record.kind else {
+        let GenerationKind::Log {
+            log_id,
+            parent,
+            rewound,
+            ..
+        } = record.kind
+        else {
             return Ok(None);
         };
         let generation = Generation {
@@ -2020,7 +2031,8 @@ fn grown_past_fork<S: Storage>(
         })?
         .map(|k| k.end_frame_no);
         match (end, parent) {
-            (None, Some(parent)) => at = parent,
+            // A rewind's point is exact: what its parent holds past it is a dead branch.
+            (None, Some(parent)) if !rewound => at = parent,
             (Some(end), _) if end > at.frame_no => {
                 return Ok(Some(ForkPoint {
                     generation: at.generation,

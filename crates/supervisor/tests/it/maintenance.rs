@@ -1,13 +1,15 @@
 //! Remote maintenance through `ActorStorage`: a pass on demand compacts every namespace and
 //! applies retention, keeps every chain restorable, and reports a namespace it cannot compact
 //! without stopping; the periodic actor the supervisor starts does the same by itself; both
-//! visit every place the storage has written to (the default one and every override).
+//! visit every place the storage has written to (the default one and every override); with a
+//! retention window a pass drops whole dead generations.
 
 use std::path::Path;
 use std::time::Duration;
 
 use libsql_wal_backend::{
-    plan_chain, Backend, BackendExt, CompactionStrategy, FsConfig, SegmentKey, Storage,
+    now_ms, plan_chain, Backend, BackendExt, CompactionStrategy, FsConfig, GenerationKind,
+    GenerationRecord, SegmentKey, Storage,
 };
 use libsql_wal_supervisor::{MaintenanceConfig, StorageConfig};
 
@@ -193,5 +195,65 @@ fn maintenance_visits_the_default_place_and_every_override_the_storage_wrote_to(
         spans_history(stored_keys_in(&storage, &tenant, "beta")),
         "beta compacted in its own bucket"
     );
+    futures::executor::block_on(storage.shutdown());
+}
+
+#[test]
+fn a_pass_with_retention_drops_a_generation_superseded_before_the_window_and_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(dir.path(), config(&dir.path().join("scratch")));
+    let local = dir.path().join("local");
+    store_one_by_one(&storage, &local, "gamma", 3);
+    let backend = storage.backend();
+    let place = backend.default_config();
+    // A fresh log over the prefix took the namespace over: generation 1 is a dead branch.
+    let newer = GenerationRecord {
+        number: 2,
+        created_ms: now_ms(),
+        kind: GenerationKind::Log {
+            log_id: uuid::Uuid::new_v4(),
+            start_frame_no: 1,
+            parent: None,
+            rewound: false,
+        },
+    };
+    assert!(on_tokio(backend.create_generation(place, &ns("gamma"), &newer)).unwrap());
+    std::thread::sleep(Duration::from_millis(5));
+
+    // Without retention, and with a window that opened before the takeover, it stays.
+    let keep_all = MaintenanceConfig {
+        retention: None,
+        ..MaintenanceConfig::default()
+    };
+    let report = on_tokio(storage.run_maintenance(&keep_all)).unwrap();
+    assert_eq!(report.dropped_generations, 0, "{report:?}");
+    let wide = MaintenanceConfig {
+        retention: Some(Duration::from_secs(3600)),
+        ..MaintenanceConfig::default()
+    };
+    let report = on_tokio(storage.run_maintenance(&wide)).unwrap();
+    assert_eq!(report.dropped_generations, 0, "{report:?}");
+    assert_eq!(stored_keys(&storage, "gamma").len(), 3);
+
+    let report = on_tokio(storage.run_maintenance(&MaintenanceConfig {
+        retention: Some(Duration::ZERO),
+        ..MaintenanceConfig::default()
+    }))
+    .unwrap();
+    assert_eq!(report.dropped_generations, 1, "{report:?}");
+    assert!(report.failures.is_empty(), "{report:?}");
+    let lineage = on_tokio(backend.lineage(place, &ns("gamma"))).unwrap();
+    assert_eq!(
+        lineage.records,
+        vec![newer],
+        "only the newest record is left"
+    );
+    let left = std::fs::read_dir(
+        dir.path()
+            .join("bucket/gamma/generations/00000000000000000001"),
+    )
+    .map(|entries| entries.count())
+    .unwrap_or(0);
+    assert_eq!(left, 0, "nothing of generation 1 is left");
     futures::executor::block_on(storage.shutdown());
 }

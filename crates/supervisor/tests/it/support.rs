@@ -124,6 +124,7 @@ pub fn store_to<B: Backend>(
             log_id: generation.log_id,
             start_frame_no: 1,
             parent: None,
+            rewound: false,
         },
     };
     let place = config_override
