@@ -19,6 +19,7 @@ mod footer;
 mod manager;
 mod registry;
 mod restore;
+mod senders;
 mod shared;
 mod wal;
 

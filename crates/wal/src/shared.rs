@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -245,12 +245,6 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
 
 /// A seal made in memory and not written yet, and the segment that follows it.
 type UnwrittenSeal<F> = (Arc<SealedSegment<F>>, Arc<CurrentSegment<F>>);
-
-/// Threads of `send_unsent_in_background` running, over every namespace of the process.
-static BACKGROUND_SENDERS: AtomicUsize = AtomicUsize::new(0);
-/// At most this many at once: each waits on one namespace's full queue, and an outage of the
-/// bucket must not turn thousands of namespaces into thousands of threads.
-const MAX_BACKGROUND_SENDERS: usize = 64;
 
 /// Pages a checkpoint writes with one call, at most (1 MiB).
 const CHECKPOINT_RUN_PAGES: usize = 256;
@@ -1257,51 +1251,41 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         Ok(())
     }
 
-    /// Starts a thread that hands the unsent segments to storage, unless there are none or a
-    /// thread (or a writer) is at it already. The thread may wait on a full queue; nobody
-    /// waits for it.
+    /// Queues a job on the sender threads (`senders`) that hands the unsent segments to
+    /// storage, unless there are none or a job (or a writer) is at it already. The job may
+    /// wait on a full queue; nobody waits for it.
     fn send_unsent_in_background(&self) {
         let pending = !lock(&self.unsent).is_empty() || !lock(&self.refused).is_empty();
         if !pending || self.sending_in_background.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        // Bounded across namespaces: past the bound, the next age check tries again.
-        if BACKGROUND_SENDERS.fetch_add(1, Ordering::SeqCst) >= MAX_BACKGROUND_SENDERS {
-            BACKGROUND_SENDERS.fetch_sub(1, Ordering::SeqCst);
-            self.sending_in_background.store(false, Ordering::SeqCst);
             return;
         }
         let Some(this) = self.this.upgrade() else {
             self.sending_in_background.store(false, Ordering::SeqCst);
             return;
         };
-        let spawned = std::thread::Builder::new()
-            .name("libsql-wal-send".into())
-            .spawn(move || {
-                loop {
-                    let sent = this.send_unsent();
-                    this.sending_in_background.store(false, Ordering::SeqCst);
-                    if let Err(e) = sent {
-                        warn!(namespace = %this.namespace, error = %e, "handing sealed segments to storage failed; tried again at the next age check");
-                        break;
-                    }
-                    // A seal made while this thread was finishing saw it running and left its
-                    // segment to it: take it, unless another thread did or nothing can go.
-                    let stopped = this.retired.load(Ordering::SeqCst) || this.fenced().is_some();
-                    if stopped
-                        || lock(&this.unsent).is_empty()
-                        || this.sending_in_background.swap(true, Ordering::SeqCst)
-                    {
-                        break;
-                    }
+        let queued = crate::senders::send(Box::new(move || {
+            loop {
+                let sent = this.send_unsent();
+                this.sending_in_background.store(false, Ordering::SeqCst);
+                if let Err(e) = sent {
+                    warn!(namespace = %this.namespace, error = %e, "handing sealed segments to storage failed; tried again at the next age check");
+                    break;
                 }
-                this.make_spare();
-                BACKGROUND_SENDERS.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            warn!(namespace = %self.namespace, error = %e, "cannot start a thread to hand sealed segments to storage");
+                // A seal made while this thread was finishing saw it running and left its
+                // segment to it: take it, unless another thread did or nothing can go.
+                let stopped = this.retired.load(Ordering::SeqCst) || this.fenced().is_some();
+                if stopped
+                    || lock(&this.unsent).is_empty()
+                    || this.sending_in_background.swap(true, Ordering::SeqCst)
+                {
+                    break;
+                }
+            }
+            this.make_spare();
+        }));
+        if let Err(e) = queued {
+            warn!(namespace = %self.namespace, error = %e, "cannot start a thread to hand sealed segments to storage; the next age check tries again");
             self.sending_in_background.store(false, Ordering::SeqCst);
-            BACKGROUND_SENDERS.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
