@@ -43,6 +43,8 @@ enum Step {
     /// Every machine stops and the namespace is deleted from the bucket (keeping backups if
     /// true).
     Delete(bool),
+    /// Retention with a window of 0 drops every dead generation.
+    Maintain,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -53,6 +55,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (slot.clone(), 0usize..64).prop_map(|(s, p)| Step::Rewind(s, p)),
         1 => slot.prop_map(Step::Restart),
         1 => any::<bool>().prop_map(Step::Delete),
+        1 => Just(Step::Maintain),
     ]
 }
 
@@ -185,6 +188,7 @@ impl Run {
             Step::Rewind(slot, pick) => self.rewind(slot, pick),
             Step::Restart(slot) => self.restart(slot),
             Step::Delete(keep_backups) => self.delete(keep_backups),
+            Step::Maintain => self.maintain(),
         }
     }
 
@@ -246,6 +250,13 @@ impl Run {
         self.clear(slot);
         let before = self.newest_generation();
         let machine = self.fresh_machine();
+        self.adopt(slot, machine, before);
+    }
+
+    /// Puts `machine`, which restores the namespace as it opens (it has no files, or files of
+    /// a superseded generation), in `slot`, checking what it restored and that it claimed a
+    /// generation newer than `before`.
+    fn adopt(&mut self, slot: usize, machine: Machine, before: Option<u64>) {
         let conn = machine.connect();
         // The log opens at the first read.
         let rows = rows_of(&conn);
@@ -373,11 +384,6 @@ impl Run {
             .registry
             .get(&namespace())
             .map(|shared| shared.generation().number);
-        if s.fenced || s.conn.is_none() || generation != newest {
-            self.slots[slot] = Some(s);
-            return;
-        }
-        drop(s.conn);
         let dir = s
             .machine
             .db_path
@@ -385,6 +391,28 @@ impl Run {
             .and_then(Path::parent)
             .unwrap()
             .to_path_buf();
+        if s.fenced || generation != newest {
+            // A machine of a superseded generation (fenced or not yet told): at its restart
+            // its files are either refused (frames it never stored, or a history that ended)
+            // or replaced by a restore of the newest history, never taken for a new one.
+            drop(s.conn);
+            let _ = s.machine.registry.shutdown();
+            let machine = Machine::start(&self.world.runtime, &self.world.bucket(), &dir);
+            match machine.registry.open(&machine.db_path) {
+                Ok(_) => self.adopt(slot, machine, newest),
+                Err(libsql_wal::Error::Superseded { .. }) => {
+                    assert_eq!(
+                        self.newest_generation(),
+                        newest,
+                        "a refused open claims nothing"
+                    );
+                    let _ = machine.registry.shutdown();
+                }
+                Err(e) => panic!("restart of a superseded machine: {e}"),
+            }
+            return;
+        }
+        drop(s.conn);
         s.machine.stop();
         let machine = Machine::start(&self.world.runtime, &self.world.bucket(), &dir);
         let conn = machine.connect();
@@ -401,6 +429,41 @@ impl Run {
             conn: Some(conn),
             fenced: false,
         });
+    }
+
+    fn maintain(&mut self) {
+        let backend = self.checker.registry.storage().backend();
+        let dropped = self
+            .world
+            .runtime
+            .block_on(libsql_wal_backend::drop_dead_generations(
+                &**backend,
+                backend.default_config(),
+                &namespace(),
+                Duration::ZERO,
+                libsql_wal_backend::now_ms() + 1,
+            ))
+            .unwrap();
+        assert!(
+            !dropped.contains(&self.newest_generation().unwrap_or(0)),
+            "the newest generation stays"
+        );
+        // What is left of a history through a dropped generation restores coarser: its points
+        // leave the model.
+        let lineage = self
+            .world
+            .runtime
+            .block_on(backend.lineage(backend.default_config(), &namespace()))
+            .unwrap();
+        let reads_dropped = |p: &Point| {
+            lineage
+                .history(&namespace(), p.generation, None)
+                .unwrap()
+                .iter()
+                .any(|(r, _)| dropped.contains(&r.number))
+        };
+        self.points.retain(|p| !reads_dropped(p));
+        self.backups.retain(|p| !reads_dropped(p));
     }
 
     fn delete(&mut self, keep_backups: bool) {
@@ -562,5 +625,20 @@ fn a_takeover_that_claimed_twice_goes_on_in_its_generation_across_a_restart() {
         Step::Write(0, 1),
         Step::Takeover(0),
         Step::Restart(0),
+    ]);
+}
+
+/// Found by review, caught by the property test once it maintained: a drop that deleted the
+/// record of a dead generation let a machine still holding that generation's files open them
+/// as a new history and take the namespace over at its restart.
+#[test]
+fn a_machine_of_a_dropped_generation_is_told_it_was_superseded_at_its_restart() {
+    run_steps(&[
+        Step::Takeover(1),
+        Step::Takeover(0),
+        Step::Write(1, 1),
+        Step::Maintain,
+        Step::Rewind(0, 0),
+        Step::Restart(1),
     ]);
 }

@@ -7,22 +7,29 @@
 //!   generation, nor of any generation that was the newest at some moment inside the window
 //!   (created inside it, or superseded inside it), nor of one that holds a segment sealed inside
 //!   the window (a fenced writer's last upload lands after it was superseded);
-//! - it was superseded (the next generation was created) before the window opened; and
+//! - it was superseded (the next generation was created) before the window opened, by records
+//!   whose times run forward (a later record created before it says the clocks of the
+//!   machines disagree: it is kept); and
 //! - it is newer than the namespace's newest deletion mark: generations older than a mark are
 //!   the backups `delete_namespace(keep_backups)` promised to keep, and only a full delete
 //!   removes them.
 //!
 //! Restores by time and of latest follow the newest generation's history only, so they never
-//! read a dead generation; a restore of a dropped generation by its number fails with
-//! `NotFound` naming its record. A drop deletes the generation's segment data, then every other
-//! object under its directory (indexes), then its record last: a drop cut short leaves the
-//! record, and the next pass finishes it.
+//! read a dead generation. A drop deletes the generation's segment data, then every other
+//! object under its directory (indexes), and keeps its record (one small object): a machine
+//! still holding that generation's files is then still told it was superseded when it opens
+//! (without the record its log would look like a new history and take the namespace over), and
+//! a fenced writer's upload that lands after the drop is found and dropped by a later pass. A
+//! restore of a dropped generation by its number gets only what its parents still hold: the
+//! point it forked from, or nothing. A drop cut short is finished by the next pass. Before each
+//! generation's deletes the newest record is read again: a claim or a deletion mark made
+//! meanwhile stops the pass.
 //!
 //! One race is left open: a rewind to a point of a dead generation that restored that point
-//! before a drop began and claims its new generation after the drop read the lineage a second
-//! time (just before deleting) leaves a history whose parent is gone; its restores fail with
-//! `NotFound` or `MissingFrames` naming what is missing. Rewinds to points older than the
-//! window should not run beside maintenance.
+//! before a drop began and claims its new generation after the drop read the newest record
+//! leaves a history whose parent's frames are gone; its restores fail with `MissingFrames`
+//! naming what is missing. Rewinds to points older than the window should not run beside
+//! maintenance.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -66,7 +73,11 @@ pub fn plan_dead_generations(
     for (i, record) in incarnation.iter().enumerate() {
         let superseded_ms = incarnation.get(i + 1).map(|next| next.created_ms);
         let live_inside_window = superseded_ms.is_none_or(|ms| ms >= opened_ms);
-        if !live_inside_window && !sealed_inside_window.contains(&record.number) {
+        let clocks_disagree = incarnation[i + 1..]
+            .iter()
+            .any(|later| later.created_ms < record.created_ms);
+        if !live_inside_window && !clocks_disagree && !sealed_inside_window.contains(&record.number)
+        {
             continue;
         }
         match lineage.history(namespace, record.number, None) {
@@ -85,8 +96,8 @@ pub fn plan_dead_generations(
 }
 
 /// Returns the generations of `namespace` that are dead (see the module docs) with the window
-/// open from `now_ms - window`, oldest first: one lineage read, and one segment listing per
-/// candidate to find a segment sealed inside the window.
+/// open from `now_ms - window` and still hold objects besides their record, oldest first: one
+/// lineage read, and one or two listings per dead generation.
 #[tracing::instrument(skip(backend, config))]
 pub async fn dead_generations<B: Backend>(
     backend: &B,
@@ -127,14 +138,29 @@ async fn dead_in<B: Backend>(
         }
         // Keeping one keeps its parents too: plan again.
         if !grew {
-            return Ok(dead);
+            break;
         }
     }
+    let dead = plan_dead_generations(namespace, lineage, window, now_ms, &sealed_inside_window);
+    let mut holding = Vec::with_capacity(dead.len());
+    for number in dead {
+        let Some(generation) = lineage.get(number).and_then(|r| r.log(namespace)) else {
+            continue;
+        };
+        let record = generation_object(namespace, number);
+        let listed = backend.list(config, &generation.prefix(), None, 2).await?;
+        if listed.iter().any(|object| *object != record) {
+            holding.push(number);
+        }
+    }
+    Ok(holding)
 }
 
 /// Drops the dead generations of `namespace` (see the module docs) with the window open from
-/// `now_ms - window`; returns their numbers, oldest first. The lineage is read again just
-/// before anything is deleted, and only generations dead in both readings go.
+/// `now_ms - window`: deletes every object of theirs but their record; returns their numbers,
+/// oldest first. The lineage is read again just before anything is deleted, and only
+/// generations dead in both readings go; before each generation the newest record is read
+/// again, and a new one stops the pass.
 #[tracing::instrument(skip(backend, config))]
 pub async fn drop_dead_generations<B: Backend>(
     backend: &B,
@@ -152,11 +178,20 @@ pub async fn drop_dead_generations<B: Backend>(
         .await?
         .into_iter()
         .collect();
+    let newest = lineage.newest().map(|r| r.number);
     let mut dropped = Vec::new();
     for number in planned.into_iter().filter(|n| still.contains(n)) {
         let Some(generation) = lineage.get(number).and_then(|r| r.log(namespace)) else {
             continue;
         };
+        let now_newest = backend
+            .newest_generation(config, namespace)
+            .await?
+            .map(|r| r.number);
+        if now_newest != newest {
+            info!(%namespace, ?newest, ?now_newest, "a generation was created during the drop; the rest waits for the next pass");
+            break;
+        }
         let data = backend
             .delete_under(config, &segments_prefix(&generation), None)
             .await?;
@@ -164,8 +199,7 @@ pub async fn drop_dead_generations<B: Backend>(
         let rest = backend
             .delete_under(config, &generation.prefix(), Some(&record))
             .await?;
-        backend.delete(config, &record).await?;
-        info!(%generation, objects = data + rest + 1, "dead generation dropped");
+        info!(%generation, objects = data + rest, "dead generation dropped; its record stays");
         dropped.push(number);
     }
     Ok(dropped)
@@ -271,6 +305,13 @@ mod tests {
         let mut gone = records;
         gone.push(deleted(5, 50));
         assert_eq!(plan(gone, 1, 100), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_later_record_created_before_says_the_clocks_disagree_and_keeps_it() {
+        // 2's writer's clock is behind: its record says 5, before 1's.
+        let records = vec![log(1, 10, None), log(2, 5, None), log(3, 40, None)];
+        assert_eq!(plan(records, 1, 100), vec![2]);
     }
 
     #[test]

@@ -166,8 +166,9 @@ async fn upload<B: Backend, F: FileExt>(
         )
         .await?;
     if let Some(newer) = fenced_by {
-        // Fenced off (once in a writer's life): the error names the owner now, the newest
-        // generation, which may be newer still than the first one found after this one.
+        // Fenced off: the error names the owner now, the newest generation, which may be newer
+        // still than the first one found after this one (one more listing and record read, on
+        // the uploads of a fenced writer only).
         let newest = task
             .backend
             .newest_generation(&task.config, &task.generation.namespace)

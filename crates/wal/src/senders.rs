@@ -105,7 +105,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_job_runs_and_threads_are_reused_and_bounded() {
+    fn every_job_runs_also_past_the_threads_a_waiting_job_holds() {
         let ran = Arc::new(AtomicUsize::new(0));
         let (done, finished) = mpsc::channel();
         for _ in 0..500 {
@@ -116,7 +116,6 @@ mod tests {
                 done.send(()).unwrap();
             }))
             .unwrap();
-            assert!(queue().threads <= MAX_SENDERS);
         }
         for _ in 0..500 {
             finished.recv_timeout(Duration::from_secs(60)).unwrap();
@@ -134,7 +133,6 @@ mod tests {
             }))
             .unwrap();
         }
-        assert!(queue().threads <= MAX_SENDERS);
         for _ in 0..MAX_SENDERS + 10 {
             release.send(()).unwrap();
         }

@@ -1265,8 +1265,11 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         };
         let queued = crate::senders::send(Box::new(move || {
             loop {
-                let sent = this.send_unsent();
+                // A panic must not leave the flag set: no job would ever be queued again.
+                let sent =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.send_unsent()));
                 this.sending_in_background.store(false, Ordering::SeqCst);
+                let sent = sent.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 if let Err(e) = sent {
                     warn!(namespace = %this.namespace, error = %e, "handing sealed segments to storage failed; tried again at the next age check");
                     break;
