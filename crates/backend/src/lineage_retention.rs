@@ -41,6 +41,7 @@ use crate::error::Result;
 use crate::ext::{segments_prefix, BackendExt};
 use crate::generation::{generation_object, GenerationKind, Lineage};
 use crate::namespace::NamespaceName;
+use crate::retention::window_opened_ms;
 
 /// Returns the numbers of the generations of `lineage` that are dead with the window open from
 /// `now_ms - window` (see the module docs), oldest first, treating the generations of
@@ -61,8 +62,7 @@ pub fn plan_dead_generations(
     if newest.kind == GenerationKind::Deleted {
         return Vec::new();
     }
-    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-    let opened_ms = now_ms.saturating_sub(window_ms);
+    let opened_ms = window_opened_ms(window, now_ms);
     // The current incarnation: everything after the newest deletion mark.
     let first = records
         .iter()
@@ -119,10 +119,11 @@ async fn dead_in<B: Backend>(
     window: Duration,
     now_ms: u64,
 ) -> Result<Vec<u64>> {
-    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-    let opened_ms = now_ms.saturating_sub(window_ms);
+    let opened_ms = window_opened_ms(window, now_ms);
     let mut sealed_inside_window = HashSet::new();
-    loop {
+    // Generations found holding stored segments, listed once each.
+    let mut with_segments = HashSet::new();
+    let dead = loop {
         let dead = plan_dead_generations(namespace, lineage, window, now_ms, &sealed_inside_window);
         let mut grew = false;
         for &number in &dead {
@@ -134,33 +135,37 @@ async fn dead_in<B: Backend>(
                 debug!(%generation, "a dead branch holds a segment sealed inside the window; kept");
                 sealed_inside_window.insert(number);
                 grew = true;
+            } else if !keys.is_empty() {
+                with_segments.insert(number);
             }
         }
-        // Keeping one keeps its parents too: plan again.
+        // Keeping one keeps its parents too: plan again, on the same listings.
         if !grew {
-            break;
+            break dead;
         }
-    }
-    let dead = plan_dead_generations(namespace, lineage, window, now_ms, &sealed_inside_window);
+    };
     let mut holding = Vec::with_capacity(dead.len());
     for number in dead {
         let Some(generation) = lineage.get(number).and_then(|r| r.log(namespace)) else {
             continue;
         };
-        let record = generation_object(namespace, number);
-        let listed = backend.list(config, &generation.prefix(), None, 2).await?;
-        if listed.iter().any(|object| *object != record) {
-            holding.push(number);
+        if !with_segments.contains(&number) {
+            // Indexes whose data never arrived, or a drop cut short between the two.
+            let record = generation_object(namespace, number);
+            let listed = backend.list(config, &generation.prefix(), None, 2).await?;
+            if listed.iter().all(|object| *object == record) {
+                continue;
+            }
         }
+        holding.push(number);
     }
     Ok(holding)
 }
 
 /// Drops the dead generations of `namespace` (see the module docs) with the window open from
 /// `now_ms - window`: deletes every object of theirs but their record; returns their numbers,
-/// oldest first. The lineage is read again just before anything is deleted, and only
-/// generations dead in both readings go; before each generation the newest record is read
-/// again, and a new one stops the pass.
+/// oldest first. Before each generation the newest record is read again: a generation created
+/// since the lineage was read (a takeover, a rewind, a deletion mark) stops the pass.
 #[tracing::instrument(skip(backend, config))]
 pub async fn drop_dead_generations<B: Backend>(
     backend: &B,
@@ -169,18 +174,11 @@ pub async fn drop_dead_generations<B: Backend>(
     window: Duration,
     now_ms: u64,
 ) -> Result<Vec<u64>> {
-    let planned = dead_generations(backend, config, namespace, window, now_ms).await?;
-    if planned.is_empty() {
-        return Ok(planned);
-    }
     let lineage = backend.lineage(config, namespace).await?;
-    let still: HashSet<u64> = dead_in(backend, config, namespace, &lineage, window, now_ms)
-        .await?
-        .into_iter()
-        .collect();
+    let planned = dead_in(backend, config, namespace, &lineage, window, now_ms).await?;
     let newest = lineage.newest().map(|r| r.number);
     let mut dropped = Vec::new();
-    for number in planned.into_iter().filter(|n| still.contains(n)) {
+    for number in planned {
         let Some(generation) = lineage.get(number).and_then(|r| r.log(namespace)) else {
             continue;
         };

@@ -138,8 +138,7 @@ pub fn plan_retention(
     window: Duration,
     now_ms: u64,
 ) -> HashMap<SegmentKey, SegmentKey> {
-    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-    let opened_ms = now_ms.saturating_sub(window_ms);
+    let opened_ms = window_opened_ms(window, now_ms);
     // The first restorable point inside the window; with none, the newest point stays exact.
     let Some(floor) = keys
         .iter()
@@ -164,6 +163,12 @@ pub fn plan_retention(
         }
     }
     plan
+}
+
+/// Returns when a retention window of `window` ending at `now_ms` opened (milliseconds since
+/// the Unix epoch; 0 for a window reaching back past it).
+pub(crate) fn window_opened_ms(window: Duration, now_ms: u64) -> u64 {
+    now_ms.saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Returns the wall-clock time in milliseconds since the Unix epoch, as retention windows and
