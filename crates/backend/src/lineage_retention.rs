@@ -97,7 +97,8 @@ pub fn plan_dead_generations(
 
 /// Returns the generations of `namespace` that are dead (see the module docs) with the window
 /// open from `now_ms - window` and still hold objects besides their record, oldest first: one
-/// lineage read, and one or two listings per dead generation.
+/// lineage read, and a segment listing per dead generation per plan (plus a prefix listing
+/// for one without segments).
 #[tracing::instrument(skip(backend, config))]
 pub async fn dead_generations<B: Backend>(
     backend: &B,
@@ -121,7 +122,7 @@ async fn dead_in<B: Backend>(
 ) -> Result<Vec<u64>> {
     let opened_ms = window_opened_ms(window, now_ms);
     let mut sealed_inside_window = HashSet::new();
-    // Generations found holding stored segments, listed once each.
+    // Generations found holding stored segments (each plan lists its dead generations again).
     let mut with_segments = HashSet::new();
     let dead = loop {
         let dead = plan_dead_generations(namespace, lineage, window, now_ms, &sealed_inside_window);
@@ -139,7 +140,7 @@ async fn dead_in<B: Backend>(
                 with_segments.insert(number);
             }
         }
-        // Keeping one keeps its parents too: plan again, on the same listings.
+        // Keeping one keeps its parents too: plan again.
         if !grew {
             break dead;
         }
