@@ -9,6 +9,7 @@ mod differential;
 mod faults;
 mod histories;
 mod hooked;
+mod replication;
 mod restore;
 mod storage;
 mod takeover;

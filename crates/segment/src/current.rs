@@ -411,6 +411,23 @@ impl<F: FileExt> CurrentSegment<F> {
         self.read_state().committed as u64
     }
 
+    /// Returns the pages of the committed frames numbered above `after` and at most
+    /// `max_frame_no`, each once, in page order: what a replica at `after` lacks of this
+    /// segment, as of a snapshot at `max_frame_no`.
+    pub fn pages_written_between(&self, after: u64, max_frame_no: u64) -> Vec<u32> {
+        let state = self.read_state();
+        let committed = &state.frames[..state.committed];
+        let from = committed.partition_point(|f| f.frame_no <= after);
+        let mut pages: Vec<u32> = committed[from..]
+            .iter()
+            .take_while(|f| f.frame_no <= max_frame_no)
+            .map(|f| f.page_no)
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        pages
+    }
+
     /// Returns the number of bytes the committed frames take in the file (header included).
     pub fn committed_len(&self) -> u64 {
         frame_offset(self.read_state().committed)

@@ -262,6 +262,30 @@ impl<F: FileExt> SealedSegment<F> {
             .ok_or_else(|| Error::corrupt(&self.path, offset, "frame checksum mismatch"))
     }
 
+    /// Returns the pages whose newest version in this segment has a frame_no above `after`,
+    /// in page order: what a replica at `after` lacks of this segment. Reads one frame_no per
+    /// page when the segment starts at or before `after`.
+    pub fn pages_written_after(&self, after: u64) -> Result<Vec<u32>> {
+        let entries = self.index.entries();
+        if self.start_frame_no() > after {
+            return Ok(entries.into_iter().map(|(page_no, _)| page_no).collect());
+        }
+        if self.last_committed_frame_no() <= after {
+            return Ok(Vec::new());
+        }
+        let mut pages = Vec::new();
+        for (page_no, offset) in entries {
+            let mut header = [0; FRAME_HEADER_SIZE];
+            self.file
+                .read_exact_at(&mut header, offset)
+                .map_err(|e| Error::io(&self.path, e))?;
+            if FrameHeader::decode(&header).frame_no > after {
+                pages.push(page_no);
+            }
+        }
+        Ok(pages)
+    }
+
     /// Returns an iterator over every frame of the segment, in log order.
     pub fn frames(&self) -> Frames<'_, F> {
         Frames {

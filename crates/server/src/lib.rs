@@ -14,6 +14,9 @@
 //! - The admin API (`admin`) has its own listener and token: namespaces, checkpoint, seal,
 //!   Prometheus metrics (`metrics`), a status page.
 //!
+//! - Replication (`replication`, on the user API): a primary serves each namespace's commits
+//!   as steps; a read replica (`Server::follow`, `replica`) follows them into its own logs.
+//!
 //! `Server::start` binds both listeners and runs the HTTP side on a thread of its own;
 //! `Server::stop` stops accepting, lets in-flight requests finish (bounded), rolls back open
 //! streams, and shuts the namespaces and the storage down.
@@ -24,6 +27,8 @@ mod metrics;
 mod namespaces;
 mod pool;
 mod proto;
+mod replica;
+mod replication;
 mod sql;
 mod streams;
 mod user;
@@ -39,6 +44,7 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 pub use namespaces::{Durability, Host, NamespaceInfo, ServerStorage, WalHost};
+pub use replica::{FollowStatus, FollowedNamespaces, ReplicaConfig};
 pub use streams::DbConn;
 
 /// A bearer token. Its `Debug` never shows it.
@@ -199,6 +205,19 @@ pub(crate) struct State {
     admin_pool: pool::SqlPool,
     watchdog: watchdog::Watchdog,
     metrics: metrics::Metrics,
+    /// On a read replica: what follows the primary (`Server::follow`).
+    follower: std::sync::Mutex<Option<replica::Follower>>,
+}
+
+impl State {
+    /// Where each namespace a replica follows stands.
+    fn replication_statuses(&self) -> Vec<FollowStatus> {
+        self.follower
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or_else(Vec::new, replica::Follower::statuses)
+    }
 }
 
 /// What `Server::stop` did.
@@ -323,6 +342,7 @@ impl Server {
                 source,
             })?,
             metrics: metrics::Metrics::new(config.max_namespace_labels),
+            follower: std::sync::Mutex::new(None),
             host,
             config,
         });
@@ -342,6 +362,7 @@ impl Server {
                             .app_data(user_data.clone())
                             .app_data(actix_web::web::PayloadConfig::new(body_limit))
                             .configure(user::routes)
+                            .configure(replication::routes)
                     })
                     .workers(2)
                     .disable_signals()
@@ -438,11 +459,43 @@ impl Server {
         self.admin_addr
     }
 
+    /// Makes this server a read replica of `config.primary`: its namespaces (on a host whose
+    /// registry has `RegistryConfig::replica`) follow the primary's, and serve reads. Fails
+    /// if it follows already.
+    pub fn follow(&self, config: ReplicaConfig) -> Result<()> {
+        let mut follower = self
+            .state
+            .follower
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if follower.is_some() {
+            return Err(Error::Config(
+                "this server follows a primary already".into(),
+            ));
+        }
+        *follower = Some(replica::Follower::start(config, self.state.host.clone())?);
+        Ok(())
+    }
+
+    /// Where each namespace a replica follows stands (empty on a primary).
+    pub fn replication_statuses(&self) -> Vec<FollowStatus> {
+        self.state.replication_statuses()
+    }
+
     /// Stops: no new connections, in-flight requests finish (at most `shutdown_grace`), open
     /// streams roll back, then the namespaces (seal, durable, checkpoint) and the storage shut
     /// down. It blocks: call it from a plain thread, not from an async task.
     pub fn stop(mut self) -> StopSummary {
         let started = Instant::now();
+        let follower = self
+            .state
+            .follower
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(follower) = follower {
+            follower.stop();
+        }
         let handles = std::mem::take(&mut self.handles);
         futures::executor::block_on(futures::future::join_all(
             handles.iter().map(|h| h.stop(true)),

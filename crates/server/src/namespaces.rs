@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use dashmap::{DashMap, DashSet};
 use libsql_sys::rusqlite::OpenFlags;
-use libsql_wal::{LibsqlWalManager, RestoreOptions, RestoreTarget, Rewound, WalRegistry};
+use libsql_wal::{
+    Injector, LibsqlWalManager, ReplicationSource, RestoreOptions, RestoreTarget, Rewound,
+    StepInjector, WalRegistry,
+};
 use libsql_wal_backend::{Backend, BackendExt, NamespaceName, Storage};
 use libsql_wal_segment::StdIo;
 use libsql_wal_supervisor::{ActorStorage, NamespaceMetrics, StorageMetrics};
@@ -106,6 +109,12 @@ pub trait Host: Send + Sync + 'static {
     /// Shuts the registry down (seal, durable, checkpoint), then the storage; returns the
     /// namespaces that did not shut down cleanly.
     fn shutdown(&self) -> Result<()>;
+    /// The log of `namespace` (which exists, and is opened), as a primary serves it to
+    /// replicas.
+    fn replication_source(&self, namespace: &NamespaceName) -> Result<Arc<dyn ReplicationSource>>;
+    /// An injector on the log of `namespace`, which is made (empty) if it does not exist: a
+    /// replica applies its primary's steps with it.
+    fn injector(&self, namespace: &NamespaceName) -> Result<Box<dyn StepInjector>>;
 }
 
 /// When a commit is synced to local disk.
@@ -288,6 +297,32 @@ impl<B: Backend> WalHost<B> {
             return Err(e);
         }
         info!(%namespace, "namespace created");
+        Ok(())
+    }
+
+    /// Makes a replica's namespace: its directory and an empty database file (no SQL
+    /// connection: a replica's log takes no writes from SQLite), unless it exists.
+    fn create_replica_files(&self, namespace: &NamespaceName) -> Result<()> {
+        let dir = self.dir(namespace);
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        }
+        let db = self.db_path(namespace);
+        std::fs::File::create_new(&db)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&db))?;
+        for synced in [&dir, &self.root] {
+            std::fs::File::open(synced)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(synced))?;
+        }
+        info!(%namespace, "replica namespace created");
         Ok(())
     }
 
@@ -591,6 +626,27 @@ impl<B: Backend> Host for WalHost<B> {
             }
         }
         closed
+    }
+
+    fn replication_source(&self, namespace: &NamespaceName) -> Result<Arc<dyn ReplicationSource>> {
+        let log = self.while_open(namespace, || self.log(namespace))?;
+        Ok(log)
+    }
+
+    #[tracing::instrument(skip(self), fields(namespace = %namespace))]
+    fn injector(&self, namespace: &NamespaceName) -> Result<Box<dyn StepInjector>> {
+        if !self.exists(namespace) {
+            self.with_gate(namespace, |gate| {
+                let _opening = gate.read().unwrap_or_else(PoisonError::into_inner);
+                self.create_replica_files(namespace)
+            })?;
+        }
+        let log = self.while_open(namespace, || self.log(namespace))?;
+        let injector = Injector::open(log).map_err(|source| Error::Wal {
+            namespace: namespace.clone(),
+            source,
+        })?;
+        Ok(Box::new(injector))
     }
 
     fn shutdown(&self) -> Result<()> {

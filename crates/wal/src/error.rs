@@ -56,6 +56,20 @@ pub enum Error {
         /// True when the connection's snapshot is stale (SQLITE_BUSY_SNAPSHOT).
         stale_snapshot: bool,
     },
+    /// A write on a read replica: writes go to its primary.
+    #[error("namespace {namespace} is a read replica: writes go to its primary")]
+    ReadOnlyReplica {
+        /// The namespace.
+        namespace: NamespaceName,
+    },
+    /// A replication step could not be served or applied.
+    #[error("namespace {namespace}: replication: {why}")]
+    Replication {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// What is wrong.
+        why: String,
+    },
     /// SQLite asked for something this WAL does not support.
     #[error("namespace {namespace}: unsupported: {what}")]
     Unsupported {
@@ -234,6 +248,8 @@ impl Error {
             Error::Busy { .. } => ffi::SQLITE_BUSY,
             Error::NamespaceFromPath { .. } => ffi::SQLITE_CANTOPEN,
             Error::Unsupported { .. } => ffi::SQLITE_MISUSE,
+            Error::Replication { .. } => ffi::SQLITE_IOERR,
+            Error::ReadOnlyReplica { .. } => ffi::SQLITE_READONLY,
             Error::DurableTimeout { .. } => ffi::SQLITE_IOERR,
             Error::DestinationExists { .. } => ffi::SQLITE_CANTOPEN,
             Error::NothingToRestore { .. } | Error::MissingFrames { .. } => ffi::SQLITE_IOERR,

@@ -10,6 +10,9 @@
 //! - `restore` rebuilds a namespace's database from durable storage alone, at any stored point;
 //!   `plan_restore` says what it would fetch.
 //!
+//! - `replication` serves a log's commits to replicas as steps (`ReplicationSource`) and
+//!   applies them to a replica's own log (`Injector`).
+//!
 //! Layers, lowest first: `footer`, `checkpointer` -> `shared` -> `wal` -> `registry` ->
 //! `manager`. The checkpointer runs `SharedWal`s through a small trait it defines.
 
@@ -18,6 +21,7 @@ mod error;
 mod footer;
 mod manager;
 mod registry;
+mod replication;
 mod restore;
 mod senders;
 mod shared;
@@ -27,6 +31,10 @@ pub use error::{Error, Result};
 pub use footer::{Footer, FOOTER_SIZE};
 pub use manager::LibsqlWalManager;
 pub use registry::{namespace_from_directory, RegistryConfig, Rewound, WalRegistry};
+pub use replication::{
+    Hello, Injector, LogIdentity, ReplicaPosition, ReplicationSource, StepHeader, StepInjector,
+    StepPages,
+};
 pub use restore::{
     plan_restore, restore, OnRestoreProgress, RestoreOptions, RestorePlan, RestoreProgress,
     RestoreReport, RestoreTarget,

@@ -91,6 +91,10 @@ pub struct RegistryConfig {
     pub may_claim: bool,
     /// When the background checkpointer copies sealed segments into database files.
     pub checkpoint_after: CheckpointThreshold,
+    /// The logs are read replicas: SQLite connections may read but not write them
+    /// (`Error::ReadOnlyReplica`, SQLITE_READONLY); only an `Injector` writes, applying what
+    /// the primary committed.
+    pub replica: bool,
 }
 
 impl Default for RegistryConfig {
@@ -105,6 +109,7 @@ impl Default for RegistryConfig {
             age_check_interval: Duration::from_secs(1),
             may_claim: true,
             checkpoint_after: CheckpointThreshold::default(),
+            replica: false,
         }
     }
 }
@@ -293,6 +298,7 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                     writer_timeout: self.config.writer_timeout,
                     may_claim: self.config.may_claim,
                     checkpoint_after: self.config.checkpoint_after,
+                    replica: self.config.replica,
                 },
                 self.checkpointer.clone(),
             );

@@ -237,6 +237,12 @@ pub struct SharedWal<I: Io, S: Storage<File = I::File>> {
     /// Connections open on this log, and whether it was closed (`WalRegistry::close`): a closed
     /// log takes no new connection.
     lifecycle: Mutex<Lifecycle>,
+    /// A read replica's log: only an `Injector` writes it.
+    replica: bool,
+    /// The last committed frame_no, for replicators waiting on new commits.
+    commits: tokio::sync::watch::Sender<u64>,
+    /// This open of the log: a new id each time the log is opened.
+    incarnation: Uuid,
     /// Segments storage took and then gave up on (their `OnStored` dropped uncalled, see
     /// `StoreReceipt`), to go back into `unsent`. Its own lock, never held while waiting: the
     /// storage's thread takes it.
@@ -264,6 +270,8 @@ pub(crate) struct LogSettings {
     pub may_claim: bool,
     /// When background checkpoints copy (`RegistryConfig::checkpoint_after`).
     pub checkpoint_after: CheckpointThreshold,
+    /// Whether SQLite connections may write (`RegistryConfig::replica`).
+    pub replica: bool,
 }
 
 /// Returns a writer-queue id nobody else has.
@@ -329,6 +337,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             writer_timeout,
             may_claim,
             checkpoint_after,
+            replica,
         } = settings;
         let seg_err = Error::segment(&namespace);
         let dir = segment_dir(db_path);
@@ -806,6 +815,8 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             "namespace log opened"
         );
         let spare_path = dir.join(format!("{}{SPARE_SUFFIX}", io.uuid().simple()));
+        let incarnation =
+            crate::replication::take_clean_close(&*io, &dir, log_id, last_committed_frame_no)?;
         let shared = Arc::new_cyclic(|this| SharedWal {
             namespace,
             io,
@@ -848,6 +859,9 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             sending_in_background: AtomicBool::new(false),
             sending: Mutex::new(()),
             lifecycle: Mutex::default(),
+            replica,
+            commits: tokio::sync::watch::Sender::new(last_committed_frame_no),
+            incarnation,
             refused: Mutex::default(),
         });
         lock(&shared.unsent).extend(
@@ -978,6 +992,48 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
         )
     }
 
+    /// Which history this log is, for replicas (see `replication`).
+    pub(crate) fn identity(&self) -> crate::replication::LogIdentity {
+        crate::replication::LogIdentity {
+            log_id: self.log_id,
+            generation: self.generation.number,
+            incarnation: self.incarnation,
+        }
+    }
+
+    /// A receiver of the last committed frame_no, woken at each commit and at retirement.
+    pub(crate) fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// True for a read replica's log (`RegistryConfig::replica`).
+    pub fn is_replica(&self) -> bool {
+        self.replica
+    }
+
+    /// True once the registry forgot this log (`retire`).
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
+
+    /// This log, shared, unless it is being dropped.
+    pub(crate) fn this(&self) -> Option<Arc<Self>> {
+        self.this.upgrade()
+    }
+
+    /// The file-system access of this log.
+    pub(crate) fn io(&self) -> &I {
+        &self.io
+    }
+
+    /// A replication error of this namespace.
+    pub(crate) fn replication_error(&self, why: impl Into<String>) -> Error {
+        Error::Replication {
+            namespace: self.namespace.clone(),
+            why: why.into(),
+        }
+    }
+
     /// Returns the generation this log writes (number 0 without remote storage).
     pub fn generation(&self) -> &Generation {
         &self.generation
@@ -1021,11 +1077,39 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             }
         }
         self.retired.store(true, Ordering::SeqCst);
+        // Replicators waiting on commits learn that none will come.
+        self.commits.send_modify(|_| {});
         drop(spare);
         let _running = lock(&self.checkpointing);
         let _ = self
             .poisoned
             .set("the namespace was closed; it opens again on demand".to_string());
+        self.mark_clean_close();
+    }
+
+    /// After `retire`: when everything committed is sealed and synced and no writer is
+    /// mid-commit, leaves the marker that lets the next open continue this incarnation (see
+    /// `replication`), so replicas resume instead of taking a full image.
+    fn mark_clean_close(&self) {
+        let id = next_writer_id();
+        if !self.try_acquire_writer(id) {
+            return;
+        }
+        let clean = lock(&self.unsynced_seal).is_none()
+            && self.snapshot().current.committed_frame_count() == 0
+            && !self.snapshot().current.in_transaction();
+        if clean {
+            if let Err(e) = crate::replication::mark_clean_close(
+                &*self.io,
+                &self.dir,
+                self.log_id,
+                self.incarnation,
+                self.last_committed_frame_no(),
+            ) {
+                warn!(namespace = %self.namespace, error = %e, "cannot mark a clean close; replicas take a full image after the next open");
+            }
+        }
+        self.release_writer(id);
     }
 
     /// Records that the current segment's file still holds a commit that failed (see
@@ -1101,7 +1185,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
 
     /// Returns the database file, opened on first use and kept for header reads and
     /// checkpoints.
-    fn db_file(&self) -> std::io::Result<&I::File> {
+    pub(crate) fn db_file(&self) -> std::io::Result<&I::File> {
         if let Some(file) = self.db_file.get() {
             return Ok(file);
         }
@@ -1215,6 +1299,7 @@ impl<I: Io, S: Storage<File = I::File>> SharedWal<I, S> {
             state.last_committed_frame_no = current.last_committed_frame_no();
             state.db_size = current.size_after();
         }
+        self.commits.send_replace(current.last_committed_frame_no());
         self.activity.commits.fetch_add(1, Ordering::Relaxed);
         let since = *lock(&self.current_since).get_or_insert_with(Instant::now);
         let frames = current.committed_frame_count();

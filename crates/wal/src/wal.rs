@@ -197,6 +197,12 @@ impl<I: Io, S: Storage<File = I::File>> Wal for LibsqlWal<I, S> {
             return Err(Self::no_read_txn());
         };
         let seen = read.last_committed_frame_no;
+        if self.shared.is_replica() {
+            return Err(Error::ReadOnlyReplica {
+                namespace: self.shared.namespace().clone(),
+            }
+            .into_sqlite());
+        }
         self.shared
             .acquire_writer(self.id)
             .map_err(Error::into_sqlite)?;

@@ -1,0 +1,538 @@
+//! A read replica's side of replication: a `Follower` follows namespaces of a primary over
+//! its HTTP transport (`replication`), applying each step with the namespace's `Injector`.
+//!
+//! Per namespace, one task: hello, then a stream of steps from where the replica is
+//! (`StepInjector::resume_from`); each step is applied as one transaction (readers never see
+//! half of one) after its checksum is checked. Any error rolls the step back, and the task
+//! reconnects with backoff (500 ms doubling to 30 s; at once when the primary's log changed).
+//! A stream that brings nothing, not even a heartbeat, for three heartbeats is given up as dead.
+//! With `FollowedNamespaces::All` the primary's namespaces are listed every `discover_every`
+//! and new ones followed. `statuses` says where each one is (lag in frames and milliseconds,
+//! steps applied, reconnects), for metrics.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use dashmap::DashMap;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use libsql_wal::StepInjector;
+use libsql_wal_backend::NamespaceName;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::namespaces::Host;
+use crate::replication::{
+    now_ms, HelloBody, StepHead, HEARTBEAT, PAGE_RECORD_SIZE, STEP_HEAD_SIZE,
+};
+use crate::Token;
+
+/// Which namespaces a replica follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowedNamespaces {
+    /// These.
+    Listed(Vec<NamespaceName>),
+    /// Every namespace of the primary, new ones included.
+    All,
+}
+
+/// Settings of a replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// The primary's user API: `http://host:port`.
+    pub primary: String,
+    /// The primary's user API token, if it has one.
+    pub auth_token: Option<Token>,
+    /// What to follow.
+    pub namespaces: FollowedNamespaces,
+    /// How often the primary's namespaces are listed (`FollowedNamespaces::All`).
+    pub discover_every: Duration,
+}
+
+/// Where a replica's namespace stands.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FollowStatus {
+    /// The namespace.
+    pub namespace: String,
+    /// True while a stream from the primary is open.
+    pub connected: bool,
+    /// The primary's frame_no the replica is at.
+    pub applied_frame_no: u64,
+    /// The primary's newest commit the replica knows of.
+    pub primary_frame_no: u64,
+    /// Frames the replica is behind the primary, as far as it knows.
+    pub lag_frames: u64,
+    /// Milliseconds from the primary taking the last step applied to the replica committing
+    /// it (across machines this includes their clocks' difference).
+    pub lag_ms: u64,
+    /// Steps applied.
+    pub steps_applied: u64,
+    /// Steps that were full images.
+    pub full_images: u64,
+    /// Streams opened again after the first.
+    pub reconnects: u64,
+    /// The last error, if the last stream ended with one.
+    pub last_error: Option<String>,
+}
+
+/// What the namespace tasks share.
+struct Shared {
+    host: Arc<dyn Host>,
+    client: Client<HttpConnector, http_body_util::Empty<Bytes>>,
+    base: String,
+    authorization: Option<String>,
+    statuses: DashMap<NamespaceName, FollowStatus>,
+}
+
+/// A running replica: follows namespaces of a primary into a `Host`.
+pub struct Follower {
+    runtime: Option<tokio::runtime::Runtime>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    shared: Arc<Shared>,
+}
+
+/// No data (not even a heartbeat) for this long ends a stream.
+const READ_TIMEOUT: Duration = Duration::from_secs(HEARTBEAT.as_secs() * 3);
+/// The first backoff after an error.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Checks `primary` is `http://host[:port]` and returns it without a trailing slash.
+fn primary_base(primary: &str) -> Result<String> {
+    let uri: hyper::Uri = primary
+        .parse()
+        .map_err(|e| Error::Config(format!("--replicate-from {primary:?} is not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(Error::Config(format!(
+                "--replicate-from {primary:?}: https is not supported; reach the primary over http (a private network, or a TLS-terminating proxy beside the replica)"
+            )))
+        }
+        _ => {
+            return Err(Error::Config(format!(
+                "--replicate-from {primary:?} must start with http://"
+            )))
+        }
+    }
+    if uri.host().is_none() || uri.path().trim_end_matches('/') != "" || uri.query().is_some() {
+        return Err(Error::Config(format!(
+            "--replicate-from {primary:?} must be http://host[:port], with no path"
+        )));
+    }
+    Ok(primary.trim_end_matches('/').to_string())
+}
+
+impl Follower {
+    /// Starts following the namespaces `config` names into `host`.
+    pub fn start(config: ReplicaConfig, host: Arc<dyn Host>) -> Result<Self> {
+        let base = primary_base(&config.primary)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("libsql-wal-replica")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Start {
+                what: "the replica's runtime",
+                source,
+            })?;
+        let client = {
+            let _entered = runtime.enter();
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+        };
+        let shared = Arc::new(Shared {
+            host,
+            client,
+            base,
+            authorization: config.auth_token.map(|t| format!("Bearer {}", t.0)),
+            statuses: DashMap::new(),
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        match config.namespaces {
+            FollowedNamespaces::Listed(list) => {
+                for namespace in list {
+                    tasks.push(runtime.spawn(follow(shared.clone(), namespace, stopped.clone())));
+                }
+            }
+            FollowedNamespaces::All => {
+                let shared = shared.clone();
+                let every = config.discover_every.max(Duration::from_millis(100));
+                let spawner = runtime.handle().clone();
+                let mut stop = stopped.clone();
+                tasks.push(runtime.spawn(async move {
+                    let mut known = HashSet::new();
+                    let mut followed = Vec::new();
+                    loop {
+                        match list_namespaces(&shared).await {
+                            Ok(list) => {
+                                for namespace in list {
+                                    if known.insert(namespace.clone()) {
+                                        followed.push(spawner.spawn(follow(
+                                            shared.clone(),
+                                            namespace,
+                                            stopped.clone(),
+                                        )));
+                                    }
+                                }
+                            }
+                            Err(e) => warn!(error = %e, "cannot list the primary's namespaces"),
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(every) => {}
+                            _ = stop.changed() => break,
+                        }
+                    }
+                    for task in followed {
+                        let _ = task.await;
+                    }
+                }));
+            }
+        }
+        Ok(Follower {
+            runtime: Some(runtime),
+            stop,
+            tasks: Mutex::new(tasks),
+            shared,
+        })
+    }
+
+    /// Where each followed namespace stands, in name order.
+    pub fn statuses(&self) -> Vec<FollowStatus> {
+        let mut out: Vec<_> = self
+            .shared
+            .statuses
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        out.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        out
+    }
+
+    /// Stops following: each task rolls back a step in progress and records where it is.
+    /// Blocks: call it from a plain thread.
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(runtime) = self.runtime.take() {
+            let tasks = std::mem::take(&mut *lock(&self.tasks));
+            runtime.block_on(async {
+                for task in tasks {
+                    let _ = task.await;
+                }
+            });
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// GETs `path` of the primary; returns the response, or an error naming the status and what
+/// the primary said.
+async fn get(
+    shared: &Shared,
+    path: &str,
+) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String> {
+    let mut request = hyper::Request::get(format!("{}{path}", shared.base));
+    if let Some(auth) = &shared.authorization {
+        request = request.header(hyper::header::AUTHORIZATION, auth);
+    }
+    let request = request
+        .body(http_body_util::Empty::new())
+        .map_err(|e| format!("cannot build a request for {path}: {e}"))?;
+    let response = tokio::time::timeout(READ_TIMEOUT, shared.client.request(request))
+        .await
+        .map_err(|_| format!("the primary did not answer {path} in {READ_TIMEOUT:?}"))?
+        .map_err(|e| format!("cannot reach the primary at {}: {e}", shared.base))?;
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let body = tokio::time::timeout(READ_TIMEOUT, response.into_body().collect())
+        .await
+        .ok()
+        .and_then(|b| b.ok())
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    Err(format!("the primary answered {path} with {status}: {body}"))
+}
+
+/// GETs `path` and decodes its JSON body.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    shared: &Shared,
+    path: &str,
+) -> std::result::Result<T, String> {
+    let response = get(shared, path).await?;
+    let body = tokio::time::timeout(READ_TIMEOUT, response.into_body().collect())
+        .await
+        .map_err(|_| format!("the primary's answer to {path} did not end"))?
+        .map_err(|e| format!("reading the primary's answer to {path}: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("the primary's answer to {path}: {e}"))
+}
+
+async fn list_namespaces(shared: &Shared) -> std::result::Result<Vec<NamespaceName>, String> {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        namespaces: Vec<String>,
+    }
+    let listed: Listed = get_json(shared, "/replication/v1/namespaces").await?;
+    listed
+        .namespaces
+        .iter()
+        .map(|n| {
+            n.parse()
+                .map_err(|e| format!("the primary listed namespace {n:?}: {e}"))
+        })
+        .collect()
+}
+
+/// Follows one namespace until told to stop.
+#[tracing::instrument(skip(shared, stop), fields(namespace = %namespace))]
+async fn follow(
+    shared: Arc<Shared>,
+    namespace: NamespaceName,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    shared.statuses.insert(
+        namespace.clone(),
+        FollowStatus {
+            namespace: namespace.to_string(),
+            ..FollowStatus::default()
+        },
+    );
+    let mut injector: Option<Box<dyn StepInjector>> = None;
+    let mut failures = 0u32;
+    let mut sessions = 0u64;
+    while !*stop.borrow() {
+        if let Some(injector) = injector.as_mut() {
+            injector.rollback();
+        }
+        if sessions > 0 {
+            if let Some(mut status) = shared.statuses.get_mut(&namespace) {
+                status.reconnects += 1;
+            }
+        }
+        sessions += 1;
+        let ended = tokio::select! {
+            ended = session(&shared, &namespace, &mut injector) => ended,
+            _ = stop.changed() => break,
+        };
+        let backoff = match ended {
+            Ok(()) => {
+                failures = 0;
+                Duration::ZERO
+            }
+            Err(Failed::LogChanged) => Duration::ZERO,
+            Err(Failed::Other(e)) => {
+                warn!(error = %e, "following the primary failed; trying again");
+                failures = failures.saturating_add(1);
+                if let Some(mut status) = shared.statuses.get_mut(&namespace) {
+                    status.last_error = Some(e);
+                }
+                (FIRST_BACKOFF * 2u32.saturating_pow(failures.saturating_sub(1).min(6)))
+                    .min(MAX_BACKOFF)
+            }
+        };
+        if let Some(mut status) = shared.statuses.get_mut(&namespace) {
+            status.connected = false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    if let Some(mut injector) = injector {
+        tokio::task::block_in_place(|| {
+            injector.rollback();
+            if let Err(e) = injector.flush() {
+                warn!(error = %e, "cannot record the replica's position; it resumes from the one recorded before");
+            }
+        });
+    }
+}
+
+/// Why a stream ended.
+enum Failed {
+    /// The primary's log is not the one the hello named: say hello again now.
+    LogChanged,
+    /// Anything else: try again after a backoff.
+    Other(String),
+}
+
+impl From<String> for Failed {
+    fn from(e: String) -> Self {
+        Failed::Other(e)
+    }
+}
+
+/// Reads from `body` into `buf` until it holds `n` bytes; false at the end of the stream.
+async fn fill(
+    body: &mut hyper::body::Incoming,
+    buf: &mut BytesMut,
+    n: usize,
+) -> std::result::Result<bool, String> {
+    while buf.len() < n {
+        match tokio::time::timeout(READ_TIMEOUT, body.frame()).await {
+            Err(_) => {
+                return Err(format!(
+                    "nothing came from the primary for {READ_TIMEOUT:?}"
+                ))
+            }
+            Ok(None) => return Ok(false),
+            Ok(Some(Err(e))) => return Err(format!("reading the primary's stream: {e}")),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// One hello and stream of steps; `Ok` when the primary ended it (its log closed).
+async fn session(
+    shared: &Shared,
+    namespace: &NamespaceName,
+    injector: &mut Option<Box<dyn StepInjector>>,
+) -> std::result::Result<(), Failed> {
+    let hello: HelloBody = get_json(
+        shared,
+        &format!("/replication/v1/namespaces/{namespace}/hello"),
+    )
+    .await?;
+    let parsed = hello.to_hello()?;
+    if injector.is_none() {
+        let made = tokio::task::block_in_place(|| shared.host.injector(namespace))
+            .map_err(|e| format!("cannot open the replica's log: {e}"))?;
+        *injector = Some(made);
+    }
+    let Some(injector) = injector.as_mut() else {
+        return Err(Failed::Other("no injector".into()));
+    };
+    let after = injector.resume_from(&parsed);
+    let path = format!(
+        "/replication/v1/namespaces/{namespace}/steps?after={after}&log_id={}&incarnation={}",
+        hello.log_id, hello.incarnation
+    );
+    let response = match get(shared, &path).await {
+        Ok(response) => response,
+        Err(e) if e.contains("LOG_CHANGED") => return Err(Failed::LogChanged),
+        Err(e) => return Err(e.into()),
+    };
+    info!(after, "following the primary");
+    update(shared, namespace, |s| {
+        s.connected = true;
+        s.applied_frame_no = after;
+        s.primary_frame_no = s.primary_frame_no.max(parsed.last_committed_frame_no);
+    });
+    let mut body = response.into_body();
+    let mut buf = BytesMut::new();
+    loop {
+        if !fill(&mut body, &mut buf, STEP_HEAD_SIZE).await? {
+            return Ok(());
+        }
+        let head = StepHead::decode(&buf[..STEP_HEAD_SIZE])?;
+        buf.advance(STEP_HEAD_SIZE);
+        if head.heartbeat {
+            if !fill(&mut body, &mut buf, 4).await? {
+                return Ok(());
+            }
+            buf.advance(4);
+            update(shared, namespace, |s| {
+                s.primary_frame_no = s.primary_frame_no.max(head.step.frame_no)
+            });
+            continue;
+        }
+        tokio::task::block_in_place(|| injector.begin(&head.step))
+            .map_err(|e| format!("cannot begin a step: {e}"))?;
+        let mut crc = crc32fast::Hasher::new();
+        for _ in 0..head.step.pages {
+            if !fill(&mut body, &mut buf, PAGE_RECORD_SIZE).await? {
+                return Err("the primary's stream ended inside a step"
+                    .to_string()
+                    .into());
+            }
+            let record = buf.split_to(PAGE_RECORD_SIZE);
+            crc.update(&record);
+            let mut page_no = [0; 4];
+            page_no.copy_from_slice(&record[..4]);
+            tokio::task::block_in_place(|| {
+                injector.page(u32::from_le_bytes(page_no), &record[4..])
+            })
+            .map_err(|e| format!("cannot apply a step's page: {e}"))?;
+        }
+        if !fill(&mut body, &mut buf, 4).await? {
+            return Err("the primary's stream ended inside a step"
+                .to_string()
+                .into());
+        }
+        let mut expected = [0; 4];
+        expected.copy_from_slice(&buf[..4]);
+        buf.advance(4);
+        if u32::from_le_bytes(expected) != crc.finalize() {
+            return Err(format!(
+                "the step to frame {} came with a bad checksum",
+                head.step.frame_no
+            )
+            .into());
+        }
+        let at = tokio::task::block_in_place(|| injector.commit())
+            .map_err(|e| format!("cannot commit a step: {e}"))?;
+        let lag_ms = now_ms().saturating_sub(head.sent_at_ms);
+        update(shared, namespace, |s| {
+            s.applied_frame_no = at;
+            s.primary_frame_no = s.primary_frame_no.max(at);
+            s.lag_ms = lag_ms;
+            s.steps_applied += 1;
+            s.full_images += u64::from(head.step.full_image);
+            s.last_error = None;
+        });
+    }
+}
+
+/// Updates `namespace`'s status, then its lag in frames.
+fn update(shared: &Shared, namespace: &NamespaceName, f: impl FnOnce(&mut FollowStatus)) {
+    if let Some(mut status) = shared.statuses.get_mut(namespace) {
+        f(&mut status);
+        status.lag_frames = status
+            .primary_frame_no
+            .saturating_sub(status.applied_frame_no);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::primary_base;
+
+    #[test]
+    fn only_a_plain_http_base_url_names_a_primary() {
+        assert_eq!(
+            primary_base("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert!(primary_base("https://db.example.com")
+            .unwrap_err()
+            .to_string()
+            .contains("https is not supported"));
+        assert!(primary_base("http://h:1/v2").is_err());
+        assert!(primary_base("127.0.0.1:8080").is_err());
+    }
+}

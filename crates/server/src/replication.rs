@@ -1,0 +1,435 @@
+//! The primary's side of replication over HTTP, on the user API (and its token):
+//!
+//! - `GET /replication/v1/namespaces`: `{"namespaces": [...]}`, for replicas that follow all.
+//! - `GET /replication/v1/namespaces/{ns}/hello`: the log's identity and position (`HelloBody`).
+//! - `GET /replication/v1/namespaces/{ns}/steps?after=N&log_id=L&incarnation=I`: an endless
+//!   `application/octet-stream` of steps (`libsql_wal::ReplicationSource`) from frame_no `N`
+//!   of log `L` in incarnation `I`; 409 `LOG_CHANGED` when the log is no longer that one (the
+//!   replica says hello again). When nothing is committed for `HEARTBEAT`, a heartbeat step
+//!   (no pages) says where the primary is; the stream ends when the log is closed.
+//!
+//! The wire form of a step (little-endian): a 48-byte header (`StepHead`), then `pages` times
+//! `page_no: u32` and the 4096-byte page, then the CRC32 of those page records. Pages are
+//! read from the log one at a time and sent in chunks through a channel of `CHUNKS_IN_FLIGHT`
+//! chunks: a slow replica holds at most that much of the primary's memory, and one that reads
+//! nothing for `STALLED_AFTER` is cut off (its snapshot would hold back checkpoints).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use libsql_wal::{ReplicationSource, StepHeader};
+use libsql_wal_backend::NamespaceName;
+use libsql_wal_segment::format::PAGE_SIZE;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::user::{authorize, Failure};
+use crate::State;
+
+/// Magic number of a step header ("LWRS").
+pub(crate) const STEP_MAGIC: u32 = u32::from_le_bytes(*b"LWRS");
+/// Version of the step wire form.
+pub(crate) const STEP_VERSION: u32 = 1;
+/// Bytes of a step header.
+pub(crate) const STEP_HEAD_SIZE: usize = 48;
+/// Bytes of one page record: page_no and page.
+pub(crate) const PAGE_RECORD_SIZE: usize = 4 + PAGE_SIZE;
+/// Step flag: the step holds every page of the database.
+const FLAG_FULL_IMAGE: u32 = 1;
+/// Step flag: a heartbeat, with no pages; it only says where the primary is.
+const FLAG_HEARTBEAT: u32 = 2;
+/// With nothing committed for this long, a heartbeat goes out.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Chunks of a step in flight to one replica, at most.
+const CHUNKS_IN_FLIGHT: usize = 8;
+/// Bytes of one chunk, about.
+const CHUNK_BYTES: usize = 64 << 10;
+/// A replica that takes no chunk for this long is cut off.
+const STALLED_AFTER: Duration = Duration::from_secs(30);
+
+/// A step's header as it travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StepHead {
+    /// The step (for a heartbeat: the primary's last commit, no pages).
+    pub step: StepHeader,
+    /// A heartbeat rather than a step to apply.
+    pub heartbeat: bool,
+    /// When the primary sent it (milliseconds since the Unix epoch).
+    pub sent_at_ms: u64,
+}
+
+impl StepHead {
+    pub(crate) fn encode(&self) -> [u8; STEP_HEAD_SIZE] {
+        let mut buf = [0; STEP_HEAD_SIZE];
+        let flags = if self.step.full_image {
+            FLAG_FULL_IMAGE
+        } else {
+            0
+        } | if self.heartbeat { FLAG_HEARTBEAT } else { 0 };
+        buf[0..4].copy_from_slice(&STEP_MAGIC.to_le_bytes());
+        buf[4..8].copy_from_slice(&STEP_VERSION.to_le_bytes());
+        buf[8..16].copy_from_slice(&self.step.frame_no.to_le_bytes());
+        buf[16..24].copy_from_slice(&self.step.durable_frame_no.to_le_bytes());
+        buf[24..28].copy_from_slice(&self.step.db_size.to_le_bytes());
+        buf[28..32].copy_from_slice(&self.step.pages.to_le_bytes());
+        buf[32..36].copy_from_slice(&flags.to_le_bytes());
+        buf[36..44].copy_from_slice(&self.sent_at_ms.to_le_bytes());
+        let crc = crc32fast::hash(&buf[..44]);
+        buf[44..48].copy_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    /// Decodes a header; the error says what is wrong with it.
+    pub(crate) fn decode(buf: &[u8]) -> Result<Self, String> {
+        if buf.len() != STEP_HEAD_SIZE {
+            return Err(format!("a step header of {} bytes", buf.len()));
+        }
+        let u32_at = |at: usize| {
+            let mut b = [0; 4];
+            b.copy_from_slice(&buf[at..at + 4]);
+            u32::from_le_bytes(b)
+        };
+        let u64_at = |at: usize| {
+            let mut b = [0; 8];
+            b.copy_from_slice(&buf[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        if u32_at(0) != STEP_MAGIC {
+            return Err("a step header with a bad magic number".into());
+        }
+        if u32_at(4) != STEP_VERSION {
+            return Err(format!("a step of wire version {}", u32_at(4)));
+        }
+        if u32_at(44) != crc32fast::hash(&buf[..44]) {
+            return Err("a step header with a bad checksum".into());
+        }
+        let flags = u32_at(32);
+        Ok(StepHead {
+            step: StepHeader {
+                frame_no: u64_at(8),
+                durable_frame_no: u64_at(16),
+                db_size: u32_at(24),
+                pages: u32_at(28),
+                full_image: flags & FLAG_FULL_IMAGE != 0,
+            },
+            heartbeat: flags & FLAG_HEARTBEAT != 0,
+            sent_at_ms: u64_at(36),
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The body of a hello.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct HelloBody {
+    pub log_id: String,
+    pub generation: u64,
+    pub incarnation: String,
+    pub last_committed_frame_no: u64,
+    pub durable_frame_no: u64,
+}
+
+impl From<libsql_wal::Hello> for HelloBody {
+    fn from(h: libsql_wal::Hello) -> Self {
+        HelloBody {
+            log_id: h.identity.log_id.to_string(),
+            generation: h.identity.generation,
+            incarnation: h.identity.incarnation.to_string(),
+            last_committed_frame_no: h.last_committed_frame_no,
+            durable_frame_no: h.durable_frame_no,
+        }
+    }
+}
+
+impl HelloBody {
+    /// The hello this body says; the error names the field that is not a log id.
+    pub(crate) fn to_hello(&self) -> Result<libsql_wal::Hello, String> {
+        let id = |field: &str, value: &str| {
+            value
+                .parse::<Uuid>()
+                .map_err(|e| format!("the hello's {field} {value:?} is not an id: {e}"))
+        };
+        Ok(libsql_wal::Hello {
+            identity: libsql_wal::LogIdentity {
+                log_id: id("log_id", &self.log_id)?,
+                generation: self.generation,
+                incarnation: id("incarnation", &self.incarnation)?,
+            },
+            last_committed_frame_no: self.last_committed_frame_no,
+            durable_frame_no: self.durable_frame_no,
+        })
+    }
+}
+
+/// The query of a steps request.
+#[derive(Debug, serde::Deserialize)]
+struct StepsQuery {
+    after: u64,
+    log_id: String,
+    incarnation: String,
+}
+
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/replication/v1/namespaces", web::get().to(namespaces))
+        .route(
+            "/replication/v1/namespaces/{namespace}/hello",
+            web::get().to(hello),
+        )
+        .route(
+            "/replication/v1/namespaces/{namespace}/steps",
+            web::get().to(steps),
+        );
+}
+
+fn namespace(raw: &str) -> Result<NamespaceName, Failure> {
+    raw.parse().map_err(|e: libsql_wal_backend::Error| {
+        Failure::json(StatusCode::BAD_REQUEST, "INVALID_NAMESPACE", e.to_string())
+    })
+}
+
+/// Opens the log of `namespace` on a blocking thread.
+async fn source(
+    state: &web::Data<Arc<State>>,
+    namespace: NamespaceName,
+) -> Result<Arc<dyn ReplicationSource>, Failure> {
+    let host = state.host.clone();
+    web::block(move || host.replication_source(&namespace))
+        .await
+        .map_err(|e| {
+            Failure::json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                e.to_string(),
+            )
+        })?
+        .map_err(Failure::from)
+}
+
+async fn namespaces(state: web::Data<Arc<State>>, req: HttpRequest) -> HttpResponse {
+    if let Err(f) = authorize(&state, &req, false) {
+        return f.response();
+    }
+    let host = state.host.clone();
+    match web::block(move || host.list()).await {
+        Ok(Ok(list)) => HttpResponse::Ok().json(serde_json::json!({
+            "namespaces": list.iter().map(|n| n.as_str()).collect::<Vec<_>>()
+        })),
+        Ok(Err(e)) => Failure::from(e).response(),
+        Err(e) => Failure::json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            e.to_string(),
+        )
+        .response(),
+    }
+}
+
+#[tracing::instrument(skip(state, req))]
+async fn hello(
+    state: web::Data<Arc<State>>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let answer = async {
+        authorize(&state, &req, false)?;
+        let log = source(&state, namespace(&path)?).await?;
+        Ok::<_, Failure>(HttpResponse::Ok().json(HelloBody::from(log.hello())))
+    };
+    answer.await.unwrap_or_else(Failure::response)
+}
+
+#[tracing::instrument(skip(state, req, query))]
+async fn steps(
+    state: web::Data<Arc<State>>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<StepsQuery>,
+) -> HttpResponse {
+    let answer = async {
+        authorize(&state, &req, false)?;
+        let namespace = namespace(&path)?;
+        let log = source(&state, namespace.clone()).await?;
+        let identity = log.hello().identity;
+        if identity.log_id.to_string() != query.log_id
+            || identity.incarnation.to_string() != query.incarnation
+        {
+            return Err(Failure::json(
+                StatusCode::CONFLICT,
+                "LOG_CHANGED",
+                format!(
+                    "namespace {namespace} is now log {} (incarnation {}): say hello again",
+                    identity.log_id, identity.incarnation
+                ),
+            ));
+        }
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
+        actix_web::rt::spawn(follow(log, namespace, query.after, tx));
+        let body = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        Ok(HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .streaming(body))
+    };
+    answer.await.unwrap_or_else(Failure::response)
+}
+
+/// Why a stream of steps ended.
+#[derive(Debug)]
+enum Ended {
+    /// The replica went away or stopped reading.
+    Replica,
+    /// The log failed or refused.
+    Log(libsql_wal::Error),
+}
+
+/// Serves steps of `log` from `after` into `tx` until the replica goes or the log closes.
+async fn follow(
+    log: Arc<dyn ReplicationSource>,
+    namespace: NamespaceName,
+    mut after: u64,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let mut commits = log.commits();
+    loop {
+        if log.is_gone() {
+            debug!(%namespace, "the log closed; the replica says hello again");
+            return;
+        }
+        let last = *commits.borrow_and_update();
+        if last > after {
+            let (step_log, step_tx) = (log.clone(), tx.clone());
+            match web::block(move || send_step(&*step_log, after, &step_tx)).await {
+                Ok(Ok(Some(frame_no))) => after = frame_no,
+                Ok(Ok(None)) => {}
+                Ok(Err(Ended::Replica)) | Err(_) => return,
+                Ok(Err(Ended::Log(e))) => {
+                    warn!(%namespace, error = %e, "cannot serve a replication step");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = commits.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = actix_web::rt::time::sleep(HEARTBEAT) => {
+                let hello = log.hello();
+                let head = StepHead {
+                    step: StepHeader {
+                        frame_no: hello.last_committed_frame_no,
+                        durable_frame_no: hello.durable_frame_no,
+                        db_size: 0,
+                        pages: 0,
+                        full_image: false,
+                    },
+                    heartbeat: true,
+                    sent_at_ms: now_ms(),
+                };
+                let mut beat = head.encode().to_vec();
+                beat.extend_from_slice(&crc32fast::hash(&[]).to_le_bytes());
+                if tx.send(Ok(Bytes::from(beat))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads the step after `after` and sends it in chunks; returns the frame_no it brings the
+/// replica to (`None`: nothing new). Runs on a blocking thread.
+fn send_step(
+    log: &dyn ReplicationSource,
+    after: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> Result<Option<u64>, Ended> {
+    let Some(mut step) = log.step_after(after).map_err(Ended::Log)? else {
+        return Ok(None);
+    };
+    let header = step.header();
+    let head = StepHead {
+        step: header,
+        heartbeat: false,
+        sent_at_ms: now_ms(),
+    };
+    let mut chunk = Vec::with_capacity(CHUNK_BYTES + PAGE_RECORD_SIZE);
+    chunk.extend_from_slice(&head.encode());
+    let mut crc = crc32fast::Hasher::new();
+    let mut page = vec![0; PAGE_SIZE];
+    while let Some(page_no) = step.next_page(&mut page).map_err(Ended::Log)? {
+        let start = chunk.len();
+        chunk.extend_from_slice(&page_no.to_le_bytes());
+        chunk.extend_from_slice(&page);
+        crc.update(&chunk[start..]);
+        if chunk.len() >= CHUNK_BYTES {
+            send_chunk(tx, std::mem::take(&mut chunk))?;
+        }
+    }
+    chunk.extend_from_slice(&crc.finalize().to_le_bytes());
+    send_chunk(tx, chunk)?;
+    Ok(Some(header.frame_no))
+}
+
+/// Sends one chunk, waiting while the replica's channel is full, for at most `STALLED_AFTER`.
+fn send_chunk(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    chunk: Vec<u8>,
+) -> Result<(), Ended> {
+    use tokio::sync::mpsc::error::TrySendError;
+    let deadline = Instant::now() + STALLED_AFTER;
+    let mut item = Ok(Bytes::from(chunk));
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match tx.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err(Ended::Replica),
+            Err(TrySendError::Full(back)) => {
+                if Instant::now() >= deadline {
+                    warn!("a replica read nothing for {STALLED_AFTER:?}: its stream is cut");
+                    return Err(Ended::Replica);
+                }
+                item = back;
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_head_round_trips_and_a_flipped_bit_is_refused() {
+        let head = StepHead {
+            step: StepHeader {
+                frame_no: 77,
+                durable_frame_no: 60,
+                db_size: 12,
+                pages: 3,
+                full_image: true,
+            },
+            heartbeat: false,
+            sent_at_ms: 1_700_000_000_000,
+        };
+        let mut buf = head.encode();
+        assert_eq!(StepHead::decode(&buf), Ok(head));
+        buf[9] ^= 1;
+        assert!(StepHead::decode(&buf).unwrap_err().contains("checksum"));
+    }
+}

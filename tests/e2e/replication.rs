@@ -1,0 +1,383 @@
+//! Replication through the WAL's own parts: steps served by a primary's log
+//! (`ReplicationSource`) applied by an `Injector` to a replica's log, both real registries over
+//! real files, with SQLite reading the replica. The transport (HTTP) is tested in the server.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libsql_wal::{
+    CheckpointThreshold, Injector, RegistryConfig, ReplicationSource, StepInjector, SwapStrategy,
+};
+use libsql_wal_segment::format::PAGE_SIZE;
+use libsql_wal_tests::{integrity_check, TestDb};
+
+/// Small segments and eager checkpoints: steps then come from the current segment, sealed
+/// segments and the database file.
+fn busy_config() -> RegistryConfig {
+    RegistryConfig {
+        swap: SwapStrategy {
+            max_frames: 24,
+            ..SwapStrategy::default()
+        },
+        checkpoint_after: CheckpointThreshold {
+            frames: 1,
+            segments: 1,
+        },
+        ..RegistryConfig::default()
+    }
+}
+
+/// Applies one step from `primary` to `injector`, if there is one; returns the primary's
+/// frame_no the replica is at, and whether the step was a full image.
+fn pump(primary: &dyn ReplicationSource, injector: &mut dyn StepInjector) -> (u64, bool) {
+    let after = injector.resume_from(&primary.hello());
+    let Some(mut step) = primary.step_after(after).unwrap() else {
+        return (after, false);
+    };
+    let header = step.header();
+    injector.begin(&header).unwrap();
+    let mut page = vec![0; PAGE_SIZE];
+    let mut pages = 0;
+    while let Some(page_no) = step.next_page(&mut page).unwrap() {
+        injector.page(page_no, &page).unwrap();
+        pages += 1;
+    }
+    assert_eq!(pages, header.pages, "a step yields the pages it announced");
+    (injector.commit().unwrap(), header.full_image)
+}
+
+/// Every page of a log's newest snapshot, and the database size.
+fn image(log: &dyn ReplicationSource) -> Vec<(u32, Vec<u8>)> {
+    let Some(mut step) = log.step_after(0).unwrap() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut page = vec![0; PAGE_SIZE];
+    while let Some(page_no) = step.next_page(&mut page).unwrap() {
+        out.push((page_no, page.clone()));
+    }
+    assert_eq!(out.len(), step.header().db_size as usize);
+    out
+}
+
+/// Transaction `k` of the workload: a row of its own, a blob that spills pages, and the
+/// counter row set to `k`. A state a commit made has rows 1..=k and counter k.
+fn write_tx<W: libsql_sys::wal::Wal>(conn: &libsql_sys::Connection<W>, k: i64) {
+    conn.execute_batch("BEGIN").unwrap();
+    conn.execute(
+        "INSERT INTO t(a, b) VALUES (?1, randomblob(1500 + ?1 % 7 * 500))",
+        [k],
+    )
+    .unwrap();
+    conn.execute("UPDATE counter SET k = ?1", [k]).unwrap();
+    conn.execute_batch("COMMIT").unwrap();
+}
+
+const SCHEMA: &str = "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB); CREATE TABLE counter(k INTEGER); INSERT INTO counter VALUES (0);";
+
+/// Asserts that the replica shows a state the primary committed: rows 1..=k, counter k.
+fn assert_committed_state<W: libsql_sys::wal::Wal>(conn: &libsql_sys::Connection<W>) -> i64 {
+    let (k, rows, max): (i64, i64, Option<i64>) = conn
+        .query_row(
+            "SELECT (SELECT k FROM counter), count(*), max(a) FROM t",
+            (),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, max.unwrap_or(0)), (k, k), "a state between commits");
+    k
+}
+
+#[test]
+fn a_replica_converges_page_for_page_under_concurrent_writes_on_many_namespaces() {
+    const NAMESPACES: usize = 4;
+    const TRANSACTIONS: i64 = 150;
+    let primary = TestDb::new(busy_config());
+    let replica = TestDb::new(busy_config());
+    std::thread::scope(|s| {
+        for n in 0..NAMESPACES {
+            let ns = format!("ns{n}");
+            let (primary, replica) = (&primary, &replica);
+            let done = Arc::new(AtomicBool::new(false));
+            let writer_done = done.clone();
+            let writer_ns = ns.clone();
+            s.spawn(move || {
+                let conn = primary.connect(&writer_ns);
+                conn.execute_batch(SCHEMA).unwrap();
+                for k in 1..=TRANSACTIONS {
+                    write_tx(&conn, k);
+                }
+                writer_done.store(true, Ordering::SeqCst);
+            });
+            s.spawn(move || {
+                let source = loop {
+                    if let Ok(log) = primary.registry().open(&primary.db_path(&ns)) {
+                        break log;
+                    }
+                };
+                let reader = replica.connect(&ns);
+                let log = replica.registry().open(&replica.db_path(&ns)).unwrap();
+                let mut injector = Injector::open(log).unwrap();
+                let mut full_images = 0;
+                let mut shown = 0;
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    let (at, full) = pump(&*source, &mut injector);
+                    full_images += usize::from(full);
+                    if at > 0
+                        && reader
+                            .query_row(
+                                "SELECT count(*) FROM sqlite_master WHERE name = 'counter'",
+                                (),
+                                |r| r.get::<_, i64>(0),
+                            )
+                            .unwrap()
+                            == 1
+                    {
+                        let k = assert_committed_state(&reader);
+                        assert!(k >= shown, "the replica went back from {shown} to {k}");
+                        shown = k;
+                    }
+                    if finished && at == source.hello().last_committed_frame_no {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                assert_eq!(shown, TRANSACTIONS);
+                assert_eq!(integrity_check(&reader), "ok");
+                let replica_log = replica.registry().open(&replica.db_path(&ns)).unwrap();
+                assert!(
+                    image(&*source) == image(&*replica_log),
+                    "{ns}: the replica's pages differ from the primary's"
+                );
+                assert!(full_images >= 1, "the first step is a full image");
+            });
+        }
+    });
+}
+
+#[test]
+fn a_replica_far_behind_a_checkpointed_primary_takes_a_full_image_and_converges() {
+    let primary = TestDb::new(busy_config());
+    let replica = TestDb::new(RegistryConfig::default());
+    let conn = primary.connect("a");
+    conn.execute_batch(SCHEMA).unwrap();
+    write_tx(&conn, 1);
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    let log = replica.registry().open(&replica.db_path("a")).unwrap();
+    let mut injector = Injector::open(log.clone()).unwrap();
+    let (at, full) = pump(&*source, &mut injector);
+    assert!(full && at > 0);
+    // Incremental while the log still holds what the replica lacks.
+    write_tx(&conn, 2);
+    let (_, full) = pump(&*source, &mut injector);
+    assert!(
+        !full,
+        "a replica the log still covers gets the changed pages only"
+    );
+    // Then the primary seals, checkpoints and deletes everything past the replica.
+    for k in 3..=60 {
+        write_tx(&conn, k);
+    }
+    assert!(libsql_wal_tests::eventually(|| {
+        let _ = source.checkpoint();
+        source.checkpointed_frame_no() > at + 50
+    }));
+    let (_, full) = pump(&*source, &mut injector);
+    assert!(full, "frames checkpointed away come as a full image");
+    let reader = replica.connect("a");
+    assert_eq!(assert_committed_state(&reader), 60);
+    assert!(image(&*source) == image(&*log));
+}
+
+#[test]
+fn a_replica_resumes_after_its_restart_and_after_a_clean_primary_restart_but_not_after_a_primary_crash(
+) {
+    let primary = TestDb::new(RegistryConfig::default());
+    let (_replica_dir, replica_root) = TestDb::new(RegistryConfig::default()).into_root();
+    let conn = primary.connect("a");
+    conn.execute_batch(SCHEMA).unwrap();
+    for k in 1..=5 {
+        write_tx(&conn, k);
+    }
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    let at = {
+        let replica = TestDb::reopen(&replica_root, RegistryConfig::default());
+        let log = replica.registry().open(&replica.db_path("a")).unwrap();
+        let mut injector = Injector::open(log).unwrap();
+        let (at, full) = pump(&*source, &mut injector);
+        assert!(full);
+        drop(injector);
+        replica.registry().shutdown().unwrap();
+        at
+    };
+    write_tx(&conn, 6);
+    // The replica restarted: it resumes from where it was.
+    let replica = TestDb::reopen(&replica_root, RegistryConfig::default());
+    let log = replica.registry().open(&replica.db_path("a")).unwrap();
+    let mut injector = Injector::open(log.clone()).unwrap();
+    assert_eq!(injector.resume_from(&source.hello()), at);
+    let (at, full) = pump(&*source, &mut injector);
+    assert!(!full);
+    injector.flush().unwrap();
+
+    // The primary closed cleanly and opened again: same incarnation, the replica resumes.
+    drop(conn);
+    drop(source);
+    primary.registry().close(&"a".parse().unwrap()).unwrap();
+    let conn = primary.connect("a");
+    write_tx(&conn, 7);
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    assert_eq!(injector.resume_from(&source.hello()), at);
+    let (at, full) = pump(&*source, &mut injector);
+    assert!(!full);
+
+    // The primary crashed (its registry dropped without a shutdown) and recovered: the
+    // replica cannot know which of its frames the primary still has, and takes a full image.
+    write_tx(&conn, 8);
+    let _ = pump(&*source, &mut injector);
+    drop(conn);
+    drop(source);
+    let (primary_dir, primary_root) = primary.into_root();
+    let primary = TestDb::reopen(&primary_root, RegistryConfig::default());
+    let conn = primary.connect("a");
+    write_tx(&conn, 9);
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    assert_eq!(injector.resume_from(&source.hello()), 0);
+    let (now, full) = pump(&*source, &mut injector);
+    assert!(full && now > at);
+    let reader = replica.connect("a");
+    assert_eq!(assert_committed_state(&reader), 9);
+    assert!(image(&*source) == image(&*log));
+    drop(primary_dir);
+}
+
+#[test]
+fn a_step_cut_short_leaves_the_replica_at_the_step_before() {
+    let primary = TestDb::new(RegistryConfig::default());
+    let (_replica_dir, replica_root) = TestDb::new(RegistryConfig::default()).into_root();
+    let conn = primary.connect("a");
+    conn.execute_batch(SCHEMA).unwrap();
+    for k in 1..=3 {
+        write_tx(&conn, k);
+    }
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    {
+        let replica = TestDb::reopen(&replica_root, RegistryConfig::default());
+        let log = replica.registry().open(&replica.db_path("a")).unwrap();
+        let mut injector = Injector::open(log).unwrap();
+        pump(&*source, &mut injector);
+        for k in 4..=40 {
+            write_tx(&conn, k);
+        }
+        // A step begun, half its pages written, then the replica process dies.
+        let after = injector.resume_from(&source.hello());
+        let mut step = source.step_after(after).unwrap().unwrap();
+        injector.begin(&step.header()).unwrap();
+        let mut page = vec![0; PAGE_SIZE];
+        for _ in 0..step.header().pages / 2 {
+            let page_no = step.next_page(&mut page).unwrap().unwrap();
+            injector.page(page_no, &page).unwrap();
+        }
+        let reader = replica.connect("a");
+        assert_eq!(
+            assert_committed_state(&reader),
+            3,
+            "readers never see half a step"
+        );
+        drop(reader);
+        std::mem::forget(injector);
+        drop(replica);
+    }
+    let replica = TestDb::reopen(&replica_root, RegistryConfig::default());
+    let reader = replica.connect("a");
+    assert_eq!(assert_committed_state(&reader), 3);
+    let log = replica.registry().open(&replica.db_path("a")).unwrap();
+    let mut injector = Injector::open(log.clone()).unwrap();
+    pump(&*source, &mut injector);
+    assert_eq!(assert_committed_state(&reader), 40);
+    assert!(image(&*source) == image(&*log));
+}
+
+#[test]
+fn a_primary_that_is_a_new_log_is_followed_into_its_history_without_mixing_the_old_one() {
+    let primary = TestDb::new(RegistryConfig::default());
+    let replica = TestDb::new(RegistryConfig::default());
+    let conn = primary.connect("a");
+    conn.execute_batch(SCHEMA).unwrap();
+    for k in 1..=80 {
+        write_tx(&conn, k);
+    }
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    let log = replica.registry().open(&replica.db_path("a")).unwrap();
+    let mut injector = Injector::open(log.clone()).unwrap();
+    pump(&*source, &mut injector);
+    // The namespace is made again from nothing: a new log, a smaller database.
+    drop(conn);
+    drop(source);
+    primary.registry().close(&"a".parse().unwrap()).unwrap();
+    let db = primary.db_path("a");
+    std::fs::remove_file(&db).unwrap();
+    let mut segments = db.as_os_str().to_owned();
+    segments.push("-segments");
+    std::fs::remove_dir_all(std::path::PathBuf::from(segments)).unwrap();
+    let conn = primary.connect("a");
+    conn.execute_batch(SCHEMA).unwrap();
+    write_tx(&conn, 1);
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    assert_eq!(injector.resume_from(&source.hello()), 0);
+    let (_, full) = pump(&*source, &mut injector);
+    assert!(full);
+    let reader = replica.connect("a");
+    assert_eq!(assert_committed_state(&reader), 1);
+    assert_eq!(integrity_check(&reader), "ok");
+    assert!(
+        image(&*source) == image(&*log),
+        "the old history's pages are gone"
+    );
+}
+
+#[test]
+fn a_replica_past_the_primarys_last_commit_is_refused() {
+    let primary = TestDb::new(RegistryConfig::default());
+    let conn = primary.connect("a");
+    conn.execute_batch(SCHEMA).unwrap();
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    let end = source.hello().last_committed_frame_no;
+    let err = source.step_after(end + 5).err().expect("refused");
+    assert!(
+        err.to_string().contains("past this log's last commit"),
+        "{err}"
+    );
+    assert!(source.step_after(end).unwrap().is_none());
+}
+
+#[test]
+fn sql_writes_on_a_replica_log_are_refused_read_only_and_reads_see_the_injected_steps() {
+    let primary = TestDb::new(RegistryConfig::default());
+    let replica = TestDb::new(RegistryConfig {
+        replica: true,
+        ..RegistryConfig::default()
+    });
+    let conn = primary.connect("a");
+    conn.execute_batch(SCHEMA).unwrap();
+    write_tx(&conn, 1);
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    let log = replica.registry().open(&replica.db_path("a")).unwrap();
+    let mut injector = Injector::open(log).unwrap();
+    pump(&*source, &mut injector);
+    let reader = replica.connect("a");
+    assert_eq!(assert_committed_state(&reader), 1);
+    let err = reader
+        .execute("INSERT INTO t(a, b) VALUES (99, x'00')", ())
+        .expect_err("a replica takes no SQL writes");
+    assert_eq!(
+        err.sqlite_error_code(),
+        Some(libsql_sys::rusqlite::ErrorCode::ReadOnly),
+        "{err}"
+    );
+    write_tx(&conn, 2);
+    pump(&*source, &mut injector);
+    assert_eq!(assert_committed_state(&reader), 2);
+}
