@@ -228,7 +228,12 @@ async fn metrics(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpRespo
     let open_streams = state.streams.open(None);
     let text = state
         .admin_pool
-        .run(move || for_render.metrics.render(open_streams, &infos, &storage))
+        .run(move || {
+            let replicas = for_render.replication_statuses();
+            for_render
+                .metrics
+                .render(open_streams, &infos, &storage, &replicas)
+        })
         .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -16,6 +16,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::namespaces::NamespaceInfo;
+use crate::replica::FollowStatus;
 use libsql_wal_supervisor::StorageMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +59,12 @@ struct PerNamespace {
     commits: Family<NamespaceLabel, Gauge>,
     seals: Family<NamespaceLabel, Gauge>,
     checkpoints: Family<NamespaceLabel, Gauge>,
+    replica_connected: Family<NamespaceLabel, Gauge>,
+    replica_lag_frames: Family<NamespaceLabel, Gauge>,
+    replica_lag_ms: Family<NamespaceLabel, Gauge>,
+    replica_steps_applied: Family<NamespaceLabel, Gauge>,
+    replica_full_images: Family<NamespaceLabel, Gauge>,
+    replica_reconnects: Family<NamespaceLabel, Gauge>,
 }
 
 /// The server's metrics.
@@ -126,7 +133,37 @@ impl Metrics {
             "Namespace schedulers restarted since start",
         );
         let per_namespace = PerNamespace::default();
-        let families: [(&str, &str, &Family<NamespaceLabel, Gauge>); 15] = [
+        let families: [(&str, &str, &Family<NamespaceLabel, Gauge>); 21] = [
+            (
+                "replica_connected",
+                "On a read replica: 1 while a stream from the primary is open",
+                &per_namespace.replica_connected,
+            ),
+            (
+                "replica_lag_frames",
+                "On a read replica: frames behind the primary, as far as it knows",
+                &per_namespace.replica_lag_frames,
+            ),
+            (
+                "replica_lag_milliseconds",
+                "On a read replica: from the primary taking the last step applied to its commit here",
+                &per_namespace.replica_lag_ms,
+            ),
+            (
+                "replica_steps_applied",
+                "On a read replica: steps applied since it started following",
+                &per_namespace.replica_steps_applied,
+            ),
+            (
+                "replica_full_images",
+                "On a read replica: steps that were full images",
+                &per_namespace.replica_full_images,
+            ),
+            (
+                "replica_reconnects",
+                "On a read replica: streams from the primary opened again",
+                &per_namespace.replica_reconnects,
+            ),
             (
                 "namespace_commits",
                 "Commits since the namespace's log opened",
@@ -258,6 +295,7 @@ impl Metrics {
         open_streams: usize,
         infos: &[NamespaceInfo],
         storage: &StorageMetrics,
+        replicas: &[FollowStatus],
     ) -> String {
         let _one_scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         self.open_streams.set(open_streams as i64);
@@ -283,8 +321,33 @@ impl Metrics {
             &p.commits,
             &p.seals,
             &p.checkpoints,
+            &p.replica_connected,
+            &p.replica_lag_frames,
+            &p.replica_lag_ms,
+            &p.replica_steps_applied,
+            &p.replica_full_images,
+            &p.replica_reconnects,
         ] {
             family.clear();
+        }
+        for (i, status) in replicas.iter().enumerate() {
+            let label = NamespaceLabel {
+                namespace: if i < self.max_namespace_labels {
+                    status.namespace.clone()
+                } else {
+                    "_other".to_string()
+                },
+            };
+            let add = |family: &Family<NamespaceLabel, Gauge>, value: u64| {
+                family.get_or_create(&label).inc_by(value as i64);
+            };
+            add(&p.replica_connected, u64::from(status.connected));
+            add(&p.replica_lag_frames, status.lag_frames);
+            add(&p.replica_steps_applied, status.steps_applied);
+            add(&p.replica_full_images, status.full_images);
+            add(&p.replica_reconnects, status.reconnects);
+            let lag = p.replica_lag_ms.get_or_create(&label);
+            lag.set(lag.get().max(status.lag_ms as i64));
         }
         p.durable_lag_seconds.clear();
         for (i, info) in infos.iter().enumerate() {
@@ -361,6 +424,7 @@ mod tests {
             3,
             &[info("a", 10), info("b", 20), info("c", 30)],
             &StorageMetrics::default(),
+            &[],
         );
         assert!(
             text.contains(r#"libsql_wal_namespace_frames{namespace="a"} 10"#),
@@ -384,7 +448,7 @@ mod tests {
             text.contains(r#"libsql_wal_http_requests_total{route="/v2/pipeline",status="200"} 1"#),
             "{text}"
         );
-        let again = metrics.render(0, &[info("a", 11)], &StorageMetrics::default());
+        let again = metrics.render(0, &[info("a", 11)], &StorageMetrics::default(), &[]);
         assert!(
             !again.contains("_other"),
             "a scrape shows only what is there now: {again}"

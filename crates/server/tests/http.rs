@@ -5,6 +5,7 @@
 //! shutdown (restoring every namespace from the bucket alone) and idle close.
 
 mod common;
+mod replication;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -589,8 +589,10 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
             }
         }
         for shared in sealed {
-            if let Err(e) = shared.finish_shutdown(deadline) {
-                failed(shared.namespace(), e);
+            match shared.finish_shutdown(deadline) {
+                // At rest: the next open continues its incarnation (replicas resume).
+                Ok(()) => shared.retire(),
+                Err(e) => failed(shared.namespace(), e),
             }
         }
         self.checkpointer.stop();

@@ -56,6 +56,23 @@ pub fn host_over<B: Backend>(
     scratch_dir: &Path,
     runtime: &tokio::runtime::Runtime,
 ) -> Arc<WalHost<B>> {
+    host_over_with(
+        backend,
+        data_dir,
+        scratch_dir,
+        runtime,
+        RegistryConfig::default(),
+    )
+}
+
+/// `host_over`, with the registry's settings.
+pub fn host_over_with<B: Backend>(
+    backend: B,
+    data_dir: &Path,
+    scratch_dir: &Path,
+    runtime: &tokio::runtime::Runtime,
+    registry: RegistryConfig,
+) -> Arc<WalHost<B>> {
     let storage = ActorStorage::start(
         backend,
         StorageConfig {
@@ -64,7 +81,7 @@ pub fn host_over<B: Backend>(
         },
     )
     .expect("start the storage pipeline");
-    let registry = Arc::new(WalRegistry::new(StdIo, storage, RegistryConfig::default()));
+    let registry = Arc::new(WalRegistry::new(StdIo, storage, registry));
     Arc::new(
         WalHost::new(
             data_dir,
@@ -220,6 +237,8 @@ pub struct TestServer {
     pub runtime: tokio::runtime::Runtime,
     /// Everything on disk.
     pub dir: TempDir,
+    /// A read replica's server (its registry has `RegistryConfig::replica`).
+    pub replica: bool,
 }
 
 impl TestServer {
@@ -264,7 +283,48 @@ impl TestServer {
             admin_headers: Vec::new(),
             runtime,
             dir,
+            replica: false,
         }
+    }
+
+    /// A read replica's server over a fs bucket of its own; it follows nothing until
+    /// `server().follow(...)`.
+    pub fn start_replica() -> Self {
+        let mut server = Self::start();
+        server.replica = true;
+        server.restart();
+        server
+    }
+
+    /// Stops the server and starts it again over the same directories and addresses (a fs
+    /// bucket under its directory), with the base settings.
+    pub fn restart(&mut self) {
+        if self.server.is_some() {
+            self.stop();
+        }
+        let backend = self
+            .runtime
+            .block_on(FsBackend::new(self.bucket_dir()))
+            .expect("a fs backend");
+        let host = host_over_with(
+            backend,
+            &self.data_dir(),
+            &self.dir.path().join("scratch"),
+            &self.runtime,
+            RegistryConfig {
+                replica: self.replica,
+                ..RegistryConfig::default()
+            },
+        );
+        let mut config = base_config();
+        config.user_addr = self.user;
+        config.admin_addr = self.admin;
+        self.server = Some(Server::start(config, host).expect("the server starts again"));
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server is running")
     }
 
     /// The data directory.

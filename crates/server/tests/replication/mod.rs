@@ -1,0 +1,192 @@
+//! Read replicas over HTTP: a replica server following a primary server in this process, both
+//! on loopback with their own directories and buckets, written and read through Hrana.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{error_code, scalar_i64, TestServer, POLL_DEADLINE};
+use libsql_wal_server::{FollowStatus, FollowedNamespaces, ReplicaConfig};
+use serde_json::json;
+
+const V2: &str = "/v2/pipeline";
+
+fn ns(name: &str) -> [(&str, &str); 1] {
+    [("x-namespace", name)]
+}
+
+/// Makes `replica` follow `primary`.
+fn follow(replica: &TestServer, primary: &TestServer, namespaces: FollowedNamespaces) {
+    replica
+        .server()
+        .follow(ReplicaConfig {
+            primary: format!("http://{}", primary.user),
+            auth_token: None,
+            namespaces,
+            discover_every: Duration::from_millis(100),
+        })
+        .unwrap();
+}
+
+fn status_of(replica: &TestServer, namespace: &str) -> Option<FollowStatus> {
+    replica
+        .server()
+        .replication_statuses()
+        .into_iter()
+        .find(|s| s.namespace == namespace)
+}
+
+/// Waits until `replica` has applied everything `primary` committed in `namespace`.
+fn wait_caught_up(replica: &TestServer, primary: &TestServer, namespace: &str) -> FollowStatus {
+    let deadline = Instant::now() + POLL_DEADLINE;
+    loop {
+        let committed = primary.namespace_info(namespace)["last_committed_frame_no"]
+            .as_u64()
+            .unwrap();
+        let status = status_of(replica, namespace);
+        if let Some(status) = &status {
+            if status.applied_frame_no == committed && committed > 0 {
+                return status.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{namespace}: the replica did not catch up with frame {committed}: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a namespace holds, in one row: rows, their sum, their bytes, the counter.
+fn summary(server: &TestServer, namespace: &str) -> serde_json::Value {
+    let result = server.query(
+        V2,
+        &ns(namespace),
+        "SELECT count(*), total(a), total(length(b)), (SELECT k FROM counter) FROM t",
+    );
+    result["rows"][0].clone()
+}
+
+fn write(primary: &TestServer, namespace: &str, k: i64) {
+    primary.stream(V2, &ns(namespace)).send_and_close(vec![
+        json!({"type": "execute", "stmt": {"sql": "BEGIN"}}),
+        json!({"type": "execute", "stmt": {"sql": format!("INSERT INTO t(a, b) VALUES ({k}, randomblob({}))", 1000 + k % 5 * 1500)}}),
+        json!({"type": "execute", "stmt": {"sql": format!("UPDATE counter SET k = {k}")}}),
+        json!({"type": "execute", "stmt": {"sql": "COMMIT"}}),
+    ]);
+}
+
+fn make_schema(primary: &TestServer, namespace: &str) {
+    primary.query(
+        V2,
+        &ns(namespace),
+        "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)",
+    );
+    primary.query(V2, &ns(namespace), "CREATE TABLE counter(k INTEGER)");
+    primary.query(V2, &ns(namespace), "INSERT INTO counter VALUES (0)");
+}
+
+/// Asserts that what the replica shows of `namespace` is a state the primary committed.
+fn assert_committed_state(replica: &TestServer, namespace: &str) {
+    let tables = scalar_i64(&replica.query(
+        V2,
+        &ns(namespace),
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('t', 'counter')",
+    ));
+    if tables < 2 {
+        return;
+    }
+    let row = summary(replica, namespace);
+    let (rows, counter) = (&row[0]["value"], &row[3]["value"]);
+    assert_eq!(rows, counter, "{namespace}: a state between commits: {row}");
+}
+
+#[test]
+fn a_replica_follows_every_namespace_over_http_serves_reads_and_refuses_writes() {
+    let primary = TestServer::start();
+    let replica = TestServer::start_replica();
+    for name in ["a", "b"] {
+        primary.create_namespace(name);
+        make_schema(&primary, name);
+    }
+    follow(&replica, &primary, FollowedNamespaces::All);
+    for k in 1..=40 {
+        for name in ["a", "b"] {
+            write(&primary, name, k);
+        }
+        if k % 8 == 0 {
+            for name in ["a", "b"] {
+                assert_committed_state(&replica, name);
+            }
+        }
+    }
+    // A namespace made after the replica started is found and followed too.
+    primary.create_namespace("c");
+    make_schema(&primary, "c");
+    write(&primary, "c", 1);
+    for name in ["a", "b", "c"] {
+        let status = wait_caught_up(&replica, &primary, name);
+        assert!(status.connected && status.steps_applied >= 1, "{status:?}");
+        assert_eq!(status.lag_frames, 0, "{status:?}");
+        assert_eq!(summary(&replica, name), summary(&primary, name), "{name}");
+    }
+    // Writes on the replica are refused, read-only, and change nothing.
+    let results = replica.stream(V2, &ns("a")).send(vec![
+        json!({"type": "execute", "stmt": {"sql": "INSERT INTO t(a, b) VALUES (1000, x'00')"}}),
+    ]);
+    assert_eq!(
+        error_code(&results[0], "a write on a replica"),
+        "SQLITE_READONLY"
+    );
+    assert_eq!(summary(&replica, "a"), summary(&primary, "a"));
+    // Its metrics say where it is.
+    let metrics = replica.metrics();
+    assert_eq!(
+        metrics.value("libsql_wal_replica_lag_frames", &[("namespace", "a")]),
+        Some(0.0)
+    );
+    assert!(metrics
+        .value("libsql_wal_replica_steps_applied", &[("namespace", "a")])
+        .is_some_and(|v| v >= 1.0));
+}
+
+#[test]
+fn a_replica_goes_on_across_a_primary_restart_and_its_own_restart() {
+    let mut primary = TestServer::start();
+    let mut replica = TestServer::start_replica();
+    make_schema(&primary, "default");
+    for k in 1..=10 {
+        write(&primary, "default", k);
+    }
+    follow(
+        &replica,
+        &primary,
+        FollowedNamespaces::Listed(vec!["default".parse().unwrap()]),
+    );
+    let first = wait_caught_up(&replica, &primary, "default");
+    assert_eq!(first.full_images, 1, "{first:?}");
+
+    // The primary stops cleanly and starts again on the same address: the replica
+    // reconnects and resumes where it was, without a full image.
+    primary.restart();
+    for k in 11..=20 {
+        write(&primary, "default", k);
+    }
+    let after_primary = wait_caught_up(&replica, &primary, "default");
+    assert!(after_primary.reconnects >= 1, "{after_primary:?}");
+    assert_eq!(after_primary.full_images, 1, "{after_primary:?}");
+    assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+
+    // The replica restarts: it resumes from its recorded position.
+    replica.restart();
+    assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+    follow(
+        &replica,
+        &primary,
+        FollowedNamespaces::Listed(vec!["default".parse().unwrap()]),
+    );
+    for k in 21..=30 {
+        write(&primary, "default", k);
+    }
+    let after_replica = wait_caught_up(&replica, &primary, "default");
+    assert_eq!(after_replica.full_images, 0, "{after_replica:?}");
+    assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+}
