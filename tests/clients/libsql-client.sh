@@ -8,27 +8,41 @@ bin="${CARGO_TARGET_DIR:-target}/release/libsql-wal"
 [ -x "$bin" ] || { echo "no $bin: build the workspace first" >&2; exit 1; }
 data=$(mktemp -d)
 pid=""
-trap 'kill -9 "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
+replica=""
+trap 'kill -9 "$pid" "$replica" 2>/dev/null || true; rm -rf "$data"' EXIT
 
 export LIBSQL_WAL_AUTH_TOKEN="user-$RANDOM$RANDOM"
 export LIBSQL_WAL_ADMIN_AUTH_TOKEN="admin-$RANDOM$RANDOM"
 "$bin" run --data-dir "$data/data" --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 \
   >"$data/out" 2>"$data/err" &
 pid=$!
-for _ in $(seq 1 100); do
-  grep -q '^  try:' "$data/out" 2>/dev/null && break
-  kill -0 "$pid" 2>/dev/null || { cat "$data/out" "$data/err" >&2; exit 1; }
-  sleep 0.2
+# A read replica of it, following `default`, with the same user token.
+"$bin" run --data-dir "$data/replica" --listen 127.0.0.1:18081 --admin-listen 127.0.0.1:19091 \
+  --replicate-from http://127.0.0.1:18080 --namespaces default \
+  --primary-auth-token "$LIBSQL_WAL_AUTH_TOKEN" >"$data/replica-out" 2>"$data/replica-err" &
+replica=$!
+for server in "$pid:out:err" "$replica:replica-out:replica-err"; do
+  IFS=: read -r p out err <<<"$server"
+  for _ in $(seq 1 100); do
+    grep -q '^  try:' "$data/$out" 2>/dev/null && break
+    kill -0 "$p" 2>/dev/null || { cat "$data/$out" "$data/$err" >&2; exit 1; }
+    sleep 0.2
+  done
 done
 
 (
   cd tests/clients/libsql-client
   npm ci --no-audit --no-fund --loglevel=error
   LIBSQL_URL=http://127.0.0.1:18080 LIBSQL_ADMIN_URL=http://127.0.0.1:19090 \
+    LIBSQL_REPLICA_URL=http://127.0.0.1:18081 \
     LIBSQL_AUTH_TOKEN="$LIBSQL_WAL_AUTH_TOKEN" LIBSQL_ADMIN_TOKEN="$LIBSQL_WAL_ADMIN_AUTH_TOKEN" \
     node test.mjs
 )
 
+kill -TERM "$replica"
+status=0
+wait "$replica" || status=$?
+[ "$status" -eq 0 ] || { echo "the replica's SIGTERM gave exit code $status" >&2; cat "$data/replica-err" >&2; exit 1; }
 kill -TERM "$pid"
 status=0
 wait "$pid" || status=$?

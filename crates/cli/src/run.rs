@@ -1,7 +1,8 @@
 //! `libsql-wal run`: the server. It opens the storage (a directory, or S3), a WAL registry
 //! over it and the HTTP server, prints a banner, and on SIGINT or SIGTERM stops gracefully
 //! (requests finish, streams roll back, every namespace is sealed, made durable and
-//! checkpointed); a second signal exits at once.
+//! checkpointed); a second signal exits at once. With `--replicate-from` it is a read replica
+//! of another `libsql-wal run`: its namespaces follow the primary's (`Server::follow`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +14,9 @@ use clap::{Args, ValueEnum};
 use libsql_wal::{CheckpointThreshold, RegistryConfig, SwapStrategy, WalRegistry};
 use libsql_wal_backend::{Backend, CompactionStrategy};
 use libsql_wal_segment::StdIo;
-use libsql_wal_server::{Durability, Limits, Server, ServerConfig, Token, WalHost};
+use libsql_wal_server::{
+    Durability, FollowedNamespaces, Limits, ReplicaConfig, Server, ServerConfig, Token, WalHost,
+};
 use libsql_wal_supervisor::{ActorStorage, MaintenanceConfig, StorageConfig};
 use tracing::{error, info};
 
@@ -147,6 +150,27 @@ pub struct RunArgs {
     /// How long shutdown waits for storage to make every namespace durable.
     #[arg(long, env = "LIBSQL_WAL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// Run as a read replica of the primary whose user API is at this URL
+    /// (`http://host:port`): the namespaces follow the primary's and serve reads; writes are
+    /// refused with SQLITE_READONLY. The replica's own log goes to its own storage (by default
+    /// the bucket under its data directory): never give it the primary's bucket.
+    #[arg(long, env = "LIBSQL_WAL_REPLICATE_FROM")]
+    replicate_from: Option<String>,
+    /// With --replicate-from: the namespaces to follow, comma-separated.
+    #[arg(
+        long,
+        env = "LIBSQL_WAL_REPLICATE_NAMESPACES",
+        value_delimiter = ',',
+        requires = "replicate_from",
+        conflicts_with = "all"
+    )]
+    namespaces: Vec<String>,
+    /// With --replicate-from: follow every namespace of the primary, new ones too.
+    #[arg(long, env = "LIBSQL_WAL_REPLICATE_ALL", requires = "replicate_from")]
+    all: bool,
+    /// With --replicate-from: the primary's user API token.
+    #[arg(long, env = "LIBSQL_WAL_PRIMARY_AUTH_TOKEN", hide_env_values = true, value_parser = parse_token, requires = "replicate_from")]
+    primary_auth_token: Option<Token>,
     /// Log line format (the level comes from RUST_LOG, default info).
     #[arg(
         long,
@@ -203,6 +227,13 @@ fn token_hint(value: Option<&Token>, file: Option<&PathBuf>) -> Option<String> {
 /// Runs the server until a signal; returns the process's exit code.
 pub fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format, "info");
+    let replica = match replica_config(&args) {
+        Ok(replica) => replica,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
         eprintln!(
             "error: cannot create the data directory {}: {e}",
@@ -221,7 +252,10 @@ pub fn run(args: RunArgs) -> ExitCode {
         &args.storage,
         &args.data_dir,
         Missing::Create,
-        Serve { args: &args },
+        Serve {
+            args: &args,
+            replica,
+        },
     );
     drop(lock);
     code
@@ -230,6 +264,36 @@ pub fn run(args: RunArgs) -> ExitCode {
 /// The server, on whichever backend the flags name.
 struct Serve<'a> {
     args: &'a RunArgs,
+    /// With --replicate-from: what to follow.
+    replica: Option<ReplicaConfig>,
+}
+
+/// What --replicate-from, --namespaces and --all ask for; the error names the flag.
+fn replica_config(args: &RunArgs) -> Result<Option<ReplicaConfig>, String> {
+    let Some(primary) = &args.replicate_from else {
+        return Ok(None);
+    };
+    let namespaces = if args.all {
+        FollowedNamespaces::All
+    } else if args.namespaces.is_empty() {
+        return Err("--replicate-from needs --namespaces a,b,... or --all".into());
+    } else {
+        let mut listed = Vec::with_capacity(args.namespaces.len());
+        for name in &args.namespaces {
+            listed.push(
+                name.trim()
+                    .parse()
+                    .map_err(|e| format!("--namespaces: {name:?}: {e}"))?,
+            );
+        }
+        FollowedNamespaces::Listed(listed)
+    };
+    Ok(Some(ReplicaConfig {
+        primary: primary.clone(),
+        auth_token: args.primary_auth_token.clone(),
+        namespaces,
+        discover_every: Duration::from_secs(10),
+    }))
 }
 
 impl OnBackend for Serve<'_> {
@@ -239,13 +303,14 @@ impl OnBackend for Serve<'_> {
         location: &StorageLocation,
         runtime: tokio::runtime::Runtime,
     ) -> ExitCode {
-        serve(backend, self.args, location, runtime)
+        serve(backend, self.args, self.replica, location, runtime)
     }
 }
 
 fn serve<B: Backend>(
     backend: B,
     args: &RunArgs,
+    replica: Option<ReplicaConfig>,
     location: &StorageLocation,
     runtime: tokio::runtime::Runtime,
 ) -> ExitCode {
@@ -307,6 +372,7 @@ fn serve<B: Backend>(
                 frames: args.checkpoint_after_frames,
                 segments: args.checkpoint_after_segments,
             },
+            replica: replica.is_some(),
             ..RegistryConfig::default()
         },
     ));
@@ -354,12 +420,33 @@ fn serve<B: Backend>(
             return ExitCode::FAILURE;
         }
     };
+    let following = replica.as_ref().map(|r| {
+        let what = match &r.namespaces {
+            FollowedNamespaces::All => "every namespace".to_string(),
+            FollowedNamespaces::Listed(list) => list
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        format!("{} ({what}; read-only)", r.primary)
+    });
+    if let Some(replica) = replica {
+        if let Err(e) = server.follow(replica) {
+            eprintln!("error: {e}");
+            drop(server.stop());
+            return ExitCode::from(2);
+        }
+    }
     let user = format!("http://{}", server.user_addr());
     let hint =
         token_hint(args.auth_token.as_ref(), args.auth_token_file.as_ref()).unwrap_or_default();
     println!("libsql-wal {} serving", env!("CARGO_PKG_VERSION"));
     println!("  data:      {}", args.data_dir.display());
     println!("  bucket:    {location}");
+    if let Some(following) = &following {
+        println!("  replica of: {following}");
+    }
     println!("  user API:  {user}  (namespace `default`; others by x-namespace header)");
     match server.admin_addr() {
         Some(admin) => {

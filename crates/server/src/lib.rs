@@ -207,6 +207,9 @@ pub(crate) struct State {
     metrics: metrics::Metrics,
     /// On a read replica: what follows the primary (`Server::follow`).
     follower: std::sync::Mutex<Option<replica::Follower>>,
+    /// Set when the server stops: replication streams (endless responses) end, so that
+    /// stopping does not wait out the grace period for them.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
@@ -343,6 +346,7 @@ impl Server {
             })?,
             metrics: metrics::Metrics::new(config.max_namespace_labels),
             follower: std::sync::Mutex::new(None),
+            stopping: tokio::sync::watch::Sender::new(false),
             host,
             config,
         });
@@ -496,6 +500,7 @@ impl Server {
         if let Some(follower) = follower {
             follower.stop();
         }
+        self.state.stopping.send_replace(true);
         let handles = std::mem::take(&mut self.handles);
         futures::executor::block_on(futures::future::join_all(
             handles.iter().map(|h| h.stop(true)),

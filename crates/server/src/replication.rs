@@ -6,7 +6,8 @@
 //!   `application/octet-stream` of steps (`libsql_wal::ReplicationSource`) from frame_no `N`
 //!   of log `L` in incarnation `I`; 409 `LOG_CHANGED` when the log is no longer that one (the
 //!   replica says hello again). When nothing is committed for `HEARTBEAT`, a heartbeat step
-//!   (no pages) says where the primary is; the stream ends when the log is closed.
+//!   (no pages) says where the primary is; the stream ends when the log is closed or the server
+//!   stops.
 //!
 //! The wire form of a step (little-endian): a 48-byte header (`StepHead`), then `pages` times
 //! `page_no: u32` and the 4096-byte page, then the CRC32 of those page records. Pages are
@@ -273,7 +274,8 @@ async fn steps(
         }
         let (tx, rx) =
             tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
-        actix_web::rt::spawn(follow(log, namespace, query.after, tx));
+        let stopping = state.stopping.subscribe();
+        actix_web::rt::spawn(follow(log, namespace, query.after, tx, stopping));
         let body = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|chunk| (chunk, rx))
         });
@@ -299,9 +301,13 @@ async fn follow(
     namespace: NamespaceName,
     mut after: u64,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut commits = log.commits();
     loop {
+        if *stopping.borrow_and_update() {
+            return;
+        }
         if log.is_gone() {
             debug!(%namespace, "the log closed; the replica says hello again");
             return;
@@ -327,6 +333,7 @@ async fn follow(
                     return;
                 }
             }
+            _ = stopping.changed() => return,
             () = actix_web::rt::time::sleep(HEARTBEAT) => {
                 let hello = log.hello();
                 let head = StepHead {

@@ -9,6 +9,7 @@
 //   LIBSQL_AUTH_TOKEN       optional, passed to createClient as `authToken`
 //   LIBSQL_ADMIN_TOKEN      optional, sent as `Authorization: Bearer <t>` to the admin API
 //   LIBSQL_TEST_TIMEOUT_MS  optional, timeout of each check and of each HTTP request (default 30000)
+//   LIBSQL_REPLICA_URL      optional, a read replica of LIBSQL_URL following namespace `default`
 //
 // It creates two fresh namespaces through the admin API (`POST /v1/namespaces/<ns>/create`), talks to
 // each through its own client whose custom `fetch` adds `x-namespace: <ns>`, prints `ok - <name>` or
@@ -29,6 +30,7 @@ const ADMIN_URL = env("LIBSQL_ADMIN_URL", "http://127.0.0.1:9090").replace(/\/+$
 const AUTH_TOKEN = env("LIBSQL_AUTH_TOKEN", undefined);
 const ADMIN_TOKEN = env("LIBSQL_ADMIN_TOKEN", undefined);
 const TIMEOUT_MS = Number(env("LIBSQL_TEST_TIMEOUT_MS", "30000"));
+const REPLICA_URL = env("LIBSQL_REPLICA_URL", undefined);
 if (!Number.isFinite(TIMEOUT_MS) || TIMEOUT_MS <= 0) {
     console.error(`LIBSQL_TEST_TIMEOUT_MS must be a positive number, got ${process.env.LIBSQL_TEST_TIMEOUT_MS}`);
     process.exit(2);
@@ -704,6 +706,42 @@ await check("concurrency: 8 parallel execute() writes and 8 parallel reads all s
     const rs = await dbA.execute("SELECT k FROM conc ORDER BY k");
     assert.deepEqual(col(rs, "k"), [0, 1, 2, 3, 4, 5, 6, 7]);
 });
+
+// --- a read replica ----------------------------------------------------------------------------------
+// With LIBSQL_REPLICA_URL: a `libsql-wal run --replicate-from <primary>` following namespace
+// `default`, with the same user token.
+
+if (REPLICA_URL !== undefined) {
+    const onPrimary = makeClient("default");
+    const onReplica = makeClient("default", { url: REPLICA_URL });
+    const table = `replicated_${randomBytes(4).toString("hex")}`;
+    await check("replica: reads from the replica what was written to the primary", async () => {
+        await onPrimary.execute(`CREATE TABLE ${table} (x INTEGER, y TEXT)`);
+        await onPrimary.batch(
+            [1, 2, 3].map((x) => ({ sql: `INSERT INTO ${table} VALUES (?, ?)`, args: [x, `row ${x}`] })),
+            "write",
+        );
+        for (;;) {
+            try {
+                const rs = await onReplica.execute(`SELECT x, y FROM ${table} ORDER BY x`);
+                if (rs.rows.length === 3) {
+                    assert.deepEqual(col(rs, "y"), ["row 1", "row 2", "row 3"]);
+                    return;
+                }
+            } catch (e) {
+                if (!/no such table/i.test(String(e?.message))) throw e;
+            }
+            await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+    });
+    await check("replica: a write to the replica is refused with SQLITE_READONLY", async () => {
+        const err = await rejection(onReplica.execute(`INSERT INTO ${table} VALUES (4, 'four')`));
+        assertLibsqlError(err);
+        assert.equal(err.code, "SQLITE_READONLY", err.message);
+        const rs = await onPrimary.execute(`SELECT count(*) AS n FROM ${table}`);
+        assert.equal(rs.rows[0].n, 3);
+    });
+}
 
 await check("close: every client closes", async () => {
     for (const c of clients) c.close();
