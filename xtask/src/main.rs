@@ -50,6 +50,10 @@ const BENCHES: &[Bench] = &[
         name: "server",
         cargo_args: &["bench", "-p", "libsql-wal-server", "--bench", "server"],
     },
+    Bench {
+        name: "replication",
+        cargo_args: &["bench", "-p", "libsql-wal-server", "--bench", "replication"],
+    },
 ];
 
 fn main() -> ExitCode {

@@ -266,12 +266,12 @@ impl<F: FileExt> SealedSegment<F> {
     /// in page order: what a replica at `after` lacks of this segment. Reads one frame_no per
     /// page when the segment starts at or before `after`.
     pub fn pages_written_after(&self, after: u64) -> Result<Vec<u32>> {
+        if self.last_committed_frame_no() <= after {
+            return Ok(Vec::new());
+        }
         let entries = self.index.entries();
         if self.start_frame_no() > after {
             return Ok(entries.into_iter().map(|(page_no, _)| page_no).collect());
-        }
-        if self.last_committed_frame_no() <= after {
-            return Ok(Vec::new());
         }
         let mut pages = Vec::new();
         for (page_no, offset) in entries {

@@ -41,6 +41,17 @@ impl NativeHost {
     }
 }
 
+/// The error of what SQLite's own WAL cannot do.
+fn unsupported(ns: &NamespaceName, what: &str) -> libsql_wal_server::Error {
+    libsql_wal_server::Error::Wal {
+        namespace: ns.clone(),
+        source: libsql_wal::Error::Unsupported {
+            namespace: ns.clone(),
+            what: what.to_string(),
+        },
+    }
+}
+
 impl Host for NativeHost {
     fn exists(&self, ns: &NamespaceName) -> bool {
         self.dir(ns).is_dir()
@@ -88,13 +99,10 @@ impl Host for NativeHost {
         ns: &NamespaceName,
         _: libsql_wal::RestoreTarget,
     ) -> libsql_wal_server::Result<libsql_wal::Rewound> {
-        Err(libsql_wal_server::Error::Wal {
-            namespace: ns.clone(),
-            source: libsql_wal::Error::Unsupported {
-                namespace: ns.clone(),
-                what: "a rewind on SQLite's own WAL (it keeps no history)".to_string(),
-            },
-        })
+        Err(unsupported(
+            ns,
+            "a rewind on SQLite's own WAL (it keeps no history)",
+        ))
     }
 
     fn list(&self) -> libsql_wal_server::Result<Vec<NamespaceName>> {
@@ -125,6 +133,20 @@ impl Host for NativeHost {
 
     fn close_idle(&self, _: Duration) -> usize {
         0
+    }
+
+    fn replication_source(
+        &self,
+        ns: &NamespaceName,
+    ) -> libsql_wal_server::Result<Arc<dyn libsql_wal::ReplicationSource>> {
+        Err(unsupported(ns, "replication"))
+    }
+
+    fn injector(
+        &self,
+        ns: &NamespaceName,
+    ) -> libsql_wal_server::Result<Box<dyn libsql_wal::StepInjector>> {
+        Err(unsupported(ns, "replication"))
     }
 
     fn shutdown(&self) -> libsql_wal_server::Result<()> {

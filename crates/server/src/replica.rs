@@ -143,7 +143,9 @@ impl Follower {
             })?;
         let client = {
             let _entered = runtime.enter();
-            Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
         };
         let shared = Arc::new(Shared {
             host,
@@ -474,10 +476,10 @@ async fn session(
             crc.update(&record);
             let mut page_no = [0; 4];
             page_no.copy_from_slice(&record[..4]);
-            tokio::task::block_in_place(|| {
-                injector.page(u32::from_le_bytes(page_no), &record[4..])
-            })
-            .map_err(|e| format!("cannot apply a step's page: {e}"))?;
+            // Memory, and a write of the page cache every few dozen pages: not worth a hand-off.
+            injector
+                .page(u32::from_le_bytes(page_no), &record[4..])
+                .map_err(|e| format!("cannot apply a step's page: {e}"))?;
         }
         if !fill(&mut body, &mut buf, 4).await? {
             return Err("the primary's stream ended inside a step"

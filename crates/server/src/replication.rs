@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use libsql_wal::{ReplicationSource, StepHeader};
+use libsql_wal::{ReplicationSource, StepHeader, StepPages};
 use libsql_wal_backend::NamespaceName;
 use libsql_wal_segment::format::PAGE_SIZE;
 use tracing::{debug, warn};
@@ -48,6 +48,8 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
 const CHUNKS_IN_FLIGHT: usize = 8;
 /// Bytes of one chunk, about.
 const CHUNK_BYTES: usize = 64 << 10;
+/// A step of at most this many pages is read on the HTTP worker itself.
+const INLINE_PAGES: u32 = 32;
 /// A replica that takes no chunk for this long is cut off.
 const STALLED_AFTER: Duration = Duration::from_secs(30);
 
@@ -314,12 +316,41 @@ async fn follow(
         }
         let last = *commits.borrow_and_update();
         if last > after {
-            let (step_log, step_tx) = (log.clone(), tx.clone());
-            match web::block(move || send_step(&*step_log, after, &step_tx)).await {
-                Ok(Ok(Some(frame_no))) => after = frame_no,
-                Ok(Ok(None)) => {}
-                Ok(Err(Ended::Replica)) | Err(_) => return,
-                Ok(Err(Ended::Log(e))) => {
+            let sent = match log.step_after(after) {
+                Ok(None) => Ok(after),
+                Ok(Some(mut step)) if step.header().pages <= INLINE_PAGES => {
+                    // A few pages from the page cache: read here, without a thread hand-off.
+                    let mut chunks = Vec::new();
+                    match encode_step(&mut *step, |chunk| {
+                        chunks.push(chunk);
+                        Ok(())
+                    }) {
+                        Ok(frame_no) => {
+                            drop(step);
+                            let mut sent = Ok(frame_no);
+                            for chunk in chunks {
+                                if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                                    sent = Err(Ended::Replica);
+                                    break;
+                                }
+                            }
+                            sent
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(Some(mut step)) => {
+                    let step_tx = tx.clone();
+                    web::block(move || encode_step(&mut *step, |chunk| send_chunk(&step_tx, chunk)))
+                        .await
+                        .unwrap_or(Err(Ended::Replica))
+                }
+                Err(e) => Err(Ended::Log(e)),
+            };
+            match sent {
+                Ok(frame_no) => after = frame_no,
+                Err(Ended::Replica) => return,
+                Err(Ended::Log(e)) => {
                     warn!(%namespace, error = %e, "cannot serve a replication step");
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                     return;
@@ -357,16 +388,12 @@ async fn follow(
     }
 }
 
-/// Reads the step after `after` and sends it in chunks; returns the frame_no it brings the
-/// replica to (`None`: nothing new). Runs on a blocking thread.
-fn send_step(
-    log: &dyn ReplicationSource,
-    after: u64,
-    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-) -> Result<Option<u64>, Ended> {
-    let Some(mut step) = log.step_after(after).map_err(Ended::Log)? else {
-        return Ok(None);
-    };
+/// Reads `step`'s pages and hands its wire form to `emit` in chunks; returns the frame_no it
+/// brings the replica to.
+fn encode_step(
+    step: &mut dyn StepPages,
+    mut emit: impl FnMut(Vec<u8>) -> Result<(), Ended>,
+) -> Result<u64, Ended> {
     let header = step.header();
     let head = StepHead {
         step: header,
@@ -383,12 +410,12 @@ fn send_step(
         chunk.extend_from_slice(&page);
         crc.update(&chunk[start..]);
         if chunk.len() >= CHUNK_BYTES {
-            send_chunk(tx, std::mem::take(&mut chunk))?;
+            emit(std::mem::take(&mut chunk))?;
         }
     }
     chunk.extend_from_slice(&crc.finalize().to_le_bytes());
-    send_chunk(tx, chunk)?;
-    Ok(Some(header.frame_no))
+    emit(chunk)?;
+    Ok(header.frame_no)
 }
 
 /// Sends one chunk, waiting while the replica's channel is full, for at most `STALLED_AFTER`.

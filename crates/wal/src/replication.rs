@@ -26,7 +26,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use libsql_wal_backend::Storage;
@@ -394,15 +395,18 @@ const POSITION_EVERY: Duration = Duration::from_secs(1);
 /// The replica side: applies steps to the replica's own log.
 pub struct Injector<I: Io, S: Storage<File = I::File>> {
     shared: Arc<SharedWal<I, S>>,
-    record: PositionRecord<I::File>,
-    /// The position the record holds.
+    /// The position record; shared with the background flush.
+    record: Arc<Mutex<PositionRecord<I::File>>>,
+    /// The position the record held when opened.
     recorded: Option<ReplicaPosition>,
     /// The log being followed (from the last `resume_from`).
     following: Option<LogIdentity>,
-    /// The primary's frame_no of the last step committed, when it is past `recorded`.
+    /// The primary's frame_no of the last step committed in the log followed.
     committed: Option<u64>,
-    /// When the record last advanced.
+    /// When the record last advanced (or a background flush was started).
     recorded_at: Instant,
+    /// Set while a background flush runs.
+    flushing: Arc<AtomicBool>,
     /// Writer-queue id.
     writer: u64,
     /// The step being applied, and the segment it writes to.
@@ -429,11 +433,12 @@ impl<I: Io, S: Storage<File = I::File>> Injector<I, S> {
         let (record, recorded) = PositionRecord::open(shared.io(), shared.db_path())?;
         Ok(Injector {
             shared,
-            record,
+            record: Arc::new(Mutex::new(record)),
             recorded,
             following: None,
             committed: None,
             recorded_at: Instant::now(),
+            flushing: Arc::new(AtomicBool::new(false)),
             writer: next_writer_id(),
             step: None,
             pending: Vec::new(),
@@ -472,9 +477,37 @@ impl<I: Io, S: Storage<File = I::File>> Injector<I, S> {
         self.release();
         self.committed = Some(header.frame_no);
         if self.recorded_at.elapsed() >= POSITION_EVERY {
-            self.flush()?;
+            self.flush_in_background();
         }
         Ok(header.frame_no)
+    }
+
+    /// Starts a flush on a background thread (its fsyncs would hold up the next steps),
+    /// unless one runs.
+    fn flush_in_background(&mut self) {
+        let (Some(identity), Some(applied)) = (self.following, self.committed) else {
+            return;
+        };
+        if self.flushing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.recorded_at = Instant::now();
+        let position = ReplicaPosition { identity, applied };
+        let (shared, record, flushing) = (
+            self.shared.clone(),
+            self.record.clone(),
+            self.flushing.clone(),
+        );
+        let queued = crate::senders::send(Box::new(move || {
+            if let Err(e) = record_durably(&shared, &record, &position) {
+                warn!(namespace = %shared.namespace(), error = %e, "cannot record a replica's position; it resumes from the one recorded before");
+            }
+            flushing.store(false, Ordering::SeqCst);
+        }));
+        if let Err(e) = queued {
+            debug!(error = %e, "no thread for a background flush; the next commit tries again");
+            self.flushing.store(false, Ordering::SeqCst);
+        }
     }
 
     fn release(&mut self) {
@@ -566,20 +599,29 @@ impl<I: Io, S: Storage<File = I::File>> StepInjector for Injector<I, S> {
         let (Some(identity), Some(applied)) = (self.following, self.committed) else {
             return Ok(());
         };
-        // The log first: the record must never say more than the disk holds.
-        self.shared.persist_seal()?;
-        self.shared
-            .snapshot()
-            .current
-            .sync()
-            .map_err(Error::segment(self.shared.namespace()))?;
         let position = ReplicaPosition { identity, applied };
-        self.record.write(&position)?;
-        self.recorded = Some(position);
-        self.committed = None;
+        record_durably(&self.shared, &self.record, &position)?;
         self.recorded_at = Instant::now();
         Ok(())
     }
+}
+
+/// Makes everything the replica's log committed so far durable, then records `position` (a
+/// step the log committed): the record must never say more than the disk holds. The current
+/// segment is taken first: a seal meanwhile leaves it the newest unsynced seal, which
+/// `persist_seal` then writes.
+fn record_durably<I: Io, S: Storage<File = I::File>>(
+    shared: &SharedWal<I, S>,
+    record: &Mutex<PositionRecord<I::File>>,
+    position: &ReplicaPosition,
+) -> Result<()> {
+    let current = shared.snapshot().current;
+    shared.persist_seal()?;
+    current.sync().map_err(Error::segment(shared.namespace()))?;
+    record
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .write(position)
 }
 
 /// Name of the marker a log closed cleanly leaves in its segment directory.
