@@ -25,6 +25,9 @@ type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const NAMESPACES: usize = 10;
 
+/// One namespace's commits the replica does not show yet: (frame_no, committed at).
+type Pending = Mutex<VecDeque<(u64, Instant)>>;
+
 /// A server over a fs bucket under `dir`, a replica's if `replica`.
 fn server(
     dir: &Path,
@@ -101,9 +104,7 @@ fn main() -> BenchResult {
         namespaces: FollowedNamespaces::Listed(names.clone()),
         discover_every: Duration::from_secs(10),
     })?;
-    // Each namespace's commits not yet shown by the replica: (frame_no, committed at).
-    let pending: Arc<Vec<Mutex<VecDeque<(u64, Instant)>>>> =
-        Arc::new((0..NAMESPACES).map(|_| Mutex::default()).collect());
+    let pending: Arc<Vec<Pending>> = Arc::new((0..NAMESPACES).map(|_| Mutex::default()).collect());
     let lags = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();

@@ -120,7 +120,8 @@ fn primary_base(primary: &str) -> Result<String> {
             )))
         }
     }
-    if uri.host().is_none() || uri.path().trim_end_matches('/') != "" || uri.query().is_some() {
+    if uri.host().is_none() || !uri.path().trim_end_matches('/').is_empty() || uri.query().is_some()
+    {
         return Err(Error::Config(format!(
             "--replicate-from {primary:?} must be http://host[:port], with no path"
         )));

@@ -23,7 +23,7 @@ fn follow(replica: &TestServer, primary: &TestServer, namespaces: FollowedNamesp
             namespaces,
             discover_every: Duration::from_millis(100),
         })
-        .unwrap();
+        .expect("the replica follows");
 }
 
 fn status_of(replica: &TestServer, namespace: &str) -> Option<FollowStatus> {
@@ -40,7 +40,7 @@ fn wait_caught_up(replica: &TestServer, primary: &TestServer, namespace: &str) -
     loop {
         let committed = primary.namespace_info(namespace)["last_committed_frame_no"]
             .as_u64()
-            .unwrap();
+            .expect("a frame_no");
         let status = status_of(replica, namespace);
         if let Some(status) = &status {
             if status.applied_frame_no == committed && committed > 0 {
@@ -159,7 +159,7 @@ fn a_replica_goes_on_across_a_primary_restart_and_its_own_restart() {
     follow(
         &replica,
         &primary,
-        FollowedNamespaces::Listed(vec!["default".parse().unwrap()]),
+        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
     );
     let first = wait_caught_up(&replica, &primary, "default");
     assert_eq!(first.full_images, 1, "{first:?}");
@@ -181,7 +181,7 @@ fn a_replica_goes_on_across_a_primary_restart_and_its_own_restart() {
     follow(
         &replica,
         &primary,
-        FollowedNamespaces::Listed(vec!["default".parse().unwrap()]),
+        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
     );
     for k in 21..=30 {
         write(&primary, "default", k);
