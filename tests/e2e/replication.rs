@@ -381,3 +381,41 @@ fn sql_writes_on_a_replica_log_are_refused_read_only_and_reads_see_the_injected_
     pump(&*source, &mut injector);
     assert_eq!(assert_committed_state(&reader), 2);
 }
+
+#[test]
+fn a_log_is_not_closed_under_a_step_being_read_or_an_injector_following() {
+    let primary = TestDb::new(RegistryConfig::default());
+    let replica = TestDb::new(RegistryConfig::default());
+    let ns: libsql_wal_backend::NamespaceName = "a".parse().unwrap();
+    let conn = primary.connect("a");
+    conn.execute_batch(SCHEMA).unwrap();
+    write_tx(&conn, 1);
+    drop(conn);
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    let step = source.step_after(0).unwrap().unwrap();
+    // A log opened next over the same files could checkpoint newer pages into the database
+    // file the step still reads.
+    let busy = primary.registry().close(&ns).unwrap_err();
+    assert!(matches!(busy, libsql_wal::Error::Busy { .. }), "{busy}");
+    drop(step);
+    primary.registry().close(&ns).unwrap();
+    assert!(
+        matches!(source.step_after(0), Err(libsql_wal::Error::Closed { .. })),
+        "a closed log serves no steps"
+    );
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+
+    let mut injector = replica.registry().injector(&replica.db_path("a")).unwrap();
+    pump(&*source, &mut injector);
+    let busy = replica.registry().close(&ns).unwrap_err();
+    assert!(matches!(busy, libsql_wal::Error::Busy { .. }), "{busy}");
+    // Still following.
+    let conn = primary.connect("a");
+    write_tx(&conn, 2);
+    pump(&*source, &mut injector);
+    assert_eq!(assert_committed_state(&replica.connect("a")), 2);
+    drop(injector);
+    replica.registry().close(&ns).unwrap();
+    let log = replica.registry().get(&ns);
+    assert!(log.is_none(), "closed once the injector is gone");
+}

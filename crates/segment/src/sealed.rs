@@ -264,7 +264,9 @@ impl<F: FileExt> SealedSegment<F> {
 
     /// Returns the pages whose newest version in this segment has a frame_no above `after`,
     /// in page order: what a replica at `after` lacks of this segment. Reads one frame_no per
-    /// page when the segment starts at or before `after`.
+    /// page when the segment starts at or before `after`; a frame header that is not the
+    /// page's or not in the segment's range (a damaged file) counts its page in: a page sent
+    /// that a replica has is harmless, one missed is not.
     pub fn pages_written_after(&self, after: u64) -> Result<Vec<u32>> {
         if self.last_committed_frame_no() <= after {
             return Ok(Vec::new());
@@ -279,7 +281,11 @@ impl<F: FileExt> SealedSegment<F> {
             self.file
                 .read_exact_at(&mut header, offset)
                 .map_err(|e| Error::io(&self.path, e))?;
-            if FrameHeader::decode(&header).frame_no > after {
+            let frame = FrameHeader::decode(&header);
+            let plausible = frame.page_no == page_no
+                && (self.start_frame_no()..=self.last_committed_frame_no())
+                    .contains(&frame.frame_no);
+            if !plausible || frame.frame_no > after {
                 pages.push(page_no);
             }
         }

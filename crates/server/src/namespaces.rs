@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use dashmap::{DashMap, DashSet};
 use libsql_sys::rusqlite::OpenFlags;
 use libsql_wal::{
-    Injector, LibsqlWalManager, ReplicationSource, RestoreOptions, RestoreTarget, Rewound,
-    StepInjector, WalRegistry,
+    LibsqlWalManager, ReplicationSource, RestoreOptions, RestoreTarget, Rewound, StepInjector,
+    WalRegistry,
 };
 use libsql_wal_backend::{Backend, BackendExt, NamespaceName, Storage};
 use libsql_wal_segment::StdIo;
@@ -641,10 +641,13 @@ impl<B: Backend> Host for WalHost<B> {
                 self.create_replica_files(namespace)
             })?;
         }
-        let log = self.while_open(namespace, || self.log(namespace))?;
-        let injector = Injector::open(log).map_err(|source| Error::Wal {
-            namespace: namespace.clone(),
-            source,
+        let injector = self.while_open(namespace, || {
+            self.registry()
+                .injector(&self.db_path(namespace))
+                .map_err(|source| Error::Wal {
+                    namespace: namespace.clone(),
+                    source,
+                })
         })?;
         Ok(Box::new(injector))
     }

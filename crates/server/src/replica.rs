@@ -3,14 +3,21 @@
 //!
 //! Per namespace, one task: hello, then a stream of steps from where the replica is
 //! (`StepInjector::resume_from`); each step is applied as one transaction (readers never see
-//! half of one) after its checksum is checked. Any error rolls the step back, and the task
-//! reconnects with backoff (500 ms doubling to 30 s; at once when the primary's log changed).
+//! half of one) after its checksum is checked. Any error rolls the step back at once (the
+//! replica's writer lock is not held through the backoff), an error of the replica's own log
+//! drops its injector (the next session opens the log again), and the task reconnects with
+//! backoff (500 ms doubling to 30 s; at once when the primary's log changed, after 100 ms when
+//! the primary ended the stream).
 //! A stream that brings nothing, not even a heartbeat, for three heartbeats is given up as dead.
-//! With `FollowedNamespaces::All` the primary's namespaces are listed every `discover_every`
-//! and new ones followed. `statuses` says where each one is (lag in frames and milliseconds,
+//! With `FollowedNamespaces::All` the primary's namespaces are listed every `discover_every`:
+//! new ones are followed, and one followed that the primary no longer lists (it was deleted
+//! there) is no longer followed and is deleted here too (its local files; the replica's own
+//! storage objects are kept). A namespace deleted on the primary while the replica was not
+//! running is not known to have been followed, and is left alone. `statuses` says where each one is (lag in frames and milliseconds,
 //! steps applied, reconnects), for metrics.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -95,12 +102,45 @@ pub struct Follower {
     shared: Arc<Shared>,
 }
 
+/// A namespace followed with `FollowedNamespaces::All`: its task, and how to stop it alone.
+struct Followed {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Followed {
+    /// Stops the task and waits for it (it rolls back and records its position).
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Deletes `namespace`, which the primary no longer has, here too (keeping the replica's
+/// storage objects); false if it failed (a connection is open on it), to try again later.
+fn delete_here(shared: &Shared, namespace: &NamespaceName) -> bool {
+    match tokio::task::block_in_place(|| shared.host.delete(namespace, true)) {
+        Ok(()) => {
+            info!(%namespace, "the primary no longer has this namespace: deleted here");
+            true
+        }
+        Err(Error::NamespaceNotFound(_)) => true,
+        Err(e) => {
+            warn!(%namespace, error = %e, "the primary no longer has this namespace, but deleting it here failed; trying again at the next listing");
+            false
+        }
+    }
+}
+
 /// No data (not even a heartbeat) for this long ends a stream.
 const READ_TIMEOUT: Duration = Duration::from_secs(HEARTBEAT.as_secs() * 3);
 /// The first backoff after an error.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The pause before following again after the primary ended a stream (its log closed, or it
+/// is stopping).
+const AFTER_END: Duration = Duration::from_millis(100);
 
 /// Checks `primary` is `http://host[:port]` and returns it without a trailing slash.
 fn primary_base(primary: &str) -> Result<String> {
@@ -169,18 +209,36 @@ impl Follower {
                 let spawner = runtime.handle().clone();
                 let mut stop = stopped.clone();
                 tasks.push(runtime.spawn(async move {
-                    let mut known = HashSet::new();
-                    let mut followed = Vec::new();
+                    let mut followed: HashMap<NamespaceName, Followed> = HashMap::new();
+                    // No longer followed, not yet deleted here (a connection was open).
+                    let mut undeleted: HashSet<NamespaceName> = HashSet::new();
                     loop {
                         match list_namespaces(&shared).await {
                             Ok(list) => {
-                                for namespace in list {
-                                    if known.insert(namespace.clone()) {
-                                        followed.push(spawner.spawn(follow(
+                                let listed: HashSet<_> = list.into_iter().collect();
+                                let gone: Vec<_> = followed
+                                    .keys()
+                                    .filter(|n| !listed.contains(*n))
+                                    .cloned()
+                                    .collect();
+                                for namespace in gone {
+                                    if let Some(task) = followed.remove(&namespace) {
+                                        task.stop().await;
+                                        shared.statuses.remove(&namespace);
+                                        undeleted.insert(namespace);
+                                    }
+                                }
+                                undeleted
+                                    .retain(|n| !listed.contains(n) && !delete_here(&shared, n));
+                                for namespace in listed {
+                                    if let Entry::Vacant(slot) = followed.entry(namespace) {
+                                        let (stop, stopped) = tokio::sync::watch::channel(false);
+                                        let task = spawner.spawn(follow(
                                             shared.clone(),
-                                            namespace,
-                                            stopped.clone(),
-                                        )));
+                                            slot.key().clone(),
+                                            stopped,
+                                        ));
+                                        slot.insert(Followed { stop, task });
                                     }
                                 }
                             }
@@ -191,8 +249,8 @@ impl Follower {
                             _ = stop.changed() => break,
                         }
                     }
-                    for task in followed {
-                        let _ = task.await;
+                    for (_, task) in followed {
+                        task.stop().await;
                     }
                 }));
             }
@@ -324,9 +382,6 @@ async fn follow(
     let mut failures = 0u32;
     let mut sessions = 0u64;
     while !*stop.borrow() {
-        if let Some(injector) = injector.as_mut() {
-            injector.rollback();
-        }
         if sessions > 0 {
             if let Some(mut status) = shared.statuses.get_mut(&namespace) {
                 status.reconnects += 1;
@@ -337,13 +392,22 @@ async fn follow(
             ended = session(&shared, &namespace, &mut injector) => ended,
             _ = stop.changed() => break,
         };
+        // A step cut short holds the replica's writer lock: give it back before waiting.
+        match (&ended, injector.as_mut()) {
+            (Err(Failed::Replica(_)), Some(_)) => {
+                let dropped = injector.take();
+                tokio::task::block_in_place(|| drop(dropped));
+            }
+            (_, Some(open)) => tokio::task::block_in_place(|| open.rollback()),
+            (_, None) => {}
+        }
         let backoff = match ended {
             Ok(()) => {
                 failures = 0;
-                Duration::ZERO
+                AFTER_END
             }
             Err(Failed::LogChanged) => Duration::ZERO,
-            Err(Failed::Other(e)) => {
+            Err(Failed::Other(e) | Failed::Replica(e)) => {
                 warn!(error = %e, "following the primary failed; trying again");
                 failures = failures.saturating_add(1);
                 if let Some(mut status) = shared.statuses.get_mut(&namespace) {
@@ -375,6 +439,8 @@ async fn follow(
 enum Failed {
     /// The primary's log is not the one the hello named: say hello again now.
     LogChanged,
+    /// The replica's own log failed: its injector is dropped, and opened again next time.
+    Replica(String),
     /// Anything else: try again after a backoff.
     Other(String),
 }
@@ -465,7 +531,7 @@ async fn session(
             continue;
         }
         tokio::task::block_in_place(|| injector.begin(&head.step))
-            .map_err(|e| format!("cannot begin a step: {e}"))?;
+            .map_err(|e| Failed::Replica(format!("cannot begin a step: {e}")))?;
         let mut crc = crc32fast::Hasher::new();
         for _ in 0..head.step.pages {
             if !fill(&mut body, &mut buf, PAGE_RECORD_SIZE).await? {
@@ -480,7 +546,7 @@ async fn session(
             // Memory, and a write of the page cache every few dozen pages: not worth a hand-off.
             injector
                 .page(u32::from_le_bytes(page_no), &record[4..])
-                .map_err(|e| format!("cannot apply a step's page: {e}"))?;
+                .map_err(|e| Failed::Replica(format!("cannot apply a step's page: {e}")))?;
         }
         if !fill(&mut body, &mut buf, 4).await? {
             return Err("the primary's stream ended inside a step"
@@ -498,7 +564,7 @@ async fn session(
             .into());
         }
         let at = tokio::task::block_in_place(|| injector.commit())
-            .map_err(|e| format!("cannot commit a step: {e}"))?;
+            .map_err(|e| Failed::Replica(format!("cannot commit a step: {e}")))?;
         let lag_ms = now_ms().saturating_sub(head.sent_at_ms);
         update(shared, namespace, |s| {
             s.applied_frame_no = at;

@@ -329,8 +329,8 @@ async fn follow(
                             drop(step);
                             let mut sent = Ok(frame_no);
                             for chunk in chunks {
-                                if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
-                                    sent = Err(Ended::Replica);
+                                if let Err(e) = send(&tx, chunk, &mut stopping).await {
+                                    sent = Err(e);
                                     break;
                                 }
                             }
@@ -350,9 +350,14 @@ async fn follow(
             match sent {
                 Ok(frame_no) => after = frame_no,
                 Err(Ended::Replica) => return,
+                Err(Ended::Log(libsql_wal::Error::Closed { .. })) => {
+                    debug!(%namespace, "the log closed; the replica says hello again");
+                    return;
+                }
                 Err(Ended::Log(e)) => {
                     warn!(%namespace, error = %e, "cannot serve a replication step");
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    // Not waited for: the stream ends either way.
+                    let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
                     return;
                 }
             }
@@ -380,7 +385,7 @@ async fn follow(
                 };
                 let mut beat = head.encode().to_vec();
                 beat.extend_from_slice(&crc32fast::hash(&[]).to_le_bytes());
-                if tx.send(Ok(Bytes::from(beat))).await.is_err() {
+                if send(&tx, beat, &mut stopping).await.is_err() {
                     return;
                 }
             }
@@ -418,7 +423,28 @@ fn encode_step(
     Ok(header.frame_no)
 }
 
-/// Sends one chunk, waiting while the replica's channel is full, for at most `STALLED_AFTER`.
+/// Sends one chunk from the stream's task, waiting while the replica's channel is full for at
+/// most `STALLED_AFTER`, and not past the server stopping.
+async fn send(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    chunk: Vec<u8>,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Ended> {
+    tokio::select! {
+        sent = actix_web::rt::time::timeout(STALLED_AFTER, tx.send(Ok(Bytes::from(chunk)))) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ended::Replica),
+            Err(_) => {
+                warn!("a replica read nothing for {STALLED_AFTER:?}: its stream is cut");
+                Err(Ended::Replica)
+            }
+        },
+        _ = stopping.changed() => Err(Ended::Replica),
+    }
+}
+
+/// Sends one chunk from a blocking thread, waiting while the replica's channel is full, for
+/// at most `STALLED_AFTER`.
 fn send_chunk(
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     chunk: Vec<u8>,

@@ -70,6 +70,13 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// The log was closed (idle, deleted, shut down) before it could be used; opening the
+    /// namespace again gives its new log.
+    #[error("namespace {namespace}: its log was closed; open it again")]
+    Closed {
+        /// The namespace.
+        namespace: NamespaceName,
+    },
     /// SQLite asked for something this WAL does not support.
     #[error("namespace {namespace}: unsupported: {what}")]
     Unsupported {
@@ -259,7 +266,7 @@ impl Error {
             | Error::WouldClaim { .. } => ffi::SQLITE_CANTOPEN,
             Error::ClaimConflict { .. } => ffi::SQLITE_BUSY,
             Error::Fenced { .. } => ffi::SQLITE_READONLY,
-            Error::Poisoned { .. } => ffi::SQLITE_IOERR,
+            Error::Poisoned { .. } | Error::Closed { .. } => ffi::SQLITE_IOERR,
             Error::PathConflict { .. } | Error::RegistryShutDown { .. } => ffi::SQLITE_CANTOPEN,
             Error::Discontiguous { .. } | Error::UnwrittenSegment { .. } => ffi::SQLITE_CORRUPT,
         }

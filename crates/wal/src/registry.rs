@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::checkpointer::Checkpointer;
 use crate::error::{Error, Result};
 use crate::footer::{write_after_pages, Footer};
+use crate::replication::Injector;
 use crate::restore::{restore, sync_parent, RestoreOptions, RestoreReport, RestoreTarget};
 use crate::shared::{segment_dir, CheckpointThreshold, LogSettings, SharedWal, SwapStrategy};
 
@@ -537,6 +538,18 @@ impl<I: Io, S: Storage<File = I::File>> WalRegistry<I, S> {
                 return Ok(shared);
             }
             // Closed between `open` and here: the next `open` waits for the closer.
+        }
+    }
+
+    /// Opens the injector of the replica database at `db_path` (see `Injector::open`), opening
+    /// its log as `open` does; the injector keeps the log from being closed while it lives.
+    pub fn injector(&self, db_path: &Path) -> Result<Injector<I, S>> {
+        loop {
+            match Injector::open(self.open(db_path)?) {
+                // Closed between `open` and here: the next `open` waits for the closer.
+                Err(Error::Closed { .. }) => continue,
+                opened => return opened,
+            }
         }
     }
 

@@ -6,8 +6,10 @@
 //! above `after` when the log still holds all of them, else every page of the database (a
 //! *full image*; always for `after` = 0). Several commits collapse into one step, so a replica
 //! never shows a state between two of them that the primary did not commit as a whole. While a
-//! step is read its snapshot is registered as a reader: no checkpoint copies past it, so the
-//! pages read from the database file are the snapshot's.
+//! step is read its snapshot is registered as a reader (no checkpoint copies past it, so the
+//! pages read from the database file are the snapshot's) and it counts as a connection on the
+//! log, so the log is not closed under it (an idle close answers `Busy`): a log opened next over
+//! the same files could otherwise checkpoint newer pages into the database file mid-step.
 //!
 //! **A replica** applies each step as one write transaction of its own log (its frames have its
 //! own numbers): readers see a step whole or not at all. Where it stands in the primary's log is
@@ -101,8 +103,8 @@ pub trait ReplicationSource: Send + Sync {
     fn step_after(&self, after: u64) -> Result<Option<Box<dyn StepPages>>>;
 }
 
-/// One step being read from a primary's log; its snapshot stays registered as a reader until
-/// it is dropped.
+/// One step being read from a primary's log; its snapshot stays registered as a reader, and
+/// the step attached to the log as a connection, until it is dropped.
 struct Step<I: Io, S: Storage<File = I::File>> {
     shared: Arc<SharedWal<I, S>>,
     snapshot: Snapshot<I::File>,
@@ -140,6 +142,7 @@ impl<I: Io, S: Storage<File = I::File>> Drop for Step<I, S> {
     fn drop(&mut self) {
         self.shared
             .remove_reader(self.snapshot.last_committed_frame_no);
+        self.shared.detach();
     }
 }
 
@@ -176,9 +179,14 @@ impl<I: Io, S: Storage<File = I::File>> ReplicationSource for SharedWal<I, S> {
 
     #[tracing::instrument(skip(self), fields(namespace = %self.namespace()))]
     fn step_after(&self, after: u64) -> Result<Option<Box<dyn StepPages>>> {
-        let shared = self
-            .this()
-            .ok_or_else(|| self.replication_error("the log is closed"))?;
+        let closed = || Error::Closed {
+            namespace: self.namespace().clone(),
+        };
+        let shared = self.this().ok_or_else(closed)?;
+        if !shared.attach() {
+            return Err(closed());
+        }
+        // Detached by the step's drop from here on.
         let snapshot = self.begin_read();
         let step = Step {
             shared,
@@ -392,7 +400,9 @@ const INJECT_BATCH: usize = 64;
 /// How often, at most, an injector syncs its log to advance the position record.
 const POSITION_EVERY: Duration = Duration::from_secs(1);
 
-/// The replica side: applies steps to the replica's own log.
+/// The replica side: applies steps to the replica's own log. It counts as a connection on the
+/// log for as long as it lives, so the log is not closed (idle, or by an operator) while it
+/// follows a primary.
 pub struct Injector<I: Io, S: Storage<File = I::File>> {
     shared: Arc<SharedWal<I, S>>,
     /// The position record; shared with the background flush.
@@ -417,8 +427,18 @@ pub struct Injector<I: Io, S: Storage<File = I::File>> {
 
 impl<I: Io, S: Storage<File = I::File>> Injector<I, S> {
     /// Opens the injector of a replica's log, reading its position record; makes the
-    /// database file (empty) if there is none, as a replica's first connection would.
+    /// database file (empty) if there is none, as a replica's first connection would. Fails
+    /// with `Closed` if the log was closed meanwhile (`WalRegistry::injector` opens it again).
     pub fn open(shared: Arc<SharedWal<I, S>>) -> Result<Self> {
+        if !shared.attach() {
+            return Err(Error::Closed {
+                namespace: shared.namespace().clone(),
+            });
+        }
+        Self::open_attached(shared.clone()).inspect_err(|_| shared.detach())
+    }
+
+    fn open_attached(shared: Arc<SharedWal<I, S>>) -> Result<Self> {
         let db_path = shared.db_path();
         match shared.io().open(db_path, OpenMode::CreateNew) {
             Ok(file) => {
@@ -525,6 +545,7 @@ impl<I: Io, S: Storage<File = I::File>> Drop for Injector<I, S> {
         if let Err(e) = self.flush() {
             warn!(namespace = %self.shared.namespace(), error = %e, "cannot record a replica's position; it resumes from the one recorded before");
         }
+        self.shared.detach();
     }
 }
 

@@ -239,6 +239,8 @@ pub struct TestServer {
     pub dir: TempDir,
     /// A read replica's server (its registry has `RegistryConfig::replica`).
     pub replica: bool,
+    /// Changes the base settings at each `restart`.
+    pub reconfigure: fn(&mut ServerConfig),
 }
 
 impl TestServer {
@@ -284,20 +286,27 @@ impl TestServer {
             runtime,
             dir,
             replica: false,
+            reconfigure: |_| {},
         }
     }
 
     /// A read replica's server over a fs bucket of its own; it follows nothing until
     /// `server().follow(...)`.
     pub fn start_replica() -> Self {
+        Self::start_replica_with(|_| {})
+    }
+
+    /// `start_replica` with the base settings changed by `configure` (at each restart too).
+    pub fn start_replica_with(configure: fn(&mut ServerConfig)) -> Self {
         let mut server = Self::start();
         server.replica = true;
+        server.reconfigure = configure;
         server.restart();
         server
     }
 
     /// Stops the server and starts it again over the same directories and addresses (a fs
-    /// bucket under its directory), with the base settings.
+    /// bucket under its directory), with the base settings (changed by `reconfigure`).
     pub fn restart(&mut self) {
         if self.server.is_some() {
             self.stop();
@@ -317,6 +326,7 @@ impl TestServer {
             },
         );
         let mut config = base_config();
+        (self.reconfigure)(&mut config);
         config.user_addr = self.user;
         config.admin_addr = self.admin;
         self.server = Some(Server::start(config, host).expect("the server starts again"));

@@ -137,6 +137,30 @@ fn a_replica_follows_every_namespace_over_http_serves_reads_and_refuses_writes()
         "SQLITE_READONLY"
     );
     assert_eq!(summary(&replica, "a"), summary(&primary, "a"));
+    // A namespace deleted on the primary is no longer followed, and is deleted here too.
+    primary
+        .admin_request(
+            "DELETE",
+            "/v1/namespaces/b",
+            Some(&json!({"keep_backup": false})),
+        )
+        .expect_status(200, "delete b");
+    let deadline = Instant::now() + POLL_DEADLINE;
+    while replica.namespace_names().contains(&"b".to_string()) || status_of(&replica, "b").is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the replica still has b: {:?}",
+            status_of(&replica, "b")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    replica
+        .stream(V2, &ns("b"))
+        .send_raw(vec![
+            json!({"type": "execute", "stmt": {"sql": "SELECT 1"}}),
+        ])
+        .expect_status(404, "a namespace the primary deleted, on the replica");
     // Its metrics say where it is.
     let metrics = replica.metrics();
     assert_eq!(
@@ -188,5 +212,35 @@ fn a_replica_goes_on_across_a_primary_restart_and_its_own_restart() {
     }
     let after_replica = wait_caught_up(&replica, &primary, "default");
     assert_eq!(after_replica.full_images, 0, "{after_replica:?}");
+    assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+}
+
+#[test]
+fn a_replica_follows_through_idle_closes_of_the_namespace_on_both_sides() {
+    fn idle_soon(config: &mut libsql_wal_server::ServerConfig) {
+        config.idle_namespace_timeout = Some(Duration::from_millis(200));
+    }
+    let primary = TestServer::start_with(idle_soon);
+    let replica = TestServer::start_replica_with(idle_soon);
+    make_schema(&primary, "default");
+    follow(
+        &replica,
+        &primary,
+        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
+    );
+    for round in 0..4 {
+        for k in round * 5 + 1..=round * 5 + 5 {
+            write(&primary, "default", k);
+        }
+        wait_caught_up(&replica, &primary, "default");
+        assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+        // Long enough for several idle checks on both sides.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let status = wait_caught_up(&replica, &primary, "default");
+    // The primary's log was closed while idle and opened again: the replica resumed each
+    // time in the same incarnation.
+    assert!(status.reconnects >= 3, "{status:?}");
+    assert_eq!(status.full_images, 1, "{status:?}");
     assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
 }
