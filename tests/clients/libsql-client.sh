@@ -9,7 +9,8 @@ bin="${CARGO_TARGET_DIR:-target}/release/libsql-wal"
 data=$(mktemp -d)
 pid=""
 replica=""
-trap 'kill -9 "$pid" "$replica" 2>/dev/null || true; rm -rf "$data"' EXIT
+forwarding=""
+trap 'kill -9 "$pid" "$replica" "$forwarding" 2>/dev/null || true; rm -rf "$data"' EXIT
 
 export LIBSQL_WAL_AUTH_TOKEN="user-$RANDOM$RANDOM"
 export LIBSQL_WAL_ADMIN_AUTH_TOKEN="admin-$RANDOM$RANDOM"
@@ -21,7 +22,12 @@ pid=$!
   --replicate-from http://127.0.0.1:18080 --namespaces default \
   --primary-auth-token "$LIBSQL_WAL_AUTH_TOKEN" >"$data/replica-out" 2>"$data/replica-err" &
 replica=$!
-for server in "$pid:out:err" "$replica:replica-out:replica-err"; do
+# Another, which forwards writes to the primary.
+"$bin" run --data-dir "$data/forwarding" --listen 127.0.0.1:18082 --admin-listen 127.0.0.1:19092 \
+  --replicate-from http://127.0.0.1:18080 --namespaces default --forward-writes \
+  --primary-auth-token "$LIBSQL_WAL_AUTH_TOKEN" >"$data/forwarding-out" 2>"$data/forwarding-err" &
+forwarding=$!
+for server in "$pid:out:err" "$replica:replica-out:replica-err" "$forwarding:forwarding-out:forwarding-err"; do
   IFS=: read -r p out err <<<"$server"
   for _ in $(seq 1 100); do
     grep -q '^  try:' "$data/$out" 2>/dev/null && break
@@ -34,15 +40,18 @@ done
   cd tests/clients/libsql-client
   npm ci --no-audit --no-fund --loglevel=error
   LIBSQL_URL=http://127.0.0.1:18080 LIBSQL_ADMIN_URL=http://127.0.0.1:19090 \
-    LIBSQL_REPLICA_URL=http://127.0.0.1:18081 \
+    LIBSQL_REPLICA_URL=http://127.0.0.1:18081 LIBSQL_FORWARDING_REPLICA_URL=http://127.0.0.1:18082 \
     LIBSQL_AUTH_TOKEN="$LIBSQL_WAL_AUTH_TOKEN" LIBSQL_ADMIN_TOKEN="$LIBSQL_WAL_ADMIN_AUTH_TOKEN" \
     node test.mjs
 )
 
-kill -TERM "$replica"
-status=0
-wait "$replica" || status=$?
-[ "$status" -eq 0 ] || { echo "the replica's SIGTERM gave exit code $status" >&2; cat "$data/replica-err" >&2; exit 1; }
+for server in "$replica:replica-err" "$forwarding:forwarding-err"; do
+  IFS=: read -r p err <<<"$server"
+  kill -TERM "$p"
+  status=0
+  wait "$p" || status=$?
+  [ "$status" -eq 0 ] || { echo "a replica's SIGTERM gave exit code $status" >&2; cat "$data/$err" >&2; exit 1; }
+done
 kill -TERM "$pid"
 status=0
 wait "$pid" || status=$?

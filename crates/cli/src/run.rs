@@ -152,7 +152,7 @@ pub struct RunArgs {
     shutdown_timeout: Duration,
     /// Run as a read replica of the primary whose user API is at this URL
     /// (`http://host:port`): the namespaces follow the primary's and serve reads; writes are
-    /// refused with SQLITE_READONLY. The replica's own log goes to its own storage (by default
+    /// refused with SQLITE_READONLY (see --forward-writes). The replica's own log goes to its own storage (by default
     /// the bucket under its data directory): never give it the primary's bucket.
     #[arg(long, env = "LIBSQL_WAL_REPLICATE_FROM")]
     replicate_from: Option<String>,
@@ -171,6 +171,12 @@ pub struct RunArgs {
     /// With --replicate-from: the primary's user API token.
     #[arg(long, env = "LIBSQL_WAL_PRIMARY_AUTH_TOKEN", hide_env_values = true, value_parser = parse_token, requires = "replicate_from")]
     primary_auth_token: Option<Token>,
+    /// With --replicate-from: send writes to the primary and answer them once the replica has
+    /// applied them (read your writes), rather than refuse them. A stream goes to the
+    /// primary when its first request writes; one that began with reads stays here, and a
+    /// write later in it is refused.
+    #[arg(long, env = "LIBSQL_WAL_FORWARD_WRITES", requires = "replicate_from")]
+    forward_writes: bool,
     /// Log line format (the level comes from RUST_LOG, default info).
     #[arg(
         long,
@@ -293,6 +299,7 @@ fn replica_config(args: &RunArgs) -> Result<Option<ReplicaConfig>, String> {
         auth_token: args.primary_auth_token.clone(),
         namespaces,
         discover_every: Duration::from_secs(10),
+        forward_writes: args.forward_writes,
     }))
 }
 
@@ -429,7 +436,12 @@ fn serve<B: Backend>(
                 .collect::<Vec<_>>()
                 .join(", "),
         };
-        format!("{} ({what}; read-only)", r.primary)
+        let writes = if r.forward_writes {
+            "writes forwarded"
+        } else {
+            "read-only"
+        };
+        format!("{} ({what}; {writes})", r.primary)
     });
     if let Some(replica) = replica {
         if let Err(e) = server.follow(replica) {

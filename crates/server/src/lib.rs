@@ -15,7 +15,8 @@
 //!   Prometheus metrics (`metrics`), a status page.
 //!
 //! - Replication (`replication`, on the user API): a primary serves each namespace's commits
-//!   as steps; a read replica (`Server::follow`, `replica`) follows them into its own logs.
+//!   as steps; a read replica (`Server::follow`, `replica`) follows them into its own logs,
+//!   and refuses writes or forwards them to the primary (`forward`).
 //!
 //! `Server::start` binds both listeners and runs the HTTP side on a thread of its own;
 //! `Server::stop` stops accepting, lets in-flight requests finish (bounded), rolls back open
@@ -23,6 +24,7 @@
 
 mod admin;
 mod error;
+mod forward;
 mod metrics;
 mod namespaces;
 mod pool;
@@ -220,6 +222,15 @@ impl State {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
             .map_or_else(Vec::new, replica::Follower::statuses)
+    }
+
+    /// On a replica that forwards writes: the way to its primary.
+    fn forwarder(&self) -> Option<forward::Forwarder> {
+        self.follower
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .and_then(replica::Follower::forwarder)
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use dashmap::DashMap;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use libsql_wal::StepInjector;
@@ -31,6 +31,7 @@ use libsql_wal_backend::NamespaceName;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::forward::Forwarder;
 use crate::namespaces::Host;
 use crate::replication::{
     now_ms, HelloBody, StepHead, HEARTBEAT, PAGE_RECORD_SIZE, STEP_HEAD_SIZE,
@@ -57,6 +58,9 @@ pub struct ReplicaConfig {
     pub namespaces: FollowedNamespaces,
     /// How often the primary's namespaces are listed (`FollowedNamespaces::All`).
     pub discover_every: Duration,
+    /// Send writes to the primary, answering once they are applied here (`forward`), rather
+    /// than refuse them.
+    pub forward_writes: bool,
 }
 
 /// Where a replica's namespace stands.
@@ -85,13 +89,36 @@ pub struct FollowStatus {
     pub last_error: Option<String>,
 }
 
-/// What the namespace tasks share.
-struct Shared {
+/// What the namespace tasks (and forwarded writes) share.
+pub(crate) struct Shared {
     host: Arc<dyn Host>,
-    client: Client<HttpConnector, http_body_util::Empty<Bytes>>,
-    base: String,
-    authorization: Option<String>,
+    pub(crate) client: Client<HttpConnector, Full<Bytes>>,
+    /// The primary's user API, `http://host:port`.
+    pub(crate) base: String,
+    /// The `Authorization` header for the primary.
+    pub(crate) authorization: Option<String>,
     statuses: DashMap<NamespaceName, FollowStatus>,
+    /// Per followed namespace, the primary's frame_no applied here, for read-your-writes.
+    applied: DashMap<NamespaceName, tokio::sync::watch::Sender<u64>>,
+}
+
+impl Shared {
+    /// Waits until `namespace` is at or past the primary's `frame_no`, for at most `within`;
+    /// false if it was not (or is not followed).
+    pub(crate) async fn wait_applied(
+        &self,
+        namespace: &NamespaceName,
+        frame_no: u64,
+        within: Duration,
+    ) -> bool {
+        let Some(mut applied) = self.applied.get(namespace).map(|watch| watch.subscribe()) else {
+            return false;
+        };
+        let reached = tokio::time::timeout(within, applied.wait_for(|at| *at >= frame_no))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
+        reached
+    }
 }
 
 /// A running replica: follows namespaces of a primary into a `Host`.
@@ -100,6 +127,7 @@ pub struct Follower {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     shared: Arc<Shared>,
+    forward_writes: bool,
 }
 
 /// A namespace followed with `FollowedNamespaces::All`: its task, and how to stop it alone.
@@ -188,12 +216,14 @@ impl Follower {
             connector.set_nodelay(true);
             Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
         };
+        let forward_writes = config.forward_writes;
         let shared = Arc::new(Shared {
             host,
             client,
             base,
             authorization: config.auth_token.map(|t| format!("Bearer {}", t.0)),
             statuses: DashMap::new(),
+            applied: DashMap::new(),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
@@ -225,6 +255,7 @@ impl Follower {
                                     if let Some(task) = followed.remove(&namespace) {
                                         task.stop().await;
                                         shared.statuses.remove(&namespace);
+                                        shared.applied.remove(&namespace);
                                         undeleted.insert(namespace);
                                     }
                                 }
@@ -260,6 +291,16 @@ impl Follower {
             stop,
             tasks: Mutex::new(tasks),
             shared,
+            forward_writes,
+        })
+    }
+
+    /// The way to forward writes to the primary, if this replica forwards them.
+    pub(crate) fn forwarder(&self) -> Option<Forwarder> {
+        let runtime = self.runtime.as_ref()?;
+        self.forward_writes.then(|| Forwarder {
+            shared: self.shared.clone(),
+            runtime: runtime.handle().clone(),
         })
     }
 
@@ -315,7 +356,7 @@ async fn get(
         request = request.header(hyper::header::AUTHORIZATION, auth);
     }
     let request = request
-        .body(http_body_util::Empty::new())
+        .body(Full::new(Bytes::new()))
         .map_err(|e| format!("cannot build a request for {path}: {e}"))?;
     let response = tokio::time::timeout(READ_TIMEOUT, shared.client.request(request))
         .await
@@ -371,6 +412,9 @@ async fn follow(
     namespace: NamespaceName,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    shared
+        .applied
+        .insert(namespace.clone(), tokio::sync::watch::channel(0).0);
     shared.statuses.insert(
         namespace.clone(),
         FollowStatus {
@@ -577,13 +621,21 @@ async fn session(
     }
 }
 
-/// Updates `namespace`'s status, then its lag in frames.
+/// Updates `namespace`'s status, then its lag in frames, and tells those waiting for it
+/// where it is.
 fn update(shared: &Shared, namespace: &NamespaceName, f: impl FnOnce(&mut FollowStatus)) {
-    if let Some(mut status) = shared.statuses.get_mut(namespace) {
+    let applied = {
+        let Some(mut status) = shared.statuses.get_mut(namespace) else {
+            return;
+        };
         f(&mut status);
         status.lag_frames = status
             .primary_frame_no
             .saturating_sub(status.applied_frame_no);
+        status.applied_frame_no
+    };
+    if let Some(watch) = shared.applied.get(namespace) {
+        watch.send_if_modified(|at| std::mem::replace(at, applied) != applied);
     }
 }
 

@@ -14,6 +14,7 @@ use futures::future::{FutureExt, LocalBoxFuture};
 use libsql_wal_backend::NamespaceName;
 use serde::de::DeserializeOwned;
 
+use crate::forward::{self, Answer};
 use crate::proto::{
     CursorEntry, CursorHead, CursorRequest, PipelineRequest, PipelineResponse, StreamRequest,
     StreamResponse, StreamResult, V1BatchRequest, V1ExecuteRequest,
@@ -502,18 +503,44 @@ async fn pipeline(
     authorize(&state, &req, false)?;
     let namespace = existing_namespace(&state, &req, from_path.as_deref())?;
     let request: PipelineRequest = parse_body(&body)?;
+    let path = match version {
+        Version::V2 => "/v2/pipeline",
+        Version::V3 => "/v3/pipeline",
+    };
+    let forwarder = state.forwarder();
+    if let (Some(forwarder), Some(baton)) = (
+        &forwarder,
+        request.baton.as_deref().and_then(forward::primary_baton),
+    ) {
+        let body = forward::with_baton(&body, baton)?;
+        let answer = forwarder.send(&namespace, path, body).await?;
+        return Ok(answer.response(Answer::Pipeline));
+    }
     state.pool.admits()?;
+    let forwardable = forwarder.is_some() && request.baton.is_none();
+    let forwarded = forward::is_forwarded(&req);
     let stream = take_stream(&state, &namespace, request.baton.as_deref()).await?;
     let requests = request.requests;
-    let (results, baton) = on_stream(&state, stream, move |state, stream| {
-        run_requests(state, stream, requests, version)
+    let ((results, refused, frame_no), baton) = on_stream(&state, stream, move |state, stream| {
+        let (results, closed) = run_requests(state, stream, requests, version)?;
+        let refused = forwardable && forward::refused_pipeline(&results);
+        let frame_no = forwarded
+            .then(|| forward::last_commit(state, &stream.namespace))
+            .flatten();
+        Ok(((results, refused, frame_no), closed || refused))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(PipelineResponse {
-        baton,
-        base_url: None,
-        results,
-    }))
+    if let (true, Some(forwarder)) = (refused, forwarder) {
+        let answer = forwarder.send(&namespace, path, body).await?;
+        return Ok(answer.response(Answer::Pipeline));
+    }
+    Ok(
+        forward::with_frame_no(HttpResponse::Ok(), frame_no).json(PipelineResponse {
+            baton,
+            base_url: None,
+            results,
+        }),
+    )
 }
 
 async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<HttpResponse, Failure> {
@@ -521,10 +548,21 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
     let namespace = existing_namespace(&state, &req, None)?;
     let request: CursorRequest = parse_body(&body)?;
     sql::check_batch(&request.batch, Version::V3)?;
+    let forwarder = state.forwarder();
+    if let (Some(forwarder), Some(baton)) = (
+        &forwarder,
+        request.baton.as_deref().and_then(forward::primary_baton),
+    ) {
+        let body = forward::with_baton(&body, baton)?;
+        let answer = forwarder.send(&namespace, "/v3/cursor", body).await?;
+        return Ok(answer.response(Answer::Cursor));
+    }
     state.pool.admits()?;
+    let forwardable = forwarder.is_some() && request.baton.is_none();
+    let forwarded = forward::is_forwarded(&req);
     let stream = take_stream(&state, &namespace, request.baton.as_deref()).await?;
     let batch = request.batch;
-    let (entries, baton) = on_stream(&state, stream, move |state, stream| {
+    let ((entries, refused, frame_no), baton) = on_stream(&state, stream, move |state, stream| {
         let limits = state.config.limits;
         let mut budget = limits.response_budget();
         let mut entries = Vec::new();
@@ -572,9 +610,17 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
                 }
             }
         }
-        Ok((entries, false))
+        let refused = forwardable && forward::refused_cursor(&entries);
+        let frame_no = forwarded
+            .then(|| forward::last_commit(state, &stream.namespace))
+            .flatten();
+        Ok(((entries, refused, frame_no), refused))
     })
     .await?;
+    if let (true, Some(forwarder)) = (refused, forwarder) {
+        let answer = forwarder.send(&namespace, "/v3/cursor", body).await?;
+        return Ok(answer.response(Answer::Cursor));
+    }
     let mut body = serde_json::to_string(&CursorHead {
         baton,
         base_url: None,
@@ -585,7 +631,9 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
         body.push_str(&serde_json::to_string(&entry).map_err(internal)?);
         body.push('\n');
     }
-    Ok(HttpResponse::Ok().content_type("text/plain").body(body))
+    Ok(forward::with_frame_no(HttpResponse::Ok(), frame_no)
+        .content_type("text/plain")
+        .body(body))
 }
 
 fn internal(e: serde_json::Error) -> Failure {
@@ -649,7 +697,9 @@ async fn v1_execute(
     authorize(&state, &req, false)?;
     let namespace = existing_namespace(&state, &req, None)?;
     let request: V1ExecuteRequest = parse_body(&body)?;
-    let outcome = one_off(&state, namespace, move |state, conn| {
+    let forwarded = forward::is_forwarded(&req);
+    let on = namespace.clone();
+    let (outcome, frame_no) = one_off(&state, namespace.clone(), move |state, conn| {
         let limits = state.config.limits;
         let sql = request
             .stmt
@@ -659,14 +709,23 @@ async fn v1_execute(
         let guard = state.watchdog.arm(conn, limits.statement_timeout);
         let result = sql::execute_stmt(conn, &request.stmt, &sql, &mut limits.response_budget());
         let fired = guard.fired();
-        Ok::<_, ProtocolError>(result.map_err(|e| interrupted(e, fired, &limits)))
+        drop(guard);
+        let frame_no = forwarded
+            .then(|| forward::last_commit(state, &on))
+            .flatten();
+        Ok::<_, ProtocolError>((result.map_err(|e| interrupted(e, fired, &limits)), frame_no))
     })
     .await??;
     match outcome {
-        Ok(result) => Ok(HttpResponse::Ok().json(serde_json::json!({ "result": result }))),
+        Ok(result) => Ok(forward::with_frame_no(HttpResponse::Ok(), frame_no)
+            .json(serde_json::json!({ "result": result }))),
         Err(error) => {
+            if let (true, Some(forwarder)) = (forward::is_refusal(&error), state.forwarder()) {
+                let answer = forwarder.send(&namespace, "/v1/execute", body).await?;
+                return Ok(answer.response(Answer::Stateless));
+            }
             state.metrics.hrana_error(&error.code);
-            Ok(HttpResponse::BadRequest().json(error))
+            Ok(forward::with_frame_no(HttpResponse::BadRequest(), frame_no).json(error))
         }
     }
 }
@@ -680,18 +739,32 @@ async fn v1_batch(
     let namespace = existing_namespace(&state, &req, None)?;
     let request: V1BatchRequest = parse_body(&body)?;
     sql::check_batch(&request.batch, Version::V2)?;
-    let result = one_off(&state, namespace, move |state, conn| {
+    let forwarded = forward::is_forwarded(&req);
+    let on = namespace.clone();
+    let (result, frame_no) = one_off(&state, namespace.clone(), move |state, conn| {
         let limits = state.config.limits;
-        let _deadline = state.watchdog.arm(conn, limits.statement_timeout);
-        sql::execute_batch(
+        let deadline = state.watchdog.arm(conn, limits.statement_timeout);
+        let result = sql::execute_batch(
             conn,
             &request.batch,
             &SqlStore::default(),
             &mut limits.response_budget(),
-        )
+        );
+        drop(deadline);
+        let frame_no = forwarded
+            .then(|| forward::last_commit(state, &on))
+            .flatten();
+        result.map(|result| (result, frame_no))
     })
     .await??;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "result": result })))
+    if result.step_errors.iter().flatten().any(forward::is_refusal) {
+        if let Some(forwarder) = state.forwarder() {
+            let answer = forwarder.send(&namespace, "/v1/batch", body).await?;
+            return Ok(answer.response(Answer::Stateless));
+        }
+    }
+    Ok(forward::with_frame_no(HttpResponse::Ok(), frame_no)
+        .json(serde_json::json!({ "result": result })))
 }
 
 /// The API a route belongs to: on the user API a 400 is also a Hrana protocol error.

@@ -10,6 +10,7 @@
 //   LIBSQL_ADMIN_TOKEN      optional, sent as `Authorization: Bearer <t>` to the admin API
 //   LIBSQL_TEST_TIMEOUT_MS  optional, timeout of each check and of each HTTP request (default 30000)
 //   LIBSQL_REPLICA_URL      optional, a read replica of LIBSQL_URL following namespace `default`
+//   LIBSQL_FORWARDING_REPLICA_URL  optional, another, run with --forward-writes
 //
 // It creates two fresh namespaces through the admin API (`POST /v1/namespaces/<ns>/create`), talks to
 // each through its own client whose custom `fetch` adds `x-namespace: <ns>`, prints `ok - <name>` or
@@ -31,6 +32,7 @@ const AUTH_TOKEN = env("LIBSQL_AUTH_TOKEN", undefined);
 const ADMIN_TOKEN = env("LIBSQL_ADMIN_TOKEN", undefined);
 const TIMEOUT_MS = Number(env("LIBSQL_TEST_TIMEOUT_MS", "30000"));
 const REPLICA_URL = env("LIBSQL_REPLICA_URL", undefined);
+const FORWARDING_URL = env("LIBSQL_FORWARDING_REPLICA_URL", undefined);
 if (!Number.isFinite(TIMEOUT_MS) || TIMEOUT_MS <= 0) {
     console.error(`LIBSQL_TEST_TIMEOUT_MS must be a positive number, got ${process.env.LIBSQL_TEST_TIMEOUT_MS}`);
     process.exit(2);
@@ -741,6 +743,43 @@ if (REPLICA_URL !== undefined) {
         const rs = await onPrimary.execute(`SELECT count(*) AS n FROM ${table}`);
         assert.equal(rs.rows[0].n, 3);
     });
+    if (FORWARDING_URL !== undefined) {
+        // A replica run with --forward-writes: writes go to the primary, and are read back
+        // through the replica as soon as they are answered.
+        const forwarding = makeClient("default", { url: FORWARDING_URL });
+        const count = async (client) => (await client.execute(`SELECT count(*) AS n FROM ${table}`)).rows[0].n;
+        await check("forwarding replica: a write through it is read back through it at once", async () => {
+            for (;;) {
+                try {
+                    if ((await count(forwarding)) === 3) break;
+                } catch (e) {
+                    if (!/no such table/i.test(String(e?.message))) throw e;
+                }
+                await new Promise((resolve) => setTimeout(resolve, 50));
+            }
+            for (let x = 4; x <= 8; x++) {
+                const rs = await forwarding.execute({ sql: `INSERT INTO ${table} VALUES (?, ?)`, args: [x, `row ${x}`] });
+                assert.equal(rs.rowsAffected, 1);
+                assert.equal(await count(forwarding), x);
+            }
+        });
+        await check("forwarding replica: a write batch and a write transaction through it", async () => {
+            await forwarding.batch(
+                [9, 10].map((x) => ({ sql: `INSERT INTO ${table} VALUES (?, ?)`, args: [x, `row ${x}`] })),
+                "write",
+            );
+            assert.equal(await count(forwarding), 10);
+            const tx = await forwarding.transaction("write");
+            await tx.execute({ sql: `INSERT INTO ${table} VALUES (?, ?)`, args: [11, "row 11"] });
+            const inside = await tx.execute(`SELECT count(*) AS n FROM ${table}`);
+            assert.equal(inside.rows[0].n, 11);
+            await tx.commit();
+            assert.equal(await count(forwarding), 11);
+            assert.equal(await count(onPrimary), 11);
+            const rs = await forwarding.execute(`SELECT y FROM ${table} ORDER BY x`);
+            assert.deepEqual(col(rs, "y"), Array.from({ length: 11 }, (_, i) => `row ${i + 1}`));
+        });
+    }
 }
 
 await check("close: every client closes", async () => {

@@ -15,6 +15,16 @@ fn ns(name: &str) -> [(&str, &str); 1] {
 
 /// Makes `replica` follow `primary`.
 fn follow(replica: &TestServer, primary: &TestServer, namespaces: FollowedNamespaces) {
+    follow_with(replica, primary, namespaces, false);
+}
+
+/// Makes `replica` follow `primary`, forwarding writes to it if `forward_writes`.
+fn follow_with(
+    replica: &TestServer,
+    primary: &TestServer,
+    namespaces: FollowedNamespaces,
+    forward_writes: bool,
+) {
     replica
         .server()
         .follow(ReplicaConfig {
@@ -22,6 +32,7 @@ fn follow(replica: &TestServer, primary: &TestServer, namespaces: FollowedNamesp
             auth_token: None,
             namespaces,
             discover_every: Duration::from_millis(100),
+            forward_writes,
         })
         .expect("the replica follows");
 }
@@ -243,4 +254,142 @@ fn a_replica_follows_through_idle_closes_of_the_namespace_on_both_sides() {
     assert!(status.reconnects >= 3, "{status:?}");
     assert_eq!(status.full_images, 1, "{status:?}");
     assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+}
+
+#[test]
+fn a_replica_that_forwards_writes_answers_them_once_it_can_read_them_back() {
+    let mut primary = TestServer::start();
+    let replica = TestServer::start_replica();
+    make_schema(&primary, "default");
+    follow_with(
+        &replica,
+        &primary,
+        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
+        true,
+    );
+    wait_caught_up(&replica, &primary, "default");
+    let rows = |server: &TestServer| server.count(&ns("default"), "SELECT count(*) FROM t");
+
+    // A write sent to the replica is run on the primary, and read back on the replica at once.
+    for k in 1..=20 {
+        let results = replica.stream(V2, &ns("default")).send_and_close(vec![json!(
+            {"type": "execute", "stmt": {"sql": format!("INSERT INTO t(a, b) VALUES ({k}, x'01')")}}
+        )]);
+        assert_eq!(results[0]["type"], "ok", "{results:?}");
+        assert_eq!(rows(&replica), k, "read back at once on the replica");
+    }
+    assert_eq!(rows(&primary), 20);
+    // Also while the replica's stream from the primary is down: the primary restarted, and
+    // the replica reconnects after its pause; the answer waits for it.
+    primary.restart();
+    let results = replica
+        .stream(V2, &ns("default"))
+        .send_and_close(vec![json!(
+            {"type": "execute", "stmt": {"sql": "DELETE FROM t WHERE a = 20"}}
+        )]);
+    assert_eq!(results[0]["type"], "ok", "{results:?}");
+    assert_eq!(rows(&replica), 19, "read back at once after a reconnect");
+    replica
+        .stream(V2, &ns("default"))
+        .send_and_close(vec![json!(
+            {"type": "execute", "stmt": {"sql": "INSERT INTO t(a, b) VALUES (20, x'01')"}}
+        )]);
+    assert_eq!(rows(&replica), 20);
+
+    // A transaction whose first request writes goes to the primary whole, on the primary's
+    // batons; the replica sees it once it commits.
+    let mut tx = replica.stream(V2, &ns("default"));
+    tx.execute("BEGIN IMMEDIATE");
+    assert!(
+        tx.baton.as_deref().is_some_and(|b| b.starts_with("p.")),
+        "the baton of a stream on the primary: {:?}",
+        tx.baton
+    );
+    tx.execute("INSERT INTO t(a, b) VALUES (100, x'02')");
+    tx.execute("UPDATE counter SET k = 100");
+    assert_eq!(
+        scalar_i64(&tx.execute("SELECT count(*) FROM t")),
+        21,
+        "the stream reads its own uncommitted write on the primary"
+    );
+    assert_eq!(rows(&replica), 20, "not committed yet");
+    tx.send_and_close(vec![json!({"type": "execute", "stmt": {"sql": "COMMIT"}})]);
+    assert_eq!(rows(&replica), 21);
+    assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+
+    // A cursor (Hrana 3) that writes, then closed on its stream, and the stateless /v1 API.
+    let cursor = replica.post(
+        "/v3/cursor",
+        &ns("default"),
+        &json!({"baton": null, "batch": {"steps": [
+            {"stmt": {"sql": "INSERT INTO t(a, b) VALUES (200, x'03')"}},
+            {"stmt": {"sql": "SELECT count(*) FROM t"}},
+        ]}}),
+    );
+    cursor.expect_status(200, "a forwarded cursor");
+    let text = cursor.text();
+    let head: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("a head line")).expect("a JSON head");
+    let baton = head["baton"].as_str().expect("a baton").to_string();
+    assert!(baton.starts_with("p."), "{head}");
+    assert!(!text.contains("step_error"), "{text}");
+    let mut closing = replica.stream(V2, &ns("default"));
+    closing.baton = Some(baton);
+    closing.send_and_close(vec![]);
+    assert_eq!(rows(&replica), 22);
+    replica
+        .post(
+            "/v1/execute",
+            &ns("default"),
+            &json!({"stmt": {"sql": "INSERT INTO t(a, b) VALUES (300, x'04')"}}),
+        )
+        .expect_status(200, "a forwarded /v1/execute");
+    assert_eq!(rows(&replica), 23);
+    let batch = replica.post(
+        "/v1/batch",
+        &ns("default"),
+        &json!({"batch": {"steps": [{"stmt": {"sql": "INSERT INTO t(a, b) VALUES (301, x'05')"}}]}}),
+    );
+    batch.expect_status(200, "a forwarded /v1/batch");
+    assert_eq!(
+        batch.json()["result"]["step_errors"],
+        json!([null]),
+        "{}",
+        batch.text()
+    );
+    assert_eq!(rows(&replica), 24);
+
+    // Reads are the replica's own; a stream that began with a read stays here, and a write
+    // later in it is refused.
+    let mut local = replica.stream(V2, &ns("default"));
+    assert_eq!(scalar_i64(&local.execute("SELECT count(*) FROM t")), 24);
+    assert!(
+        local.baton.as_deref().is_some_and(|b| !b.starts_with("p.")),
+        "{:?}",
+        local.baton
+    );
+    let results = local.send(vec![
+        json!({"type": "execute", "stmt": {"sql": "INSERT INTO t(a, b) VALUES (400, x'06')"}}),
+    ]);
+    assert_eq!(
+        error_code(&results[0], "a write after a read"),
+        "SQLITE_READONLY"
+    );
+    local.send_and_close(vec![]);
+    assert_eq!(rows(&primary), 24);
+
+    // With the primary gone, a forwarded write is refused as unavailable, and nothing changes.
+    primary.stop();
+    let refused = replica.stream(V2, &ns("default")).send_raw(vec![
+        json!({"type": "execute", "stmt": {"sql": "INSERT INTO t(a, b) VALUES (500, x'07')"}}),
+        json!({"type": "close"}),
+    ]);
+    refused.expect_status(503, "a write with the primary down");
+    assert_eq!(
+        refused.json()["code"],
+        "PRIMARY_UNAVAILABLE",
+        "{}",
+        refused.text()
+    );
+    assert_eq!(rows(&replica), 24);
 }
