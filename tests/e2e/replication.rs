@@ -74,7 +74,8 @@ fn write_tx<W: libsql_sys::wal::Wal>(conn: &libsql_sys::Connection<W>, k: i64) {
     conn.execute_batch("COMMIT").unwrap();
 }
 
-const SCHEMA: &str = "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB); CREATE TABLE counter(k INTEGER); INSERT INTO counter VALUES (0);";
+/// One transaction: a replica never shows the tables without the counter's row.
+const SCHEMA: &str = "BEGIN; CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB); CREATE TABLE counter(k INTEGER); INSERT INTO counter VALUES (0); COMMIT;";
 
 /// Asserts that the replica shows a state the primary committed: rows 1..=k, counter k.
 fn assert_committed_state<W: libsql_sys::wal::Wal>(conn: &libsql_sys::Connection<W>) -> i64 {

@@ -1,10 +1,13 @@
 //! Writes a read replica forwards to its primary (`ReplicaConfig::forward_writes`), and what
 //! the primary adds to its answer for them.
 //!
-//! **On the replica** every request runs here first. One that starts a stream (no baton) or
-//! needs none (`/v1/*`) and is refused read-only (a result with `SQLITE_READONLY`: the
-//! replica's log takes no write, so nothing it ran had an effect) has its stream closed here
-//! and is sent whole to the primary. The primary's answer goes back to the client once the
+//! **On the replica** a request that starts a stream (no baton) or needs none (`/v1/*`) is
+//! sent whole to the primary, its stream here closed, when one of its statements may write or
+//! does not prepare here (the replica's schema may be behind the primary's: a write judged on
+//! it could be a no-op here that the primary would have made), judged before any runs
+//! (`may_write`); else it runs here, and is still sent if refused read-only (a result with
+//! `SQLITE_READONLY`, as `BEGIN IMMEDIATE` is: the replica's log takes no write, so nothing
+//! it ran had an effect). The primary's answer goes back to the client once the
 //! replica has applied the primary's commits up to it (read your writes; waited for at most
 //! `READ_YOUR_WRITES_WAIT`, then answered anyway). A stream that went to the primary stays
 //! there: its batons reach the client as the primary's with the prefix `p.` (never in the
@@ -20,6 +23,7 @@
 //! **On the primary** a request with the header `x-libsql-wal-forwarded` is answered with its
 //! namespace's last committed frame_no after it, in `x-libsql-wal-frame-no`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +34,7 @@ use http_body_util::{BodyExt, Full};
 use libsql_wal_backend::NamespaceName;
 use tracing::warn;
 
-use crate::proto::{CursorEntry, StreamResponse, StreamResult};
+use crate::proto::{Batch, CursorEntry, StreamRequest, StreamResponse, StreamResult};
 use crate::replica::Shared;
 use crate::user::Failure;
 use crate::State;
@@ -84,17 +88,29 @@ impl Forwarder {
         body: Bytes,
     ) -> Result<Forwarded, Failure> {
         let shared = self.shared.clone();
-        let namespace = namespace.clone();
-        self.runtime
-            .spawn(async move { forward(&shared, &namespace, path, body).await })
-            .await
-            .map_err(|_| {
+        let on = namespace.clone();
+        let sent = Arc::new(AtomicBool::new(false));
+        let sending = sent.clone();
+        let ran = self
+            .runtime
+            .spawn(async move { forward(&shared, &on, path, body, &sending).await })
+            .await;
+        ran.unwrap_or_else(|_| {
+            warn!(%namespace, "a forwarded request was cut short: the replica is stopping");
+            Err(if sent.load(Ordering::SeqCst) {
+                Failure::json(
+                    StatusCode::BAD_GATEWAY,
+                    "PRIMARY_ANSWER_LOST",
+                    "the replica stopped after sending the request to the primary: the write may or may not have been applied",
+                )
+            } else {
                 Failure::json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "PRIMARY_UNAVAILABLE",
                     "the replica is stopping: the write was not sent to the primary",
                 )
-            })?
+            })
+        })
     }
 }
 
@@ -104,6 +120,7 @@ async fn forward(
     namespace: &NamespaceName,
     path: &'static str,
     body: Bytes,
+    sent: &AtomicBool,
 ) -> Result<Forwarded, Failure> {
     let mut request = hyper::Request::post(format!("{}{path}", shared.base))
         .header("x-namespace", namespace.as_str())
@@ -127,10 +144,12 @@ async fn forward(
             format!("the request was sent to the primary but its answer was lost ({why}): the write may or may not have been applied"),
         )
     };
+    sent.store(true, Ordering::SeqCst);
     let response = match tokio::time::timeout(FORWARD_TIMEOUT, shared.client.request(request)).await
     {
         Err(_) => return Err(lost(format!("no answer in {FORWARD_TIMEOUT:?}"))),
         Ok(Err(e)) if e.is_connect() => {
+            warn!(error = %e, "cannot reach the primary to forward a write");
             return Err(Failure::json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "PRIMARY_UNAVAILABLE",
@@ -138,7 +157,7 @@ async fn forward(
                     "cannot reach the primary at {} to forward the write: {e}",
                     shared.base
                 ),
-            ))
+            ));
         }
         Ok(Err(e)) => return Err(lost(e.to_string())),
         Ok(Ok(response)) => response,
@@ -244,6 +263,55 @@ pub(crate) fn with_baton(body: &[u8], baton: &str) -> Result<Bytes, Failure> {
     };
     object.insert("baton".into(), serde_json::Value::String(baton.to_string()));
     serde_json::to_vec(&value).map(Bytes::from).map_err(bad)
+}
+
+/// Whether any of `sqls` may write, or does not prepare on `conn` (a statement of several,
+/// one naming a table the replica does not have yet): judged on the primary.
+fn may_write<'a>(
+    conn: &libsql_sys::rusqlite::Connection,
+    sqls: impl IntoIterator<Item = &'a str>,
+) -> bool {
+    sqls.into_iter()
+        .any(|sql| conn.prepare(sql).map_or(true, |stmt| !stmt.readonly()))
+}
+
+/// Whether a pipeline's statements may write (`may_write`); a stored SQL text counts where
+/// it is stored.
+pub(crate) fn pipeline_may_write(
+    conn: &libsql_sys::rusqlite::Connection,
+    requests: &[StreamRequest],
+) -> bool {
+    requests.iter().any(|request| match request {
+        StreamRequest::Execute { stmt } => may_write(conn, stmt.sql.as_deref()),
+        StreamRequest::Batch { batch } => batch_may_write(conn, batch),
+        StreamRequest::Sequence { sql, .. } => may_write(conn, sql.as_deref()),
+        StreamRequest::StoreSql { sql, .. } => may_write(conn, [sql.as_str()]),
+        _ => false,
+    })
+}
+
+/// Whether a batch's statements may write (`may_write`).
+pub(crate) fn batch_may_write(conn: &libsql_sys::rusqlite::Connection, batch: &Batch) -> bool {
+    may_write(
+        conn,
+        batch.steps.iter().filter_map(|s| s.stmt.sql.as_deref()),
+    )
+}
+
+/// Whether a statement may write (`may_write`).
+pub(crate) fn stmt_may_write(
+    conn: &libsql_sys::rusqlite::Connection,
+    stmt: &crate::proto::Stmt,
+) -> bool {
+    may_write(conn, stmt.sql.as_deref())
+}
+
+/// The refusal a request judged to write gets here, before it is sent to the primary.
+pub(crate) fn refusal() -> crate::proto::Error {
+    crate::proto::Error::new(
+        READ_ONLY,
+        "this replica takes no writes; the request goes to the primary",
+    )
 }
 
 /// Whether `error` is the replica refusing a write.

@@ -505,6 +505,15 @@ impl Server {
     /// down. It blocks: call it from a plain thread, not from an async task.
     pub fn stop(mut self) -> StopSummary {
         let started = Instant::now();
+        self.state.stopping.send_replace(true);
+        let handles = std::mem::take(&mut self.handles);
+        futures::executor::block_on(futures::future::join_all(
+            handles.iter().map(|h| h.stop(true)),
+        ));
+        if let Some(thread) = self.http_thread.take() {
+            let _ = thread.join();
+        }
+        // After the requests in flight: a forwarded write waits for the follower to apply it.
         let follower = self
             .state
             .follower
@@ -513,14 +522,6 @@ impl Server {
             .take();
         if let Some(follower) = follower {
             follower.stop();
-        }
-        self.state.stopping.send_replace(true);
-        let handles = std::mem::take(&mut self.handles);
-        futures::executor::block_on(futures::future::join_all(
-            handles.iter().map(|h| h.stop(true)),
-        ));
-        if let Some(thread) = self.http_thread.take() {
-            let _ = thread.join();
         }
         let deadline = Instant::now() + self.state.config.shutdown_grace;
         for (stop, thread) in std::mem::take(&mut self.background) {

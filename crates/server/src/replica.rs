@@ -162,6 +162,8 @@ fn delete_here(shared: &Shared, namespace: &NamespaceName) -> bool {
 
 /// No data (not even a heartbeat) for this long ends a stream.
 const READ_TIMEOUT: Duration = Duration::from_secs(HEARTBEAT.as_secs() * 3);
+/// How long connecting to the primary may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first backoff after an error.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest backoff.
@@ -214,6 +216,7 @@ impl Follower {
             let _entered = runtime.enter();
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
             Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
         };
         let forward_writes = config.forward_writes;
@@ -414,7 +417,8 @@ async fn follow(
 ) {
     shared
         .applied
-        .insert(namespace.clone(), tokio::sync::watch::channel(0).0);
+        .entry(namespace.clone())
+        .or_insert_with(|| tokio::sync::watch::channel(0).0);
     shared.statuses.insert(
         namespace.clone(),
         FollowStatus {

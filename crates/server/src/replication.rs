@@ -356,8 +356,10 @@ async fn follow(
                 }
                 Err(Ended::Log(e)) => {
                     warn!(%namespace, error = %e, "cannot serve a replication step");
-                    // Not waited for: the stream ends either way.
-                    let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
+                    // Waited for (bounded) behind the chunks queued: a replica that sees the
+                    // error backs off, where a clean end would have it reconnect at once.
+                    let error = Err(std::io::Error::other(e.to_string()));
+                    let _ = actix_web::rt::time::timeout(STALLED_AFTER, tx.send(error)).await;
                     return;
                 }
             }

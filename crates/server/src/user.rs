@@ -522,6 +522,9 @@ async fn pipeline(
     let stream = take_stream(&state, &namespace, request.baton.as_deref()).await?;
     let requests = request.requests;
     let ((results, refused, frame_no), baton) = on_stream(&state, stream, move |state, stream| {
+        if forwardable && forward::pipeline_may_write(stream.conn.sql(), &requests) {
+            return Ok(((Vec::new(), true, None), true));
+        }
         let (results, closed) = run_requests(state, stream, requests, version)?;
         let refused = forwardable && forward::refused_pipeline(&results);
         let frame_no = forwarded
@@ -563,6 +566,9 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
     let stream = take_stream(&state, &namespace, request.baton.as_deref()).await?;
     let batch = request.batch;
     let ((entries, refused, frame_no), baton) = on_stream(&state, stream, move |state, stream| {
+        if forwardable && forward::batch_may_write(stream.conn.sql(), &batch) {
+            return Ok(((Vec::new(), true, None), true));
+        }
         let limits = state.config.limits;
         let mut budget = limits.response_budget();
         let mut entries = Vec::new();
@@ -698,8 +704,12 @@ async fn v1_execute(
     let namespace = existing_namespace(&state, &req, None)?;
     let request: V1ExecuteRequest = parse_body(&body)?;
     let forwarded = forward::is_forwarded(&req);
+    let forwarding = state.forwarder().is_some();
     let on = namespace.clone();
     let (outcome, frame_no) = one_off(&state, namespace.clone(), move |state, conn| {
+        if forwarding && forward::stmt_may_write(conn, &request.stmt) {
+            return Ok((Err(forward::refusal()), None));
+        }
         let limits = state.config.limits;
         let sql = request
             .stmt
@@ -740,8 +750,19 @@ async fn v1_batch(
     let request: V1BatchRequest = parse_body(&body)?;
     sql::check_batch(&request.batch, Version::V2)?;
     let forwarded = forward::is_forwarded(&req);
+    let forwarding = state.forwarder().is_some();
     let on = namespace.clone();
     let (result, frame_no) = one_off(&state, namespace.clone(), move |state, conn| {
+        if forwarding && forward::batch_may_write(conn, &request.batch) {
+            let steps = request.batch.steps.len();
+            return Ok((
+                crate::proto::BatchResult {
+                    step_results: (0..steps).map(|_| None).collect(),
+                    step_errors: (0..steps).map(|_| Some(forward::refusal())).collect(),
+                },
+                None,
+            ));
+        }
         let limits = state.config.limits;
         let deadline = state.watchdog.arm(conn, limits.statement_timeout);
         let result = sql::execute_batch(

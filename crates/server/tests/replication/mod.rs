@@ -282,6 +282,19 @@ fn a_replica_that_forwards_writes_answers_them_once_it_can_read_them_back() {
     // Also while the replica's stream from the primary is down: the primary restarted, and
     // the replica reconnects after its pause; the answer waits for it.
     primary.restart();
+    // A table the replica does not have yet: the write is judged on the primary, not refused
+    // here as naming no table.
+    primary.query(V2, &ns("default"), "CREATE TABLE newer(x)");
+    let results = replica
+        .stream(V2, &ns("default"))
+        .send_and_close(vec![json!(
+            {"type": "execute", "stmt": {"sql": "INSERT INTO newer VALUES (1)"}}
+        )]);
+    assert_eq!(results[0]["type"], "ok", "{results:?}");
+    assert_eq!(
+        replica.count(&ns("default"), "SELECT count(*) FROM newer"),
+        1
+    );
     let results = replica
         .stream(V2, &ns("default"))
         .send_and_close(vec![json!(
