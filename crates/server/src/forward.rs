@@ -34,7 +34,7 @@ use http_body_util::{BodyExt, Full};
 use libsql_wal_backend::NamespaceName;
 use tracing::warn;
 
-use crate::proto::{Batch, CursorEntry, StreamRequest, StreamResponse, StreamResult};
+use crate::proto::{Batch, BatchResult, CursorEntry, StreamRequest, StreamResponse, StreamResult};
 use crate::replica::Shared;
 use crate::user::Failure;
 use crate::State;
@@ -72,21 +72,23 @@ pub(crate) enum Answer {
 }
 
 /// The primary's answer to a forwarded request.
-pub(crate) struct Forwarded {
+struct Forwarded {
     status: StatusCode,
     content_type: Option<String>,
     body: Bytes,
 }
 
 impl Forwarder {
-    /// Sends `body` to `path` of the primary for `namespace`; returns its answer once the
-    /// replica has applied the primary's commits up to it (or `READ_YOUR_WRITES_WAIT` passed).
+    /// Sends `body` to `path` of the primary for `namespace`; returns its answer (as
+    /// `Forwarded::response` makes it) once the replica has applied the primary's commits up
+    /// to it (or `READ_YOUR_WRITES_WAIT` passed).
     pub(crate) async fn send(
         &self,
         namespace: &NamespaceName,
         path: &'static str,
         body: Bytes,
-    ) -> Result<Forwarded, Failure> {
+        answer: Answer,
+    ) -> Result<HttpResponse, Failure> {
         let shared = self.shared.clone();
         let on = namespace.clone();
         let sent = Arc::new(AtomicBool::new(false));
@@ -95,7 +97,7 @@ impl Forwarder {
             .runtime
             .spawn(async move { forward(&shared, &on, path, body, &sending).await })
             .await;
-        ran.unwrap_or_else(|_| {
+        let forwarded = ran.unwrap_or_else(|_| {
             warn!(%namespace, "a forwarded request was cut short: the replica is stopping");
             Err(if sent.load(Ordering::SeqCst) {
                 Failure::json(
@@ -110,7 +112,8 @@ impl Forwarder {
                     "the replica is stopping: the write was not sent to the primary",
                 )
             })
-        })
+        })?;
+        Ok(forwarded.response(answer))
     }
 }
 
@@ -199,7 +202,7 @@ async fn forward(
 
 impl Forwarded {
     /// The answer as the client gets it: the baton of a stream on the primary marked as one.
-    pub(crate) fn response(self, answer: Answer) -> HttpResponse {
+    fn response(self, answer: Answer) -> HttpResponse {
         let body = match answer {
             Answer::Stateless => self.body,
             _ if !self.status.is_success() => self.body,
@@ -267,7 +270,7 @@ pub(crate) fn with_baton(body: &[u8], baton: &str) -> Result<Bytes, Failure> {
 
 /// Whether any of `sqls` may write, or does not prepare on `conn` (a statement of several,
 /// one naming a table the replica does not have yet): judged on the primary.
-fn may_write<'a>(
+pub(crate) fn may_write<'a>(
     conn: &libsql_sys::rusqlite::Connection,
     sqls: impl IntoIterator<Item = &'a str>,
 ) -> bool {
@@ -298,22 +301,6 @@ pub(crate) fn batch_may_write(conn: &libsql_sys::rusqlite::Connection, batch: &B
     )
 }
 
-/// Whether a statement may write (`may_write`).
-pub(crate) fn stmt_may_write(
-    conn: &libsql_sys::rusqlite::Connection,
-    stmt: &crate::proto::Stmt,
-) -> bool {
-    may_write(conn, stmt.sql.as_deref())
-}
-
-/// The refusal a request judged to write gets here, before it is sent to the primary.
-pub(crate) fn refusal() -> crate::proto::Error {
-    crate::proto::Error::new(
-        READ_ONLY,
-        "this replica takes no writes; the request goes to the primary",
-    )
-}
-
 /// Whether `error` is the replica refusing a write.
 pub(crate) fn is_refusal(error: &crate::proto::Error) -> bool {
     error.code == READ_ONLY
@@ -325,9 +312,14 @@ pub(crate) fn refused_pipeline(results: &[StreamResult]) -> bool {
         StreamResult::Error { error } => is_refusal(error),
         StreamResult::Ok {
             response: StreamResponse::Batch { result },
-        } => result.step_errors.iter().flatten().any(is_refusal),
+        } => refused_batch(result),
         StreamResult::Ok { .. } => false,
     })
+}
+
+/// Whether a batch's results hold the replica's refusal of a write.
+pub(crate) fn refused_batch(result: &BatchResult) -> bool {
+    result.step_errors.iter().flatten().any(is_refusal)
 }
 
 /// Whether a cursor's entries hold the replica's refusal of a write.

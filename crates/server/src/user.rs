@@ -513,37 +513,57 @@ async fn pipeline(
         request.baton.as_deref().and_then(forward::primary_baton),
     ) {
         let body = forward::with_baton(&body, baton)?;
-        let answer = forwarder.send(&namespace, path, body).await?;
-        return Ok(answer.response(Answer::Pipeline));
+        return forwarder
+            .send(&namespace, path, body, Answer::Pipeline)
+            .await;
     }
     state.pool.admits()?;
     let forwardable = forwarder.is_some() && request.baton.is_none();
     let forwarded = forward::is_forwarded(&req);
     let stream = take_stream(&state, &namespace, request.baton.as_deref()).await?;
     let requests = request.requests;
-    let ((results, refused, frame_no), baton) = on_stream(&state, stream, move |state, stream| {
+    // None: the request goes to the primary, and its stream here is closed.
+    let (ran, baton) = on_stream(&state, stream, move |state, stream| {
         if forwardable && forward::pipeline_may_write(stream.conn.sql(), &requests) {
-            return Ok(((Vec::new(), true, None), true));
+            return Ok((None, true));
         }
         let (results, closed) = run_requests(state, stream, requests, version)?;
-        let refused = forwardable && forward::refused_pipeline(&results);
+        if forwardable && forward::refused_pipeline(&results) {
+            return Ok((None, true));
+        }
         let frame_no = forwarded
             .then(|| forward::last_commit(state, &stream.namespace))
             .flatten();
-        Ok(((results, refused, frame_no), closed || refused))
+        Ok((Some((results, frame_no)), closed))
     })
     .await?;
-    if let (true, Some(forwarder)) = (refused, forwarder) {
-        let answer = forwarder.send(&namespace, path, body).await?;
-        return Ok(answer.response(Answer::Pipeline));
+    match (ran, forwarder) {
+        (Some((results, frame_no)), _) => Ok(forward::with_frame_no(HttpResponse::Ok(), frame_no)
+            .json(PipelineResponse {
+                baton,
+                base_url: None,
+                results,
+            })),
+        (None, forwarder) => to_primary(forwarder, &namespace, path, body, Answer::Pipeline).await,
     }
-    Ok(
-        forward::with_frame_no(HttpResponse::Ok(), frame_no).json(PipelineResponse {
-            baton,
-            base_url: None,
-            results,
-        }),
-    )
+}
+
+/// Sends a request judged (`forward`) to go to the primary there.
+async fn to_primary(
+    forwarder: Option<forward::Forwarder>,
+    namespace: &NamespaceName,
+    path: &'static str,
+    body: Bytes,
+    answer: Answer,
+) -> Result<HttpResponse, Failure> {
+    match forwarder {
+        Some(forwarder) => forwarder.send(namespace, path, body, answer).await,
+        None => Err(Failure::json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "a request was judged to go to a primary this server does not forward to",
+        )),
+    }
 }
 
 async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<HttpResponse, Failure> {
@@ -557,17 +577,19 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
         request.baton.as_deref().and_then(forward::primary_baton),
     ) {
         let body = forward::with_baton(&body, baton)?;
-        let answer = forwarder.send(&namespace, "/v3/cursor", body).await?;
-        return Ok(answer.response(Answer::Cursor));
+        return forwarder
+            .send(&namespace, "/v3/cursor", body, Answer::Cursor)
+            .await;
     }
     state.pool.admits()?;
     let forwardable = forwarder.is_some() && request.baton.is_none();
     let forwarded = forward::is_forwarded(&req);
     let stream = take_stream(&state, &namespace, request.baton.as_deref()).await?;
     let batch = request.batch;
-    let ((entries, refused, frame_no), baton) = on_stream(&state, stream, move |state, stream| {
+    // None: the request goes to the primary, and its stream here is closed.
+    let (ran, baton) = on_stream(&state, stream, move |state, stream| {
         if forwardable && forward::batch_may_write(stream.conn.sql(), &batch) {
-            return Ok(((Vec::new(), true, None), true));
+            return Ok((None, true));
         }
         let limits = state.config.limits;
         let mut budget = limits.response_budget();
@@ -616,17 +638,18 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
                 }
             }
         }
-        let refused = forwardable && forward::refused_cursor(&entries);
+        if forwardable && forward::refused_cursor(&entries) {
+            return Ok((None, true));
+        }
         let frame_no = forwarded
             .then(|| forward::last_commit(state, &stream.namespace))
             .flatten();
-        Ok(((entries, refused, frame_no), refused))
+        Ok((Some((entries, frame_no)), false))
     })
     .await?;
-    if let (true, Some(forwarder)) = (refused, forwarder) {
-        let answer = forwarder.send(&namespace, "/v3/cursor", body).await?;
-        return Ok(answer.response(Answer::Cursor));
-    }
+    let Some((entries, frame_no)) = ran else {
+        return to_primary(forwarder, &namespace, "/v3/cursor", body, Answer::Cursor).await;
+    };
     let mut body = serde_json::to_string(&CursorHead {
         baton,
         base_url: None,
@@ -704,11 +727,13 @@ async fn v1_execute(
     let namespace = existing_namespace(&state, &req, None)?;
     let request: V1ExecuteRequest = parse_body(&body)?;
     let forwarded = forward::is_forwarded(&req);
-    let forwarding = state.forwarder().is_some();
+    let forwarder = state.forwarder();
+    let forwarding = forwarder.is_some();
     let on = namespace.clone();
-    let (outcome, frame_no) = one_off(&state, namespace.clone(), move |state, conn| {
-        if forwarding && forward::stmt_may_write(conn, &request.stmt) {
-            return Ok((Err(forward::refusal()), None));
+    // None: the request goes to the primary.
+    let ran = one_off(&state, namespace.clone(), move |state, conn| {
+        if forwarding && forward::may_write(conn, request.stmt.sql.as_deref()) {
+            return Ok(None);
         }
         let limits = state.config.limits;
         let sql = request
@@ -720,20 +745,32 @@ async fn v1_execute(
         let result = sql::execute_stmt(conn, &request.stmt, &sql, &mut limits.response_budget());
         let fired = guard.fired();
         drop(guard);
+        if forwarding && result.as_ref().is_err_and(forward::is_refusal) {
+            return Ok(None);
+        }
         let frame_no = forwarded
             .then(|| forward::last_commit(state, &on))
             .flatten();
-        Ok::<_, ProtocolError>((result.map_err(|e| interrupted(e, fired, &limits)), frame_no))
+        Ok::<_, ProtocolError>(Some((
+            result.map_err(|e| interrupted(e, fired, &limits)),
+            frame_no,
+        )))
     })
     .await??;
+    let Some((outcome, frame_no)) = ran else {
+        return to_primary(
+            forwarder,
+            &namespace,
+            "/v1/execute",
+            body,
+            Answer::Stateless,
+        )
+        .await;
+    };
     match outcome {
         Ok(result) => Ok(forward::with_frame_no(HttpResponse::Ok(), frame_no)
             .json(serde_json::json!({ "result": result }))),
         Err(error) => {
-            if let (true, Some(forwarder)) = (forward::is_refusal(&error), state.forwarder()) {
-                let answer = forwarder.send(&namespace, "/v1/execute", body).await?;
-                return Ok(answer.response(Answer::Stateless));
-            }
             state.metrics.hrana_error(&error.code);
             Ok(forward::with_frame_no(HttpResponse::BadRequest(), frame_no).json(error))
         }
@@ -750,18 +787,13 @@ async fn v1_batch(
     let request: V1BatchRequest = parse_body(&body)?;
     sql::check_batch(&request.batch, Version::V2)?;
     let forwarded = forward::is_forwarded(&req);
-    let forwarding = state.forwarder().is_some();
+    let forwarder = state.forwarder();
+    let forwarding = forwarder.is_some();
     let on = namespace.clone();
-    let (result, frame_no) = one_off(&state, namespace.clone(), move |state, conn| {
+    // None: the request goes to the primary.
+    let ran = one_off(&state, namespace.clone(), move |state, conn| {
         if forwarding && forward::batch_may_write(conn, &request.batch) {
-            let steps = request.batch.steps.len();
-            return Ok((
-                crate::proto::BatchResult {
-                    step_results: (0..steps).map(|_| None).collect(),
-                    step_errors: (0..steps).map(|_| Some(forward::refusal())).collect(),
-                },
-                None,
-            ));
+            return Ok::<_, ProtocolError>(None);
         }
         let limits = state.config.limits;
         let deadline = state.watchdog.arm(conn, limits.statement_timeout);
@@ -772,18 +804,19 @@ async fn v1_batch(
             &mut limits.response_budget(),
         );
         drop(deadline);
+        let result = result?;
+        if forwarding && forward::refused_batch(&result) {
+            return Ok(None);
+        }
         let frame_no = forwarded
             .then(|| forward::last_commit(state, &on))
             .flatten();
-        result.map(|result| (result, frame_no))
+        Ok(Some((result, frame_no)))
     })
     .await??;
-    if result.step_errors.iter().flatten().any(forward::is_refusal) {
-        if let Some(forwarder) = state.forwarder() {
-            let answer = forwarder.send(&namespace, "/v1/batch", body).await?;
-            return Ok(answer.response(Answer::Stateless));
-        }
-    }
+    let Some((result, frame_no)) = ran else {
+        return to_primary(forwarder, &namespace, "/v1/batch", body, Answer::Stateless).await;
+    };
     Ok(forward::with_frame_no(HttpResponse::Ok(), frame_no)
         .json(serde_json::json!({ "result": result })))
 }
