@@ -38,13 +38,18 @@ fn corruption_offset(err: &Error) -> u64 {
     }
 }
 
+/// `txs()` written from frame 1 and sealed, in `dir`.
+fn sealed_of_txs(dir: &Path) -> SealedSegment<std::fs::File> {
+    write_segment(&io(), &dir.join("seg"), 1, Uuid::new_v4(), &txs())
+        .seal(Utc::now())
+        .unwrap()
+        .unwrap()
+}
+
 #[test]
 fn a_flipped_bit_anywhere_in_a_sealed_segment_names_the_file_and_the_damaged_structure() {
     let dir = tempfile::tempdir().unwrap();
-    let sealed = write_segment(&io(), &dir.path().join("seg"), 1, Uuid::new_v4(), &txs())
-        .seal(Utc::now())
-        .unwrap()
-        .unwrap();
+    let sealed = sealed_of_txs(dir.path());
     let index_offset = sealed.header().index_offset as usize;
     let bytes = std::fs::read(sealed.path()).unwrap();
     let path = dir.path().join("damaged");
@@ -73,10 +78,7 @@ fn a_flipped_bit_anywhere_in_a_sealed_segment_names_the_file_and_the_damaged_str
 #[test]
 fn a_sealed_segment_with_missing_or_extra_bytes_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let sealed = write_segment(&io(), &dir.path().join("seg"), 1, Uuid::new_v4(), &txs())
-        .seal(Utc::now())
-        .unwrap()
-        .unwrap();
+    let sealed = sealed_of_txs(dir.path());
     let bytes = std::fs::read(sealed.path()).unwrap();
     let path = dir.path().join("damaged");
     for len in [0, 10, SEGMENT_HEADER_SIZE, bytes.len() - 1] {
@@ -105,10 +107,7 @@ fn read_all(data: &[u8], name: &str) -> Result<usize, Error> {
 #[test]
 fn a_flipped_bit_or_a_cut_anywhere_in_compacted_data_names_the_object_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let sealed = write_segment(&io(), &dir.path().join("seg"), 1, Uuid::new_v4(), &txs())
-        .seal(Utc::now())
-        .unwrap()
-        .unwrap();
+    let sealed = sealed_of_txs(dir.path());
     let mut data = Vec::new();
     merge(&[&sealed], &mut data).unwrap();
     assert_eq!(read_all(&data, "ns/segments/key").unwrap(), 3);
@@ -177,10 +176,7 @@ fn compacted_data_whose_header_claims_billions_of_frames_is_corrupt_without_rese
 #[test]
 fn a_sealed_header_claiming_an_index_larger_than_its_frames_allow_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let sealed = write_segment(&io(), &dir.path().join("seg"), 1, Uuid::new_v4(), &txs())
-        .seal(Utc::now())
-        .unwrap()
-        .unwrap();
+    let sealed = sealed_of_txs(dir.path());
     let mut header = *sealed.header();
     let mut bytes = std::fs::read(sealed.path()).unwrap();
     let bound = PageIndex::max_encoded_len(header.frame_count);
@@ -203,10 +199,7 @@ fn a_sealed_header_claiming_an_index_larger_than_its_frames_allow_is_corruption(
 fn the_pages_written_after_a_frame_count_a_page_in_when_its_frame_header_was_damaged_after_open() {
     let dir = tempfile::tempdir().unwrap();
     // Newest versions: page 1 at frame 6, page 2 at frame 4, page 3 at frame 5.
-    let sealed = write_segment(&io(), &dir.path().join("seg"), 1, Uuid::new_v4(), &txs())
-        .seal(Utc::now())
-        .unwrap()
-        .unwrap();
+    let sealed = sealed_of_txs(dir.path());
     assert_eq!(sealed.pages_written_after(0).unwrap(), vec![1, 2, 3]);
     assert_eq!(sealed.pages_written_after(3).unwrap(), vec![1, 2, 3]);
     assert_eq!(sealed.pages_written_after(4).unwrap(), vec![1, 3]);
