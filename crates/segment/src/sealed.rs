@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::format::{
     check_page_buffer, read_header, FrameHeader, SegmentHeader, FRAME_HEADER_SIZE, FRAME_SIZE,
+    SEGMENT_FRAME_UNORDERED,
 };
 use crate::index::PageIndex;
 use crate::io::{FileExt, Io, OpenMode};
@@ -263,33 +264,24 @@ impl<F: FileExt> SealedSegment<F> {
     }
 
     /// Returns the pages whose newest version in this segment has a frame_no above `after`,
-    /// in page order: what a replica at `after` lacks of this segment. Reads one frame_no per
-    /// page when the segment starts at or before `after`; a frame header that is not the
-    /// page's or not in the segment's range (a damaged file) counts its page in: a page sent
-    /// that a replica has is harmless, one missed is not.
-    pub fn pages_written_after(&self, after: u64) -> Result<Vec<u32>> {
+    /// in page order: what a replica at `after` lacks of this segment. A frame's frame_no
+    /// follows from its place in the segment (checked at open), so nothing is read from disk
+    /// and a frame header damaged since cannot hide a page. In a segment whose frame numbers
+    /// may skip (`SEGMENT_FRAME_UNORDERED`) place says nothing, so every page is counted in: a
+    /// page sent that a replica has is harmless, one missed is not.
+    pub fn pages_written_after(&self, after: u64) -> Vec<u32> {
         if self.last_committed_frame_no() <= after {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        let entries = self.index.entries();
-        if self.start_frame_no() > after {
-            return Ok(entries.into_iter().map(|(page_no, _)| page_no).collect());
-        }
-        let mut pages = Vec::new();
-        for (page_no, offset) in entries {
-            let mut header = [0; FRAME_HEADER_SIZE];
-            self.file
-                .read_exact_at(&mut header, offset)
-                .map_err(|e| Error::io(&self.path, e))?;
-            let frame = FrameHeader::decode(&header);
-            let plausible = frame.page_no == page_no
-                && (self.start_frame_no()..=self.last_committed_frame_no())
-                    .contains(&frame.frame_no);
-            if !plausible || frame.frame_no > after {
-                pages.push(page_no);
-            }
-        }
-        Ok(pages)
+        let unordered = self.header.flags & SEGMENT_FRAME_UNORDERED != 0;
+        let frame_no_at =
+            |offset: u64| self.start_frame_no() + (offset - frame_offset(0)) / FRAME_SIZE as u64;
+        self.index
+            .entries()
+            .into_iter()
+            .filter(|&(_, offset)| unordered || frame_no_at(offset) > after)
+            .map(|(page_no, _)| page_no)
+            .collect()
     }
 
     /// Returns an iterator over every frame of the segment, in log order.

@@ -220,10 +220,7 @@ impl<I: Io, S: Storage<File = I::File>> ReplicationSource for SharedWal<I, S> {
         } else {
             let mut changed = BTreeSet::new();
             for sealed in snapshot.sealed.iter() {
-                let pages = sealed
-                    .pages_written_after(after)
-                    .map_err(Error::segment(self.namespace()))?;
-                changed.extend(pages);
+                changed.extend(sealed.pages_written_after(after));
             }
             changed.extend(snapshot.current.pages_written_between(after, end));
             let pages = changed.into_iter().take_while(|&p| p <= db_size).collect();
