@@ -10,11 +10,14 @@
 //! the primary ended the stream).
 //! A stream that brings nothing, not even a heartbeat, for three heartbeats is given up as dead.
 //! With `FollowedNamespaces::All` the primary's namespaces are listed every `discover_every`:
-//! new ones are followed, and one followed that the primary no longer lists (it was deleted
-//! there) is no longer followed and is deleted here too (its local files; the replica's own
-//! storage objects are kept). A namespace deleted on the primary while the replica was not
-//! running is not known to have been followed, and is left alone. `statuses` says where each one is (lag in frames and milliseconds,
-//! steps applied, reconnects), for metrics.
+//! new ones are followed. One followed that `DELETE_AFTER_LISTINGS` listings in a row lack is
+//! asked after by its hello, and only when the primary answers that it has no such namespace
+//! (404 `NAMESPACE_NOT_FOUND`) is it no longer followed and deleted here too (its local files;
+//! the replica's own storage objects are kept): a listing cut short, or one taken while the
+//! namespace was briefly away, deletes nothing. A namespace deleted on the primary while the
+//! replica was not running is not known to have been followed, and is left alone. `statuses`
+//! says where each one is (lag in frames and milliseconds, steps applied, reconnects), for
+//! metrics.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -160,6 +163,47 @@ fn delete_here(shared: &Shared, namespace: &NamespaceName) -> bool {
     }
 }
 
+/// How many listings in a row must lack a followed namespace before the primary is asked
+/// whether it still has it.
+const DELETE_AFTER_LISTINGS: u32 = 2;
+
+/// What following every namespace (`FollowedNamespaces::All`) remembers between listings:
+/// the followed namespaces the last listings lacked, and how many in a row each.
+#[derive(Debug, Default)]
+struct Absences {
+    counts: HashMap<NamespaceName, u32>,
+}
+
+impl Absences {
+    /// Takes a listing of the primary; returns the followed namespaces that
+    /// `DELETE_AFTER_LISTINGS` listings in a row (this one the last) have lacked.
+    fn listed<'a>(
+        &mut self,
+        followed: impl Iterator<Item = &'a NamespaceName>,
+        listed: &HashSet<NamespaceName>,
+    ) -> Vec<NamespaceName> {
+        let mut absent = HashMap::new();
+        for namespace in followed.filter(|n| !listed.contains(*n)) {
+            let count = self.counts.get(namespace).copied().unwrap_or(0) + 1;
+            absent.insert(namespace.clone(), count);
+        }
+        self.counts = absent;
+        let mut long_absent: Vec<_> = self
+            .counts
+            .iter()
+            .filter(|(_, count)| **count >= DELETE_AFTER_LISTINGS)
+            .map(|(namespace, _)| namespace.clone())
+            .collect();
+        long_absent.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        long_absent
+    }
+
+    /// Forgets that `namespace` was absent: the primary said it has it.
+    fn forget(&mut self, namespace: &NamespaceName) {
+        self.counts.remove(namespace);
+    }
+}
+
 /// No data (not even a heartbeat) for this long ends a stream.
 const READ_TIMEOUT: Duration = Duration::from_secs(HEARTBEAT.as_secs() * 3);
 /// How long connecting to the primary may take.
@@ -243,18 +287,22 @@ impl Follower {
                 let mut stop = stopped.clone();
                 tasks.push(runtime.spawn(async move {
                     let mut followed: HashMap<NamespaceName, Followed> = HashMap::new();
+                    let mut absences = Absences::default();
                     // No longer followed, not yet deleted here (a connection was open).
                     let mut undeleted: HashSet<NamespaceName> = HashSet::new();
                     loop {
                         match list_namespaces(&shared).await {
                             Ok(list) => {
                                 let listed: HashSet<_> = list.into_iter().collect();
-                                let gone: Vec<_> = followed
-                                    .keys()
-                                    .filter(|n| !listed.contains(*n))
-                                    .cloned()
-                                    .collect();
-                                for namespace in gone {
+                                for namespace in absences.listed(followed.keys(), &listed) {
+                                    match primary_has(&shared, &namespace).await {
+                                        Some(false) => {}
+                                        Some(true) => {
+                                            absences.forget(&namespace);
+                                            continue;
+                                        }
+                                        None => continue,
+                                    }
                                     if let Some(task) = followed.remove(&namespace) {
                                         task.stop().await;
                                         shared.statuses.remove(&namespace);
@@ -348,9 +396,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// GETs `path` of the primary; returns the response, or an error naming the status and what
-/// the primary said.
-async fn get(
+/// GETs `path` of the primary; returns its answer, whatever its status.
+async fn request(
     shared: &Shared,
     path: &str,
 ) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String> {
@@ -365,17 +412,61 @@ async fn get(
         .await
         .map_err(|_| format!("the primary did not answer {path} in {READ_TIMEOUT:?}"))?
         .map_err(|e| format!("cannot reach the primary at {}: {e}", shared.base))?;
-    if response.status().is_success() {
-        return Ok(response);
-    }
-    let status = response.status();
-    let body = tokio::time::timeout(READ_TIMEOUT, response.into_body().collect())
+    Ok(response)
+}
+
+/// Reads what the primary said in an answer that is not a success, for an error.
+async fn failure_body(response: hyper::Response<hyper::body::Incoming>) -> String {
+    tokio::time::timeout(READ_TIMEOUT, response.into_body().collect())
         .await
         .ok()
         .and_then(|b| b.ok())
         .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// GETs `path` of the primary; returns the response, or an error naming the status and what
+/// the primary said.
+async fn get(
+    shared: &Shared,
+    path: &str,
+) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String> {
+    let response = request(shared, path).await?;
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let body = failure_body(response).await;
     Err(format!("the primary answered {path} with {status}: {body}"))
+}
+
+/// Whether the primary has `namespace`, as its hello says: `None` when it could not tell
+/// (unreachable, or an answer that is neither the hello nor its `NAMESPACE_NOT_FOUND`).
+async fn primary_has(shared: &Shared, namespace: &NamespaceName) -> Option<bool> {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        code: String,
+    }
+    let path = format!("/replication/v1/namespaces/{namespace}/hello");
+    let response = match request(shared, &path).await {
+        Ok(response) => response,
+        Err(e) => {
+            warn!(%namespace, error = %e, "the primary's listings lack this namespace, and asking it whether it has it failed");
+            return None;
+        }
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Some(true);
+    }
+    let body = failure_body(response).await;
+    let not_found = status == hyper::StatusCode::NOT_FOUND
+        && serde_json::from_str::<Refusal>(&body).is_ok_and(|r| r.code == "NAMESPACE_NOT_FOUND");
+    if !not_found {
+        warn!(%namespace, %status, body, "the primary's listings lack this namespace, and its hello does not say whether it has it");
+        return None;
+    }
+    Some(false)
 }
 
 /// GETs `path` and decodes its JSON body.
@@ -645,7 +736,7 @@ fn update(shared: &Shared, namespace: &NamespaceName, f: impl FnOnce(&mut Follow
 
 #[cfg(test)]
 mod tests {
-    use super::primary_base;
+    use super::*;
 
     #[test]
     fn only_a_plain_http_base_url_names_a_primary() {
@@ -659,5 +750,45 @@ mod tests {
             .contains("https is not supported"));
         assert!(primary_base("http://h:1/v2").is_err());
         assert!(primary_base("127.0.0.1:8080").is_err());
+    }
+
+    fn names(list: &[&str]) -> Vec<NamespaceName> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_followed_namespace_is_asked_after_only_once_enough_listings_in_a_row_lack_it() {
+        let followed = names(&["a", "b", "c"]);
+        let listing = |list: &[&str]| names(list).into_iter().collect::<HashSet<_>>();
+        let mut absences = Absences::default();
+        assert!(absences
+            .listed(followed.iter(), &listing(&["a", "c"]))
+            .is_empty());
+        // b listed again in between: its count starts over; c's goes on.
+        assert!(absences
+            .listed(followed.iter(), &listing(&["a", "b"]))
+            .is_empty());
+        assert_eq!(
+            absences.listed(followed.iter(), &listing(&["a"])),
+            names(&["c"])
+        );
+        assert_eq!(
+            absences.listed(followed.iter(), &listing(&["a"])),
+            names(&["b", "c"])
+        );
+        // The primary said it has b: b waits for as many listings again.
+        absences.forget(&names(&["b"])[0]);
+        assert_eq!(
+            absences.listed(followed.iter(), &listing(&["a"])),
+            names(&["c"])
+        );
+        assert_eq!(
+            absences.listed(followed.iter(), &listing(&["a"])),
+            names(&["b", "c"])
+        );
+        // A namespace no longer followed is no longer counted.
+        assert!(absences
+            .listed(names(&["a"]).iter(), &listing(&[]))
+            .is_empty());
     }
 }

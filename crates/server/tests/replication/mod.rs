@@ -25,16 +25,139 @@ fn follow_with(
     namespaces: FollowedNamespaces,
     forward_writes: bool,
 ) {
+    follow_url(
+        replica,
+        &format!("http://{}", primary.user),
+        namespaces,
+        forward_writes,
+    );
+}
+
+/// Makes `replica` follow the primary at `url`.
+fn follow_url(
+    replica: &TestServer,
+    url: &str,
+    namespaces: FollowedNamespaces,
+    forward_writes: bool,
+) {
     replica
         .server()
         .follow(ReplicaConfig {
-            primary: format!("http://{}", primary.user),
+            primary: url.to_string(),
             auth_token: None,
             namespaces,
             discover_every: Duration::from_millis(100),
             forward_writes,
         })
         .expect("the replica follows");
+}
+
+/// Injects a fault: a proxy in front of a primary's user API that passes everything on, but
+/// takes one namespace out of the primary's next few listings while the primary still has it.
+struct ListingsLacking {
+    /// Runs the proxy; dropped with it.
+    _runtime: tokio::runtime::Runtime,
+    url: String,
+    /// The namespace taken out, and from how many listings more.
+    lacking: std::sync::Arc<std::sync::Mutex<(String, u32)>>,
+}
+
+impl ListingsLacking {
+    fn start(primary: &TestServer) -> Self {
+        use http_body_util::{BodyExt, Full};
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+        let runtime = crate::common::runtime();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let lacking = std::sync::Arc::new(std::sync::Mutex::new((String::new(), 0)));
+        let primary = primary.user;
+        let client = {
+            let _entered = runtime.enter();
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .build_http::<Full<bytes::Bytes>>()
+        };
+        let state = lacking.clone();
+        runtime.spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (client, state) = (client.clone(), state.clone());
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let (client, state) = (client.clone(), state.clone());
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                            let mut onward = hyper::Request::builder()
+                                .method(parts.method.clone())
+                                .uri(format!("http://{primary}{path}"));
+                            for (name, value) in &parts.headers {
+                                onward = onward.header(name, value);
+                            }
+                            let onward = onward.body(Full::new(body)).expect("a request");
+                            let answer = client.request(onward).await.expect("the primary answers");
+                            let taken_out = {
+                                let mut lacking = state.lock().expect("not poisoned");
+                                let listing = parts.uri.path() == "/replication/v1/namespaces";
+                                (listing && lacking.1 > 0).then(|| {
+                                    lacking.1 -= 1;
+                                    lacking.0.clone()
+                                })
+                            };
+                            let Some(taken_out) = taken_out else {
+                                return Ok::<_, hyper::Error>(
+                                    answer.map(|b| -> Body { b.boxed() }),
+                                );
+                            };
+                            let (parts, body) = answer.into_parts();
+                            let mut listed: serde_json::Value =
+                                serde_json::from_slice(&body.collect().await?.to_bytes())
+                                    .expect("a listing");
+                            listed["namespaces"]
+                                .as_array_mut()
+                                .expect("a list")
+                                .retain(|n| n != &json!(taken_out));
+                            let body = Full::new(bytes::Bytes::from(listed.to_string()))
+                                .map_err(|never| match never {})
+                                .boxed();
+                            let mut answer = hyper::Response::new(body);
+                            *answer.status_mut() = parts.status;
+                            answer.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static("application/json"),
+                            );
+                            Ok(answer)
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service),
+                );
+            }
+        });
+        ListingsLacking {
+            _runtime: runtime,
+            url,
+            lacking,
+        }
+    }
+
+    /// Takes `namespace` out of the next `listings` listings; returns at once.
+    fn lack(&self, namespace: &str, listings: u32) {
+        *self.lacking.lock().expect("not poisoned") = (namespace.to_string(), listings);
+    }
+
+    /// Waits until every listing asked for by `lack` was answered.
+    fn wait_answered(&self) {
+        let deadline = Instant::now() + POLL_DEADLINE;
+        while self.lacking.lock().expect("not poisoned").1 > 0 {
+            assert!(Instant::now() < deadline, "the replica stopped listing");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 fn status_of(replica: &TestServer, namespace: &str) -> Option<FollowStatus> {
@@ -181,6 +304,34 @@ fn a_replica_follows_every_namespace_over_http_serves_reads_and_refuses_writes()
     assert!(metrics
         .value("libsql_wal_replica_steps_applied", &[("namespace", "a")])
         .is_some_and(|v| v >= 1.0));
+}
+
+#[test]
+fn a_namespace_some_listings_lack_is_kept_and_followed_while_the_primary_still_has_it() {
+    let primary = TestServer::start();
+    let replica = TestServer::start_replica();
+    for name in ["a", "b"] {
+        primary.create_namespace(name);
+        make_schema(&primary, name);
+    }
+    let proxy = ListingsLacking::start(&primary);
+    follow_url(&replica, &proxy.url, FollowedNamespaces::All, false);
+    for k in 1..=20 {
+        write(&primary, "b", k);
+        wait_caught_up(&replica, &primary, "b");
+    }
+    let before = wait_caught_up(&replica, &primary, "b");
+    // Three listings in a row lack b (one cut short, say); its hello says the primary has it.
+    proxy.lack("b", 3);
+    proxy.wait_answered();
+    write(&primary, "b", 21);
+    let after = wait_caught_up(&replica, &primary, "b");
+    assert!(replica.namespace_names().contains(&"b".to_string()));
+    assert!(
+        after.steps_applied > before.steps_applied && after.full_images == before.full_images,
+        "b was followed again from nothing: before {before:?}, after {after:?}"
+    );
+    assert_eq!(summary(&replica, "b"), summary(&primary, "b"));
 }
 
 #[test]
