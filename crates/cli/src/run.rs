@@ -174,7 +174,8 @@ pub struct RunArgs {
     /// With --replicate-from: send writes to the primary and answer them once the replica has
     /// applied them (read your writes), rather than refuse them. A stream goes to the
     /// primary when its first request writes; one that began with reads stays here, and a
-    /// write later in it is refused.
+    /// write later in it is refused. With --primary-auth-token, the replica's own
+    /// --auth-token is required: it is then what lets a client write.
     #[arg(long, env = "LIBSQL_WAL_FORWARD_WRITES", requires = "replicate_from")]
     forward_writes: bool,
     /// Log line format (the level comes from RUST_LOG, default info).
@@ -279,6 +280,10 @@ fn replica_config(args: &RunArgs) -> Result<Option<ReplicaConfig>, String> {
     let Some(primary) = &args.replicate_from else {
         return Ok(None);
     };
+    let own_token = args.auth_token.is_some() || args.auth_token_file.is_some();
+    if args.forward_writes && args.primary_auth_token.is_some() && !own_token {
+        return Err("--forward-writes with --primary-auth-token needs --auth-token (or --auth-token-file) for this replica too: without it anyone who reaches the replica could write to the primary with the primary's token".into());
+    }
     let namespaces = if args.all {
         FollowedNamespaces::All
     } else if args.namespaces.is_empty() {

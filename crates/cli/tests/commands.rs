@@ -1005,4 +1005,32 @@ fn bad_flags_and_missing_buckets_are_usage_errors_that_name_what_is_wrong() {
     );
     assert_ne!(run.code, 0, "{run:?}");
     assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+    // A replica that would write to its primary with the primary's token for anyone.
+    let data_dir = work.path().join("replica");
+    let run = cli(
+        &[
+            "run",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--replicate-from",
+            "http://127.0.0.1:1",
+            "--namespaces",
+            "a",
+            "--forward-writes",
+            "--primary-auth-token",
+            "primary-secret-token",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("needs --auth-token"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("primary-secret-token"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !data_dir.exists(),
+        "nothing is made before the flags are checked"
+    );
 }
