@@ -21,7 +21,11 @@
 //! message says the write may have been applied.
 //!
 //! **On the primary** a request with the header `x-libsql-wal-forwarded` is answered with its
-//! namespace's last committed frame_no after it, in `x-libsql-wal-frame-no`.
+//! namespace's last committed frame_no after it, in `x-libsql-wal-frame-no`, and the log that
+//! frame_no is of (`{log_id}/{generation}/{incarnation}`, as a hello names it) in
+//! `x-libsql-wal-log`: the replica waits until it has applied that frame_no *of that log*, so
+//! a primary that started a new log in between (a rewind, a crash) is not taken for one whose
+//! numbers the replica already passed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use http_body_util::{BodyExt, Full};
+use libsql_wal::LogIdentity;
 use libsql_wal_backend::NamespaceName;
 use tracing::warn;
 
@@ -43,6 +48,8 @@ use crate::State;
 pub(crate) const FORWARDED: &str = "x-libsql-wal-forwarded";
 /// The header of the primary's answer to a forwarded request: its last committed frame_no.
 pub(crate) const FRAME_NO: &str = "x-libsql-wal-frame-no";
+/// The header of the primary's answer to a forwarded request: the log `FRAME_NO` is of.
+pub(crate) const LOG: &str = "x-libsql-wal-log";
 /// What marks a baton of a stream on the primary.
 const PRIMARY_BATON: &str = "p.";
 /// How long a forwarded request may take on the primary, answer included.
@@ -172,26 +179,28 @@ async fn forward(
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let frame_no = response
-        .headers()
-        .get(FRAME_NO)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let position = LogPosition::from_headers(response.headers());
     let body = match tokio::time::timeout(FORWARD_TIMEOUT, response.into_body().collect()).await {
         Err(_) => return Err(lost(format!("its body did not end in {FORWARD_TIMEOUT:?}"))),
         Ok(Err(e)) => return Err(lost(e.to_string())),
         Ok(Ok(body)) => body.to_bytes(),
     };
-    if let Some(frame_no) = frame_no {
-        if !shared
-            .wait_applied(namespace, frame_no, READ_YOUR_WRITES_WAIT)
-            .await
+    match position {
+        Some(position)
+            if !shared
+                .wait_applied(namespace, position, READ_YOUR_WRITES_WAIT)
+                .await =>
         {
             warn!(
-                frame_no,
+                frame_no = position.frame_no,
                 "the replica did not apply the primary's commits up to a forwarded write in {READ_YOUR_WRITES_WAIT:?}; answering anyway"
             );
         }
+        Some(_) => {}
+        None if status.is_success() => warn!(
+            "the primary's answer to a forwarded write did not say where its log is; answering without waiting"
+        ),
+        None => {}
     }
     Ok(Forwarded {
         status,
@@ -335,11 +344,44 @@ pub(crate) fn is_forwarded(req: &HttpRequest) -> bool {
     req.headers().contains_key(FORWARDED)
 }
 
-/// The last committed frame_no of `namespace`, for the answer to a forwarded request. Blocks:
-/// call it on an SQL thread.
-pub(crate) fn last_commit(state: &State, namespace: &NamespaceName) -> Option<u64> {
+/// A point of a primary's history: a frame_no of one log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogPosition {
+    /// The log.
+    pub(crate) identity: LogIdentity,
+    /// The frame_no in it.
+    pub(crate) frame_no: u64,
+}
+
+impl LogPosition {
+    /// The position the primary's answer names in `FRAME_NO` and `LOG`; None if it names
+    /// none, or not both whole.
+    fn from_headers(headers: &hyper::HeaderMap) -> Option<Self> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let frame_no = text(FRAME_NO)?.parse().ok()?;
+        let mut log = text(LOG)?.split('/');
+        let identity = LogIdentity {
+            log_id: log.next()?.parse().ok()?,
+            generation: log.next()?.parse().ok()?,
+            incarnation: log.next()?.parse().ok()?,
+        };
+        log.next()
+            .is_none()
+            .then_some(LogPosition { identity, frame_no })
+    }
+}
+
+/// Where the log of `namespace` is, for the answer to a forwarded request. Blocks: call it on
+/// an SQL thread.
+pub(crate) fn last_commit(state: &State, namespace: &NamespaceName) -> Option<LogPosition> {
     match state.host.replication_source(namespace) {
-        Ok(source) => Some(source.hello().last_committed_frame_no),
+        Ok(source) => {
+            let hello = source.hello();
+            Some(LogPosition {
+                identity: hello.identity,
+                frame_no: hello.last_committed_frame_no,
+            })
+        }
         Err(e) => {
             warn!(%namespace, error = %e, "cannot tell a forwarding replica the last commit");
             None
@@ -347,13 +389,20 @@ pub(crate) fn last_commit(state: &State, namespace: &NamespaceName) -> Option<u6
     }
 }
 
-/// Adds the frame_no header to an answer, if there is one to add.
-pub(crate) fn with_frame_no(
+/// Adds the position headers to an answer, if there is a position to add.
+pub(crate) fn with_position(
     mut response: HttpResponseBuilder,
-    frame_no: Option<u64>,
+    position: Option<LogPosition>,
 ) -> HttpResponseBuilder {
-    if let Some(frame_no) = frame_no {
+    if let Some(LogPosition { identity, frame_no }) = position {
         response.insert_header((FRAME_NO, frame_no.to_string()));
+        response.insert_header((
+            LOG,
+            format!(
+                "{}/{}/{}",
+                identity.log_id, identity.generation, identity.incarnation
+            ),
+        ));
     }
     response
 }

@@ -34,7 +34,7 @@ use libsql_wal_backend::NamespaceName;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::forward::Forwarder;
+use crate::forward::{Forwarder, LogPosition};
 use crate::namespaces::Host;
 use crate::replication::{
     now_ms, HelloBody, StepHead, HEARTBEAT, PAGE_RECORD_SIZE, STEP_HEAD_SIZE,
@@ -101,25 +101,33 @@ pub(crate) struct Shared {
     /// The `Authorization` header for the primary.
     pub(crate) authorization: Option<String>,
     statuses: DashMap<NamespaceName, FollowStatus>,
-    /// Per followed namespace, the primary's frame_no applied here, for read-your-writes.
-    applied: DashMap<NamespaceName, tokio::sync::watch::Sender<u64>>,
+    /// Per followed namespace, where in the primary's history the replica is (None before its
+    /// first hello), for read-your-writes.
+    applied: DashMap<NamespaceName, tokio::sync::watch::Sender<Option<LogPosition>>>,
 }
 
 impl Shared {
-    /// Waits until `namespace` is at or past the primary's `frame_no`, for at most `within`;
-    /// false if it was not (or is not followed).
+    /// Waits until `namespace` is at or past `position` (its frame_no, in its log), for at
+    /// most `within`; false if it was not (or is not followed).
     pub(crate) async fn wait_applied(
         &self,
         namespace: &NamespaceName,
-        frame_no: u64,
+        position: LogPosition,
         within: Duration,
     ) -> bool {
         let Some(mut applied) = self.applied.get(namespace).map(|watch| watch.subscribe()) else {
             return false;
         };
-        let reached = tokio::time::timeout(within, applied.wait_for(|at| *at >= frame_no))
-            .await
-            .is_ok_and(|waited| waited.is_ok());
+        let reached = tokio::time::timeout(
+            within,
+            applied.wait_for(|at| {
+                at.is_some_and(|at| {
+                    at.identity == position.identity && at.frame_no >= position.frame_no
+                })
+            }),
+        )
+        .await
+        .is_ok_and(|waited| waited.is_ok());
         reached
     }
 }
@@ -509,7 +517,7 @@ async fn follow(
     shared
         .applied
         .entry(namespace.clone())
-        .or_insert_with(|| tokio::sync::watch::channel(0).0);
+        .or_insert_with(|| tokio::sync::watch::channel(None).0);
     shared.statuses.insert(
         namespace.clone(),
         FollowStatus {
@@ -646,6 +654,12 @@ async fn session(
         Err(e) => return Err(e.into()),
     };
     info!(after, "following the primary");
+    if let Some(watch) = shared.applied.get(namespace) {
+        watch.send_replace(Some(LogPosition {
+            identity: parsed.identity,
+            frame_no: after,
+        }));
+    }
     update(shared, namespace, |s| {
         s.connected = true;
         s.applied_frame_no = after;
@@ -730,7 +744,13 @@ fn update(shared: &Shared, namespace: &NamespaceName, f: impl FnOnce(&mut Follow
         status.applied_frame_no
     };
     if let Some(watch) = shared.applied.get(namespace) {
-        watch.send_if_modified(|at| std::mem::replace(at, applied) != applied);
+        watch.send_if_modified(|at| match at {
+            Some(at) if at.frame_no != applied => {
+                at.frame_no = applied;
+                true
+            }
+            _ => false,
+        });
     }
 }
 

@@ -531,14 +531,14 @@ async fn pipeline(
         if forwardable && forward::refused_pipeline(&results) {
             return Ok((None, true));
         }
-        let frame_no = forwarded
+        let position = forwarded
             .then(|| forward::last_commit(state, &stream.namespace))
             .flatten();
-        Ok((Some((results, frame_no)), closed))
+        Ok((Some((results, position)), closed))
     })
     .await?;
     match (ran, forwarder) {
-        (Some((results, frame_no)), _) => Ok(forward::with_frame_no(HttpResponse::Ok(), frame_no)
+        (Some((results, position)), _) => Ok(forward::with_position(HttpResponse::Ok(), position)
             .json(PipelineResponse {
                 baton,
                 base_url: None,
@@ -641,13 +641,13 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
         if forwardable && forward::refused_cursor(&entries) {
             return Ok((None, true));
         }
-        let frame_no = forwarded
+        let position = forwarded
             .then(|| forward::last_commit(state, &stream.namespace))
             .flatten();
-        Ok((Some((entries, frame_no)), false))
+        Ok((Some((entries, position)), false))
     })
     .await?;
-    let Some((entries, frame_no)) = ran else {
+    let Some((entries, position)) = ran else {
         return to_primary(forwarder, &namespace, "/v3/cursor", body, Answer::Cursor).await;
     };
     let mut body = serde_json::to_string(&CursorHead {
@@ -660,7 +660,7 @@ async fn cursor(state: Arc<State>, req: HttpRequest, body: Bytes) -> Result<Http
         body.push_str(&serde_json::to_string(&entry).map_err(internal)?);
         body.push('\n');
     }
-    Ok(forward::with_frame_no(HttpResponse::Ok(), frame_no)
+    Ok(forward::with_position(HttpResponse::Ok(), position)
         .content_type("text/plain")
         .body(body))
 }
@@ -748,16 +748,16 @@ async fn v1_execute(
         if forwarding && result.as_ref().is_err_and(forward::is_refusal) {
             return Ok(None);
         }
-        let frame_no = forwarded
+        let position = forwarded
             .then(|| forward::last_commit(state, &on))
             .flatten();
         Ok::<_, ProtocolError>(Some((
             result.map_err(|e| interrupted(e, fired, &limits)),
-            frame_no,
+            position,
         )))
     })
     .await??;
-    let Some((outcome, frame_no)) = ran else {
+    let Some((outcome, position)) = ran else {
         return to_primary(
             forwarder,
             &namespace,
@@ -768,11 +768,11 @@ async fn v1_execute(
         .await;
     };
     match outcome {
-        Ok(result) => Ok(forward::with_frame_no(HttpResponse::Ok(), frame_no)
+        Ok(result) => Ok(forward::with_position(HttpResponse::Ok(), position)
             .json(serde_json::json!({ "result": result }))),
         Err(error) => {
             state.metrics.hrana_error(&error.code);
-            Ok(forward::with_frame_no(HttpResponse::BadRequest(), frame_no).json(error))
+            Ok(forward::with_position(HttpResponse::BadRequest(), position).json(error))
         }
     }
 }
@@ -808,16 +808,16 @@ async fn v1_batch(
         if forwarding && forward::refused_batch(&result) {
             return Ok(None);
         }
-        let frame_no = forwarded
+        let position = forwarded
             .then(|| forward::last_commit(state, &on))
             .flatten();
-        Ok(Some((result, frame_no)))
+        Ok(Some((result, position)))
     })
     .await??;
-    let Some((result, frame_no)) = ran else {
+    let Some((result, position)) = ran else {
         return to_primary(forwarder, &namespace, "/v1/batch", body, Answer::Stateless).await;
     };
-    Ok(forward::with_frame_no(HttpResponse::Ok(), frame_no)
+    Ok(forward::with_position(HttpResponse::Ok(), position)
         .json(serde_json::json!({ "result": result })))
 }
 

@@ -52,17 +52,27 @@ fn follow_url(
         .expect("the replica follows");
 }
 
-/// Injects a fault: a proxy in front of a primary's user API that passes everything on, but
-/// takes one namespace out of the primary's next few listings while the primary still has it.
-struct ListingsLacking {
+/// What `FaultyProxy` does to the requests it passes on.
+#[derive(Debug, Default)]
+struct Faults {
+    /// A namespace to take out of listings, and from how many listings more.
+    lacking: Option<(String, u32)>,
+    /// Requests for steps wait while this is set.
+    hold_steps: bool,
+}
+
+/// Injects faults: a proxy in front of a primary's user API that passes everything on, but
+/// can take one namespace out of the primary's next few listings while the primary still has
+/// it, and hold requests for steps (a replica's stream from the primary that is slow to come
+/// back).
+struct FaultyProxy {
     /// Runs the proxy; dropped with it.
     _runtime: tokio::runtime::Runtime,
     url: String,
-    /// The namespace taken out, and from how many listings more.
-    lacking: std::sync::Arc<std::sync::Mutex<(String, u32)>>,
+    faults: std::sync::Arc<std::sync::Mutex<Faults>>,
 }
 
-impl ListingsLacking {
+impl FaultyProxy {
     fn start(primary: &TestServer) -> Self {
         use http_body_util::{BodyExt, Full};
         use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -72,14 +82,14 @@ impl ListingsLacking {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("an address"));
-        let lacking = std::sync::Arc::new(std::sync::Mutex::new((String::new(), 0)));
+        let faults = std::sync::Arc::new(std::sync::Mutex::new(Faults::default()));
         let primary = primary.user;
         let client = {
             let _entered = runtime.enter();
             hyper_util::client::legacy::Client::builder(TokioExecutor::new())
                 .build_http::<Full<bytes::Bytes>>()
         };
-        let state = lacking.clone();
+        let state = faults.clone();
         runtime.spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let (client, state) = (client.clone(), state.clone());
@@ -89,22 +99,33 @@ impl ListingsLacking {
                         async move {
                             let (parts, body) = request.into_parts();
                             let body = body.collect().await?.to_bytes();
-                            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                            let path = parts.uri.path();
+                            if path.ends_with("/steps") {
+                                while state.lock().expect("not poisoned").hold_steps {
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                            }
+                            let path_and_query =
+                                parts.uri.path_and_query().map_or("/", |p| p.as_str());
                             let mut onward = hyper::Request::builder()
                                 .method(parts.method.clone())
-                                .uri(format!("http://{primary}{path}"));
+                                .uri(format!("http://{primary}{path_and_query}"));
                             for (name, value) in &parts.headers {
                                 onward = onward.header(name, value);
                             }
                             let onward = onward.body(Full::new(body)).expect("a request");
                             let answer = client.request(onward).await.expect("the primary answers");
                             let taken_out = {
-                                let mut lacking = state.lock().expect("not poisoned");
-                                let listing = parts.uri.path() == "/replication/v1/namespaces";
-                                (listing && lacking.1 > 0).then(|| {
-                                    lacking.1 -= 1;
-                                    lacking.0.clone()
-                                })
+                                let mut faults = state.lock().expect("not poisoned");
+                                match &mut faults.lacking {
+                                    Some((name, left))
+                                        if *left > 0 && path == "/replication/v1/namespaces" =>
+                                    {
+                                        *left -= 1;
+                                        Some(name.clone())
+                                    }
+                                    _ => None,
+                                }
                             };
                             let Some(taken_out) = taken_out else {
                                 return Ok::<_, hyper::Error>(
@@ -138,22 +159,31 @@ impl ListingsLacking {
                 );
             }
         });
-        ListingsLacking {
+        FaultyProxy {
             _runtime: runtime,
             url,
-            lacking,
+            faults,
         }
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().expect("not poisoned")
     }
 
     /// Takes `namespace` out of the next `listings` listings; returns at once.
     fn lack(&self, namespace: &str, listings: u32) {
-        *self.lacking.lock().expect("not poisoned") = (namespace.to_string(), listings);
+        self.faults().lacking = Some((namespace.to_string(), listings));
     }
 
     /// Waits until every listing asked for by `lack` was answered.
     fn wait_answered(&self) {
         let deadline = Instant::now() + POLL_DEADLINE;
-        while self.lacking.lock().expect("not poisoned").1 > 0 {
+        while self
+            .faults()
+            .lacking
+            .as_ref()
+            .is_some_and(|(_, left)| *left > 0)
+        {
             assert!(Instant::now() < deadline, "the replica stopped listing");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -314,7 +344,7 @@ fn a_namespace_some_listings_lack_is_kept_and_followed_while_the_primary_still_h
         primary.create_namespace(name);
         make_schema(&primary, name);
     }
-    let proxy = ListingsLacking::start(&primary);
+    let proxy = FaultyProxy::start(&primary);
     follow_url(&replica, &proxy.url, FollowedNamespaces::All, false);
     for k in 1..=20 {
         write(&primary, "b", k);
@@ -405,6 +435,68 @@ fn a_replica_follows_through_idle_closes_of_the_namespace_on_both_sides() {
     assert!(status.reconnects >= 3, "{status:?}");
     assert_eq!(status.full_images, 1, "{status:?}");
     assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+}
+
+#[test]
+fn a_write_forwarded_after_the_primary_rewound_is_answered_once_the_replica_has_it_from_the_new_log(
+) {
+    let primary = TestServer::start();
+    let replica = TestServer::start_replica();
+    let rows = |server: &TestServer| server.count(&ns("default"), "SELECT count(*) FROM t");
+    make_schema(&primary, "default");
+    write(&primary, "default", 1);
+    let point = crate::frame_no(
+        &crate::seal_and_wait_durable(&primary, "default"),
+        "durable_frame_no",
+    );
+    for k in 2..=30 {
+        write(&primary, "default", k);
+    }
+    crate::seal_and_wait_durable(&primary, "default");
+    let proxy = FaultyProxy::start(&primary);
+    follow_url(
+        &replica,
+        &proxy.url,
+        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
+        true,
+    );
+    let before = wait_caught_up(&replica, &primary, "default");
+    // The primary goes back to the point, in a new log whose frame_nos are below the ones the
+    // replica is at; the replica's stream of the new log is slow to come.
+    proxy.faults().hold_steps = true;
+    primary
+        .admin_request(
+            "POST",
+            "/v1/namespaces/default/rewind",
+            Some(&json!({"frame_no": point})),
+        )
+        .expect_status(200, "rewind");
+    assert_eq!(rows(&primary), 1);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            proxy.faults().hold_steps = false;
+        });
+        let results = replica
+            .stream(V2, &ns("default"))
+            .send_and_close(vec![json!(
+                {"type": "execute", "stmt": {"sql": "INSERT INTO t(a, b) VALUES (1000, x'01')"}}
+            )]);
+        assert_eq!(results[0]["type"], "ok", "{results:?}");
+        let committed = primary.namespace_info("default")["last_committed_frame_no"]
+            .as_u64()
+            .expect("a frame_no");
+        assert!(
+            committed < before.applied_frame_no,
+            "{committed} {before:?}"
+        );
+        // Read back at once: the answer waited for the new log, not for a frame_no of the old.
+        assert_eq!(rows(&replica), 2);
+        assert_eq!(
+            replica.count(&ns("default"), "SELECT count(*) FROM t WHERE a = 1000"),
+            1
+        );
+    });
 }
 
 #[test]
