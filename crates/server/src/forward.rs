@@ -132,6 +132,13 @@ async fn forward(
     body: Bytes,
     sent: &AtomicBool,
 ) -> Result<Forwarded, Failure> {
+    let _permit = shared.forwards.try_acquire().map_err(|_| {
+        Failure::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER_OVERLOADED",
+            "too many writes are being forwarded to the primary at once: the write was not sent; try again",
+        )
+    })?;
     let mut request = hyper::Request::post(format!("{}{path}", shared.base))
         .header("x-namespace", namespace.as_str())
         .header(FORWARDED, "1")
@@ -180,8 +187,13 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let position = LogPosition::from_headers(response.headers());
-    let body = match tokio::time::timeout(FORWARD_TIMEOUT, response.into_body().collect()).await {
+    let max = shared.max_forwarded_answer_bytes;
+    let limited = http_body_util::Limited::new(response.into_body(), max);
+    let body = match tokio::time::timeout(FORWARD_TIMEOUT, limited.collect()).await {
         Err(_) => return Err(lost(format!("its body did not end in {FORWARD_TIMEOUT:?}"))),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(lost(format!("it is larger than {max} bytes")))
+        }
         Ok(Err(e)) => return Err(lost(e.to_string())),
         Ok(Ok(body)) => body.to_bytes(),
     };

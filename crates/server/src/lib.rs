@@ -491,7 +491,11 @@ impl Server {
                 "this server follows a primary already".into(),
             ));
         }
-        *follower = Some(replica::Follower::start(config, self.state.host.clone())?);
+        *follower = Some(replica::Follower::start(
+            config,
+            self.state.host.clone(),
+            &self.state.config.limits,
+        )?);
         Ok(())
     }
 

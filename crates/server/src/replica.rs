@@ -39,7 +39,7 @@ use crate::namespaces::Host;
 use crate::replication::{
     now_ms, HelloBody, StepHead, HEARTBEAT, PAGE_RECORD_SIZE, STEP_HEAD_SIZE,
 };
-use crate::Token;
+use crate::{Limits, Token};
 
 /// Which namespaces a replica follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +104,10 @@ pub(crate) struct Shared {
     /// Per followed namespace, where in the primary's history the replica is (None before its
     /// first hello), for read-your-writes.
     applied: DashMap<NamespaceName, tokio::sync::watch::Sender<Option<LogPosition>>>,
+    /// One permit per write being forwarded to the primary.
+    pub(crate) forwards: tokio::sync::Semaphore,
+    /// The largest answer of the primary to a forwarded write taken (it is held whole).
+    pub(crate) max_forwarded_answer_bytes: usize,
 }
 
 impl Shared {
@@ -253,7 +257,9 @@ fn primary_base(primary: &str) -> Result<String> {
 
 impl Follower {
     /// Starts following the namespaces `config` names into `host`.
-    pub fn start(config: ReplicaConfig, host: Arc<dyn Host>) -> Result<Self> {
+    /// `limits` bound the writes forwarded to the primary: at most `max_waiting_requests` at
+    /// once (past it, `SERVER_OVERLOADED`), each answer at most twice `max_response_bytes`.
+    pub fn start(config: ReplicaConfig, host: Arc<dyn Host>, limits: &Limits) -> Result<Self> {
         let base = primary_base(&config.primary)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -279,6 +285,8 @@ impl Follower {
             authorization: config.auth_token.map(|t| format!("Bearer {}", t.0)),
             statuses: DashMap::new(),
             applied: DashMap::new(),
+            forwards: tokio::sync::Semaphore::new(limits.max_waiting_requests.max(1)),
+            max_forwarded_answer_bytes: limits.max_response_bytes.saturating_mul(2),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();

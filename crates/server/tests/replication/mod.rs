@@ -57,14 +57,16 @@ fn follow_url(
 struct Faults {
     /// A namespace to take out of listings, and from how many listings more.
     lacking: Option<(String, u32)>,
-    /// Requests for steps wait while this is set.
-    hold_steps: bool,
+    /// Requests whose path ends with this wait while it is set.
+    hold: Option<&'static str>,
+    /// How many requests have waited so.
+    held: usize,
 }
 
 /// Injects faults: a proxy in front of a primary's user API that passes everything on, but
 /// can take one namespace out of the primary's next few listings while the primary still has
-/// it, and hold requests for steps (a replica's stream from the primary that is slow to come
-/// back).
+/// it, and hold requests to some route (a replica's stream from the primary that is slow to
+/// come back, a forwarded write the primary is slow to answer).
 struct FaultyProxy {
     /// Runs the proxy; dropped with it.
     _runtime: tokio::runtime::Runtime,
@@ -100,8 +102,11 @@ impl FaultyProxy {
                             let (parts, body) = request.into_parts();
                             let body = body.collect().await?.to_bytes();
                             let path = parts.uri.path();
-                            if path.ends_with("/steps") {
-                                while state.lock().expect("not poisoned").hold_steps {
+                            let holds =
+                                |faults: &Faults| faults.hold.is_some_and(|h| path.ends_with(h));
+                            if holds(&state.lock().expect("not poisoned")) {
+                                state.lock().expect("not poisoned").held += 1;
+                                while holds(&state.lock().expect("not poisoned")) {
                                     tokio::time::sleep(Duration::from_millis(10)).await;
                                 }
                             }
@@ -463,7 +468,7 @@ fn a_write_forwarded_after_the_primary_rewound_is_answered_once_the_replica_has_
     let before = wait_caught_up(&replica, &primary, "default");
     // The primary goes back to the point, in a new log whose frame_nos are below the ones the
     // replica is at; the replica's stream of the new log is slow to come.
-    proxy.faults().hold_steps = true;
+    proxy.faults().hold = Some("/steps");
     primary
         .admin_request(
             "POST",
@@ -475,7 +480,7 @@ fn a_write_forwarded_after_the_primary_rewound_is_answered_once_the_replica_has_
     std::thread::scope(|scope| {
         scope.spawn(|| {
             std::thread::sleep(Duration::from_millis(500));
-            proxy.faults().hold_steps = false;
+            proxy.faults().hold = None;
         });
         let results = replica
             .stream(V2, &ns("default"))
@@ -497,6 +502,77 @@ fn a_write_forwarded_after_the_primary_rewound_is_answered_once_the_replica_has_
             1
         );
     });
+}
+
+#[test]
+fn forwarded_writes_are_bounded_in_number_and_in_the_size_of_the_answers_held() {
+    fn small(config: &mut libsql_wal_server::ServerConfig) {
+        config.limits.max_waiting_requests = 1;
+        config.limits.max_response_bytes = 4096;
+    }
+    let primary = TestServer::start();
+    let replica = TestServer::start_replica_with(small);
+    make_schema(&primary, "default");
+    let proxy = FaultyProxy::start(&primary);
+    follow_url(
+        &replica,
+        &proxy.url,
+        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
+        true,
+    );
+    wait_caught_up(&replica, &primary, "default");
+    let insert = |k: i64| json!({"type": "execute", "stmt": {"sql": format!("INSERT INTO t(a, b) VALUES ({k}, x'01')")}});
+    // One write in flight (the primary is slow to answer it): a second is refused, not sent.
+    proxy.faults().hold = Some("/v2/pipeline");
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            replica
+                .stream(V2, &ns("default"))
+                .send_and_close(vec![insert(1)])
+        });
+        let deadline = Instant::now() + POLL_DEADLINE;
+        while proxy.faults().held == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the first write never reached the primary"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let refused = replica.stream(V2, &ns("default")).send_raw(vec![insert(2)]);
+        refused.expect_status(503, "a second forwarded write");
+        assert_eq!(
+            refused.json()["code"],
+            "SERVER_OVERLOADED",
+            "{}",
+            refused.text()
+        );
+        proxy.faults().hold = None;
+        let results = first.join().expect("the first write");
+        assert_eq!(results[0]["type"], "ok", "{results:?}");
+    });
+    assert_eq!(
+        primary.count(&ns("default"), "SELECT count(*) FROM t"),
+        1,
+        "the refused write was not sent"
+    );
+    // An answer larger than the replica holds: the write was applied, the client is told it
+    // may have been.
+    let reply = replica.stream(V2, &ns("default")).send_raw(vec![json!(
+        {"type": "execute", "stmt": {"sql": "INSERT INTO t(a, b) VALUES (3, randomblob(20000)) RETURNING hex(b)"}}
+    )]);
+    reply.expect_status(502, "a forwarded write whose answer is too large");
+    assert_eq!(
+        reply.json()["code"],
+        "PRIMARY_ANSWER_LOST",
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains("larger than 8192 bytes"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(primary.count(&ns("default"), "SELECT count(*) FROM t"), 2);
 }
 
 #[test]
