@@ -48,8 +48,6 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
 const CHUNKS_IN_FLIGHT: usize = 8;
 /// Bytes of one chunk, about.
 const CHUNK_BYTES: usize = 64 << 10;
-/// A step of at most this many pages is read on the HTTP worker itself.
-const INLINE_PAGES: u32 = 32;
 /// A replica that takes no chunk for this long is cut off.
 const STALLED_AFTER: Duration = Duration::from_secs(30);
 
@@ -316,37 +314,17 @@ async fn follow(
         }
         let last = *commits.borrow_and_update();
         if last > after {
-            let sent = match log.step_after(after) {
+            // On a blocking thread, never on this HTTP worker, which serves other replicas'
+            // streams too: reading a step waits for the segment locks the primary's writers
+            // hold, and one writer preempted while holding one must not stall every stream.
+            let (step_log, step_tx) = (log.clone(), tx.clone());
+            let sent = web::block(move || match step_log.step_after(after) {
                 Ok(None) => Ok(after),
-                Ok(Some(mut step)) if step.header().pages <= INLINE_PAGES => {
-                    // A few pages from the page cache: read here, without a thread hand-off.
-                    let mut chunks = Vec::new();
-                    match encode_step(&mut *step, |chunk| {
-                        chunks.push(chunk);
-                        Ok(())
-                    }) {
-                        Ok(frame_no) => {
-                            drop(step);
-                            let mut sent = Ok(frame_no);
-                            for chunk in chunks {
-                                if let Err(e) = send(&tx, chunk, &mut stopping).await {
-                                    sent = Err(e);
-                                    break;
-                                }
-                            }
-                            sent
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                Ok(Some(mut step)) => {
-                    let step_tx = tx.clone();
-                    web::block(move || encode_step(&mut *step, |chunk| send_chunk(&step_tx, chunk)))
-                        .await
-                        .unwrap_or(Err(Ended::Replica))
-                }
+                Ok(Some(mut step)) => encode_step(&mut *step, |chunk| send_chunk(&step_tx, chunk)),
                 Err(e) => Err(Ended::Log(e)),
-            };
+            })
+            .await
+            .unwrap_or(Err(Ended::Replica));
             match sent {
                 Ok(frame_no) => after = frame_no,
                 Err(Ended::Replica) => return,
