@@ -16,7 +16,7 @@
 //! nothing for `STALLED_AFTER` is cut off (its snapshot would hold back checkpoints).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
@@ -314,17 +314,7 @@ async fn follow(
         }
         let last = *commits.borrow_and_update();
         if last > after {
-            // On a blocking thread, never on this HTTP worker, which serves other replicas'
-            // streams too: reading a step waits for the segment locks the primary's writers
-            // hold, and one writer preempted while holding one must not stall every stream.
-            let (step_log, step_tx) = (log.clone(), tx.clone());
-            let sent = web::block(move || match step_log.step_after(after) {
-                Ok(None) => Ok(after),
-                Ok(Some(mut step)) => encode_step(&mut *step, |chunk| send_chunk(&step_tx, chunk)),
-                Err(e) => Err(Ended::Log(e)),
-            })
-            .await
-            .unwrap_or(Err(Ended::Replica));
+            let sent = serve_step(&log, after, &tx, &mut stopping).await;
             match sent {
                 Ok(frame_no) => after = frame_no,
                 Err(Ended::Replica) => return,
@@ -373,34 +363,99 @@ async fn follow(
     }
 }
 
-/// Reads `step`'s pages and hands its wire form to `emit` in chunks; returns the frame_no it
-/// brings the replica to.
-fn encode_step(
-    step: &mut dyn StepPages,
-    mut emit: impl FnMut(Vec<u8>) -> Result<(), Ended>,
+/// Sends the step after `after` of `log`, if there is one; returns the frame_no the replica is
+/// then at. Its pages are read on blocking threads, never on this HTTP worker, which serves
+/// other replicas' streams too: reading a step waits for the segment locks the primary's
+/// writers hold, and one writer preempted while holding one must not stall every stream. The
+/// chunks are sent from here, so a stalled replica holds no thread, and stopping ends a step
+/// mid-way.
+async fn serve_step(
+    log: &Arc<dyn ReplicationSource>,
+    after: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<u64, Ended> {
-    let header = step.header();
-    let head = StepHead {
-        step: header,
-        heartbeat: false,
-        sent_at_ms: now_ms(),
+    let step_log = log.clone();
+    let step = web::block(move || step_log.step_after(after))
+        .await
+        .map_err(|_| Ended::Replica)?
+        .map_err(Ended::Log)?;
+    let Some(step) = step else {
+        return Ok(after);
     };
-    let mut chunk = Vec::with_capacity(CHUNK_BYTES + PAGE_RECORD_SIZE);
-    chunk.extend_from_slice(&head.encode());
-    let mut crc = crc32fast::Hasher::new();
-    let mut page = vec![0; PAGE_SIZE];
-    while let Some(page_no) = step.next_page(&mut page).map_err(Ended::Log)? {
-        let start = chunk.len();
-        chunk.extend_from_slice(&page_no.to_le_bytes());
-        chunk.extend_from_slice(&page);
-        crc.update(&chunk[start..]);
-        if chunk.len() >= CHUNK_BYTES {
-            emit(std::mem::take(&mut chunk))?;
+    let mut encoder = StepEncoder::new(step);
+    let frame_no = encoder.frame_no;
+    loop {
+        let (back, chunk) = web::block(move || {
+            let chunk = encoder.next_chunk();
+            (encoder, chunk)
+        })
+        .await
+        .map_err(|_| Ended::Replica)?;
+        encoder = back;
+        let Some(chunk) = chunk? else {
+            return Ok(frame_no);
+        };
+        send(tx, chunk, stopping).await?;
+        if encoder.step.is_none() {
+            return Ok(frame_no);
         }
     }
-    chunk.extend_from_slice(&crc.finalize().to_le_bytes());
-    emit(chunk)?;
-    Ok(header.frame_no)
+}
+
+/// A step being turned into its wire form, a chunk at a time (`next_chunk`, on a blocking
+/// thread: reading pages may wait for the log's locks), so that a large step is never whole in
+/// memory and the chunks are sent from the stream's task. The step (its snapshot, registered
+/// as a reader) is dropped as soon as its last page is read.
+struct StepEncoder {
+    step: Option<Box<dyn StepPages>>,
+    /// The frame_no the step brings the replica to.
+    frame_no: u64,
+    /// The step's head, until the first chunk carries it.
+    head: Option<[u8; STEP_HEAD_SIZE]>,
+    crc: crc32fast::Hasher,
+}
+
+impl StepEncoder {
+    fn new(step: Box<dyn StepPages>) -> Self {
+        let header = step.header();
+        let head = StepHead {
+            step: header,
+            heartbeat: false,
+            sent_at_ms: now_ms(),
+        };
+        StepEncoder {
+            step: Some(step),
+            frame_no: header.frame_no,
+            head: Some(head.encode()),
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// The next chunk of about `CHUNK_BYTES`; the last ends with the pages' CRC32. None once
+    /// the last was returned.
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Ended> {
+        let Some(step) = self.step.as_mut() else {
+            return Ok(None);
+        };
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES + PAGE_RECORD_SIZE);
+        if let Some(head) = self.head.take() {
+            chunk.extend_from_slice(&head);
+        }
+        let mut page = vec![0; PAGE_SIZE];
+        while chunk.len() < CHUNK_BYTES {
+            let Some(page_no) = step.next_page(&mut page).map_err(Ended::Log)? else {
+                self.step = None;
+                chunk.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+                return Ok(Some(chunk));
+            };
+            let start = chunk.len();
+            chunk.extend_from_slice(&page_no.to_le_bytes());
+            chunk.extend_from_slice(&page);
+            self.crc.update(&chunk[start..]);
+        }
+        Ok(Some(chunk))
+    }
 }
 
 /// Sends one chunk from the stream's task, waiting while the replica's channel is full for at
@@ -420,33 +475,6 @@ async fn send(
             }
         },
         _ = stopping.changed() => Err(Ended::Replica),
-    }
-}
-
-/// Sends one chunk from a blocking thread, waiting while the replica's channel is full, for
-/// at most `STALLED_AFTER`.
-fn send_chunk(
-    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    chunk: Vec<u8>,
-) -> Result<(), Ended> {
-    use tokio::sync::mpsc::error::TrySendError;
-    let deadline = Instant::now() + STALLED_AFTER;
-    let mut item = Ok(Bytes::from(chunk));
-    let mut pause = Duration::from_micros(50);
-    loop {
-        match tx.try_send(item) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Closed(_)) => return Err(Ended::Replica),
-            Err(TrySendError::Full(back)) => {
-                if Instant::now() >= deadline {
-                    warn!("a replica read nothing for {STALLED_AFTER:?}: its stream is cut");
-                    return Err(Ended::Replica);
-                }
-                item = back;
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(5));
-            }
-        }
     }
 }
 
