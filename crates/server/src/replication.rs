@@ -376,29 +376,35 @@ async fn serve_step(
     stopping: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<u64, Ended> {
     let step_log = log.clone();
-    let step = web::block(move || step_log.step_after(after))
-        .await
-        .map_err(|_| Ended::Replica)?
-        .map_err(Ended::Log)?;
-    let Some(step) = step else {
+    // The step and its first chunk (all of a small step) in one hand-off.
+    let first = web::block(move || {
+        let Some(step) = step_log.step_after(after).map_err(Ended::Log)? else {
+            return Ok(None);
+        };
+        let mut encoder = StepEncoder::new(step);
+        Ok(encoder.next_chunk()?.map(|chunk| (encoder, chunk)))
+    })
+    .await
+    .map_err(|_| Ended::Replica)??;
+    let Some((mut encoder, mut chunk)) = first else {
         return Ok(after);
     };
-    let mut encoder = StepEncoder::new(step);
     let frame_no = encoder.frame_no;
     loop {
-        let (back, chunk) = web::block(move || {
-            let chunk = encoder.next_chunk();
-            (encoder, chunk)
+        send(tx, chunk, stopping).await?;
+        if encoder.step.is_none() {
+            return Ok(frame_no);
+        }
+        let (back, next) = web::block(move || {
+            let next = encoder.next_chunk();
+            (encoder, next)
         })
         .await
         .map_err(|_| Ended::Replica)?;
         encoder = back;
-        let Some(chunk) = chunk? else {
-            return Ok(frame_no);
-        };
-        send(tx, chunk, stopping).await?;
-        if encoder.step.is_none() {
-            return Ok(frame_no);
+        match next? {
+            Some(next) => chunk = next,
+            None => return Ok(frame_no),
         }
     }
 }
