@@ -100,7 +100,10 @@ pub struct Limits {
     /// Time one request of a pipeline may run before it is interrupted.
     pub statement_timeout: Duration,
     /// Requests that may wait for an SQL thread; past it they are answered 503
-    /// `SERVER_OVERLOADED` (each waiting request holds its body in memory).
+    /// `SERVER_OVERLOADED` (each waiting request holds its body in memory). On a replica that
+    /// forwards writes, also the writes that may be on their way to the primary at once (each
+    /// holds the primary's answer, up to six times `max_response_bytes`, until the replica has
+    /// applied it).
     pub max_waiting_requests: usize,
 }
 
@@ -489,6 +492,14 @@ impl Server {
         if follower.is_some() {
             return Err(Error::Config(
                 "this server follows a primary already".into(),
+            ));
+        }
+        if config.forward_writes
+            && config.auth_token.is_some()
+            && self.state.config.auth_token.is_none()
+        {
+            return Err(Error::Config(
+                "a replica that forwards writes with the primary's token needs a token of its own: without one, anyone who reaches it could write to the primary".into(),
             ));
         }
         *follower = Some(replica::Follower::start(

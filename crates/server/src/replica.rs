@@ -175,6 +175,31 @@ fn delete_here(shared: &Shared, namespace: &NamespaceName) -> bool {
     }
 }
 
+/// The largest answer of the primary to a forwarded write a replica with `limits` takes: what a
+/// primary with the same `max_response_bytes` may answer, every byte of text escaped in JSON
+/// (`\u0000`, six bytes), and a MiB for the rest. Past it the write may have been applied and
+/// the answer is dropped (`PRIMARY_ANSWER_LOST`).
+pub(crate) fn forwarded_answer_limit(limits: &Limits) -> usize {
+    limits
+        .max_response_bytes
+        .saturating_mul(6)
+        .saturating_add(1 << 20)
+}
+
+/// `future`'s output, or None if `stop` says to stop first.
+async fn unless_stopped<T>(
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    if *stop.borrow_and_update() {
+        return None;
+    }
+    tokio::select! {
+        out = future => Some(out),
+        _ = stop.changed() => None,
+    }
+}
+
 /// How many listings in a row must lack a followed namespace before the primary is asked
 /// whether it still has it.
 const DELETE_AFTER_LISTINGS: u32 = 2;
@@ -258,7 +283,8 @@ fn primary_base(primary: &str) -> Result<String> {
 impl Follower {
     /// Starts following the namespaces `config` names into `host`.
     /// `limits` bound the writes forwarded to the primary: at most `max_waiting_requests` at
-    /// once (past it, `SERVER_OVERLOADED`), each answer at most twice `max_response_bytes`.
+    /// once, each counted from its sending to its answer (past it, `SERVER_OVERLOADED`), each
+    /// answer at most `forwarded_answer_limit`.
     pub fn start(config: ReplicaConfig, host: Arc<dyn Host>, limits: &Limits) -> Result<Self> {
         let base = primary_base(&config.primary)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -285,8 +311,12 @@ impl Follower {
             authorization: config.auth_token.map(|t| format!("Bearer {}", t.0)),
             statuses: DashMap::new(),
             applied: DashMap::new(),
-            forwards: tokio::sync::Semaphore::new(limits.max_waiting_requests.max(1)),
-            max_forwarded_answer_bytes: limits.max_response_bytes.saturating_mul(2),
+            forwards: tokio::sync::Semaphore::new(
+                limits
+                    .max_waiting_requests
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            ),
+            max_forwarded_answer_bytes: forwarded_answer_limit(limits),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
@@ -306,12 +336,23 @@ impl Follower {
                     let mut absences = Absences::default();
                     // No longer followed, not yet deleted here (a connection was open).
                     let mut undeleted: HashSet<NamespaceName> = HashSet::new();
-                    loop {
-                        match list_namespaces(&shared).await {
+                    'discovery: loop {
+                        let Some(listing) =
+                            unless_stopped(&mut stop, list_namespaces(&shared)).await
+                        else {
+                            break;
+                        };
+                        match listing {
                             Ok(list) => {
                                 let listed: HashSet<_> = list.into_iter().collect();
                                 for namespace in absences.listed(followed.keys(), &listed) {
-                                    match primary_has(&shared, &namespace).await {
+                                    let Some(has) =
+                                        unless_stopped(&mut stop, primary_has(&shared, &namespace))
+                                            .await
+                                    else {
+                                        break 'discovery;
+                                    };
+                                    match has {
                                         Some(false) => {}
                                         Some(true) => {
                                             absences.forget(&namespace);

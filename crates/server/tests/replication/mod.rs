@@ -546,6 +546,11 @@ fn forwarded_writes_are_bounded_in_number_and_in_the_size_of_the_answers_held() 
             "{}",
             refused.text()
         );
+        assert!(
+            refused.text().contains("forwarded to the primary"),
+            "refused as a forward, not by the SQL pool: {}",
+            refused.text()
+        );
         proxy.faults().hold = None;
         let results = first.join().expect("the first write");
         assert_eq!(results[0]["type"], "ok", "{results:?}");
@@ -558,7 +563,7 @@ fn forwarded_writes_are_bounded_in_number_and_in_the_size_of_the_answers_held() 
     // An answer larger than the replica holds: the write was applied, the client is told it
     // may have been.
     let reply = replica.stream(V2, &ns("default")).send_raw(vec![json!(
-        {"type": "execute", "stmt": {"sql": "INSERT INTO t(a, b) VALUES (3, randomblob(20000)) RETURNING hex(b)"}}
+        {"type": "execute", "stmt": {"sql": "INSERT INTO t(a, b) VALUES (3, randomblob(600000)) RETURNING hex(b)"}}
     )]);
     reply.expect_status(502, "a forwarded write whose answer is too large");
     assert_eq!(
@@ -567,12 +572,29 @@ fn forwarded_writes_are_bounded_in_number_and_in_the_size_of_the_answers_held() 
         "{}",
         reply.text()
     );
+    let limit = 4096 * 6 + (1 << 20);
     assert!(
-        reply.text().contains("larger than 8192 bytes"),
+        reply.text().contains(&format!("larger than {limit} bytes")),
         "{}",
         reply.text()
     );
     assert_eq!(primary.count(&ns("default"), "SELECT count(*) FROM t"), 2);
+}
+
+#[test]
+fn a_replica_without_a_token_does_not_forward_writes_with_the_primarys() {
+    let replica = TestServer::start_replica();
+    let err = replica
+        .server()
+        .follow(ReplicaConfig {
+            primary: "http://127.0.0.1:1".into(),
+            auth_token: Some(libsql_wal_server::Token::new("primary-token").expect("a token")),
+            namespaces: FollowedNamespaces::All,
+            discover_every: Duration::from_secs(10),
+            forward_writes: true,
+        })
+        .expect_err("refused");
+    assert!(err.to_string().contains("token of its own"), "{err}");
 }
 
 #[test]
