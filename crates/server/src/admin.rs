@@ -230,9 +230,10 @@ async fn metrics(state: Arc<State>, req: HttpRequest, _: ()) -> Result<HttpRespo
         .admin_pool
         .run(move || {
             let replicas = for_render.replication_statuses();
+            let forwards = for_render.forward_outcomes();
             for_render
                 .metrics
-                .render(open_streams, &infos, &storage, &replicas)
+                .render(open_streams, &infos, &storage, &replicas, &forwards)
         })
         .await?;
     Ok(HttpResponse::Ok()

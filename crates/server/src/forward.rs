@@ -83,6 +83,8 @@ struct Forwarded {
     status: StatusCode,
     content_type: Option<String>,
     body: Bytes,
+    /// Whether the replica applied the primary's commits up to the answer before it went back.
+    read_back: bool,
 }
 
 impl Forwarder {
@@ -119,8 +121,14 @@ impl Forwarder {
                     "the replica is stopping: the write was not sent to the primary",
                 )
             })
-        })?;
-        Ok(forwarded.response(answer))
+        });
+        let outcome = match &forwarded {
+            Ok(f) if f.read_back => "read_back",
+            Ok(_) => "not_read_back",
+            Err(failure) => failure.code().unwrap_or("other"),
+        };
+        self.shared.count_forward(outcome);
+        Ok(forwarded?.response(answer))
     }
 }
 
@@ -197,27 +205,31 @@ async fn forward(
         Ok(Err(e)) => return Err(lost(e.to_string())),
         Ok(Ok(body)) => body.to_bytes(),
     };
-    match position {
-        Some(position)
-            if !shared
+    let read_back = match position {
+        Some(position) => {
+            let applied = shared
                 .wait_applied(namespace, position, READ_YOUR_WRITES_WAIT)
-                .await =>
-        {
-            warn!(
-                frame_no = position.frame_no,
-                "the replica did not apply the primary's commits up to a forwarded write in {READ_YOUR_WRITES_WAIT:?}; answering anyway"
-            );
+                .await;
+            if !applied {
+                warn!(
+                    frame_no = position.frame_no,
+                    "the replica did not apply the primary's commits up to a forwarded write in {READ_YOUR_WRITES_WAIT:?}; answering anyway"
+                );
+            }
+            applied
         }
-        Some(_) => {}
-        None if status.is_success() => warn!(
-            "the primary's answer to a forwarded write did not say where its log is; answering without waiting"
-        ),
-        None => {}
-    }
+        None => {
+            if status.is_success() {
+                warn!("the primary's answer to a forwarded write did not say where its log is; answering without waiting");
+            }
+            false
+        }
+    };
     Ok(Forwarded {
         status,
         content_type,
         body,
+        read_back,
     })
 }
 

@@ -227,6 +227,15 @@ impl State {
             .map_or_else(Vec::new, replica::Follower::statuses)
     }
 
+    /// On a replica: its forwarded writes by outcome.
+    fn forward_outcomes(&self) -> Vec<(String, u64)> {
+        self.follower
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or_else(Vec::new, replica::Follower::forward_outcomes)
+    }
+
     /// On a replica that forwards writes: the way to its primary.
     fn forwarder(&self) -> Option<forward::Forwarder> {
         self.follower

@@ -36,6 +36,11 @@ struct CodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NamespaceLabel {
     namespace: String,
 }
@@ -80,6 +85,7 @@ pub struct Metrics {
     storage_retries: Gauge,
     scheduler_restarts: Gauge,
     per_namespace: PerNamespace,
+    replica_forwarded_writes: Family<OutcomeLabel, Gauge>,
     max_namespace_labels: usize,
     scrape: Mutex<()>,
 }
@@ -248,6 +254,12 @@ impl Metrics {
             "How long the oldest segment not yet durable has waited",
             per_namespace.durable_lag_seconds.clone(),
         );
+        let replica_forwarded_writes = Family::<OutcomeLabel, Gauge>::default();
+        registry.register(
+            "replica_forwarded_writes",
+            "On a read replica: writes forwarded to the primary since start, by outcome (read_back, not_read_back, or the refusal's code)",
+            replica_forwarded_writes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -260,6 +272,7 @@ impl Metrics {
             storage_retries,
             scheduler_restarts,
             per_namespace,
+            replica_forwarded_writes,
             max_namespace_labels,
             scrape: Mutex::new(()),
         }
@@ -289,13 +302,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Renders every metric, with the per-namespace and storage figures of now.
+    /// Renders every metric, with the per-namespace and storage figures of now (and on a
+    /// replica, where it follows and its forwarded writes by outcome).
     pub fn render(
         &self,
         open_streams: usize,
         infos: &[NamespaceInfo],
         storage: &StorageMetrics,
         replicas: &[FollowStatus],
+        forwards: &[(String, u64)],
     ) -> String {
         let _one_scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         self.open_streams.set(open_streams as i64);
@@ -329,6 +344,14 @@ impl Metrics {
             &p.replica_reconnects,
         ] {
             family.clear();
+        }
+        self.replica_forwarded_writes.clear();
+        for (outcome, n) in forwards {
+            self.replica_forwarded_writes
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.clone(),
+                })
+                .set(*n as i64);
         }
         for (i, status) in replicas.iter().enumerate() {
             let label = NamespaceLabel {
@@ -425,6 +448,7 @@ mod tests {
             &[info("a", 10), info("b", 20), info("c", 30)],
             &StorageMetrics::default(),
             &[],
+            &[("read_back".to_string(), 2)],
         );
         assert!(
             text.contains(r#"libsql_wal_namespace_frames{namespace="a"} 10"#),
@@ -448,7 +472,11 @@ mod tests {
             text.contains(r#"libsql_wal_http_requests_total{route="/v2/pipeline",status="200"} 1"#),
             "{text}"
         );
-        let again = metrics.render(0, &[info("a", 11)], &StorageMetrics::default(), &[]);
+        assert!(
+            text.contains(r#"libsql_wal_replica_forwarded_writes{outcome="read_back"} 2"#),
+            "{text}"
+        );
+        let again = metrics.render(0, &[info("a", 11)], &StorageMetrics::default(), &[], &[]);
         assert!(
             !again.contains("_other"),
             "a scrape shows only what is there now: {again}"

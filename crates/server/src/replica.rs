@@ -108,9 +108,18 @@ pub(crate) struct Shared {
     pub(crate) forwards: tokio::sync::Semaphore,
     /// The largest answer of the primary to a forwarded write taken (it is held whole).
     pub(crate) max_forwarded_answer_bytes: usize,
+    /// Forwarded writes by outcome (`Forwarder::send`).
+    forward_outcomes: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Shared {
+    /// Counts a forwarded write that ended in `outcome`.
+    pub(crate) fn count_forward(&self, outcome: &str) {
+        *lock(&self.forward_outcomes)
+            .entry(outcome.to_string())
+            .or_default() += 1;
+    }
+
     /// Waits until `namespace` is at or past `position` (its frame_no, in its log), for at
     /// most `within`; false if it was not (or is not followed).
     pub(crate) async fn wait_applied(
@@ -317,6 +326,7 @@ impl Follower {
                     .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
             ),
             max_forwarded_answer_bytes: forwarded_answer_limit(limits),
+            forward_outcomes: Mutex::default(),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
@@ -422,6 +432,17 @@ impl Follower {
             .collect();
         out.sort_by(|a, b| a.namespace.cmp(&b.namespace));
         out
+    }
+
+    /// Forwarded writes by outcome, in outcome order: `read_back` (answered once applied
+    /// here), `not_read_back` (answered without: the wait ran out, or the primary named no
+    /// position), or the code of the refusal (`SERVER_OVERLOADED`, `PRIMARY_UNAVAILABLE`,
+    /// `PRIMARY_ANSWER_LOST`).
+    pub fn forward_outcomes(&self) -> Vec<(String, u64)> {
+        lock(&self.shared.forward_outcomes)
+            .iter()
+            .map(|(outcome, n)| (outcome.clone(), *n))
+            .collect()
     }
 
     /// Stops following: each task rolls back a step in progress and records where it is.

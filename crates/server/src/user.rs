@@ -38,6 +38,14 @@ enum FailureBody {
 }
 
 impl Failure {
+    /// The code of a JSON failure.
+    pub(crate) fn code(&self) -> Option<&str> {
+        match &self.body {
+            FailureBody::Json { code, .. } => Some(code),
+            FailureBody::Text(_) => None,
+        }
+    }
+
     pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Self {
         Failure {
             status,

@@ -579,6 +579,22 @@ fn forwarded_writes_are_bounded_in_number_and_in_the_size_of_the_answers_held() 
         reply.text()
     );
     assert_eq!(primary.count(&ns("default"), "SELECT count(*) FROM t"), 2);
+    // The metrics count each outcome.
+    let metrics = replica.metrics();
+    for (outcome, n) in [
+        ("read_back", 1.0),
+        ("SERVER_OVERLOADED", 1.0),
+        ("PRIMARY_ANSWER_LOST", 1.0),
+    ] {
+        assert_eq!(
+            metrics.value(
+                "libsql_wal_replica_forwarded_writes",
+                &[("outcome", outcome)]
+            ),
+            Some(n),
+            "{outcome}"
+        );
+    }
 }
 
 #[test]
