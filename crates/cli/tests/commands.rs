@@ -66,6 +66,9 @@ impl Bucket {
     }
 }
 
+/// How long one command may run before the test gives up on it.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Runs `libsql-wal {args} {bucket flags}` with `stdin` as its input (not a terminal).
 fn cli_with_input(args: &[&str], bucket: Option<&Bucket>, stdin: &str) -> Run {
     let mut command = Command::new(BIN);
@@ -83,17 +86,39 @@ fn cli_with_input(args: &[&str], bucket: Option<&Bucket>, stdin: &str) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    // A command that ends before reading its input (a usage error, a refusal) closes the
+    // pipe: that is its answer, not the test's failure.
+    match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing stdin: {e}"),
+        _ => {}
+    }
+    // Read while waiting (a full pipe would stall the command), and give up on a command
+    // that does not end: a regression that makes one hang fails the test instead.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + COMMAND_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("libsql-wal {args:?} did not end in {COMMAND_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }
 
