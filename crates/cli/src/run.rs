@@ -280,10 +280,6 @@ fn replica_config(args: &RunArgs) -> Result<Option<ReplicaConfig>, String> {
     let Some(primary) = &args.replicate_from else {
         return Ok(None);
     };
-    let own_token = args.auth_token.is_some() || args.auth_token_file.is_some();
-    if args.forward_writes && args.primary_auth_token.is_some() && !own_token {
-        return Err("--forward-writes with --primary-auth-token needs --auth-token (or --auth-token-file) for this replica too: without it anyone who reaches the replica could write to the primary with the primary's token".into());
-    }
     let namespaces = if args.all {
         FollowedNamespaces::All
     } else if args.namespaces.is_empty() {
@@ -299,13 +295,17 @@ fn replica_config(args: &RunArgs) -> Result<Option<ReplicaConfig>, String> {
         }
         FollowedNamespaces::Listed(listed)
     };
-    Ok(Some(ReplicaConfig {
+    let config = ReplicaConfig {
         primary: primary.clone(),
         auth_token: args.primary_auth_token.clone(),
         namespaces,
         discover_every: Duration::from_secs(10),
         forward_writes: args.forward_writes,
-    }))
+    };
+    config
+        .check_credentials(args.auth_token.is_some() || args.auth_token_file.is_some())
+        .map_err(|e| e.to_string())?;
+    Ok(Some(config))
 }
 
 impl OnBackend for Serve<'_> {

@@ -503,14 +503,7 @@ impl Server {
                 "this server follows a primary already".into(),
             ));
         }
-        if config.forward_writes
-            && config.auth_token.is_some()
-            && self.state.config.auth_token.is_none()
-        {
-            return Err(Error::Config(
-                "a replica that forwards writes with the primary's token needs a token of its own: without one, anyone who reaches it could write to the primary".into(),
-            ));
-        }
+        config.check_credentials(self.state.config.auth_token.is_some())?;
         *follower = Some(replica::Follower::start(
             config,
             self.state.host.clone(),

@@ -66,6 +66,19 @@ pub struct ReplicaConfig {
     pub forward_writes: bool,
 }
 
+impl ReplicaConfig {
+    /// Refuses a replica that would forward writes with the primary's token while it has no
+    /// token of its own (`has_own_token`): anyone who reached it could write to the primary.
+    pub fn check_credentials(&self, has_own_token: bool) -> Result<()> {
+        if self.forward_writes && self.auth_token.is_some() && !has_own_token {
+            return Err(Error::Config(
+                "a replica that forwards writes with the primary's token (--forward-writes with --primary-auth-token) needs --auth-token (or --auth-token-file), a token of its own: without one, anyone who reaches it could write to the primary".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Where a replica's namespace stands.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct FollowStatus {
@@ -518,6 +531,11 @@ async fn get(
     Err(format!("the primary answered {path} with {status}: {body}"))
 }
 
+/// The path of `namespace`'s hello on the primary.
+fn hello_path(namespace: &NamespaceName) -> String {
+    format!("/replication/v1/namespaces/{namespace}/hello")
+}
+
 /// Whether the primary has `namespace`, as its hello says: `None` when it could not tell
 /// (unreachable, or an answer that is neither the hello nor its `NAMESPACE_NOT_FOUND`).
 async fn primary_has(shared: &Shared, namespace: &NamespaceName) -> Option<bool> {
@@ -525,8 +543,7 @@ async fn primary_has(shared: &Shared, namespace: &NamespaceName) -> Option<bool>
     struct Refusal {
         code: String,
     }
-    let path = format!("/replication/v1/namespaces/{namespace}/hello");
-    let response = match request(shared, &path).await {
+    let response = match request(shared, &hello_path(namespace)).await {
         Ok(response) => response,
         Err(e) => {
             warn!(%namespace, error = %e, "the primary's listings lack this namespace, and asking it whether it has it failed");
@@ -699,11 +716,7 @@ async fn session(
     namespace: &NamespaceName,
     injector: &mut Option<Box<dyn StepInjector>>,
 ) -> std::result::Result<(), Failed> {
-    let hello: HelloBody = get_json(
-        shared,
-        &format!("/replication/v1/namespaces/{namespace}/hello"),
-    )
-    .await?;
+    let hello: HelloBody = get_json(shared, &hello_path(namespace)).await?;
     let parsed = hello.to_hello()?;
     if injector.is_none() {
         let made = tokio::task::block_in_place(|| shared.host.injector(namespace))
@@ -849,36 +862,23 @@ mod tests {
     #[test]
     fn a_followed_namespace_is_asked_after_only_once_enough_listings_in_a_row_lack_it() {
         let followed = names(&["a", "b", "c"]);
-        let listing = |list: &[&str]| names(list).into_iter().collect::<HashSet<_>>();
         let mut absences = Absences::default();
-        assert!(absences
-            .listed(followed.iter(), &listing(&["a", "c"]))
-            .is_empty());
+        let listed = |absences: &mut Absences, list: &[&str]| {
+            let listing: HashSet<_> = names(list).into_iter().collect();
+            absences.listed(followed.iter(), &listing)
+        };
+        assert!(listed(&mut absences, &["a", "c"]).is_empty());
         // b listed again in between: its count starts over; c's goes on.
-        assert!(absences
-            .listed(followed.iter(), &listing(&["a", "b"]))
-            .is_empty());
-        assert_eq!(
-            absences.listed(followed.iter(), &listing(&["a"])),
-            names(&["c"])
-        );
-        assert_eq!(
-            absences.listed(followed.iter(), &listing(&["a"])),
-            names(&["b", "c"])
-        );
+        assert!(listed(&mut absences, &["a", "b"]).is_empty());
+        assert_eq!(listed(&mut absences, &["a"]), names(&["c"]));
+        assert_eq!(listed(&mut absences, &["a"]), names(&["b", "c"]));
         // The primary said it has b: b waits for as many listings again.
         absences.forget(&names(&["b"])[0]);
-        assert_eq!(
-            absences.listed(followed.iter(), &listing(&["a"])),
-            names(&["c"])
-        );
-        assert_eq!(
-            absences.listed(followed.iter(), &listing(&["a"])),
-            names(&["b", "c"])
-        );
+        assert_eq!(listed(&mut absences, &["a"]), names(&["c"]));
+        assert_eq!(listed(&mut absences, &["a"]), names(&["b", "c"]));
         // A namespace no longer followed is no longer counted.
         assert!(absences
-            .listed(names(&["a"]).iter(), &listing(&[]))
+            .listed(names(&["a"]).iter(), &HashSet::new())
             .is_empty());
     }
 }

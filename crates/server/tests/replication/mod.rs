@@ -243,6 +243,19 @@ fn write(primary: &TestServer, namespace: &str, k: i64) {
     ]);
 }
 
+/// Follows only the namespace `default`.
+fn only_default() -> FollowedNamespaces {
+    FollowedNamespaces::Listed(vec!["default".parse().expect("a name")])
+}
+
+/// Creates `names` on `primary`, each with the schema.
+fn make_namespaces(primary: &TestServer, names: &[&str]) {
+    for name in names {
+        primary.create_namespace(name);
+        make_schema(primary, name);
+    }
+}
+
 fn make_schema(primary: &TestServer, namespace: &str) {
     primary.query(
         V2,
@@ -272,10 +285,7 @@ fn assert_committed_state(replica: &TestServer, namespace: &str) {
 fn a_replica_follows_every_namespace_over_http_serves_reads_and_refuses_writes() {
     let primary = TestServer::start();
     let replica = TestServer::start_replica();
-    for name in ["a", "b"] {
-        primary.create_namespace(name);
-        make_schema(&primary, name);
-    }
+    make_namespaces(&primary, &["a", "b"]);
     follow(&replica, &primary, FollowedNamespaces::All);
     for k in 1..=40 {
         for name in ["a", "b"] {
@@ -345,10 +355,7 @@ fn a_replica_follows_every_namespace_over_http_serves_reads_and_refuses_writes()
 fn a_namespace_some_listings_lack_is_kept_and_followed_while_the_primary_still_has_it() {
     let primary = TestServer::start();
     let replica = TestServer::start_replica();
-    for name in ["a", "b"] {
-        primary.create_namespace(name);
-        make_schema(&primary, name);
-    }
+    make_namespaces(&primary, &["a", "b"]);
     let proxy = FaultyProxy::start(&primary);
     follow_url(&replica, &proxy.url, FollowedNamespaces::All, false);
     for k in 1..=20 {
@@ -377,11 +384,7 @@ fn a_replica_goes_on_across_a_primary_restart_and_its_own_restart() {
     for k in 1..=10 {
         write(&primary, "default", k);
     }
-    follow(
-        &replica,
-        &primary,
-        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
-    );
+    follow(&replica, &primary, only_default());
     let first = wait_caught_up(&replica, &primary, "default");
     assert_eq!(first.full_images, 1, "{first:?}");
 
@@ -399,11 +402,7 @@ fn a_replica_goes_on_across_a_primary_restart_and_its_own_restart() {
     // The replica restarts: it resumes from its recorded position.
     replica.restart();
     assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
-    follow(
-        &replica,
-        &primary,
-        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
-    );
+    follow(&replica, &primary, only_default());
     for k in 21..=30 {
         write(&primary, "default", k);
     }
@@ -420,11 +419,7 @@ fn a_replica_follows_through_idle_closes_of_the_namespace_on_both_sides() {
     let primary = TestServer::start_with(idle_soon);
     let replica = TestServer::start_replica_with(idle_soon);
     make_schema(&primary, "default");
-    follow(
-        &replica,
-        &primary,
-        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
-    );
+    follow(&replica, &primary, only_default());
     for round in 0..4 {
         for k in round * 5 + 1..=round * 5 + 5 {
             write(&primary, "default", k);
@@ -459,12 +454,7 @@ fn a_write_forwarded_after_the_primary_rewound_is_answered_once_the_replica_has_
     }
     crate::seal_and_wait_durable(&primary, "default");
     let proxy = FaultyProxy::start(&primary);
-    follow_url(
-        &replica,
-        &proxy.url,
-        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
-        true,
-    );
+    follow_url(&replica, &proxy.url, only_default(), true);
     let before = wait_caught_up(&replica, &primary, "default");
     // The primary goes back to the point, in a new log whose frame_nos are below the ones the
     // replica is at; the replica's stream of the new log is slow to come.
@@ -514,12 +504,7 @@ fn forwarded_writes_are_bounded_in_number_and_in_the_size_of_the_answers_held() 
     let replica = TestServer::start_replica_with(small);
     make_schema(&primary, "default");
     let proxy = FaultyProxy::start(&primary);
-    follow_url(
-        &replica,
-        &proxy.url,
-        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
-        true,
-    );
+    follow_url(&replica, &proxy.url, only_default(), true);
     wait_caught_up(&replica, &primary, "default");
     let insert = |k: i64| json!({"type": "execute", "stmt": {"sql": format!("INSERT INTO t(a, b) VALUES ({k}, x'01')")}});
     // One write in flight (the primary is slow to answer it): a second is refused, not sent.
@@ -618,12 +603,7 @@ fn a_replica_that_forwards_writes_answers_them_once_it_can_read_them_back() {
     let mut primary = TestServer::start();
     let replica = TestServer::start_replica();
     make_schema(&primary, "default");
-    follow_with(
-        &replica,
-        &primary,
-        FollowedNamespaces::Listed(vec!["default".parse().expect("a name")]),
-        true,
-    );
+    follow_with(&replica, &primary, only_default(), true);
     wait_caught_up(&replica, &primary, "default");
     let rows = |server: &TestServer| server.count(&ns("default"), "SELECT count(*) FROM t");
 
