@@ -86,12 +86,6 @@ fn cli_with_input(args: &[&str], bucket: Option<&Bucket>, stdin: &str) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // A command that ends before reading its input (a usage error, a refusal) closes the
-    // pipe: that is its answer, not the test's failure.
-    match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing stdin: {e}"),
-        _ => {}
-    }
     // Read while waiting (a full pipe would stall the command), and give up on a command
     // that does not end: a regression that makes one hang fails the test instead.
     let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
@@ -103,6 +97,15 @@ fn cli_with_input(args: &[&str], bucket: Option<&Bucket>, stdin: &str) -> Run {
     };
     let stdout = drain(Box::new(child.stdout.take().unwrap()));
     let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    // A command that ends before reading its input (a usage error, a refusal) closes the
+    // pipe: that is its answer, not the test's failure.
+    if let Err(e) = child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("writing stdin: {e}");
+        }
+    }
     let deadline = Instant::now() + COMMAND_DEADLINE;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -102,13 +102,18 @@ impl Forwarder {
         let on = namespace.clone();
         let sent = Arc::new(AtomicBool::new(false));
         let sending = sent.clone();
+        // Counted in the task: a client that leaves does not stop the write.
         let ran = self
             .runtime
-            .spawn(async move { forward(&shared, &on, path, body, &sending).await })
+            .spawn(async move {
+                let forwarded = forward(&shared, &on, path, body, &sending).await;
+                shared.count_forward(outcome(&forwarded));
+                forwarded
+            })
             .await;
         let forwarded = ran.unwrap_or_else(|_| {
             warn!(%namespace, "a forwarded request was cut short: the replica is stopping");
-            Err(if sent.load(Ordering::SeqCst) {
+            let cut_short = Err(if sent.load(Ordering::SeqCst) {
                 Failure::json(
                     StatusCode::BAD_GATEWAY,
                     "PRIMARY_ANSWER_LOST",
@@ -120,15 +125,26 @@ impl Forwarder {
                     "PRIMARY_UNAVAILABLE",
                     "the replica is stopping: the write was not sent to the primary",
                 )
-            })
+            });
+            self.shared.count_forward(outcome(&cut_short));
+            cut_short
         });
-        let outcome = match &forwarded {
-            Ok(f) if f.read_back => "read_back",
-            Ok(_) => "not_read_back",
-            Err(failure) => failure.code().unwrap_or("other"),
-        };
-        self.shared.count_forward(outcome);
         Ok(forwarded?.response(answer))
+    }
+}
+
+/// The outcome a forwarded write is counted under (`Follower::forward_outcomes`).
+fn outcome(forwarded: &Result<Forwarded, Failure>) -> &'static str {
+    match forwarded {
+        Ok(f) if f.read_back => "read_back",
+        Ok(f) if f.status.is_success() => "not_read_back",
+        Ok(_) => "primary_refused",
+        Err(failure) => match failure.code() {
+            Some("SERVER_OVERLOADED") => "SERVER_OVERLOADED",
+            Some("PRIMARY_UNAVAILABLE") => "PRIMARY_UNAVAILABLE",
+            Some("PRIMARY_ANSWER_LOST") => "PRIMARY_ANSWER_LOST",
+            _ => "other",
+        },
     }
 }
 

@@ -122,15 +122,13 @@ pub(crate) struct Shared {
     /// The largest answer of the primary to a forwarded write taken (it is held whole).
     pub(crate) max_forwarded_answer_bytes: usize,
     /// Forwarded writes by outcome (`Forwarder::send`).
-    forward_outcomes: Mutex<std::collections::BTreeMap<String, u64>>,
+    forward_outcomes: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Shared {
     /// Counts a forwarded write that ended in `outcome`.
-    pub(crate) fn count_forward(&self, outcome: &str) {
-        *lock(&self.forward_outcomes)
-            .entry(outcome.to_string())
-            .or_default() += 1;
+    pub(crate) fn count_forward(&self, outcome: &'static str) {
+        *lock(&self.forward_outcomes).entry(outcome).or_default() += 1;
     }
 
     /// Waits until `namespace` is at or past `position` (its frame_no, in its log), for at
@@ -448,13 +446,14 @@ impl Follower {
     }
 
     /// Forwarded writes by outcome, in outcome order: `read_back` (answered once applied
-    /// here), `not_read_back` (answered without: the wait ran out, or the primary named no
-    /// position), or the code of the refusal (`SERVER_OVERLOADED`, `PRIMARY_UNAVAILABLE`,
-    /// `PRIMARY_ANSWER_LOST`).
+    /// here), `not_read_back` (a success answered without: the wait ran out, or the primary
+    /// named no position), `primary_refused` (the primary's answer is not a success), the code
+    /// of the replica's refusal (`SERVER_OVERLOADED`, `PRIMARY_UNAVAILABLE`,
+    /// `PRIMARY_ANSWER_LOST`), or `other`.
     pub fn forward_outcomes(&self) -> Vec<(String, u64)> {
         lock(&self.shared.forward_outcomes)
             .iter()
-            .map(|(outcome, n)| (outcome.clone(), *n))
+            .map(|(outcome, n)| (outcome.to_string(), *n))
             .collect()
     }
 
