@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libsql_wal::{
-    CheckpointThreshold, Injector, RegistryConfig, ReplicationSource, StepInjector, SwapStrategy,
+    CheckpointThreshold, FullImages, Injector, RegistryConfig, ReplicationSource, StepInjector,
+    SwapStrategy,
 };
 use libsql_wal_segment::format::PAGE_SIZE;
 use libsql_wal_tests::{integrity_check, TestDb};
@@ -32,7 +33,7 @@ fn busy_config() -> RegistryConfig {
 /// frame_no the replica is at, and whether the step was a full image.
 fn pump(primary: &dyn ReplicationSource, injector: &mut dyn StepInjector) -> (u64, bool) {
     let after = injector.resume_from(&primary.hello());
-    let Some(mut step) = primary.step_after(after).unwrap() else {
+    let Some(mut step) = primary.step_after(after, FullImages::Allowed).unwrap() else {
         return (after, false);
     };
     let header = step.header();
@@ -49,7 +50,7 @@ fn pump(primary: &dyn ReplicationSource, injector: &mut dyn StepInjector) -> (u6
 
 /// Every page of a log's newest snapshot, and the database size.
 fn image(log: &dyn ReplicationSource) -> Vec<(u32, Vec<u8>)> {
-    let Some(mut step) = log.step_after(0).unwrap() else {
+    let Some(mut step) = log.step_after(0, FullImages::Allowed).unwrap() else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -274,7 +275,10 @@ fn a_step_cut_short_leaves_the_replica_at_the_step_before() {
         }
         // A step begun, half its pages written, then the replica process dies.
         let after = injector.resume_from(&source.hello());
-        let mut step = source.step_after(after).unwrap().unwrap();
+        let mut step = source
+            .step_after(after, FullImages::Allowed)
+            .unwrap()
+            .unwrap();
         injector.begin(&step.header()).unwrap();
         let mut page = vec![0; PAGE_SIZE];
         for _ in 0..step.header().pages / 2 {
@@ -346,12 +350,18 @@ fn a_replica_past_the_primarys_last_commit_is_refused() {
     conn.execute_batch(SCHEMA).unwrap();
     let source = primary.registry().open(&primary.db_path("a")).unwrap();
     let end = source.hello().last_committed_frame_no;
-    let err = source.step_after(end + 5).err().expect("refused");
+    let err = source
+        .step_after(end + 5, FullImages::Allowed)
+        .err()
+        .expect("refused");
     assert!(
         err.to_string().contains("past this log's last commit"),
         "{err}"
     );
-    assert!(source.step_after(end).unwrap().is_none());
+    assert!(source
+        .step_after(end, FullImages::Allowed)
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -393,7 +403,7 @@ fn a_log_is_not_closed_under_a_step_being_read_or_an_injector_following() {
     write_tx(&conn, 1);
     drop(conn);
     let source = primary.registry().open(&primary.db_path("a")).unwrap();
-    let step = source.step_after(0).unwrap().unwrap();
+    let step = source.step_after(0, FullImages::Allowed).unwrap().unwrap();
     // A log opened next over the same files could checkpoint newer pages into the database
     // file the step still reads.
     let busy = primary.registry().close(&ns).unwrap_err();
@@ -401,7 +411,10 @@ fn a_log_is_not_closed_under_a_step_being_read_or_an_injector_following() {
     drop(step);
     primary.registry().close(&ns).unwrap();
     assert!(
-        matches!(source.step_after(0), Err(libsql_wal::Error::Closed { .. })),
+        matches!(
+            source.step_after(0, FullImages::Allowed),
+            Err(libsql_wal::Error::Closed { .. })
+        ),
         "a closed log serves no steps"
     );
     let source = primary.registry().open(&primary.db_path("a")).unwrap();
@@ -419,4 +432,170 @@ fn a_log_is_not_closed_under_a_step_being_read_or_an_injector_following() {
     replica.registry().close(&ns).unwrap();
     let log = replica.registry().get(&ns);
     assert!(log.is_none(), "closed once the injector is gone");
+}
+
+/// Seals `log`, waits until storage holds everything committed, and checkpoints until the log
+/// no longer holds its sealed frames.
+fn make_durable_and_checkpoint<S: libsql_wal_backend::Storage<File = std::fs::File>>(
+    log: &libsql_wal::SharedWal<libsql_wal_segment::StdIo, S>,
+) {
+    log.seal_now().unwrap();
+    let end = log.last_committed_frame_no();
+    assert!(libsql_wal_tests::eventually(
+        || log.durable_frame_no() >= end
+    ));
+    assert!(libsql_wal_tests::eventually(|| {
+        let _ = log.checkpoint();
+        log.checkpointed_frame_no() >= end
+    }));
+}
+
+#[test]
+fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and_converges() {
+    use libsql_wal::{BucketCatchUp, LibsqlWalManager, PrimaryBucket, WalRegistry};
+    use libsql_wal_supervisor::{ActorStorage, StorageConfig};
+    let work = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let storage_over = |scratch: &str| {
+        let backend = runtime
+            .block_on(libsql_wal_backend::FsBackend::new(
+                work.path().join("bucket"),
+            ))
+            .unwrap();
+        ActorStorage::<_, std::fs::File>::start(
+            backend,
+            StorageConfig {
+                scratch_dir: work.path().join(scratch),
+                ..StorageConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let registry = Arc::new(WalRegistry::new(
+        libsql_wal_segment::StdIo,
+        storage_over("primary-scratch"),
+        busy_config(),
+    ));
+    let db_dir = work.path().join("tenant");
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let conn = libsql_sys::Connection::open(
+        db_dir.join("data"),
+        libsql_sys::rusqlite::OpenFlags::default(),
+        LibsqlWalManager::new(registry.clone()),
+        0,
+        None,
+    )
+    .unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    for k in 1..=40 {
+        write_tx(&conn, k);
+    }
+    let source = registry.open(&db_dir.join("data")).unwrap();
+    make_durable_and_checkpoint(&source);
+
+    let bucket = BucketCatchUp::new(
+        storage_over("replica-scratch"),
+        &work.path().join("catch-up"),
+    )
+    .unwrap();
+    let replica = TestDb::new(RegistryConfig::default());
+    let log = replica.registry().open(&replica.db_path("tenant")).unwrap();
+    let mut injector = Injector::open(log.clone()).unwrap();
+    let namespace = source.namespace().clone();
+    let identity = source.hello().identity;
+
+    // Nothing yet, and the log holds only the newest frames: not held, unless a full image.
+    assert_eq!(injector.resume_from(&source.hello()), 0);
+    assert!(matches!(
+        source.step_after(0, FullImages::Refused),
+        Err(libsql_wal::Error::NotHeld { after: 0, .. })
+    ));
+    let first = bucket
+        .catch_up(&namespace, &identity, 0, &mut injector)
+        .unwrap()
+        .expect("the bucket holds the log");
+    assert!(
+        first.full_image && first.pages == first.db_size,
+        "{first:?}"
+    );
+    assert_eq!(first.frame_no, source.durable_frame_no());
+    assert!(
+        image(&*source) == image(&*log),
+        "from nothing, page for page"
+    );
+    assert!(matches!(
+        source.step_after(first.frame_no, FullImages::Refused),
+        Ok(None)
+    ));
+
+    // The database grows, then shrinks (rows deleted, VACUUM), all checkpointed away.
+    for k in 41..=60 {
+        write_tx(&conn, k);
+    }
+    conn.execute_batch(
+        "DELETE FROM t WHERE a > 20 AND a <= 60 AND a % 2 = 0; UPDATE counter SET k = 40",
+    )
+    .unwrap();
+    make_durable_and_checkpoint(&source);
+    assert_eq!(injector.resume_from(&source.hello()), first.frame_no);
+    assert!(matches!(
+        source.step_after(first.frame_no, FullImages::Refused),
+        Err(libsql_wal::Error::NotHeld { .. })
+    ));
+    let second = bucket
+        .catch_up(&namespace, &identity, first.frame_no, &mut injector)
+        .unwrap()
+        .expect("newer frames in the bucket");
+    assert!(
+        !second.full_image && second.pages < second.db_size,
+        "only the changed pages: {second:?}"
+    );
+    assert!(
+        image(&*source) == image(&*log),
+        "after the changes, page for page"
+    );
+    conn.execute_batch("VACUUM").unwrap();
+    make_durable_and_checkpoint(&source);
+    let third = bucket
+        .catch_up(&namespace, &identity, second.frame_no, &mut injector)
+        .unwrap()
+        .expect("the VACUUM in the bucket");
+    assert!(third.db_size < second.db_size, "{second:?} then {third:?}");
+    assert!(
+        image(&*source) == image(&*log),
+        "after a VACUUM, page for page"
+    );
+    assert!(bucket
+        .catch_up(&namespace, &identity, third.frame_no, &mut injector)
+        .unwrap()
+        .is_none());
+
+    // Commits the bucket does not hold yet come from the primary's log.
+    write_tx(&conn, 61);
+    let (at, full) = pump(&*source, &mut injector);
+    assert!(!full && at == source.last_committed_frame_no());
+    let reader = replica.connect("tenant");
+    assert_eq!(integrity_check(&reader), "ok");
+    let rows: i64 = reader
+        .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 60 - 20 + 1);
+    assert!(image(&*source) == image(&*log));
+    // Another log's history is not in this bucket.
+    let other = libsql_wal::LogIdentity {
+        log_id: uuid::Uuid::new_v4(),
+        ..identity
+    };
+    assert!(bucket
+        .catch_up(&namespace, &other, 0, &mut injector)
+        .unwrap()
+        .is_none());
+    drop(conn);
+    drop(reader);
+    drop(injector);
+    registry.shutdown().unwrap();
 }

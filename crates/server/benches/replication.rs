@@ -104,6 +104,7 @@ fn main() -> BenchResult {
         namespaces: FollowedNamespaces::Listed(names.clone()),
         discover_every: Duration::from_secs(10),
         forward_writes: false,
+        primary_bucket: None,
     })?;
     let pending: Arc<Vec<Pending>> = Arc::new((0..NAMESPACES).map(|_| Mutex::default()).collect());
     let lags = Arc::new(Mutex::new(Vec::new()));

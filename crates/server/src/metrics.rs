@@ -69,6 +69,7 @@ struct PerNamespace {
     replica_lag_ms: Family<NamespaceLabel, Gauge>,
     replica_steps_applied: Family<NamespaceLabel, Gauge>,
     replica_full_images: Family<NamespaceLabel, Gauge>,
+    replica_bucket_catch_ups: Family<NamespaceLabel, Gauge>,
     replica_reconnects: Family<NamespaceLabel, Gauge>,
 }
 
@@ -139,7 +140,7 @@ impl Metrics {
             "Namespace schedulers restarted since start",
         );
         let per_namespace = PerNamespace::default();
-        let families: [(&str, &str, &Family<NamespaceLabel, Gauge>); 21] = [
+        let families: [(&str, &str, &Family<NamespaceLabel, Gauge>); 22] = [
             (
                 "replica_connected",
                 "On a read replica: 1 while a stream from the primary is open",
@@ -164,6 +165,11 @@ impl Metrics {
                 "replica_full_images",
                 "On a read replica: steps that were full images",
                 &per_namespace.replica_full_images,
+            ),
+            (
+                "replica_bucket_catch_ups",
+                "On a read replica: catch-ups from the primary's bucket instead of a full image",
+                &per_namespace.replica_bucket_catch_ups,
             ),
             (
                 "replica_reconnects",
@@ -341,6 +347,7 @@ impl Metrics {
             &p.replica_lag_ms,
             &p.replica_steps_applied,
             &p.replica_full_images,
+            &p.replica_bucket_catch_ups,
             &p.replica_reconnects,
         ] {
             family.clear();
@@ -368,6 +375,7 @@ impl Metrics {
             add(&p.replica_lag_frames, status.lag_frames);
             add(&p.replica_steps_applied, status.steps_applied);
             add(&p.replica_full_images, status.full_images);
+            add(&p.replica_bucket_catch_ups, status.bucket_catch_ups);
             add(&p.replica_reconnects, status.reconnects);
             let lag = p.replica_lag_ms.get_or_create(&label);
             lag.set(lag.get().max(status.lag_ms as i64));

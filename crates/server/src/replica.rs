@@ -18,6 +18,14 @@
 //! replica was not running is not known to have been followed, and is left alone. `statuses`
 //! says where each one is (lag in frames and milliseconds, steps applied, reconnects), for
 //! metrics.
+//!
+//! **From the primary's bucket** (`ReplicaConfig::primary_bucket`): a replica that can read
+//! it asks for steps without full images. When it has nothing yet, or the primary answers that
+//! its log no longer holds the frames after the replica's position (a *not held* head), it
+//! catches up from the bucket (`PrimaryBucket::catch_up`: the stored changes after its
+//! position, as one step) and follows from there. Should the bucket hold nothing newer, fail,
+//! or `BUCKET_ROUNDS` catch-ups in a row still leave the replica behind what the primary holds,
+//! the next stream allows a full image from the primary.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -29,7 +37,7 @@ use dashmap::DashMap;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use libsql_wal::StepInjector;
+use libsql_wal::{PrimaryBucket, StepInjector};
 use libsql_wal_backend::NamespaceName;
 use tracing::{info, warn};
 
@@ -64,6 +72,9 @@ pub struct ReplicaConfig {
     /// Send writes to the primary, answering once they are applied here (`forward`), rather
     /// than refuse them.
     pub forward_writes: bool,
+    /// The primary's bucket, read to catch up rather than take full images from the primary
+    /// (see the module docs).
+    pub primary_bucket: Option<Arc<dyn PrimaryBucket>>,
 }
 
 impl ReplicaConfig {
@@ -97,8 +108,10 @@ pub struct FollowStatus {
     pub lag_ms: u64,
     /// Steps applied.
     pub steps_applied: u64,
-    /// Steps that were full images.
+    /// Steps that were full images (from the primary).
     pub full_images: u64,
+    /// Catch-ups from the primary's bucket.
+    pub bucket_catch_ups: u64,
     /// Streams opened again after the first.
     pub reconnects: u64,
     /// The last error, if the last stream ended with one.
@@ -121,6 +134,8 @@ pub(crate) struct Shared {
     pub(crate) forwards: tokio::sync::Semaphore,
     /// The largest answer of the primary to a forwarded write taken (it is held whole).
     pub(crate) max_forwarded_answer_bytes: usize,
+    /// The primary's bucket, if this replica reads it.
+    bucket: Option<Arc<dyn PrimaryBucket>>,
     /// Forwarded writes by outcome (`Forwarder::send`).
     forward_outcomes: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
@@ -338,6 +353,7 @@ impl Follower {
             ),
             max_forwarded_answer_bytes: forwarded_answer_limit(limits),
             forward_outcomes: Mutex::default(),
+            bucket: config.primary_bucket,
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
@@ -612,6 +628,7 @@ async fn follow(
         },
     );
     let mut injector: Option<Box<dyn StepInjector>> = None;
+    let mut catch_up = CatchUp::default();
     let mut failures = 0u32;
     let mut sessions = 0u64;
     while !*stop.borrow() {
@@ -622,7 +639,7 @@ async fn follow(
         }
         sessions += 1;
         let ended = tokio::select! {
-            ended = session(&shared, &namespace, &mut injector) => ended,
+            ended = session(&shared, &namespace, &mut injector, &mut catch_up) => ended,
             _ = stop.changed() => break,
         };
         // A step cut short holds the replica's writer lock: give it back before waiting.
@@ -640,6 +657,10 @@ async fn follow(
                 AFTER_END
             }
             Err(Failed::LogChanged) => Duration::ZERO,
+            Err(Failed::NotHeld) => {
+                catch_up.due = true;
+                Duration::ZERO
+            }
             Err(Failed::Other(e) | Failed::Replica(e)) => {
                 warn!(error = %e, "following the primary failed; trying again");
                 failures = failures.saturating_add(1);
@@ -668,10 +689,26 @@ async fn follow(
     }
 }
 
+/// Catch-ups from the primary's bucket in a row, with no step from the primary between them,
+/// after which a full image from the primary is allowed.
+const BUCKET_ROUNDS: u32 = 3;
+
+/// What a namespace's task knows of catching up from the primary's bucket.
+#[derive(Debug, Default)]
+struct CatchUp {
+    /// The primary said its log no longer holds the frames the replica needs.
+    due: bool,
+    /// Catch-ups since the last step from the primary.
+    rounds: u32,
+}
+
 /// Why a stream ended.
 enum Failed {
     /// The primary's log is not the one the hello named: say hello again now.
     LogChanged,
+    /// The primary's log no longer holds the frames after the replica's position: catch up
+    /// from the bucket, then follow again now.
+    NotHeld,
     /// The replica's own log failed: its injector is dropped, and opened again next time.
     Replica(String),
     /// Anything else: try again after a backoff.
@@ -714,6 +751,7 @@ async fn session(
     shared: &Shared,
     namespace: &NamespaceName,
     injector: &mut Option<Box<dyn StepInjector>>,
+    catch_up: &mut CatchUp,
 ) -> std::result::Result<(), Failed> {
     let hello: HelloBody = get_json(shared, &hello_path(namespace)).await?;
     let parsed = hello.to_hello()?;
@@ -725,10 +763,43 @@ async fn session(
     let Some(injector) = injector.as_mut() else {
         return Err(Failed::Other("no injector".into()));
     };
-    let after = injector.resume_from(&parsed);
+    let mut after = injector.resume_from(&parsed);
+    let mut full_image = shared.bucket.is_none() || catch_up.rounds >= BUCKET_ROUNDS;
+    if let Some(bucket) = shared
+        .bucket
+        .as_ref()
+        .filter(|_| !full_image && (after == 0 || catch_up.due))
+    {
+        catch_up.due = false;
+        catch_up.rounds += 1;
+        let caught_up = tokio::task::block_in_place(|| {
+            bucket.catch_up(namespace, &parsed.identity, after, &mut **injector)
+        });
+        match caught_up {
+            Ok(Some(step)) => {
+                after = step.frame_no;
+                update(shared, namespace, |s| {
+                    s.applied_frame_no = after;
+                    s.primary_frame_no = s.primary_frame_no.max(after);
+                    s.bucket_catch_ups += 1;
+                    s.last_error = None;
+                });
+            }
+            Ok(None) => {
+                info!(after, "the primary's bucket holds nothing newer of its log; taking a full image from the primary");
+                full_image = true;
+            }
+            Err(e) => {
+                warn!(after, error = %e, "cannot catch up from the primary's bucket; taking a full image from the primary");
+                full_image = true;
+            }
+        }
+    }
     let path = format!(
-        "/replication/v1/namespaces/{namespace}/steps?after={after}&log_id={}&incarnation={}",
-        hello.log_id, hello.incarnation
+        "/replication/v1/namespaces/{namespace}/steps?after={after}&log_id={}&incarnation={}{}",
+        hello.log_id,
+        hello.incarnation,
+        if full_image { "" } else { "&full_image=false" }
     );
     let response = match get(shared, &path).await {
         Ok(response) => response,
@@ -755,6 +826,14 @@ async fn session(
         }
         let head = StepHead::decode(&buf[..STEP_HEAD_SIZE])?;
         buf.advance(STEP_HEAD_SIZE);
+        if head.not_held {
+            info!(
+                after,
+                primary_frame_no = head.step.frame_no,
+                "the primary's log no longer holds the frames after this replica's position"
+            );
+            return Err(Failed::NotHeld);
+        }
         if head.heartbeat {
             if !fill(&mut body, &mut buf, 4).await? {
                 return Ok(());
@@ -800,6 +879,7 @@ async fn session(
         }
         let at = tokio::task::block_in_place(|| injector.commit())
             .map_err(|e| Failed::Replica(format!("cannot commit a step: {e}")))?;
+        catch_up.rounds = 0;
         let lag_ms = now_ms().saturating_sub(head.sent_at_ms);
         update(shared, namespace, |s| {
             s.applied_frame_no = at;

@@ -5,7 +5,9 @@
 //! - `GET /replication/v1/namespaces/{ns}/steps?after=N&log_id=L&incarnation=I`: an endless
 //!   `application/octet-stream` of steps (`libsql_wal::ReplicationSource`) from frame_no `N`
 //!   of log `L` in incarnation `I`; 409 `LOG_CHANGED` when the log is no longer that one (the
-//!   replica says hello again). When nothing is committed for `HEARTBEAT`, a heartbeat step
+//!   replica says hello again). With `&full_image=false` (a replica that reads the primary's
+//!   bucket), a step that would be a full image is not sent: a *not held* head (no pages)
+//!   says so and ends the stream, and the replica catches up from the bucket. When nothing is committed for `HEARTBEAT`, a heartbeat step
 //!   (no pages) says where the primary is; the stream ends when the log is closed or the server
 //!   stops.
 //!
@@ -21,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use libsql_wal::{ReplicationSource, StepHeader, StepPages};
+use libsql_wal::{FullImages, ReplicationSource, StepHeader, StepPages};
 use libsql_wal_backend::NamespaceName;
 use libsql_wal_segment::format::PAGE_SIZE;
 use tracing::{debug, warn};
@@ -42,6 +44,9 @@ pub(crate) const PAGE_RECORD_SIZE: usize = 4 + PAGE_SIZE;
 const FLAG_FULL_IMAGE: u32 = 1;
 /// Step flag: a heartbeat, with no pages; it only says where the primary is.
 const FLAG_HEARTBEAT: u32 = 2;
+/// Step flag: no pages, and the end of the stream: the log no longer holds the frames after
+/// the replica's position, and the replica asked for no full image.
+const FLAG_NOT_HELD: u32 = 4;
 /// With nothing committed for this long, a heartbeat goes out.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Chunks of a step in flight to one replica, at most.
@@ -58,6 +63,9 @@ pub(crate) struct StepHead {
     pub step: StepHeader,
     /// A heartbeat rather than a step to apply.
     pub heartbeat: bool,
+    /// Not a step: the frames after the replica's position are no longer in the log (see
+    /// `FLAG_NOT_HELD`).
+    pub not_held: bool,
     /// When the primary sent it (milliseconds since the Unix epoch).
     pub sent_at_ms: u64,
 }
@@ -69,7 +77,8 @@ impl StepHead {
             FLAG_FULL_IMAGE
         } else {
             0
-        } | if self.heartbeat { FLAG_HEARTBEAT } else { 0 };
+        } | if self.heartbeat { FLAG_HEARTBEAT } else { 0 }
+            | if self.not_held { FLAG_NOT_HELD } else { 0 };
         buf[0..4].copy_from_slice(&STEP_MAGIC.to_le_bytes());
         buf[4..8].copy_from_slice(&STEP_VERSION.to_le_bytes());
         buf[8..16].copy_from_slice(&self.step.frame_no.to_le_bytes());
@@ -81,6 +90,14 @@ impl StepHead {
         let crc = crc32fast::hash(&buf[..44]);
         buf[44..48].copy_from_slice(&crc.to_le_bytes());
         buf
+    }
+
+    /// The wire form of a head with no pages (a heartbeat, not held): the head, then the
+    /// CRC32 of no pages.
+    fn without_pages(&self) -> Vec<u8> {
+        let mut out = self.encode().to_vec();
+        out.extend_from_slice(&crc32fast::hash(&[]).to_le_bytes());
+        out
     }
 
     /// Decodes a header; the error says what is wrong with it.
@@ -117,6 +134,7 @@ impl StepHead {
                 full_image: flags & FLAG_FULL_IMAGE != 0,
             },
             heartbeat: flags & FLAG_HEARTBEAT != 0,
+            not_held: flags & FLAG_NOT_HELD != 0,
             sent_at_ms: u64_at(36),
         })
     }
@@ -177,6 +195,9 @@ struct StepsQuery {
     after: u64,
     log_id: String,
     incarnation: String,
+    /// False: a step that would be a full image is answered with a not-held head.
+    #[serde(default)]
+    full_image: Option<bool>,
 }
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
@@ -275,7 +296,18 @@ async fn steps(
         let (tx, rx) =
             tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
         let stopping = state.stopping.subscribe();
-        actix_web::rt::spawn(follow(log, namespace, query.after, tx, stopping));
+        let full_images = match query.full_image {
+            Some(false) => FullImages::Refused,
+            _ => FullImages::Allowed,
+        };
+        actix_web::rt::spawn(follow(
+            log,
+            namespace,
+            query.after,
+            full_images,
+            tx,
+            stopping,
+        ));
         let body = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|chunk| (chunk, rx))
         });
@@ -295,11 +327,13 @@ enum Ended {
     Log(libsql_wal::Error),
 }
 
-/// Serves steps of `log` from `after` into `tx` until the replica goes or the log closes.
+/// Serves steps of `log` from `after` into `tx` until the replica goes or the log closes (or,
+/// when `full_images` are refused, the log no longer holds what the replica needs).
 async fn follow(
     log: Arc<dyn ReplicationSource>,
     namespace: NamespaceName,
     mut after: u64,
+    full_images: FullImages,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -314,10 +348,28 @@ async fn follow(
         }
         let last = *commits.borrow_and_update();
         if last > after {
-            let sent = serve_step(&log, after, &tx, &mut stopping).await;
+            let sent = serve_step(&log, after, full_images, &tx, &mut stopping).await;
             match sent {
                 Ok(frame_no) => after = frame_no,
                 Err(Ended::Replica) => return,
+                Err(Ended::Log(libsql_wal::Error::NotHeld { oldest_held, .. })) => {
+                    debug!(%namespace, after, oldest_held, "the replica is told to catch up from the bucket");
+                    let hello = log.hello();
+                    let head = StepHead {
+                        step: StepHeader {
+                            frame_no: hello.last_committed_frame_no,
+                            durable_frame_no: hello.durable_frame_no,
+                            db_size: 0,
+                            pages: 0,
+                            full_image: false,
+                        },
+                        heartbeat: false,
+                        not_held: true,
+                        sent_at_ms: now_ms(),
+                    };
+                    let _ = send(&tx, head.without_pages(), &mut stopping).await;
+                    return;
+                }
                 Err(Ended::Log(libsql_wal::Error::Closed { .. })) => {
                     debug!(%namespace, "the log closed; the replica says hello again");
                     return;
@@ -351,11 +403,10 @@ async fn follow(
                         full_image: false,
                     },
                     heartbeat: true,
+                    not_held: false,
                     sent_at_ms: now_ms(),
                 };
-                let mut beat = head.encode().to_vec();
-                beat.extend_from_slice(&crc32fast::hash(&[]).to_le_bytes());
-                if send(&tx, beat, &mut stopping).await.is_err() {
+                if send(&tx, head.without_pages(), &mut stopping).await.is_err() {
                     return;
                 }
             }
@@ -372,13 +423,17 @@ async fn follow(
 async fn serve_step(
     log: &Arc<dyn ReplicationSource>,
     after: u64,
+    full_images: FullImages,
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     stopping: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<u64, Ended> {
     let step_log = log.clone();
     // The step and its first chunk (all of a small step) in one hand-off.
     let first = web::block(move || {
-        let Some(step) = step_log.step_after(after).map_err(Ended::Log)? else {
+        let Some(step) = step_log
+            .step_after(after, full_images)
+            .map_err(Ended::Log)?
+        else {
             return Ok(None);
         };
         let mut encoder = StepEncoder::new(step);
@@ -428,6 +483,7 @@ impl StepEncoder {
         let head = StepHead {
             step: header,
             heartbeat: false,
+            not_held: false,
             sent_at_ms: now_ms(),
         };
         StepEncoder {
@@ -499,6 +555,7 @@ mod tests {
                 full_image: true,
             },
             heartbeat: false,
+            not_held: true,
             sent_at_ms: 1_700_000_000_000,
         };
         let mut buf = head.encode();

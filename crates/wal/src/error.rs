@@ -70,6 +70,17 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// A replica asked for the frames after `after` without a full image, and the log no
+    /// longer holds them all (they were checkpointed away): it catches up from storage first.
+    #[error("namespace {namespace}: the log no longer holds the frames after {after} (its oldest is {oldest_held}); catch up from storage, or take a full image")]
+    NotHeld {
+        /// The namespace.
+        namespace: NamespaceName,
+        /// The frame_no the replica is at.
+        after: u64,
+        /// The oldest frame_no the log holds.
+        oldest_held: u64,
+    },
     /// The log was closed (idle, deleted, shut down) before it could be used; opening the
     /// namespace again gives its new log.
     #[error("namespace {namespace}: its log was closed; open it again")]
@@ -255,7 +266,7 @@ impl Error {
             Error::Busy { .. } => ffi::SQLITE_BUSY,
             Error::NamespaceFromPath { .. } => ffi::SQLITE_CANTOPEN,
             Error::Unsupported { .. } => ffi::SQLITE_MISUSE,
-            Error::Replication { .. } => ffi::SQLITE_IOERR,
+            Error::Replication { .. } | Error::NotHeld { .. } => ffi::SQLITE_IOERR,
             Error::ReadOnlyReplica { .. } => ffi::SQLITE_READONLY,
             Error::DurableTimeout { .. } => ffi::SQLITE_IOERR,
             Error::DestinationExists { .. } => ffi::SQLITE_CANTOPEN,

@@ -11,11 +11,13 @@
 //!   `plan_restore` says what it would fetch.
 //!
 //! - `replication` serves a log's commits to replicas as steps (`ReplicationSource`) and
-//!   applies them to a replica's own log (`Injector`).
+//!   applies them to a replica's own log (`Injector`); `catch_up` brings a replica far behind
+//!   up from its primary's bucket (`PrimaryBucket`) rather than a full image.
 //!
 //! Layers, lowest first: `footer`, `checkpointer` -> `shared` -> `wal` -> `registry` ->
 //! `manager`. The checkpointer runs `SharedWal`s through a small trait it defines.
 
+mod catch_up;
 mod checkpointer;
 mod error;
 mod footer;
@@ -27,13 +29,14 @@ mod senders;
 mod shared;
 mod wal;
 
+pub use catch_up::{BucketCatchUp, PrimaryBucket};
 pub use error::{Error, Result};
 pub use footer::{Footer, FOOTER_SIZE};
 pub use manager::LibsqlWalManager;
 pub use registry::{namespace_from_directory, RegistryConfig, Rewound, WalRegistry};
 pub use replication::{
-    Hello, Injector, LogIdentity, ReplicaPosition, ReplicationSource, StepHeader, StepInjector,
-    StepPages,
+    FullImages, Hello, Injector, LogIdentity, ReplicaPosition, ReplicationSource, StepHeader,
+    StepInjector, StepPages,
 };
 pub use restore::{
     plan_restore, restore, OnRestoreProgress, RestoreOptions, RestorePlan, RestoreProgress,

@@ -99,8 +99,19 @@ pub trait ReplicationSource: Send + Sync {
     fn is_gone(&self) -> bool;
     /// The step that brings a replica at `after` to the newest commit; `None` when nothing was
     /// committed since `after`. A replica past the newest commit is refused: its history is not
-    /// this one.
-    fn step_after(&self, after: u64) -> Result<Option<Box<dyn StepPages>>>;
+    /// this one. When the step would be a full image and `full_images` refuses it, the answer
+    /// is `Error::NotHeld` (a replica that can read the primary's bucket catches up from it).
+    fn step_after(&self, after: u64, full_images: FullImages)
+        -> Result<Option<Box<dyn StepPages>>>;
+}
+
+/// Whether a step may be a full image (see `ReplicationSource::step_after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullImages {
+    /// A full image when the log no longer holds the frames asked for.
+    Allowed,
+    /// `Error::NotHeld` instead.
+    Refused,
 }
 
 /// One step being read from a primary's log; its snapshot stays registered as a reader, and
@@ -178,7 +189,11 @@ impl<I: Io, S: Storage<File = I::File>> ReplicationSource for SharedWal<I, S> {
     }
 
     #[tracing::instrument(skip(self), fields(namespace = %self.namespace()))]
-    fn step_after(&self, after: u64) -> Result<Option<Box<dyn StepPages>>> {
+    fn step_after(
+        &self,
+        after: u64,
+        full_images: FullImages,
+    ) -> Result<Option<Box<dyn StepPages>>> {
         let closed = || Error::Closed {
             namespace: self.namespace().clone(),
         };
@@ -215,7 +230,15 @@ impl<I: Io, S: Storage<File = I::File>> ReplicationSource for SharedWal<I, S> {
             .first()
             .map_or(snapshot.current.start_frame_no(), |s| s.start_frame_no());
         let db_size = snapshot.db_size;
-        let (pages, full_image) = if after == 0 || after + 1 < oldest_in_log {
+        let held = after > 0 && after + 1 >= oldest_in_log;
+        if !held && full_images == FullImages::Refused {
+            return Err(Error::NotHeld {
+                namespace: self.namespace().clone(),
+                after,
+                oldest_held: oldest_in_log,
+            });
+        }
+        let (pages, full_image) = if !held {
             ((1..=db_size).collect::<Vec<_>>(), true)
         } else {
             let mut changed = BTreeSet::new();

@@ -193,7 +193,7 @@ pub fn restore<S: Storage>(
         marker: None,
     };
     let db = std::fs::File::create_new(&building).map_err(Error::io(&building))?;
-    let result = futures::executor::block_on(restore.run(target, None, &db, None)).and_then(|report| {
+    let result = futures::executor::block_on(restore.run(target, None, &db, None)).and_then(|Restored { report, .. }| {
         drop(db);
         // A hard link never replaces: a file that appeared at `dest` meanwhile stays.
         std::fs::hard_link(&building, dest).map_err(|e| match e.kind() {
@@ -294,7 +294,7 @@ pub(crate) fn restore_in_place<S: Storage>(
         .open(db_path)
         .map_err(&io)?;
     match futures::executor::block_on(restore.run(target, base, &db, Some(lineage.clone()))) {
-        Ok(report) => {
+        Ok(Restored { report, .. }) => {
             if let Err(e) = std::fs::remove_file(marker) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     return Err(Error::io(marker)(e));
@@ -306,6 +306,50 @@ pub(crate) fn restore_in_place<S: Storage>(
         Err(Error::NothingToRestore { .. }) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Writes into `scratch` (an empty file) the pages that changed after frame `after` of the log
+/// `log_id` in the history ending in generation `generation`, as of that history's newest
+/// stored point (from scratch when `after` is 0), without the footer's sync mattering: the file
+/// is read back, not kept. Returns what was restored and the pages written, ascending; `None`
+/// when storage holds nothing after `after`. `lineage` is the namespace's, as just read.
+pub(crate) fn restore_changes<S: Storage>(
+    storage: &S,
+    namespace: &NamespaceName,
+    lineage: &Lineage,
+    (generation, log_id): (u64, Uuid),
+    after: u64,
+    scratch: (&Path, &std::fs::File),
+) -> Result<Option<Restored>> {
+    let options = RestoreOptions::default();
+    let restore = Restore {
+        storage,
+        namespace,
+        config: None,
+        options: &options,
+        building: scratch.0,
+        marker: None,
+    };
+    let target = RestoreTarget::InGeneration {
+        generation,
+        frame_no: u64::MAX,
+    };
+    let base = (after > 0).then_some(Base {
+        after_frame_no: after,
+        log_id,
+    });
+    match futures::executor::block_on(restore.run(target, base, scratch.1, Some(lineage.clone()))) {
+        Ok(restored) => Ok(Some(restored)),
+        Err(Error::NothingToRestore { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What `Restore::run` did, and the pages it wrote (ascending, within the database's size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Restored {
+    pub report: RestoreReport,
+    pub changed: Vec<u32>,
 }
 
 /// Makes a rename or removal in `path`'s directory durable (not every platform can open a
@@ -365,7 +409,7 @@ impl<S: Storage> Restore<'_, S> {
         base: Option<Base>,
         db: &std::fs::File,
         lineage: Option<Lineage>,
-    ) -> Result<RestoreReport> {
+    ) -> Result<Restored> {
         let mut keys = self.list(target, lineage).await?;
         let mut replans = 0;
         loop {
@@ -451,7 +495,7 @@ impl<S: Storage> Restore<'_, S> {
         target: RestoreTarget,
         base: Option<Base>,
         db: &std::fs::File,
-    ) -> Result<RestoreReport> {
+    ) -> Result<Restored> {
         let after = base.map_or(0, |b| b.after_frame_no);
         let chain = self.plan(keys, target, after)?;
         let newest = chain.last().cloned().ok_or_else(|| self.nothing(target))?;
@@ -518,6 +562,13 @@ impl<S: Storage> Restore<'_, S> {
         // The older segments that still own a page, newest first. Their pages are disjoint, so
         // they are written in whatever order the downloads end.
         let older: Vec<usize> = (0..last).rev().filter(|&i| !owned[i].is_empty()).collect();
+        let mut changed: Vec<u32> = newest_pages
+            .iter()
+            .map(|&(page_no, _)| page_no)
+            .filter(|&page_no| page_no <= db_pages)
+            .chain(owned.iter().flatten().map(|&(page_no, _)| page_no))
+            .collect();
+        changed.sort_unstable();
         let data_fetched = 1 + older.len();
         let report_progress = |segments_done, bytes_done| {
             if let Some(progress) = &self.options.progress {
@@ -571,7 +622,7 @@ impl<S: Storage> Restore<'_, S> {
             objects = report.objects_fetched,
             "restore done"
         );
-        Ok(report)
+        Ok(Restored { report, changed })
     }
 
     fn nothing(&self, target: RestoreTarget) -> Error {

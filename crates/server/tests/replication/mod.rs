@@ -48,6 +48,40 @@ fn follow_url(
             namespaces,
             discover_every: Duration::from_millis(100),
             forward_writes,
+            primary_bucket: None,
+        })
+        .expect("the replica follows");
+}
+
+/// Makes `replica` follow `primary`, reading the primary's (fs) bucket to catch up.
+fn follow_reading_bucket(
+    replica: &TestServer,
+    primary: &TestServer,
+    namespaces: FollowedNamespaces,
+) {
+    let backend = replica
+        .runtime
+        .block_on(libsql_wal_backend::FsBackend::new(primary.bucket_dir()))
+        .expect("the primary's bucket");
+    let storage = libsql_wal_supervisor::ActorStorage::<_, std::fs::File>::start(
+        backend,
+        libsql_wal_supervisor::StorageConfig {
+            scratch_dir: replica.dir.path().join("primary-bucket-scratch"),
+            ..libsql_wal_supervisor::StorageConfig::default()
+        },
+    )
+    .expect("a storage over the primary's bucket");
+    let bucket = libsql_wal::BucketCatchUp::new(storage, &replica.dir.path().join("catch-up"))
+        .expect("a catch-up over the primary's bucket");
+    replica
+        .server()
+        .follow(ReplicaConfig {
+            primary: format!("http://{}", primary.user),
+            auth_token: None,
+            namespaces,
+            discover_every: Duration::from_millis(100),
+            forward_writes: false,
+            primary_bucket: Some(std::sync::Arc::new(bucket)),
         })
         .expect("the replica follows");
 }
@@ -593,6 +627,7 @@ fn a_replica_without_a_token_does_not_forward_writes_with_the_primarys() {
             namespaces: FollowedNamespaces::All,
             discover_every: Duration::from_secs(10),
             forward_writes: true,
+            primary_bucket: None,
         })
         .expect_err("refused");
     assert!(err.to_string().contains("token of its own"), "{err}");
@@ -742,4 +777,106 @@ fn a_replica_that_forwards_writes_answers_them_once_it_can_read_them_back() {
         refused.text()
     );
     assert_eq!(rows(&replica), 24);
+}
+
+/// Seals `namespace` on `primary`, waits until it is durable, and checkpoints until the log no
+/// longer holds its sealed frames (they are then only in the database file and the bucket).
+fn checkpoint_away(primary: &TestServer, namespace: &str) {
+    let durable = crate::frame_no(
+        &crate::seal_and_wait_durable(primary, namespace),
+        "durable_frame_no",
+    );
+    crate::common::poll(&format!("{namespace} checkpoints"), || {
+        primary
+            .admin_request(
+                "POST",
+                &format!("/v1/namespaces/{namespace}/checkpoint"),
+                None,
+            )
+            .expect_status(200, "checkpoint");
+        let info = primary.namespace_info(namespace);
+        (crate::frame_no(&info, "checkpointed_frame_no") >= durable).then_some(())
+    });
+}
+
+#[test]
+fn a_replica_that_reads_the_primarys_bucket_catches_up_from_it_instead_of_taking_full_images() {
+    let primary = TestServer::start();
+    let mut replica = TestServer::start_replica();
+    let both = || {
+        FollowedNamespaces::Listed(vec![
+            "default".parse().expect("a name"),
+            "fresh".parse().expect("a name"),
+        ])
+    };
+    make_schema(&primary, "default");
+    for k in 1..=30 {
+        write(&primary, "default", k);
+    }
+    // The primary's log no longer holds these frames: without the bucket, a full image.
+    checkpoint_away(&primary, "default");
+    // Nothing of this one is in the bucket yet: a full image from the primary.
+    make_namespaces(&primary, &["fresh"]);
+    write(&primary, "fresh", 1);
+    follow_reading_bucket(&replica, &primary, both());
+    let first = wait_caught_up(&replica, &primary, "default");
+    assert_eq!(
+        (first.bucket_catch_ups, first.full_images),
+        (1, 0),
+        "{first:?}"
+    );
+    assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+    let fresh = wait_caught_up(&replica, &primary, "fresh");
+    assert_eq!(
+        (fresh.bucket_catch_ups, fresh.full_images),
+        (0, 1),
+        "{fresh:?}"
+    );
+    assert_eq!(summary(&replica, "fresh"), summary(&primary, "fresh"));
+
+    // From there it follows the primary's steps.
+    for k in 31..=40 {
+        write(&primary, "default", k);
+    }
+    let following = wait_caught_up(&replica, &primary, "default");
+    assert!(
+        following.steps_applied >= 1
+            && (following.bucket_catch_ups, following.full_images) == (1, 0),
+        "{following:?}"
+    );
+
+    // Down while the primary checkpoints away what it misses; the newest commits are only in
+    // the primary's log: the bucket, then the primary, bring it back.
+    replica.restart();
+    for k in 41..=80 {
+        write(&primary, "default", k);
+    }
+    checkpoint_away(&primary, "default");
+    for k in 81..=85 {
+        write(&primary, "default", k);
+    }
+    follow_reading_bucket(&replica, &primary, both());
+    let back = wait_caught_up(&replica, &primary, "default");
+    assert!(
+        back.steps_applied >= 1 && (back.bucket_catch_ups, back.full_images) == (1, 0),
+        "{back:?}"
+    );
+    assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+    assert_eq!(
+        replica.query(V2, &ns("default"), "PRAGMA integrity_check")["rows"][0][0]["value"],
+        "ok"
+    );
+    let metrics = replica.metrics();
+    assert_eq!(
+        metrics.value(
+            "libsql_wal_replica_bucket_catch_ups",
+            &[("namespace", "default")]
+        ),
+        Some(1.0)
+    );
+    // Its scratch files are gone.
+    let scratch: Vec<_> = std::fs::read_dir(replica.dir.path().join("catch-up"))
+        .expect("the catch-up directory")
+        .collect();
+    assert!(scratch.is_empty(), "{scratch:?}");
 }
