@@ -17,9 +17,11 @@ export LIBSQL_WAL_ADMIN_AUTH_TOKEN="admin-$RANDOM$RANDOM"
 "$bin" run --data-dir "$data/data" --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 \
   >"$data/out" 2>"$data/err" &
 pid=$!
-# A read replica of it, following `default`, with the same user token.
+# A read replica of it, following `default`, with the same user token, catching up from the
+# primary's bucket (made here: the primary may not have made it yet).
+mkdir -p "$data/data/bucket"
 "$bin" run --data-dir "$data/replica" --listen 127.0.0.1:18081 --admin-listen 127.0.0.1:19091 \
-  --replicate-from http://127.0.0.1:18080 --namespaces default \
+  --replicate-from http://127.0.0.1:18080 --namespaces default --primary-storage "$data/data/bucket" \
   --primary-auth-token "$LIBSQL_WAL_AUTH_TOKEN" >"$data/replica-out" 2>"$data/replica-err" &
 replica=$!
 # Another, which forwards writes to the primary.

@@ -47,49 +47,91 @@ pub fn with_backend<J: OnBackend>(
             return ExitCode::from(USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match io_runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match open_backend(&location, storage, missing, &runtime) {
+        Ok(OpenedBackend::Fs(backend)) => job.run(backend, &location, runtime),
+        Ok(OpenedBackend::S3(backend)) => job.run(backend, &location, runtime),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.code
+        }
+    }
+}
+
+/// The runtime a backend's futures run on.
+pub fn io_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("libsql-wal-io")
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the I/O runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))
+}
+
+/// A backend opened, of the kind its location names.
+pub enum OpenedBackend {
+    /// A directory.
+    Fs(FsBackend),
+    /// S3.
+    S3(S3Backend),
+}
+
+/// Why a backend could not be opened, and the exit code that says so.
+#[derive(Debug)]
+pub struct OpenFailure {
+    /// `USAGE` for a configuration error, else a failure.
+    pub code: ExitCode,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Opens the backend at `location` (S3 with the endpoint and region of `storage`) on
+/// `runtime`; a directory bucket that is missing when `missing` refuses it is a usage error.
+pub fn open_backend(
+    location: &StorageLocation,
+    storage: &StorageArgs,
+    missing: Missing,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<OpenedBackend, OpenFailure> {
+    let failure = |message: String| OpenFailure {
+        code: ExitCode::FAILURE,
+        message,
     };
-    match &location {
+    match location {
         StorageLocation::Fs(path) => {
             if missing == Missing::Refuse && !path.is_dir() {
-                eprintln!(
-                    "error: there is no bucket directory at {} (set --storage, or --data-dir to the server's data directory)",
-                    path.display()
-                );
-                return ExitCode::from(USAGE);
-            }
-            match runtime.block_on(FsBackend::new(path.clone())) {
-                Ok(backend) => job.run(backend, &location, runtime),
-                Err(e) => {
-                    eprintln!(
-                        "error: cannot open the storage directory {}: {e}",
+                return Err(OpenFailure {
+                    code: ExitCode::from(USAGE),
+                    message: format!(
+                        "there is no bucket directory at {} (set --storage, or --data-dir to the server's data directory)",
                         path.display()
-                    );
-                    ExitCode::FAILURE
-                }
+                    ),
+                });
             }
+            runtime
+                .block_on(FsBackend::new(path.clone()))
+                .map(OpenedBackend::Fs)
+                .map_err(|e| {
+                    failure(format!(
+                        "cannot open the storage directory {}: {e}",
+                        path.display()
+                    ))
+                })
         }
         StorageLocation::S3 { bucket, prefix } => {
             let mut options = S3Options::new(bucket.clone(), prefix.clone());
             options.endpoint = storage.s3_endpoint.clone();
             options.region = storage.s3_region.clone();
-            match runtime.block_on(S3Backend::new(options)) {
-                Ok(backend) => job.run(backend, &location, runtime),
-                Err(e) => {
-                    eprintln!("error: cannot reach the S3 storage {location}: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            runtime
+                .block_on(S3Backend::new(options))
+                .map(OpenedBackend::S3)
+                .map_err(|e| failure(format!("cannot reach the S3 storage {location}: {e}")))
         }
     }
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use libsql_wal::{CheckpointThreshold, RegistryConfig, SwapStrategy, WalRegistry};
+use libsql_wal::{
+    BucketCatchUp, CheckpointThreshold, PrimaryBucket, RegistryConfig, SwapStrategy, WalRegistry,
+};
 use libsql_wal_backend::{Backend, CompactionStrategy};
 use libsql_wal_segment::StdIo;
 use libsql_wal_server::{
@@ -20,7 +22,7 @@ use libsql_wal_server::{
 use libsql_wal_supervisor::{ActorStorage, MaintenanceConfig, StorageConfig};
 use tracing::{error, info};
 
-use crate::bucket::{with_backend, Missing, OnBackend};
+use crate::bucket::{open_backend, with_backend, Missing, OnBackend, OpenFailure, OpenedBackend};
 use crate::settings::{
     init_logging, lock_data_dir, parse_duration, LogFormat, StorageArgs, StorageLocation,
 };
@@ -153,7 +155,8 @@ pub struct RunArgs {
     /// Run as a read replica of the primary whose user API is at this URL
     /// (`http://host:port`): the namespaces follow the primary's and serve reads; writes are
     /// refused with SQLITE_READONLY (see --forward-writes). The replica's own log goes to its own storage (by default
-    /// the bucket under its data directory): never give it the primary's bucket.
+    /// the bucket under its data directory): never the primary's bucket (see
+    /// --primary-storage, which reads it).
     #[arg(long, env = "LIBSQL_WAL_REPLICATE_FROM")]
     replicate_from: Option<String>,
     /// With --replicate-from: the namespaces to follow, comma-separated.
@@ -178,6 +181,12 @@ pub struct RunArgs {
     /// --auth-token is required: it is then what lets a client write.
     #[arg(long, env = "LIBSQL_WAL_FORWARD_WRITES", requires = "replicate_from")]
     forward_writes: bool,
+    /// With --replicate-from: the primary's bucket (a directory, or `s3://bucket/prefix`
+    /// with --s3-endpoint and --s3-region), read only: a namespace with nothing here yet, or
+    /// one behind what the primary's log still holds, catches up from it rather than take a
+    /// full image from the primary. Never the replica's own --storage.
+    #[arg(long, env = "LIBSQL_WAL_PRIMARY_STORAGE", requires = "replicate_from")]
+    primary_storage: Option<String>,
     /// Log line format (the level comes from RUST_LOG, default info).
     #[arg(
         long,
@@ -301,6 +310,7 @@ fn replica_config(args: &RunArgs) -> Result<Option<ReplicaConfig>, String> {
         namespaces,
         discover_every: Duration::from_secs(10),
         forward_writes: args.forward_writes,
+        primary_bucket: None,
     };
     config
         .check_credentials(args.auth_token.is_some() || args.auth_token_file.is_some())
@@ -319,13 +329,91 @@ impl OnBackend for Serve<'_> {
     }
 }
 
+/// Opens the primary's bucket `--primary-storage` names, read only, for catch-ups; `None`
+/// without the flag. The error is the exit code and what is wrong.
+fn primary_bucket(
+    args: &RunArgs,
+    own: &StorageLocation,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<Arc<dyn PrimaryBucket>>, OpenFailure> {
+    let Some(url) = &args.primary_storage else {
+        return Ok(None);
+    };
+    let usage = |message: String| OpenFailure {
+        code: ExitCode::from(2),
+        message,
+    };
+    let flags = StorageArgs {
+        storage: Some(url.clone()),
+        ..args.storage.clone()
+    };
+    let location = flags
+        .location(&args.data_dir)
+        .map_err(|e| usage(format!("--primary-storage: {e}")))?;
+    let same = match (&location, own) {
+        (StorageLocation::Fs(a), StorageLocation::Fs(b)) => {
+            a == b
+                || a.canonicalize()
+                    .ok()
+                    .is_some_and(|a| b.canonicalize().ok() == Some(a))
+        }
+        (a, b) => a == b,
+    };
+    if same {
+        return Err(usage(format!(
+            "--primary-storage {location} is this replica's own storage: the replica's log goes to a bucket of its own, and reads the primary's"
+        )));
+    }
+    let dir = args.data_dir.join("primary-bucket");
+    let opened =
+        open_backend(&location, &flags, Missing::Refuse, runtime).map_err(|e| OpenFailure {
+            message: format!("--primary-storage: {}", e.message),
+            ..e
+        })?;
+    match opened {
+        OpenedBackend::Fs(backend) => catch_up_over(backend, &dir),
+        OpenedBackend::S3(backend) => catch_up_over(backend, &dir),
+    }
+    .map(Some)
+    .map_err(|message| OpenFailure {
+        code: ExitCode::FAILURE,
+        message: format!("--primary-storage {location}: {message}"),
+    })
+}
+
+/// Catch-ups from the primary's bucket over `backend`, with their scratch files under `dir`.
+fn catch_up_over<B: Backend>(
+    backend: B,
+    dir: &std::path::Path,
+) -> Result<Arc<dyn PrimaryBucket>, String> {
+    let storage = ActorStorage::<B, std::fs::File>::start(
+        backend,
+        StorageConfig {
+            scratch_dir: dir.join("scratch"),
+            ..StorageConfig::default()
+        },
+    )
+    .map_err(|e| format!("cannot start its storage pipeline: {e}"))?;
+    let catch_up = BucketCatchUp::new(storage, &dir.join("catch-up")).map_err(|e| e.to_string())?;
+    Ok(Arc::new(catch_up))
+}
+
 fn serve<B: Backend>(
     backend: B,
     args: &RunArgs,
-    replica: Option<ReplicaConfig>,
+    mut replica: Option<ReplicaConfig>,
     location: &StorageLocation,
     runtime: tokio::runtime::Runtime,
 ) -> ExitCode {
+    if let Some(replica) = replica.as_mut() {
+        match primary_bucket(args, location, &runtime) {
+            Ok(bucket) => replica.primary_bucket = bucket,
+            Err(e) => {
+                eprintln!("error: {}", e.message);
+                return e.code;
+            }
+        }
+    }
     let auth_token = match read_token(
         args.auth_token.as_ref(),
         args.auth_token_file.as_ref(),
@@ -446,7 +534,11 @@ fn serve<B: Backend>(
         } else {
             "read-only"
         };
-        format!("{} ({what}; {writes})", r.primary)
+        let catch_ups = match &args.primary_storage {
+            Some(bucket) => format!("; catching up from {bucket}"),
+            None => String::new(),
+        };
+        format!("{} ({what}; {writes}{catch_ups})", r.primary)
     });
     if let Some(replica) = replica {
         if let Err(e) = server.follow(replica) {

@@ -1061,4 +1061,32 @@ fn bad_flags_and_missing_buckets_are_usage_errors_that_name_what_is_wrong() {
         !data_dir.exists(),
         "nothing is made before the flags are checked"
     );
+    // A replica given its own bucket as its primary's, or a primary bucket that is not there.
+    let replica_with = |primary_storage: &Path| {
+        cli(
+            &[
+                "run",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--replicate-from",
+                "http://127.0.0.1:1",
+                "--namespaces",
+                "a",
+                "--primary-storage",
+                primary_storage.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let run = replica_with(&data_dir.join("bucket"));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("own storage"), "{}", run.stderr);
+    let run = replica_with(&work.path().join("nowhere"));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("no bucket directory"), "{}", run.stderr);
+    let run = cli(&["run", "--primary-storage", "/tmp"], None);
+    assert_eq!(
+        run.code, 2,
+        "--primary-storage needs --replicate-from: {run:?}"
+    );
 }

@@ -58,9 +58,17 @@ impl<S: Storage> fmt::Debug for BucketCatchUp<S> {
 
 impl<S: Storage> BucketCatchUp<S> {
     /// Reads the primary's bucket through `storage`, restoring into files under
-    /// `scratch_dir` (made if missing; the files a catch-up cut short left there are removed).
+    /// `scratch_dir` (made if missing, readable by this user only, as are the files: they hold
+    /// a tenant's pages; the files a catch-up cut short left there are removed).
     pub fn new(storage: S, scratch_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(scratch_dir).map_err(Error::io(scratch_dir))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(scratch_dir)
+            .map_err(Error::io(scratch_dir))?;
+        std::fs::set_permissions(scratch_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::io(scratch_dir))?;
         let entries = std::fs::read_dir(scratch_dir).map_err(Error::io(scratch_dir))?;
         for entry in entries {
             let entry = entry.map_err(Error::io(scratch_dir))?;
@@ -147,7 +155,16 @@ impl<S: Storage> PrimaryBucket for BucketCatchUp<S> {
         let path = self
             .scratch_dir
             .join(format!("{SCRATCH_PREFIX}{}", Uuid::new_v4()));
-        let file = std::fs::File::create_new(&path).map_err(Error::io(&path))?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(Error::io(&path))?
+        };
         let _remove = ScratchFile(path.clone());
         let Some((Restored { report, changed }, from)) =
             self.restore(namespace, identity, after, (&path, &file))?
