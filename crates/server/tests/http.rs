@@ -2187,7 +2187,8 @@ fn admin_rewind_takes_a_namespace_back_to_a_point_and_its_writes_go_on_from_ther
 
 #[test]
 fn a_delete_refused_while_a_request_runs_leaves_the_namespaces_idle_streams_alone() {
-    let server = TestServer::start();
+    // The idle stream must outlive the long query, which takes seconds on a busy machine.
+    let server = TestServer::start_with(|c| c.stream_expiry = Duration::from_secs(300));
     server.create_namespace("busy");
     let headers = [("x-namespace", "busy")];
     let mut idle = server.stream(V2, &headers);
