@@ -497,11 +497,14 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
     let source = registry.open(&db_dir.join("data")).unwrap();
     make_durable_and_checkpoint(&source);
 
-    let bucket = BucketCatchUp::new(
-        storage_over("replica-scratch"),
-        &work.path().join("catch-up"),
-    )
-    .unwrap();
+    // A scratch file a catch-up cut short by a crash left goes when the next one starts.
+    let scratch_dir = work.path().join("catch-up");
+    std::fs::create_dir_all(&scratch_dir).unwrap();
+    std::fs::write(scratch_dir.join(".catch-up-left-by-a-crash"), b"pages").unwrap();
+    let bucket = BucketCatchUp::new(storage_over("replica-scratch"), &scratch_dir).unwrap();
+    let scratch_files = || std::fs::read_dir(&scratch_dir).unwrap().count();
+    assert_eq!(scratch_files(), 0);
+    let never = || false;
     let replica = TestDb::new(RegistryConfig::default());
     let log = replica.registry().open(&replica.db_path("tenant")).unwrap();
     let mut injector = Injector::open(log.clone()).unwrap();
@@ -514,8 +517,15 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
         source.step_after(0, FullImages::Refused),
         Err(libsql_wal::Error::NotHeld { after: 0, .. })
     ));
+    // A replica that stops meanwhile applies nothing, and leaves no scratch file.
+    assert!(matches!(
+        bucket.catch_up(&namespace, &identity, 0, &mut injector, &|| true),
+        Err(libsql_wal::CatchUpError::Stopped)
+    ));
+    assert!(image(&*log).is_empty());
+    assert_eq!(scratch_files(), 0);
     let first = bucket
-        .catch_up(&namespace, &identity, 0, &mut injector)
+        .catch_up(&namespace, &identity, 0, &mut injector, &never)
         .unwrap()
         .expect("the bucket holds the log");
     assert!(
@@ -547,7 +557,7 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
         Err(libsql_wal::Error::NotHeld { .. })
     ));
     let second = bucket
-        .catch_up(&namespace, &identity, first.frame_no, &mut injector)
+        .catch_up(&namespace, &identity, first.frame_no, &mut injector, &never)
         .unwrap()
         .expect("newer frames in the bucket");
     assert!(
@@ -561,7 +571,13 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
     conn.execute_batch("VACUUM").unwrap();
     make_durable_and_checkpoint(&source);
     let third = bucket
-        .catch_up(&namespace, &identity, second.frame_no, &mut injector)
+        .catch_up(
+            &namespace,
+            &identity,
+            second.frame_no,
+            &mut injector,
+            &never,
+        )
         .unwrap()
         .expect("the VACUUM in the bucket");
     assert!(third.db_size < second.db_size, "{second:?} then {third:?}");
@@ -570,9 +586,22 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
         "after a VACUUM, page for page"
     );
     assert!(bucket
-        .catch_up(&namespace, &identity, third.frame_no, &mut injector)
+        .catch_up(&namespace, &identity, third.frame_no, &mut injector, &never)
         .unwrap()
         .is_none());
+
+    // From nothing over pages it has (as after the primary's incarnation changed): every
+    // page is set again.
+    let again = bucket
+        .catch_up(&namespace, &identity, 0, &mut injector, &never)
+        .unwrap()
+        .expect("the bucket holds the log");
+    assert!(
+        again.full_image && again.frame_no == third.frame_no,
+        "{again:?}"
+    );
+    assert!(image(&*source) == image(&*log));
+    assert_eq!(scratch_files(), 0);
 
     // Commits the bucket does not hold yet come from the primary's log.
     write_tx(&conn, 61);
@@ -591,7 +620,7 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
         ..identity
     };
     assert!(bucket
-        .catch_up(&namespace, &other, 0, &mut injector)
+        .catch_up(&namespace, &other, 0, &mut injector, &never)
         .unwrap()
         .is_none());
     drop(conn);

@@ -151,6 +151,27 @@ impl FsBackend {
         })
     }
 
+    /// Returns a backend over the existing bucket directory `root` for a process that only
+    /// reads it (a replica reading its primary's bucket): unlike `new`, it creates nothing and
+    /// removes none of the writer's temporary files.
+    pub async fn reading(root: impl Into<PathBuf>) -> Result<Self> {
+        let config = FsConfig { root: root.into() };
+        let metadata = tokio::fs::metadata(&config.root)
+            .await
+            .map_err(|e| Error::fatal(format!("opening {}", config.root.display()), e))?;
+        if !metadata.is_dir() {
+            return Err(Error::fatal(
+                format!("opening {}", config.root.display()),
+                std::io::Error::other("not a directory"),
+            ));
+        }
+        Ok(FsBackend {
+            config,
+            id: uuid::Uuid::new_v4(),
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
     /// Returns the path of object `key`, once `key` is checked: valid for every backend, and
     /// not under the directory of files being written.
     fn path(config: &FsConfig, key: &str) -> Result<PathBuf> {

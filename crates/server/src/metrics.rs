@@ -70,6 +70,7 @@ struct PerNamespace {
     replica_steps_applied: Family<NamespaceLabel, Gauge>,
     replica_full_images: Family<NamespaceLabel, Gauge>,
     replica_bucket_catch_ups: Family<NamespaceLabel, Gauge>,
+    replica_bucket_catch_up_failures: Family<NamespaceLabel, Gauge>,
     replica_reconnects: Family<NamespaceLabel, Gauge>,
 }
 
@@ -140,7 +141,7 @@ impl Metrics {
             "Namespace schedulers restarted since start",
         );
         let per_namespace = PerNamespace::default();
-        let families: [(&str, &str, &Family<NamespaceLabel, Gauge>); 22] = [
+        let families: [(&str, &str, &Family<NamespaceLabel, Gauge>); 23] = [
             (
                 "replica_connected",
                 "On a read replica: 1 while a stream from the primary is open",
@@ -170,6 +171,11 @@ impl Metrics {
                 "replica_bucket_catch_ups",
                 "On a read replica: catch-ups from the primary's bucket instead of a full image",
                 &per_namespace.replica_bucket_catch_ups,
+            ),
+            (
+                "replica_bucket_catch_up_failures",
+                "On a read replica: catch-ups that failed reading the primary's bucket",
+                &per_namespace.replica_bucket_catch_up_failures,
             ),
             (
                 "replica_reconnects",
@@ -348,6 +354,7 @@ impl Metrics {
             &p.replica_steps_applied,
             &p.replica_full_images,
             &p.replica_bucket_catch_ups,
+            &p.replica_bucket_catch_up_failures,
             &p.replica_reconnects,
         ] {
             family.clear();
@@ -376,6 +383,10 @@ impl Metrics {
             add(&p.replica_steps_applied, status.steps_applied);
             add(&p.replica_full_images, status.full_images);
             add(&p.replica_bucket_catch_ups, status.bucket_catch_ups);
+            add(
+                &p.replica_bucket_catch_up_failures,
+                status.bucket_catch_up_failures,
+            );
             add(&p.replica_reconnects, status.reconnects);
             let lag = p.replica_lag_ms.get_or_create(&label);
             lag.set(lag.get().max(status.lag_ms as i64));

@@ -37,7 +37,7 @@ use dashmap::DashMap;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use libsql_wal::{PrimaryBucket, StepInjector};
+use libsql_wal::{CatchUpError, PrimaryBucket, StepInjector};
 use libsql_wal_backend::NamespaceName;
 use tracing::{info, warn};
 
@@ -112,6 +112,8 @@ pub struct FollowStatus {
     pub full_images: u64,
     /// Catch-ups from the primary's bucket.
     pub bucket_catch_ups: u64,
+    /// Catch-ups from the primary's bucket that failed reading it.
+    pub bucket_catch_up_failures: u64,
     /// Streams opened again after the first.
     pub reconnects: u64,
     /// The last error, if the last stream ended with one.
@@ -136,6 +138,9 @@ pub(crate) struct Shared {
     pub(crate) max_forwarded_answer_bytes: usize,
     /// The primary's bucket, if this replica reads it.
     bucket: Option<Arc<dyn PrimaryBucket>>,
+    /// One permit per catch-up from the bucket running: each takes a blocking thread, a scratch
+    /// file up to the database's size, and downloads.
+    catch_ups: tokio::sync::Semaphore,
     /// Forwarded writes by outcome (`Forwarder::send`).
     forward_outcomes: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
@@ -354,6 +359,7 @@ impl Follower {
             max_forwarded_answer_bytes: forwarded_answer_limit(limits),
             forward_outcomes: Mutex::default(),
             bucket: config.primary_bucket,
+            catch_ups: tokio::sync::Semaphore::new(CATCH_UPS_AT_ONCE),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
@@ -638,8 +644,9 @@ async fn follow(
             }
         }
         sessions += 1;
+        let stopped = stop.clone();
         let ended = tokio::select! {
-            ended = session(&shared, &namespace, &mut injector, &mut catch_up) => ended,
+            ended = session(&shared, &namespace, &mut injector, &mut catch_up, &stopped) => ended,
             _ = stop.changed() => break,
         };
         // A step cut short holds the replica's writer lock: give it back before waiting.
@@ -693,13 +700,29 @@ async fn follow(
 /// after which a full image from the primary is allowed.
 const BUCKET_ROUNDS: u32 = 3;
 
+/// Catch-ups in a row that failed reading the bucket (each followed by the backoff of a
+/// failed stream: about 30 s in all), after which a full image from the primary is allowed.
+const BUCKET_FAILURES: u32 = 6;
+/// Catch-ups from the bucket running at once, across namespaces.
+const CATCH_UPS_AT_ONCE: usize = 2;
+
 /// What a namespace's task knows of catching up from the primary's bucket.
 #[derive(Debug, Default)]
 struct CatchUp {
-    /// The primary said its log no longer holds the frames the replica needs.
+    /// The primary said its log no longer holds the frames the replica needs (or the last
+    /// catch-up failed): catch up first.
     due: bool,
     /// Catch-ups since the last step from the primary.
     rounds: u32,
+    /// Catch-ups in a row that failed reading the bucket.
+    failures: u32,
+}
+
+impl CatchUp {
+    /// Whether the next stream may bring a full image from the primary.
+    fn full_image_allowed(&self) -> bool {
+        self.rounds >= BUCKET_ROUNDS || self.failures >= BUCKET_FAILURES
+    }
 }
 
 /// Why a stream ended.
@@ -752,6 +775,7 @@ async fn session(
     namespace: &NamespaceName,
     injector: &mut Option<Box<dyn StepInjector>>,
     catch_up: &mut CatchUp,
+    stop: &tokio::sync::watch::Receiver<bool>,
 ) -> std::result::Result<(), Failed> {
     let hello: HelloBody = get_json(shared, &hello_path(namespace)).await?;
     let parsed = hello.to_hello()?;
@@ -764,19 +788,40 @@ async fn session(
         return Err(Failed::Other("no injector".into()));
     };
     let mut after = injector.resume_from(&parsed);
-    let mut full_image = shared.bucket.is_none() || catch_up.rounds >= BUCKET_ROUNDS;
+    // Where the replica is, in this log, before anything is applied: a catch-up below advances
+    // it in this log, never in the one a forwarded write waits on from an earlier session.
+    if let Some(watch) = shared.applied.get(namespace) {
+        watch.send_replace(Some(LogPosition {
+            identity: parsed.identity,
+            frame_no: after,
+        }));
+    }
+    let mut full_image = shared.bucket.is_none() || catch_up.full_image_allowed();
     if let Some(bucket) = shared
         .bucket
         .as_ref()
         .filter(|_| !full_image && (after == 0 || catch_up.due))
     {
-        catch_up.due = false;
-        catch_up.rounds += 1;
+        let _permit = shared
+            .catch_ups
+            .acquire()
+            .await
+            .map_err(|_| Failed::Other("the replica is stopping".into()))?;
+        let stopped = || *stop.borrow();
         let caught_up = tokio::task::block_in_place(|| {
-            bucket.catch_up(namespace, &parsed.identity, after, &mut **injector)
+            bucket.catch_up(
+                namespace,
+                &parsed.identity,
+                after,
+                &mut **injector,
+                &stopped,
+            )
         });
         match caught_up {
             Ok(Some(step)) => {
+                catch_up.due = false;
+                catch_up.rounds += 1;
+                catch_up.failures = 0;
                 after = step.frame_no;
                 update(shared, namespace, |s| {
                     s.applied_frame_no = after;
@@ -787,11 +832,23 @@ async fn session(
             }
             Ok(None) => {
                 info!(after, "the primary's bucket holds nothing newer of its log; taking a full image from the primary");
+                catch_up.due = false;
                 full_image = true;
             }
-            Err(e) => {
-                warn!(after, error = %e, "cannot catch up from the primary's bucket; taking a full image from the primary");
-                full_image = true;
+            Err(CatchUpError::Stopped) => return Ok(()),
+            Err(CatchUpError::Local(e)) => {
+                catch_up.due = true;
+                return Err(Failed::Replica(format!(
+                    "cannot apply a catch-up from the primary's bucket: {e}"
+                )));
+            }
+            Err(CatchUpError::Bucket(e)) => {
+                catch_up.due = true;
+                catch_up.failures += 1;
+                update(shared, namespace, |s| s.bucket_catch_up_failures += 1);
+                return Err(Failed::Other(format!(
+                    "cannot catch up from the primary's bucket (a full image from the primary after {BUCKET_FAILURES} failures in a row): {e}"
+                )));
             }
         }
     }
@@ -807,12 +864,6 @@ async fn session(
         Err(e) => return Err(e.into()),
     };
     info!(after, "following the primary");
-    if let Some(watch) = shared.applied.get(namespace) {
-        watch.send_replace(Some(LogPosition {
-            identity: parsed.identity,
-            frame_no: after,
-        }));
-    }
     update(shared, namespace, |s| {
         s.connected = true;
         s.applied_frame_no = after;
@@ -880,6 +931,7 @@ async fn session(
         let at = tokio::task::block_in_place(|| injector.commit())
             .map_err(|e| Failed::Replica(format!("cannot commit a step: {e}")))?;
         catch_up.rounds = 0;
+        catch_up.failures = 0;
         let lag_ms = now_ms().saturating_sub(head.sent_at_ms);
         update(shared, namespace, |s| {
             s.applied_frame_no = at;

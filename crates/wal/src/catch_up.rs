@@ -28,18 +28,34 @@ use crate::restore::{restore_changes, Restored};
 /// Prefix of the scratch files catch-ups restore into.
 const SCRATCH_PREFIX: &str = ".catch-up-";
 
+/// Why a catch-up failed; nothing of it was applied.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    /// Reading the primary's bucket (or planning or checking what it holds) failed.
+    #[error("reading the primary's bucket: {0}")]
+    Bucket(Error),
+    /// The replica's side failed: its scratch file or its log.
+    #[error("the replica's log: {0}")]
+    Local(Error),
+    /// The caller said to stop.
+    #[error("stopped")]
+    Stopped,
+}
+
 /// A primary's bucket, which a replica reads to catch up (see the module docs).
 pub trait PrimaryBucket: Send + Sync + fmt::Debug {
     /// Applies to `injector` (which was given the primary's hello) what the bucket holds of
     /// the log `identity` after frame `after`, as one step; returns that step, or `None` when
-    /// the bucket holds nothing newer of that log.
+    /// the bucket holds nothing newer of that log. `stopped` is asked between segments and
+    /// pages: once it says true the catch-up rolls back and ends.
     fn catch_up(
         &self,
         namespace: &NamespaceName,
         identity: &LogIdentity,
         after: u64,
         injector: &mut dyn StepInjector,
-    ) -> Result<Option<StepHeader>>;
+        stopped: &(dyn Fn() -> bool + Sync),
+    ) -> std::result::Result<Option<StepHeader>, CatchUpError>;
 }
 
 /// The primary's bucket over its storage, read only.
@@ -97,6 +113,7 @@ impl<S: Storage> BucketCatchUp<S> {
         identity: &LogIdentity,
         after: u64,
         scratch: (&Path, &std::fs::File),
+        stopped: &(dyn Fn() -> bool + Sync),
     ) -> Result<Option<(Restored, u64)>> {
         let lineage = futures::executor::block_on(self.storage.lineage(namespace, None)).map_err(
             |source| Error::Storage {
@@ -113,12 +130,20 @@ impl<S: Storage> BucketCatchUp<S> {
             return Ok(None);
         }
         let log = (identity.generation, identity.log_id);
-        match restore_changes(&self.storage, namespace, &lineage, log, after, scratch) {
+        match restore_changes(
+            &self.storage,
+            namespace,
+            &lineage,
+            log,
+            after,
+            scratch,
+            stopped,
+        ) {
             Err(Error::MissingFrames { source, .. }) if after > 0 => {
                 warn!(%namespace, after, gap = %source, "the bucket no longer holds every frame after the replica's position; catching up from nothing");
                 scratch.1.set_len(0).map_err(Error::io(scratch.0))?;
                 Ok(
-                    restore_changes(&self.storage, namespace, &lineage, log, 0, scratch)?
+                    restore_changes(&self.storage, namespace, &lineage, log, 0, scratch, stopped)?
                         .filter(|r| r.report.end_frame_no > after)
                         .map(|r| (r, 0)),
                 )
@@ -143,14 +168,15 @@ impl Drop for ScratchFile {
 }
 
 impl<S: Storage> PrimaryBucket for BucketCatchUp<S> {
-    #[tracing::instrument(skip(self, injector), fields(%namespace, log_id = %identity.log_id, generation = identity.generation))]
+    #[tracing::instrument(skip(self, injector, stopped), fields(%namespace, log_id = %identity.log_id, generation = identity.generation))]
     fn catch_up(
         &self,
         namespace: &NamespaceName,
         identity: &LogIdentity,
         after: u64,
         injector: &mut dyn StepInjector,
-    ) -> Result<Option<StepHeader>> {
+        stopped: &(dyn Fn() -> bool + Sync),
+    ) -> std::result::Result<Option<StepHeader>, CatchUpError> {
         let started = Instant::now();
         let path = self
             .scratch_dir
@@ -163,44 +189,61 @@ impl<S: Storage> PrimaryBucket for BucketCatchUp<S> {
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)
-                .map_err(Error::io(&path))?
+                .map_err(|e| CatchUpError::Local(Error::io(&path)(e)))?
         };
         let _remove = ScratchFile(path.clone());
-        let Some((Restored { report, changed }, from)) =
-            self.restore(namespace, identity, after, (&path, &file))?
-        else {
-            return Ok(None);
+        let restored = match self.restore(namespace, identity, after, (&path, &file), stopped) {
+            Ok(Some(restored)) => restored,
+            Ok(None) => return Ok(None),
+            Err(Error::Stopped { .. }) => return Err(CatchUpError::Stopped),
+            Err(e) => return Err(CatchUpError::Bucket(e)),
         };
+        let (Restored { report, changed }, from) = restored;
         // From nothing every page goes in, holes (zeros) too, as in a full image: none of the
-        // replica's pages from before may survive.
-        let from_nothing = from == 0;
-        let pages: Vec<u32> = if from_nothing {
-            (1..=report.db_pages).collect()
+        // replica's pages from before may survive. (Changes always hold a page: SQLite
+        // rewrites page 1 whenever the size changes; should they not, every page goes in.)
+        let from_nothing = from == 0 || changed.is_empty();
+        let count = if from_nothing {
+            report.db_pages as usize
         } else {
-            changed
+            changed.len()
+        };
+        let pages: Box<dyn Iterator<Item = u32>> = if from_nothing {
+            Box::new(1..=report.db_pages)
+        } else {
+            Box::new(changed.into_iter())
         };
         let header = StepHeader {
             frame_no: report.end_frame_no,
             db_size: report.db_pages,
             durable_frame_no: report.end_frame_no,
-            pages: u32::try_from(pages.len()).unwrap_or(u32::MAX),
+            // At most the database's size, a u32.
+            pages: u32::try_from(count).map_err(|_| {
+                CatchUpError::Bucket(Error::Replication {
+                    namespace: namespace.clone(),
+                    why: format!("a catch-up of {count} pages"),
+                })
+            })?,
             full_image: from_nothing,
         };
-        injector.begin(&header)?;
+        injector.begin(&header).map_err(CatchUpError::Local)?;
         let applied = (|| {
             let mut page = vec![0; PAGE_SIZE];
-            for &page_no in &pages {
+            for (n, page_no) in pages.enumerate() {
+                if n % 1024 == 0 && stopped() {
+                    return Err(CatchUpError::Stopped);
+                }
                 let Some(before) = page_no.checked_sub(1) else {
-                    return Err(Error::Replication {
+                    return Err(CatchUpError::Bucket(Error::Replication {
                         namespace: namespace.clone(),
                         why: "the primary's bucket holds a page 0".into(),
-                    });
+                    }));
                 };
                 file.read_exact_at(&mut page, u64::from(before) * PAGE_SIZE as u64)
-                    .map_err(Error::io(&path))?;
-                injector.page(page_no, &page)?;
+                    .map_err(|e| CatchUpError::Local(Error::io(&path)(e)))?;
+                injector.page(page_no, &page).map_err(CatchUpError::Local)?;
             }
-            injector.commit()
+            injector.commit().map_err(CatchUpError::Local)
         })();
         if let Err(e) = applied {
             injector.rollback();

@@ -81,6 +81,13 @@ pub enum Error {
         /// The oldest frame_no the log holds.
         oldest_held: u64,
     },
+    /// Work the caller asked to stop (a replica's catch-up, when the replica stops) ended
+    /// before it was done; nothing of it was applied.
+    #[error("namespace {namespace}: stopped before it was done")]
+    Stopped {
+        /// The namespace.
+        namespace: NamespaceName,
+    },
     /// The log was closed (idle, deleted, shut down) before it could be used; opening the
     /// namespace again gives its new log.
     #[error("namespace {namespace}: its log was closed; open it again")]
@@ -266,7 +273,9 @@ impl Error {
             Error::Busy { .. } => ffi::SQLITE_BUSY,
             Error::NamespaceFromPath { .. } => ffi::SQLITE_CANTOPEN,
             Error::Unsupported { .. } => ffi::SQLITE_MISUSE,
-            Error::Replication { .. } | Error::NotHeld { .. } => ffi::SQLITE_IOERR,
+            Error::Replication { .. } | Error::NotHeld { .. } | Error::Stopped { .. } => {
+                ffi::SQLITE_IOERR
+            }
             Error::ReadOnlyReplica { .. } => ffi::SQLITE_READONLY,
             Error::DurableTimeout { .. } => ffi::SQLITE_IOERR,
             Error::DestinationExists { .. } => ffi::SQLITE_CANTOPEN,

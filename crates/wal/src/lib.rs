@@ -29,7 +29,7 @@ mod senders;
 mod shared;
 mod wal;
 
-pub use catch_up::{BucketCatchUp, PrimaryBucket};
+pub use catch_up::{BucketCatchUp, CatchUpError, PrimaryBucket};
 pub use error::{Error, Result};
 pub use footer::{Footer, FOOTER_SIZE};
 pub use manager::LibsqlWalManager;

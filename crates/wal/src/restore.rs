@@ -191,6 +191,7 @@ pub fn restore<S: Storage>(
         options,
         building: &building,
         marker: None,
+        stopped: None,
     };
     let db = std::fs::File::create_new(&building).map_err(Error::io(&building))?;
     let result = futures::executor::block_on(restore.run(target, None, &db, None)).and_then(|Restored { report, .. }| {
@@ -235,6 +236,7 @@ pub fn plan_restore<S: Storage>(
         options: &options,
         building: Path::new(""),
         marker: None,
+        stopped: None,
     };
     futures::executor::block_on(async {
         let parts = restore.list(target, None).await?;
@@ -284,6 +286,7 @@ pub(crate) fn restore_in_place<S: Storage>(
         options: &RestoreOptions::default(),
         building: db_path,
         marker: Some(marker),
+        stopped: None,
     };
     let io = Error::io(db_path);
     let db = std::fs::OpenOptions::new()
@@ -320,6 +323,7 @@ pub(crate) fn restore_changes<S: Storage>(
     (generation, log_id): (u64, Uuid),
     after: u64,
     scratch: (&Path, &std::fs::File),
+    stopped: &(dyn Fn() -> bool + Sync),
 ) -> Result<Option<Restored>> {
     let options = RestoreOptions::default();
     let restore = Restore {
@@ -329,6 +333,7 @@ pub(crate) fn restore_changes<S: Storage>(
         options: &options,
         building: scratch.0,
         marker: None,
+        stopped: Some(stopped),
     };
     let target = RestoreTarget::InGeneration {
         generation,
@@ -389,6 +394,8 @@ struct Restore<'a, S: Storage> {
     building: &'a Path,
     /// Created before the first write when restoring in place (see `restore_in_place`).
     marker: Option<&'a Path>,
+    /// Asked between segments: true ends the restore with `Error::Stopped`.
+    stopped: Option<&'a (dyn Fn() -> bool + Sync)>,
 }
 
 impl<S: Storage> Restore<'_, S> {
@@ -533,6 +540,7 @@ impl<S: Storage> Restore<'_, S> {
         // gives the database size: all its pages go in (those past the size are cut at the end).
         let last = chain.len() - 1;
         let newest_pages = indexes[last].entries();
+        self.check_stopped()?;
         let newest_fetched = self
             .fetch(db, &newest, &indexes[last], &newest_pages)
             .await?;
@@ -592,6 +600,7 @@ impl<S: Storage> Restore<'_, S> {
             .buffer_unordered(self.options.concurrency.max(1));
         let mut done = 1;
         while let Some(fetched) = downloads.next().await {
+            self.check_stopped()?;
             let (i, fetched) = fetched?;
             bytes_downloaded += fetched.bytes;
             done += 1;
@@ -623,6 +632,16 @@ impl<S: Storage> Restore<'_, S> {
             "restore done"
         );
         Ok(Restored { report, changed })
+    }
+
+    /// `Error::Stopped` once the caller says to stop.
+    fn check_stopped(&self) -> Result<()> {
+        match self.stopped {
+            Some(stopped) if stopped() => Err(Error::Stopped {
+                namespace: self.namespace.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn nothing(&self, target: RestoreTarget) -> Error {
