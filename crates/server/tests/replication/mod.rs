@@ -880,3 +880,70 @@ fn a_replica_that_reads_the_primarys_bucket_catches_up_from_it_instead_of_taking
         .collect();
     assert!(scratch.is_empty(), "{scratch:?}");
 }
+
+/// Injects faults: a primary's bucket that cannot be read (every catch-up fails reading it).
+#[derive(Debug, Default)]
+struct UnreadableBucket {
+    tries: std::sync::atomic::AtomicU64,
+}
+
+impl libsql_wal::PrimaryBucket for UnreadableBucket {
+    fn catch_up(
+        &self,
+        namespace: &libsql_wal_backend::NamespaceName,
+        _: &libsql_wal::LogIdentity,
+        _: u64,
+        _: &mut dyn libsql_wal::StepInjector,
+        _: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<libsql_wal::StepHeader>, libsql_wal::CatchUpError> {
+        self.tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(libsql_wal::CatchUpError::Bucket(
+            libsql_wal::Error::Replication {
+                namespace: namespace.clone(),
+                why: "injected: the bucket cannot be read".into(),
+            },
+        ))
+    }
+}
+
+#[test]
+fn a_replica_whose_primary_bucket_cannot_be_read_takes_a_full_image_after_six_failures() {
+    let primary = TestServer::start();
+    let replica = TestServer::start_replica();
+    make_schema(&primary, "default");
+    write(&primary, "default", 1);
+    let bucket = std::sync::Arc::new(UnreadableBucket::default());
+    replica
+        .server()
+        .follow(ReplicaConfig {
+            primary: format!("http://{}", primary.user),
+            auth_token: None,
+            namespaces: only_default(),
+            discover_every: Duration::from_millis(100),
+            forward_writes: false,
+            primary_bucket: Some(bucket.clone()),
+        })
+        .expect("the replica follows");
+    // Six failures, each after the stream backoff (0.5 s doubling): about 31 s.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let status = status_of(&replica, "default");
+        if let Some(status) = status.as_ref().filter(|s| s.full_images == 1) {
+            break status.clone();
+        }
+        assert!(Instant::now() < deadline, "no full image: {status:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.bucket_catch_up_failures, 6, "{status:?}");
+    assert_eq!(bucket.tries.load(std::sync::atomic::Ordering::SeqCst), 6);
+    let caught_up = wait_caught_up(&replica, &primary, "default");
+    assert_eq!(summary(&replica, "default"), summary(&primary, "default"));
+    assert_eq!(caught_up.bucket_catch_ups, 0, "{caught_up:?}");
+    assert_eq!(
+        replica.metrics().value(
+            "libsql_wal_replica_bucket_catch_up_failures",
+            &[("namespace", "default")]
+        ),
+        Some(6.0)
+    );
+}
