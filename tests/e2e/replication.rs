@@ -502,14 +502,19 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
     std::fs::create_dir_all(&scratch_dir).unwrap();
     std::fs::write(scratch_dir.join(".catch-up-left-by-a-crash"), b"pages").unwrap();
     let bucket = BucketCatchUp::new(storage_over("replica-scratch"), &scratch_dir).unwrap();
+    let namespace = source.namespace().clone();
+    let identity = source.hello().identity;
     let scratch_files = || std::fs::read_dir(&scratch_dir).unwrap().count();
     assert_eq!(scratch_files(), 0);
     let never = || false;
+    let catch_up = |injector: &mut dyn StepInjector, after| {
+        bucket
+            .catch_up(&namespace, &identity, after, injector, &never)
+            .unwrap()
+    };
     let replica = TestDb::new(RegistryConfig::default());
     let log = replica.registry().open(&replica.db_path("tenant")).unwrap();
     let mut injector = Injector::open(log.clone()).unwrap();
-    let namespace = source.namespace().clone();
-    let identity = source.hello().identity;
 
     // Nothing yet, and the log holds only the newest frames: not held, unless a full image.
     assert_eq!(injector.resume_from(&source.hello()), 0);
@@ -524,10 +529,7 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
     ));
     assert!(image(&*log).is_empty());
     assert_eq!(scratch_files(), 0);
-    let first = bucket
-        .catch_up(&namespace, &identity, 0, &mut injector, &never)
-        .unwrap()
-        .expect("the bucket holds the log");
+    let first = catch_up(&mut injector, 0).expect("the bucket holds the log");
     assert!(
         first.full_image && first.pages == first.db_size,
         "{first:?}"
@@ -556,10 +558,7 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
         source.step_after(first.frame_no, FullImages::Refused),
         Err(libsql_wal::Error::NotHeld { .. })
     ));
-    let second = bucket
-        .catch_up(&namespace, &identity, first.frame_no, &mut injector, &never)
-        .unwrap()
-        .expect("newer frames in the bucket");
+    let second = catch_up(&mut injector, first.frame_no).expect("newer frames in the bucket");
     assert!(
         !second.full_image && second.pages < second.db_size,
         "only the changed pages: {second:?}"
@@ -570,32 +569,17 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
     );
     conn.execute_batch("VACUUM").unwrap();
     make_durable_and_checkpoint(&source);
-    let third = bucket
-        .catch_up(
-            &namespace,
-            &identity,
-            second.frame_no,
-            &mut injector,
-            &never,
-        )
-        .unwrap()
-        .expect("the VACUUM in the bucket");
+    let third = catch_up(&mut injector, second.frame_no).expect("the VACUUM in the bucket");
     assert!(third.db_size < second.db_size, "{second:?} then {third:?}");
     assert!(
         image(&*source) == image(&*log),
         "after a VACUUM, page for page"
     );
-    assert!(bucket
-        .catch_up(&namespace, &identity, third.frame_no, &mut injector, &never)
-        .unwrap()
-        .is_none());
+    assert!(catch_up(&mut injector, third.frame_no).is_none());
 
     // From nothing over pages it has (as after the primary's incarnation changed): every
     // page is set again.
-    let again = bucket
-        .catch_up(&namespace, &identity, 0, &mut injector, &never)
-        .unwrap()
-        .expect("the bucket holds the log");
+    let again = catch_up(&mut injector, 0).expect("the bucket holds the log");
     assert!(
         again.full_image && again.frame_no == third.frame_no,
         "{again:?}"

@@ -144,11 +144,15 @@ impl FsBackend {
             .await
             .map_err(|e| Error::fatal(format!("creating {}", tmp.display()), e))?;
         remove_stale_files(&tmp).await?;
-        Ok(FsBackend {
+        Ok(Self::at(config))
+    }
+
+    fn at(config: FsConfig) -> Self {
+        FsBackend {
             config,
             id: uuid::Uuid::new_v4(),
             next_tmp: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Returns a backend over the existing bucket directory `root` for a process that only
@@ -165,11 +169,7 @@ impl FsBackend {
                 std::io::Error::other("not a directory"),
             ));
         }
-        Ok(FsBackend {
-            config,
-            id: uuid::Uuid::new_v4(),
-            next_tmp: AtomicU64::new(0),
-        })
+        Ok(Self::at(config))
     }
 
     /// Returns the path of object `key`, once `key` is checked: valid for every backend, and

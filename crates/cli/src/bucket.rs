@@ -29,6 +29,9 @@ pub enum Missing {
     /// A configuration error (the operator commands, which read it: a wrong path must not look
     /// like an empty bucket).
     Refuse,
+    /// A configuration error, and a directory that exists is opened only to read: nothing is
+    /// made or removed in it (`FsBackend::reading`: a primary's bucket a replica reads).
+    ReadOnly,
 }
 
 /// Opens the storage `storage` names (the default: `{data_dir}/bucket`) and runs `job` on it.
@@ -105,24 +108,30 @@ pub fn open_backend(
     };
     match location {
         StorageLocation::Fs(path) => {
-            if missing == Missing::Refuse && !path.is_dir() {
+            if missing != Missing::Create && !path.is_dir() {
+                let hint = match missing {
+                    Missing::Refuse => {
+                        " (set --storage, or --data-dir to the server's data directory)"
+                    }
+                    _ => "",
+                };
                 return Err(OpenFailure {
                     code: ExitCode::from(USAGE),
-                    message: format!(
-                        "there is no bucket directory at {} (set --storage, or --data-dir to the server's data directory)",
-                        path.display()
-                    ),
+                    message: format!("there is no bucket directory at {}{hint}", path.display()),
                 });
             }
-            runtime
-                .block_on(FsBackend::new(path.clone()))
-                .map(OpenedBackend::Fs)
-                .map_err(|e| {
-                    failure(format!(
-                        "cannot open the storage directory {}: {e}",
-                        path.display()
-                    ))
-                })
+            let opened = runtime.block_on(async {
+                match missing {
+                    Missing::ReadOnly => FsBackend::reading(path.clone()).await,
+                    _ => FsBackend::new(path.clone()).await,
+                }
+            });
+            opened.map(OpenedBackend::Fs).map_err(|e| {
+                failure(format!(
+                    "cannot open the storage directory {}: {e}",
+                    path.display()
+                ))
+            })
         }
         StorageLocation::S3 { bucket, prefix } => {
             let mut options = S3Options::new(bucket.clone(), prefix.clone());

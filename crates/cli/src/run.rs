@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use libsql_wal::{
     BucketCatchUp, CheckpointThreshold, PrimaryBucket, RegistryConfig, SwapStrategy, WalRegistry,
 };
-use libsql_wal_backend::{Backend, CompactionStrategy, FsBackend};
+use libsql_wal_backend::{Backend, CompactionStrategy};
 use libsql_wal_segment::StdIo;
 use libsql_wal_server::{
     Durability, FollowedNamespaces, Limits, ReplicaConfig, Server, ServerConfig, Token, WalHost,
@@ -365,27 +365,11 @@ fn primary_bucket(
         )));
     }
     let dir = args.data_dir.join("primary-bucket");
-    let opened = match &location {
-        // Opened only to read: nothing is made in it and none of the primary's files removed.
-        StorageLocation::Fs(path) if !path.is_dir() => {
-            return Err(usage(format!(
-                "--primary-storage: there is no bucket directory at {}",
-                path.display()
-            )))
-        }
-        StorageLocation::Fs(path) => runtime
-            .block_on(FsBackend::reading(path.clone()))
-            .map(OpenedBackend::Fs)
-            .map_err(|e| OpenFailure {
-                code: ExitCode::FAILURE,
-                message: format!("--primary-storage {}: {e}", path.display()),
-            })?,
-        StorageLocation::S3 { .. } => open_backend(&location, &flags, Missing::Refuse, runtime)
-            .map_err(|e| OpenFailure {
-                message: format!("--primary-storage: {}", e.message),
-                ..e
-            })?,
-    };
+    let opened =
+        open_backend(&location, &flags, Missing::ReadOnly, runtime).map_err(|e| OpenFailure {
+            message: format!("--primary-storage: {}", e.message),
+            ..e
+        })?;
     match opened {
         OpenedBackend::Fs(backend) => catch_up_over(backend, &dir),
         OpenedBackend::S3(backend) => catch_up_over(backend, &dir),

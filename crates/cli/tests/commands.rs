@@ -1033,10 +1033,10 @@ fn bad_flags_and_missing_buckets_are_usage_errors_that_name_what_is_wrong() {
     );
     assert_ne!(run.code, 0, "{run:?}");
     assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
-    // A replica that would write to its primary with the primary's token for anyone.
+    // A replica of a primary that is not there, with `flags`.
     let data_dir = work.path().join("replica");
-    let run = cli(
-        &[
+    let replica_with = |flags: &[&str]| {
+        let mut args = vec![
             "run",
             "--data-dir",
             data_dir.to_str().unwrap(),
@@ -1044,12 +1044,16 @@ fn bad_flags_and_missing_buckets_are_usage_errors_that_name_what_is_wrong() {
             "http://127.0.0.1:1",
             "--namespaces",
             "a",
-            "--forward-writes",
-            "--primary-auth-token",
-            "primary-secret-token",
-        ],
-        None,
-    );
+        ];
+        args.extend_from_slice(flags);
+        cli(&args, None)
+    };
+    // One that would write to its primary with the primary's token for anyone.
+    let run = replica_with(&[
+        "--forward-writes",
+        "--primary-auth-token",
+        "primary-secret-token",
+    ]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("needs --auth-token"), "{}", run.stderr);
     assert!(
@@ -1061,27 +1065,13 @@ fn bad_flags_and_missing_buckets_are_usage_errors_that_name_what_is_wrong() {
         !data_dir.exists(),
         "nothing is made before the flags are checked"
     );
-    // A replica given its own bucket as its primary's, or a primary bucket that is not there.
-    let replica_with = |primary_storage: &Path| {
-        cli(
-            &[
-                "run",
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-                "--replicate-from",
-                "http://127.0.0.1:1",
-                "--namespaces",
-                "a",
-                "--primary-storage",
-                primary_storage.to_str().unwrap(),
-            ],
-            None,
-        )
-    };
-    let run = replica_with(&data_dir.join("bucket"));
+    // One given its own bucket as its primary's, or a primary bucket that is not there.
+    let own = data_dir.join("bucket");
+    let run = replica_with(&["--primary-storage", own.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("own storage"), "{}", run.stderr);
-    let run = replica_with(&work.path().join("nowhere"));
+    let nowhere = work.path().join("nowhere");
+    let run = replica_with(&["--primary-storage", nowhere.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("no bucket directory"), "{}", run.stderr);
     let run = cli(&["run", "--primary-storage", "/tmp"], None);

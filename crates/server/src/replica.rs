@@ -45,7 +45,7 @@ use crate::error::{Error, Result};
 use crate::forward::{Forwarder, LogPosition};
 use crate::namespaces::Host;
 use crate::replication::{
-    now_ms, HelloBody, StepHead, HEARTBEAT, PAGE_RECORD_SIZE, STEP_HEAD_SIZE,
+    now_ms, HeadKind, HelloBody, StepHead, HEARTBEAT, PAGE_RECORD_SIZE, STEP_HEAD_SIZE,
 };
 use crate::{Limits, Token};
 
@@ -718,10 +718,76 @@ struct CatchUp {
     failures: u32,
 }
 
+/// What a catch-up from the bucket came to.
+enum CaughtUp {
+    /// The replica is at this frame_no of the primary's log.
+    To(u64),
+    /// The bucket holds nothing newer of the log: a full image from the primary it is.
+    Nothing,
+    /// The replica is stopping.
+    Stopped,
+}
+
 impl CatchUp {
     /// Whether the next stream may bring a full image from the primary.
     fn full_image_allowed(&self) -> bool {
         self.rounds >= BUCKET_ROUNDS || self.failures >= BUCKET_FAILURES
+    }
+
+    /// Catches `namespace`, at `after` in the log `identity`, up from the primary's bucket (if
+    /// this replica reads one), one catch-up at a time per `CATCH_UPS_AT_ONCE`. A failure
+    /// leaves it due (tried again by the next session).
+    async fn from_bucket(
+        &mut self,
+        shared: &Shared,
+        namespace: &NamespaceName,
+        identity: &libsql_wal::LogIdentity,
+        after: u64,
+        injector: &mut dyn StepInjector,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> std::result::Result<CaughtUp, Failed> {
+        let Some(bucket) = &shared.bucket else {
+            return Ok(CaughtUp::Nothing);
+        };
+        let _permit = shared
+            .catch_ups
+            .acquire()
+            .await
+            .map_err(|_| Failed::Other("the replica is stopping".into()))?;
+        let stopped = || *stop.borrow();
+        let caught_up = tokio::task::block_in_place(|| {
+            bucket.catch_up(namespace, identity, after, injector, &stopped)
+        });
+        match caught_up {
+            Ok(Some(step)) => {
+                self.due = false;
+                self.rounds += 1;
+                self.failures = 0;
+                update(shared, namespace, |s| {
+                    s.applied_frame_no = step.frame_no;
+                    s.primary_frame_no = s.primary_frame_no.max(step.frame_no);
+                    s.bucket_catch_ups += 1;
+                    s.last_error = None;
+                });
+                Ok(CaughtUp::To(step.frame_no))
+            }
+            Ok(None) => {
+                info!(after, "the primary's bucket holds nothing newer of its log; taking a full image from the primary");
+                self.due = false;
+                Ok(CaughtUp::Nothing)
+            }
+            Err(CatchUpError::Stopped) => Ok(CaughtUp::Stopped),
+            Err(CatchUpError::Local(e)) => Err(Failed::Replica(format!(
+                "cannot apply a catch-up from the primary's bucket: {e}"
+            ))),
+            Err(CatchUpError::Bucket(e)) => {
+                self.failures += 1;
+                update(shared, namespace, |s| s.bucket_catch_up_failures += 1);
+                Err(Failed::Other(format!(
+                    "cannot catch up from the primary's bucket (a full image from the primary after {BUCKET_FAILURES} failures in a row): {e}"
+                )))
+            }
+        }
     }
 }
 
@@ -797,59 +863,21 @@ async fn session(
         }));
     }
     let mut full_image = shared.bucket.is_none() || catch_up.full_image_allowed();
-    if let Some(bucket) = shared
-        .bucket
-        .as_ref()
-        .filter(|_| !full_image && (after == 0 || catch_up.due))
-    {
-        let _permit = shared
-            .catch_ups
-            .acquire()
-            .await
-            .map_err(|_| Failed::Other("the replica is stopping".into()))?;
-        let stopped = || *stop.borrow();
-        let caught_up = tokio::task::block_in_place(|| {
-            bucket.catch_up(
+    if !full_image && (after == 0 || catch_up.due) {
+        match catch_up
+            .from_bucket(
+                shared,
                 namespace,
                 &parsed.identity,
                 after,
                 &mut **injector,
-                &stopped,
+                stop,
             )
-        });
-        match caught_up {
-            Ok(Some(step)) => {
-                catch_up.due = false;
-                catch_up.rounds += 1;
-                catch_up.failures = 0;
-                after = step.frame_no;
-                update(shared, namespace, |s| {
-                    s.applied_frame_no = after;
-                    s.primary_frame_no = s.primary_frame_no.max(after);
-                    s.bucket_catch_ups += 1;
-                    s.last_error = None;
-                });
-            }
-            Ok(None) => {
-                info!(after, "the primary's bucket holds nothing newer of its log; taking a full image from the primary");
-                catch_up.due = false;
-                full_image = true;
-            }
-            Err(CatchUpError::Stopped) => return Ok(()),
-            Err(CatchUpError::Local(e)) => {
-                catch_up.due = true;
-                return Err(Failed::Replica(format!(
-                    "cannot apply a catch-up from the primary's bucket: {e}"
-                )));
-            }
-            Err(CatchUpError::Bucket(e)) => {
-                catch_up.due = true;
-                catch_up.failures += 1;
-                update(shared, namespace, |s| s.bucket_catch_up_failures += 1);
-                return Err(Failed::Other(format!(
-                    "cannot catch up from the primary's bucket (a full image from the primary after {BUCKET_FAILURES} failures in a row): {e}"
-                )));
-            }
+            .await?
+        {
+            CaughtUp::To(frame_no) => after = frame_no,
+            CaughtUp::Nothing => full_image = true,
+            CaughtUp::Stopped => return Ok(()),
         }
     }
     let path = format!(
@@ -877,7 +905,7 @@ async fn session(
         }
         let head = StepHead::decode(&buf[..STEP_HEAD_SIZE])?;
         buf.advance(STEP_HEAD_SIZE);
-        if head.not_held {
+        if head.kind == HeadKind::NotHeld {
             info!(
                 after,
                 primary_frame_no = head.step.frame_no,
@@ -885,7 +913,7 @@ async fn session(
             );
             return Err(Failed::NotHeld);
         }
-        if head.heartbeat {
+        if head.kind == HeadKind::Heartbeat {
             if !fill(&mut body, &mut buf, 4).await? {
                 return Ok(());
             }

@@ -59,15 +59,45 @@ const STALLED_AFTER: Duration = Duration::from_secs(30);
 /// A step's header as it travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StepHead {
-    /// The step (for a heartbeat: the primary's last commit, no pages).
+    /// The step (for a head with no pages: the primary's last commit).
     pub step: StepHeader,
-    /// A heartbeat rather than a step to apply.
-    pub heartbeat: bool,
-    /// Not a step: the frames after the replica's position are no longer in the log (see
-    /// `FLAG_NOT_HELD`).
-    pub not_held: bool,
+    /// A step to apply, or a head with no pages.
+    pub kind: HeadKind,
     /// When the primary sent it (milliseconds since the Unix epoch).
     pub sent_at_ms: u64,
+}
+
+/// What a head is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadKind {
+    /// A step, its pages follow.
+    Step,
+    /// A heartbeat (`FLAG_HEARTBEAT`): no pages; it only says where the primary is.
+    Heartbeat,
+    /// The frames after the replica's position are no longer in the log (`FLAG_NOT_HELD`): no
+    /// pages, and the stream ends.
+    NotHeld,
+}
+
+impl HeadKind {
+    /// The wire form of a head of this kind with no pages (the head, then the CRC32 of no
+    /// pages) saying where the primary is, as `hello` says.
+    fn from(self, hello: &libsql_wal::Hello) -> Vec<u8> {
+        let head = StepHead {
+            step: StepHeader {
+                frame_no: hello.last_committed_frame_no,
+                durable_frame_no: hello.durable_frame_no,
+                db_size: 0,
+                pages: 0,
+                full_image: false,
+            },
+            kind: self,
+            sent_at_ms: now_ms(),
+        };
+        let mut out = head.encode().to_vec();
+        out.extend_from_slice(&crc32fast::hash(&[]).to_le_bytes());
+        out
+    }
 }
 
 impl StepHead {
@@ -77,8 +107,11 @@ impl StepHead {
             FLAG_FULL_IMAGE
         } else {
             0
-        } | if self.heartbeat { FLAG_HEARTBEAT } else { 0 }
-            | if self.not_held { FLAG_NOT_HELD } else { 0 };
+        } | match self.kind {
+            HeadKind::Step => 0,
+            HeadKind::Heartbeat => FLAG_HEARTBEAT,
+            HeadKind::NotHeld => FLAG_NOT_HELD,
+        };
         buf[0..4].copy_from_slice(&STEP_MAGIC.to_le_bytes());
         buf[4..8].copy_from_slice(&STEP_VERSION.to_le_bytes());
         buf[8..16].copy_from_slice(&self.step.frame_no.to_le_bytes());
@@ -90,14 +123,6 @@ impl StepHead {
         let crc = crc32fast::hash(&buf[..44]);
         buf[44..48].copy_from_slice(&crc.to_le_bytes());
         buf
-    }
-
-    /// The wire form of a head with no pages (a heartbeat, not held): the head, then the
-    /// CRC32 of no pages.
-    fn without_pages(&self) -> Vec<u8> {
-        let mut out = self.encode().to_vec();
-        out.extend_from_slice(&crc32fast::hash(&[]).to_le_bytes());
-        out
     }
 
     /// Decodes a header; the error says what is wrong with it.
@@ -133,8 +158,13 @@ impl StepHead {
                 pages: u32_at(28),
                 full_image: flags & FLAG_FULL_IMAGE != 0,
             },
-            heartbeat: flags & FLAG_HEARTBEAT != 0,
-            not_held: flags & FLAG_NOT_HELD != 0,
+            kind: if flags & FLAG_NOT_HELD != 0 {
+                HeadKind::NotHeld
+            } else if flags & FLAG_HEARTBEAT != 0 {
+                HeadKind::Heartbeat
+            } else {
+                HeadKind::Step
+            },
             sent_at_ms: u64_at(36),
         })
     }
@@ -354,20 +384,8 @@ async fn follow(
                 Err(Ended::Replica) => return,
                 Err(Ended::Log(libsql_wal::Error::NotHeld { oldest_held, .. })) => {
                     debug!(%namespace, after, oldest_held, "the replica is told to catch up from the bucket");
-                    let hello = log.hello();
-                    let head = StepHead {
-                        step: StepHeader {
-                            frame_no: hello.last_committed_frame_no,
-                            durable_frame_no: hello.durable_frame_no,
-                            db_size: 0,
-                            pages: 0,
-                            full_image: false,
-                        },
-                        heartbeat: false,
-                        not_held: true,
-                        sent_at_ms: now_ms(),
-                    };
-                    let _ = send(&tx, head.without_pages(), &mut stopping).await;
+                    let head = HeadKind::NotHeld.from(&log.hello());
+                    let _ = send(&tx, head, &mut stopping).await;
                     return;
                 }
                 Err(Ended::Log(libsql_wal::Error::Closed { .. })) => {
@@ -393,20 +411,8 @@ async fn follow(
             }
             _ = stopping.changed() => return,
             () = actix_web::rt::time::sleep(HEARTBEAT) => {
-                let hello = log.hello();
-                let head = StepHead {
-                    step: StepHeader {
-                        frame_no: hello.last_committed_frame_no,
-                        durable_frame_no: hello.durable_frame_no,
-                        db_size: 0,
-                        pages: 0,
-                        full_image: false,
-                    },
-                    heartbeat: true,
-                    not_held: false,
-                    sent_at_ms: now_ms(),
-                };
-                if send(&tx, head.without_pages(), &mut stopping).await.is_err() {
+                let head = HeadKind::Heartbeat.from(&log.hello());
+                if send(&tx, head, &mut stopping).await.is_err() {
                     return;
                 }
             }
@@ -482,8 +488,7 @@ impl StepEncoder {
         let header = step.header();
         let head = StepHead {
             step: header,
-            heartbeat: false,
-            not_held: false,
+            kind: HeadKind::Step,
             sent_at_ms: now_ms(),
         };
         StepEncoder {
@@ -554,8 +559,7 @@ mod tests {
                 pages: 3,
                 full_image: true,
             },
-            heartbeat: false,
-            not_held: true,
+            kind: HeadKind::NotHeld,
             sent_at_ms: 1_700_000_000_000,
         };
         let mut buf = head.encode();

@@ -19,7 +19,6 @@ use libsql_wal_backend::{GenerationKind, NamespaceName, Storage};
 use libsql_wal_segment::format::PAGE_SIZE;
 use libsql_wal_segment::FileExt;
 use tracing::{info, warn};
-use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::replication::{LogIdentity, StepHeader, StepInjector};
@@ -156,17 +155,6 @@ impl<S: Storage> BucketCatchUp<S> {
     }
 }
 
-/// Removes a scratch file when dropped.
-struct ScratchFile(PathBuf);
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.0) {
-            warn!(path = %self.0.display(), error = %e, "cannot remove a catch-up's scratch file");
-        }
-    }
-}
-
 impl<S: Storage> PrimaryBucket for BucketCatchUp<S> {
     #[tracing::instrument(skip(self, injector, stopped), fields(%namespace, log_id = %identity.log_id, generation = identity.generation))]
     fn catch_up(
@@ -178,21 +166,13 @@ impl<S: Storage> PrimaryBucket for BucketCatchUp<S> {
         stopped: &(dyn Fn() -> bool + Sync),
     ) -> std::result::Result<Option<StepHeader>, CatchUpError> {
         let started = Instant::now();
-        let path = self
-            .scratch_dir
-            .join(format!("{SCRATCH_PREFIX}{}", Uuid::new_v4()));
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| CatchUpError::Local(Error::io(&path)(e)))?
-        };
-        let _remove = ScratchFile(path.clone());
-        let restored = match self.restore(namespace, identity, after, (&path, &file), stopped) {
+        // Made new, readable by this user only (0600), removed when dropped.
+        let scratch = tempfile::Builder::new()
+            .prefix(SCRATCH_PREFIX)
+            .tempfile_in(&self.scratch_dir)
+            .map_err(|e| CatchUpError::Local(Error::io(&self.scratch_dir)(e)))?;
+        let (path, file) = (scratch.path(), scratch.as_file());
+        let restored = match self.restore(namespace, identity, after, (path, file), stopped) {
             Ok(Some(restored)) => restored,
             Ok(None) => return Ok(None),
             Err(Error::Stopped { .. }) => return Err(CatchUpError::Stopped),
@@ -240,7 +220,7 @@ impl<S: Storage> PrimaryBucket for BucketCatchUp<S> {
                     }));
                 };
                 file.read_exact_at(&mut page, u64::from(before) * PAGE_SIZE as u64)
-                    .map_err(|e| CatchUpError::Local(Error::io(&path)(e)))?;
+                    .map_err(|e| CatchUpError::Local(Error::io(path)(e)))?;
                 injector.page(page_no, &page).map_err(CatchUpError::Local)?;
             }
             injector.commit().map_err(CatchUpError::Local)
