@@ -737,7 +737,7 @@ impl CatchUp {
     /// Catches `namespace`, at `after` in the log `identity`, up from the primary's bucket (if
     /// this replica reads one), one catch-up at a time per `CATCH_UPS_AT_ONCE`. A failure
     /// leaves it due (tried again by the next session).
-    async fn from_bucket(
+    async fn catch_up_from_bucket(
         &mut self,
         shared: &Shared,
         namespace: &NamespaceName,
@@ -865,7 +865,7 @@ async fn session(
     let mut full_image = shared.bucket.is_none() || catch_up.full_image_allowed();
     if !full_image && (after == 0 || catch_up.due) {
         match catch_up
-            .from_bucket(
+            .catch_up_from_bucket(
                 shared,
                 namespace,
                 &parsed.identity,

@@ -82,7 +82,7 @@ pub(crate) enum HeadKind {
 impl HeadKind {
     /// The wire form of a head of this kind with no pages (the head, then the CRC32 of no
     /// pages) saying where the primary is, as `hello` says.
-    fn from(self, hello: &libsql_wal::Hello) -> Vec<u8> {
+    fn without_pages(self, hello: &libsql_wal::Hello) -> Vec<u8> {
         let head = StepHead {
             step: StepHeader {
                 frame_no: hello.last_committed_frame_no,
@@ -384,7 +384,7 @@ async fn follow(
                 Err(Ended::Replica) => return,
                 Err(Ended::Log(libsql_wal::Error::NotHeld { oldest_held, .. })) => {
                     debug!(%namespace, after, oldest_held, "the replica is told to catch up from the bucket");
-                    let head = HeadKind::NotHeld.from(&log.hello());
+                    let head = HeadKind::NotHeld.without_pages(&log.hello());
                     let _ = send(&tx, head, &mut stopping).await;
                     return;
                 }
@@ -411,7 +411,7 @@ async fn follow(
             }
             _ = stopping.changed() => return,
             () = actix_web::rt::time::sleep(HEARTBEAT) => {
-                let head = HeadKind::Heartbeat.from(&log.hello());
+                let head = HeadKind::Heartbeat.without_pages(&log.hello());
                 if send(&tx, head, &mut stopping).await.is_err() {
                     return;
                 }
