@@ -4,7 +4,10 @@
 //!
 //! Concurrency: one writer (the caller serialises write transactions) and any number of readers
 //! share a `CurrentSegment` through `&self`. Readers only ever read committed frames at or below
-//! their snapshot, which are never rewritten, so page reads happen outside the lock.
+//! their snapshot, which are never rewritten, so page reads happen outside the lock. Whatever
+//! changes the frames holds `appending`; an append computes its checksums and writes its frames
+//! holding only that, and takes the state lock for the index update alone, so a reader never
+//! waits for a writer's I/O (nor for a writer preempted in the middle of it).
 //!
 //! Failure: a failed write or fsync is returned to the caller and leaves the in-memory state at
 //! the last good frame; the frames of the failed call are not part of the segment, and the next
@@ -13,7 +16,7 @@
 
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
@@ -145,6 +148,9 @@ pub struct CurrentSegment<F> {
     header: SegmentHeader,
     /// Frames and index.
     state: RwLock<State>,
+    /// Held by whatever changes the frames or the file past them (appends, rollbacks, seals,
+    /// cuts, preallocation), before `state`.
+    appending: Mutex<()>,
 }
 
 impl<F: FileExt> CurrentSegment<F> {
@@ -258,6 +264,7 @@ impl<F: FileExt> CurrentSegment<F> {
             file: Arc::new(file),
             header,
             state: RwLock::new(State::from_frames(Vec::new(), 0, 0)),
+            appending: Mutex::new(()),
         }
     }
 
@@ -352,6 +359,7 @@ impl<F: FileExt> CurrentSegment<F> {
                 scan.committed,
                 scan.size_after,
             )),
+            appending: Mutex::new(()),
         };
         Ok((segment, report))
     }
@@ -364,6 +372,12 @@ impl<F: FileExt> CurrentSegment<F> {
 
     fn write_state(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn appending(&self) -> MutexGuard<'_, ()> {
+        self.appending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Returns the segment's path.
@@ -456,17 +470,23 @@ impl<F: FileExt> CurrentSegment<F> {
         pages: impl IntoIterator<Item = (u32, &'a [u8])>,
         commit: Option<u32>,
     ) -> Result<u64> {
-        let mut state = self.write_state();
-        if state.sealed {
-            return Err(Error::invalid_state(
-                &self.path,
-                "cannot append to a sealed segment",
-            ));
-        }
-        let first = state.frames.len();
-        let first_frame_no = match state.frames.last() {
-            None => Some(self.header.start_frame_no),
-            Some(last) => last.frame_no.checked_add(1),
+        let _appending = self.appending();
+        let (first, first_frame_no, mut previous) = {
+            let state = self.read_state();
+            if state.sealed {
+                return Err(Error::invalid_state(
+                    &self.path,
+                    "cannot append to a sealed segment",
+                ));
+            }
+            let last = state.frames.last();
+            (
+                state.frames.len(),
+                last.map_or(Some(self.header.start_frame_no), |f| {
+                    f.frame_no.checked_add(1)
+                }),
+                last.map_or(self.header.salt, |f| f.checksum),
+            )
         };
         let pages: Vec<(u32, &[u8])> = pages.into_iter().collect();
         for &(page_no, page) in &pages {
@@ -500,7 +520,6 @@ impl<F: FileExt> CurrentSegment<F> {
                 "segment cannot hold more frames",
             ));
         }
-        let mut previous = state.frames.last().map_or(self.header.salt, |f| f.checksum);
         let mut metas = Vec::with_capacity(pages.len());
         let mut headers = Vec::with_capacity(pages.len());
         for (i, &(page_no, page)) in pages.iter().enumerate() {
@@ -533,6 +552,7 @@ impl<F: FileExt> CurrentSegment<F> {
         self.file
             .write_all_vectored_at(&mut slices, frame_offset(first))
             .map_err(|e| Error::io(&self.path, e))?;
+        let mut state = self.write_state();
         for meta in metas {
             state.push(meta);
         }
@@ -549,6 +569,7 @@ impl<F: FileExt> CurrentSegment<F> {
     /// rollback). `frame_no` must not be below the last committed frame.
     #[tracing::instrument(level = "trace", skip_all, fields(path = %self.path.display()))]
     pub fn rollback_to(&self, frame_no: u64) -> Result<()> {
+        let _appending = self.appending();
         let mut state = self.write_state();
         let committed = last_committed(&self.header, &state);
         if frame_no < committed {
@@ -567,6 +588,7 @@ impl<F: FileExt> CurrentSegment<F> {
     /// off the file (and syncs the cut), so neither readers nor recovery see them. Only the last commit can be
     /// taken back, and only while no frame follows it.
     pub fn undo_last_commit(&self) -> Result<()> {
+        let _appending = self.appending();
         let mut state = self.write_state();
         let Some((committed, size_after)) = state.before_last_commit.take() else {
             return Err(Error::invalid_state(&self.path, "no commit to take back"));
@@ -583,7 +605,7 @@ impl<F: FileExt> CurrentSegment<F> {
         state.written_end = frame_offset(committed);
         drop(state);
         // Synced: a crash after the caller reported the commit as failed must not bring it back.
-        self.cut_after_committed()
+        self.cut_after_committed_appending()
     }
 
     /// Cuts the file right after the committed frames and syncs the cut: what
@@ -591,6 +613,12 @@ impl<F: FileExt> CurrentSegment<F> {
     /// taken back from memory are still in the file, and the next recovery finds them).
     /// Fails with `InvalidState` once sealed or while a transaction is in progress.
     pub fn cut_after_committed(&self) -> Result<()> {
+        let _appending = self.appending();
+        self.cut_after_committed_appending()
+    }
+
+    /// `cut_after_committed`, with `appending` held.
+    fn cut_after_committed_appending(&self) -> Result<()> {
         let state = self.read_state();
         if state.sealed || state.frames.len() != state.committed {
             return Err(Error::invalid_state(
@@ -611,6 +639,7 @@ impl<F: FileExt> CurrentSegment<F> {
     ///
     /// Recovery and sealing cut the zeros off again; recovery does not count them as dropped.
     pub fn preallocate(&self, ahead: u64) -> Result<()> {
+        let _appending = self.appending();
         let mut state = self.write_state();
         if state.sealed {
             return Ok(());
@@ -638,6 +667,7 @@ impl<F: FileExt> CurrentSegment<F> {
     /// Drops every frame of the transaction in progress; returns the pages those frames held,
     /// in the order they were written (the caller evicts them from its page cache).
     pub fn rollback(&self) -> Vec<u32> {
+        let _appending = self.appending();
         let mut state = self.write_state();
         let committed = state.committed;
         let pages = state.frames[committed..]
@@ -753,12 +783,13 @@ impl<F: FileExt> CurrentSegment<F> {
     /// was promised).
     #[tracing::instrument(skip(self), fields(path = %self.path.display()), level = "debug")]
     pub fn seal(&self, now: DateTime<Utc>) -> Result<Option<SealedSegment<F>>> {
-        let mut state = self.write_state();
-        let Some(sealed) = self.sealed_view(&state, now)? else {
+        let _appending = self.appending();
+        // Readers go on while the seal is written: nothing changes the frames meanwhile.
+        let Some(sealed) = self.sealed_view(&self.read_state(), now)? else {
             return Ok(None);
         };
         let index_size = sealed.persist()?;
-        state.sealed = true;
+        self.write_state().sealed = true;
         Ok(Some(sealed.with_index_size(index_size)))
     }
 
@@ -770,6 +801,7 @@ impl<F: FileExt> CurrentSegment<F> {
     ///
     /// The in-memory header's `index_size` is 0 until persisted (only the file's matters).
     pub fn seal_in_memory(&self, now: DateTime<Utc>) -> Result<Option<SealedSegment<F>>> {
+        let _appending = self.appending();
         let mut state = self.write_state();
         let sealed = self.sealed_view(&state, now)?;
         if sealed.is_some() {
@@ -857,4 +889,92 @@ pub(crate) fn end_of_nonzero_bytes<F: FileExt>(
         at += chunk.len() as u64;
     }
     Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{channel, Receiver, Sender};
+
+    use super::*;
+    use crate::io::StdIo;
+
+    /// A file whose next vectored write, once armed, says it started and waits to be let go.
+    struct GatedFile {
+        file: std::fs::File,
+        gate: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+    }
+
+    impl FileExt for GatedFile {
+        fn size(&self) -> std::io::Result<u64> {
+            self.file.size()
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            FileExt::set_len(&self.file, len)
+        }
+        fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            FileExt::write_all_at(&self.file, buf, offset)
+        }
+        fn write_all_vectored_at(
+            &self,
+            bufs: &mut [IoSlice<'_>],
+            offset: u64,
+        ) -> std::io::Result<()> {
+            let gate = self.gate.lock().expect("gate").take();
+            if let Some((started, go)) = gate {
+                started.send(()).expect("the test waits");
+                go.recv().expect("the test lets the write go");
+            }
+            self.file.write_all_vectored_at(bufs, offset)
+        }
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            FileExt::read_exact_at(&self.file, buf, offset)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.file.sync_data()
+        }
+    }
+
+    #[test]
+    fn readers_do_not_wait_for_the_write_of_an_append() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("1.seg");
+        let first = vec![1; PAGE_SIZE];
+        let segment = CurrentSegment::create(&StdIo, &path, 1, Uuid::new_v4()).expect("created");
+        segment
+            .insert_frames([(1, &first[..])], Some(1))
+            .expect("committed");
+        drop(segment);
+        let (started_tx, started) = channel();
+        let (go, go_rx) = channel();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("opened");
+        let gated = GatedFile {
+            file,
+            gate: Mutex::new(Some((started_tx, go_rx))),
+        };
+        let (segment, _) = CurrentSegment::recover_file(gated, &path).expect("recovered");
+        let second = vec![2; PAGE_SIZE];
+        std::thread::scope(|s| {
+            // Dropped with a failed assertion, which lets the writer go.
+            let go = go;
+            let writer = s.spawn(|| segment.insert_frames([(1, &second[..])], Some(1)));
+            started.recv().expect("the append's write started");
+            assert!(
+                segment.state.try_read().is_ok(),
+                "the state is not locked while an append writes"
+            );
+            let mut page = vec![0; PAGE_SIZE];
+            assert!(segment.read_page(1, 1, &mut page).expect("read"));
+            assert_eq!(page, first);
+            assert_eq!(segment.last_committed_frame_no(), 1);
+            go.send(()).expect("the writer waits");
+            assert_eq!(writer.join().expect("writer").expect("appended"), 2);
+        });
+        let mut page = vec![0; PAGE_SIZE];
+        assert!(segment.read_page(1, 2, &mut page).expect("read"));
+        assert_eq!(page, second);
+    }
 }
