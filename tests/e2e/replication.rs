@@ -612,3 +612,80 @@ fn a_replica_catches_up_from_the_primarys_bucket_with_only_the_changed_pages_and
     drop(injector);
     registry.shutdown().unwrap();
 }
+
+/// The header and pages of the step after `after`, read whole (its snapshot then let go).
+fn read_step(
+    primary: &dyn ReplicationSource,
+    after: u64,
+) -> (libsql_wal::StepHeader, Vec<(u32, Vec<u8>)>) {
+    let mut step = primary
+        .step_after(after, FullImages::Allowed)
+        .unwrap()
+        .expect("a step");
+    let mut pages = Vec::new();
+    let mut page = vec![0; PAGE_SIZE];
+    while let Some(page_no) = step.next_page(&mut page).unwrap() {
+        pages.push((page_no, page.clone()));
+    }
+    (step.header(), pages)
+}
+
+#[test]
+fn steps_merged_into_one_commit_show_only_the_last_ones_state_and_only_once_committed() {
+    let primary = TestDb::new(RegistryConfig::default());
+    let replica = TestDb::new(RegistryConfig::default());
+    let conn = primary.connect("a");
+    conn.execute_batch(SCHEMA).unwrap();
+    for k in 1..=3 {
+        write_tx(&conn, k);
+    }
+    let source = primary.registry().open(&primary.db_path("a")).unwrap();
+    let log = replica.registry().open(&replica.db_path("a")).unwrap();
+    let mut injector = Injector::open(log.clone()).unwrap();
+    pump(&*source, &mut injector);
+    let reader = replica.connect("a");
+    assert_eq!(assert_committed_state(&reader), 3);
+    let mut steps = Vec::new();
+    let mut after = injector.resume_from(&source.hello());
+    for (from, to) in [(4, 10), (11, 20)] {
+        for k in from..=to {
+            write_tx(&conn, k);
+        }
+        let step = read_step(&*source, after);
+        after = step.0.frame_no;
+        steps.push(step);
+    }
+    let (first, rest) = steps.split_first().unwrap();
+    injector.begin(&first.0).unwrap();
+    for (page_no, page) in &first.1 {
+        injector.page(*page_no, page).unwrap();
+    }
+    for (header, pages) in rest {
+        injector.extend(header).unwrap();
+        for (page_no, page) in pages {
+            injector.page(*page_no, page).unwrap();
+        }
+    }
+    assert_eq!(
+        assert_committed_state(&reader),
+        3,
+        "nothing of merged steps shows before their commit"
+    );
+    assert_eq!(injector.commit().unwrap(), after);
+    assert_eq!(assert_committed_state(&reader), 20);
+    assert_eq!(integrity_check(&reader), "ok");
+    assert!(image(&*source) == image(&*log));
+    // A step that does not follow the one begun is refused.
+    write_tx(&conn, 21);
+    let (header, _) = read_step(&*source, after);
+    injector.begin(&header).unwrap();
+    let err = injector
+        .extend(&libsql_wal::StepHeader {
+            frame_no: after,
+            ..header
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("after the one to frame"), "{err}");
+    injector.rollback();
+    assert_eq!(assert_committed_state(&reader), 20);
+}

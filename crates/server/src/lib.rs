@@ -31,6 +31,7 @@ mod pool;
 mod proto;
 mod replica;
 mod replication;
+mod sched;
 mod sql;
 mod streams;
 mod user;
@@ -385,6 +386,7 @@ impl Server {
                     let data = actix_web::web::Data::new(for_http.clone());
                     let user_data = data.clone();
                     let user = actix_web::HttpServer::new(move || {
+                        sched::latency_sensitive();
                         actix_web::App::new()
                             .app_data(user_data.clone())
                             .app_data(actix_web::web::PayloadConfig::new(body_limit))

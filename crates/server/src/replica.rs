@@ -3,7 +3,11 @@
 //!
 //! Per namespace, one task: hello, then a stream of steps from where the replica is
 //! (`StepInjector::resume_from`); each step is applied as one transaction (readers never see
-//! half of one) after its checksum is checked. Any error rolls the step back at once (the
+//! half of one) after its checksum is checked. The stream is read ahead of the step being
+//! applied; a step of up to `MERGE_BYTES` is read whole before the replica's writer lock is
+//! taken, then applied on a blocking thread together with the whole steps read ahead behind it,
+//! as one transaction (`StepInjector::extend`): a replica behind takes what queued up for it
+//! with one commit. A larger step is applied as its pages come. Any error rolls the step back at once (the
 //! replica's writer lock is not held through the backoff), an error of the replica's own log
 //! drops its injector (the next session opens the log again), and the task reconnects with
 //! backoff (500 ms doubling to 30 s; at once when the primary's log changed, after 100 ms when
@@ -330,6 +334,7 @@ impl Follower {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("libsql-wal-replica")
+            .on_thread_start(crate::sched::latency_sensitive)
             .enable_all()
             .build()
             .map_err(|source| Error::Start {
@@ -810,47 +815,261 @@ impl From<String> for Failed {
     }
 }
 
-/// Reads from `body` into `buf` until it holds `n` bytes; false at the end of the stream.
-async fn fill(
-    body: &mut hyper::body::Incoming,
-    buf: &mut BytesMut,
-    n: usize,
-) -> std::result::Result<bool, String> {
-    while buf.len() < n {
-        match tokio::time::timeout(READ_TIMEOUT, body.frame()).await {
-            Err(_) => {
-                return Err(format!(
-                    "nothing came from the primary for {READ_TIMEOUT:?}"
-                ))
+/// Bytes of steps, about, applied as one transaction of the replica's log. A step up to this
+/// size is read whole before the replica's write lock is taken, and the whole steps read ahead
+/// behind it (those that queued up while the replica applied the one before) join its
+/// transaction: a replica behind catches up with one commit rather than one per step. A larger
+/// step is applied as its pages come.
+const MERGE_BYTES: usize = 1 << 20;
+/// Frames of the primary's stream read ahead of the step being applied, at most.
+const FRAMES_AHEAD: usize = 16;
+
+/// The primary's stream of steps: its frames, read ahead by a task of their own (so that what
+/// the primary sends while a step is applied is here for the next), and the bytes not taken yet.
+struct StepStream {
+    frames: tokio::sync::mpsc::Receiver<std::result::Result<Bytes, String>>,
+    /// Reads the body into `frames`; stopped with the stream.
+    reader: tokio::task::JoinHandle<()>,
+    buf: BytesMut,
+    /// How the body ended, once it has: `Ok` at its end, or why reading it failed.
+    ended: Option<std::result::Result<(), String>>,
+}
+
+/// Reads `body` into `frames` until it ends or fails (said as the last frame), or the stream
+/// is dropped. READ_TIMEOUT with nothing from the primary is a failure.
+async fn read_ahead(
+    mut body: hyper::body::Incoming,
+    frames: tokio::sync::mpsc::Sender<std::result::Result<Bytes, String>>,
+) {
+    loop {
+        let frame = match tokio::time::timeout(READ_TIMEOUT, body.frame()).await {
+            Err(_) => Err(format!(
+                "nothing came from the primary for {READ_TIMEOUT:?}"
+            )),
+            Ok(None) => return,
+            Ok(Some(Err(e))) => Err(format!("reading the primary's stream: {e}")),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => Ok(data),
+                Err(_) => continue,
+            },
+        };
+        let failed = frame.is_err();
+        if frames.send(frame).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+impl Drop for StepStream {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl StepStream {
+    fn new(body: hyper::body::Incoming) -> Self {
+        let (tx, frames) = tokio::sync::mpsc::channel(FRAMES_AHEAD);
+        Self::over(frames, tokio::spawn(read_ahead(body, tx)))
+    }
+
+    /// A stream of the frames `reader` reads into `frames`.
+    fn over(
+        frames: tokio::sync::mpsc::Receiver<std::result::Result<Bytes, String>>,
+        reader: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        StepStream {
+            frames,
+            reader,
+            buf: BytesMut::new(),
+            ended: None,
+        }
+    }
+
+    /// Takes one frame (or the end) into the buffer.
+    fn take(&mut self, frame: Option<std::result::Result<Bytes, String>>) {
+        match frame {
+            None => self.ended = Some(Ok(())),
+            Some(Err(e)) => self.ended = Some(Err(e)),
+            Some(Ok(data)) => self.buf.extend_from_slice(&data),
+        }
+    }
+
+    /// Reads until the buffer holds `n` bytes; false at the end of the stream.
+    async fn fill(&mut self, n: usize) -> std::result::Result<bool, String> {
+        while self.buf.len() < n {
+            if let Some(ended) = &self.ended {
+                return ended.clone().map(|()| false);
             }
-            Ok(None) => return Ok(false),
-            Ok(Some(Err(e))) => return Err(format!("reading the primary's stream: {e}")),
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
-                }
+            let frame = self.frames.recv().await;
+            self.take(frame);
+        }
+        Ok(true)
+    }
+
+    /// Takes the frames read ahead already, without waiting, until the buffer holds
+    /// `MERGE_BYTES`.
+    fn take_ready(&mut self) {
+        use tokio::sync::mpsc::error::TryRecvError;
+        while self.ended.is_none() && self.buf.len() < MERGE_BYTES {
+            match self.frames.try_recv() {
+                Ok(frame) => self.take(Some(frame)),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => self.take(None),
             }
         }
     }
-    Ok(true)
+
+    /// The head of the whole step at `at` in the buffer, and its size there (head, pages and
+    /// checksum), if a whole step with a good checksum is there (a bad one is not merged: it
+    /// comes first next time, and fails there).
+    fn buffered_step(&self, at: usize) -> std::result::Result<Option<(StepHead, usize)>, String> {
+        let Some(rest) = self.buf.get(at..).filter(|r| r.len() >= STEP_HEAD_SIZE) else {
+            return Ok(None);
+        };
+        let head = StepHead::decode(&rest[..STEP_HEAD_SIZE])?;
+        let size = step_size(&head);
+        if head.kind != HeadKind::Step || rest.len() < size {
+            return Ok(None);
+        }
+        let (pages, crc) = rest[STEP_HEAD_SIZE..size].split_at(size - STEP_HEAD_SIZE - 4);
+        Ok((crc32fast::hash(pages).to_le_bytes() == crc).then_some((head, size)))
+    }
+
+    /// Applies the whole steps at the front of the buffer, `head`'s (already read) first, as
+    /// one transaction: read, their checksums checked, then one hand-off to a blocking thread.
+    /// Returns the steps applied and the primary's frame_no the replica is then at.
+    async fn apply_buffered(
+        &mut self,
+        head: StepHead,
+        slot: &mut Option<Box<dyn StepInjector>>,
+    ) -> std::result::Result<(Vec<StepHead>, u64), Failed> {
+        let rest = step_size(&head) - STEP_HEAD_SIZE;
+        if !self.fill(rest).await? {
+            return Err(ended_inside_step());
+        }
+        let (pages, crc) = self.buf[..rest].split_at(rest - 4);
+        if crc32fast::hash(pages).to_le_bytes() != crc {
+            return Err(bad_checksum(&head).into());
+        }
+        let mut steps = vec![(head, 0, rest)];
+        let mut end = rest;
+        self.take_ready();
+        while end < MERGE_BYTES {
+            let Some((next, size)) = self.buffered_step(end)? else {
+                break;
+            };
+            steps.push((next, end + STEP_HEAD_SIZE, end + size));
+            end += size;
+        }
+        let taken = self.buf.split_to(end).freeze();
+        let Some(mut injector) = slot.take() else {
+            return Err(Failed::Other("no injector".into()));
+        };
+        let (injector, at, steps) = tokio::task::spawn_blocking(move || {
+            let at = apply_steps(&mut *injector, &steps, &taken);
+            (injector, at, steps)
+        })
+        .await
+        .map_err(|e| Failed::Replica(format!("applying a step failed: {e}")))?;
+        *slot = Some(injector);
+        let at = at.map_err(Failed::Replica)?;
+        Ok((steps.into_iter().map(|(head, ..)| head).collect(), at))
+    }
+
+    /// Applies the step `head` (its head already read) as its pages come.
+    async fn apply_streamed(
+        &mut self,
+        head: StepHead,
+        injector: &mut dyn StepInjector,
+    ) -> std::result::Result<u64, Failed> {
+        tokio::task::block_in_place(|| injector.begin(&head.step))
+            .map_err(|e| Failed::Replica(format!("cannot begin a step: {e}")))?;
+        let mut crc = crc32fast::Hasher::new();
+        for _ in 0..head.step.pages {
+            if !self.fill(PAGE_RECORD_SIZE).await? {
+                return Err(ended_inside_step());
+            }
+            let record = self.buf.split_to(PAGE_RECORD_SIZE);
+            crc.update(&record);
+            // Memory, and a write of the page cache every few dozen pages: not worth a hand-off.
+            injector
+                .page(page_no(&record), &record[4..])
+                .map_err(|e| Failed::Replica(format!("cannot apply a step's page: {e}")))?;
+        }
+        if !self.fill(4).await? {
+            return Err(ended_inside_step());
+        }
+        if self.buf.split_to(4)[..] != crc.finalize().to_le_bytes() {
+            return Err(bad_checksum(&head).into());
+        }
+        tokio::task::block_in_place(|| injector.commit())
+            .map_err(|e| Failed::Replica(format!("cannot commit a step: {e}")))
+    }
+}
+
+/// Applies `steps` (each with where its page records are in `bytes`) as one transaction.
+fn apply_steps(
+    injector: &mut dyn StepInjector,
+    steps: &[(StepHead, usize, usize)],
+    bytes: &[u8],
+) -> std::result::Result<u64, String> {
+    for (i, (head, from, to)) in steps.iter().enumerate() {
+        if i == 0 {
+            injector.begin(&head.step)
+        } else {
+            injector.extend(&head.step)
+        }
+        .map_err(|e| format!("cannot begin a step: {e}"))?;
+        for record in bytes[*from..to - 4].chunks_exact(PAGE_RECORD_SIZE) {
+            injector
+                .page(page_no(record), &record[4..])
+                .map_err(|e| format!("cannot apply a step's page: {e}"))?;
+        }
+    }
+    injector
+        .commit()
+        .map_err(|e| format!("cannot commit a step: {e}"))
+}
+
+/// Bytes of a step on the wire: head, page records, checksum.
+fn step_size(head: &StepHead) -> usize {
+    STEP_HEAD_SIZE + head.step.pages as usize * PAGE_RECORD_SIZE + 4
+}
+
+/// The page number of a page record.
+fn page_no(record: &[u8]) -> u32 {
+    let mut page_no = [0; 4];
+    page_no.copy_from_slice(&record[..4]);
+    u32::from_le_bytes(page_no)
+}
+
+fn bad_checksum(head: &StepHead) -> String {
+    format!(
+        "the step to frame {} came with a bad checksum",
+        head.step.frame_no
+    )
+}
+
+fn ended_inside_step() -> Failed {
+    Failed::Other("the primary's stream ended inside a step".into())
 }
 
 /// One hello and stream of steps; `Ok` when the primary ended it (its log closed).
 async fn session(
     shared: &Shared,
     namespace: &NamespaceName,
-    injector: &mut Option<Box<dyn StepInjector>>,
+    slot: &mut Option<Box<dyn StepInjector>>,
     catch_up: &mut CatchUp,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> std::result::Result<(), Failed> {
     let hello: HelloBody = get_json(shared, &hello_path(namespace)).await?;
     let parsed = hello.to_hello()?;
-    if injector.is_none() {
+    if slot.is_none() {
         let made = tokio::task::block_in_place(|| shared.host.injector(namespace))
             .map_err(|e| format!("cannot open the replica's log: {e}"))?;
-        *injector = Some(made);
+        *slot = Some(made);
     }
-    let Some(injector) = injector.as_mut() else {
+    let Some(injector) = slot.as_mut() else {
         return Err(Failed::Other("no injector".into()));
     };
     let mut after = injector.resume_from(&parsed);
@@ -897,14 +1116,13 @@ async fn session(
         s.applied_frame_no = after;
         s.primary_frame_no = s.primary_frame_no.max(parsed.last_committed_frame_no);
     });
-    let mut body = response.into_body();
-    let mut buf = BytesMut::new();
+    let mut stream = StepStream::new(response.into_body());
     loop {
-        if !fill(&mut body, &mut buf, STEP_HEAD_SIZE).await? {
+        if !stream.fill(STEP_HEAD_SIZE).await? {
             return Ok(());
         }
-        let head = StepHead::decode(&buf[..STEP_HEAD_SIZE])?;
-        buf.advance(STEP_HEAD_SIZE);
+        let head = StepHead::decode(&stream.buf[..STEP_HEAD_SIZE])?;
+        stream.buf.advance(STEP_HEAD_SIZE);
         if head.kind == HeadKind::NotHeld {
             info!(
                 after,
@@ -914,59 +1132,33 @@ async fn session(
             return Err(Failed::NotHeld);
         }
         if head.kind == HeadKind::Heartbeat {
-            if !fill(&mut body, &mut buf, 4).await? {
+            if !stream.fill(4).await? {
                 return Ok(());
             }
-            buf.advance(4);
+            stream.buf.advance(4);
             update(shared, namespace, |s| {
                 s.primary_frame_no = s.primary_frame_no.max(head.step.frame_no)
             });
             continue;
         }
-        tokio::task::block_in_place(|| injector.begin(&head.step))
-            .map_err(|e| Failed::Replica(format!("cannot begin a step: {e}")))?;
-        let mut crc = crc32fast::Hasher::new();
-        for _ in 0..head.step.pages {
-            if !fill(&mut body, &mut buf, PAGE_RECORD_SIZE).await? {
-                return Err("the primary's stream ended inside a step"
-                    .to_string()
-                    .into());
-            }
-            let record = buf.split_to(PAGE_RECORD_SIZE);
-            crc.update(&record);
-            let mut page_no = [0; 4];
-            page_no.copy_from_slice(&record[..4]);
-            // Memory, and a write of the page cache every few dozen pages: not worth a hand-off.
-            injector
-                .page(u32::from_le_bytes(page_no), &record[4..])
-                .map_err(|e| Failed::Replica(format!("cannot apply a step's page: {e}")))?;
-        }
-        if !fill(&mut body, &mut buf, 4).await? {
-            return Err("the primary's stream ended inside a step"
-                .to_string()
-                .into());
-        }
-        let mut expected = [0; 4];
-        expected.copy_from_slice(&buf[..4]);
-        buf.advance(4);
-        if u32::from_le_bytes(expected) != crc.finalize() {
-            return Err(format!(
-                "the step to frame {} came with a bad checksum",
-                head.step.frame_no
-            )
-            .into());
-        }
-        let at = tokio::task::block_in_place(|| injector.commit())
-            .map_err(|e| Failed::Replica(format!("cannot commit a step: {e}")))?;
+        let (steps, at) = if step_size(&head) <= MERGE_BYTES {
+            stream.apply_buffered(head, slot).await?
+        } else {
+            let Some(injector) = slot.as_deref_mut() else {
+                return Err(Failed::Other("no injector".into()));
+            };
+            (vec![head], stream.apply_streamed(head, injector).await?)
+        };
         catch_up.rounds = 0;
         catch_up.failures = 0;
-        let lag_ms = now_ms().saturating_sub(head.sent_at_ms);
+        let sent_at_ms = steps.last().map_or(head.sent_at_ms, |last| last.sent_at_ms);
+        let lag_ms = now_ms().saturating_sub(sent_at_ms);
         update(shared, namespace, |s| {
             s.applied_frame_no = at;
             s.primary_frame_no = s.primary_frame_no.max(at);
             s.lag_ms = lag_ms;
-            s.steps_applied += 1;
-            s.full_images += u64::from(head.step.full_image);
+            s.steps_applied += steps.len() as u64;
+            s.full_images += steps.iter().filter(|h| h.step.full_image).count() as u64;
             s.last_error = None;
         });
     }
@@ -998,7 +1190,120 @@ fn update(shared: &Shared, namespace: &NamespaceName, f: impl FnOnce(&mut Follow
 
 #[cfg(test)]
 mod tests {
+    use libsql_wal::StepHeader;
+    use libsql_wal::{
+        FullImages, Hello, LogIdentity, RegistryConfig, ReplicationSource, WalRegistry,
+    };
+    use libsql_wal_backend::NoStorage;
+    use libsql_wal_segment::format::PAGE_SIZE;
+    use libsql_wal_segment::StdIo;
+
     use super::*;
+
+    /// The wire form of a step to `frame_no` of pages `(page_no, every byte)`.
+    fn encoded_step(frame_no: u64, db_size: u32, pages: &[(u32, u8)]) -> Vec<u8> {
+        let head = StepHead {
+            step: StepHeader {
+                frame_no,
+                durable_frame_no: 0,
+                db_size,
+                pages: pages.len() as u32,
+                full_image: false,
+            },
+            kind: HeadKind::Step,
+            sent_at_ms: 0,
+        };
+        let mut records = Vec::new();
+        for &(page_no, byte) in pages {
+            records.extend_from_slice(&page_no.to_le_bytes());
+            records.extend(std::iter::repeat_n(byte, PAGE_SIZE));
+        }
+        let mut out = head.encode().to_vec();
+        out.extend_from_slice(&records);
+        out.extend_from_slice(&crc32fast::hash(&records).to_le_bytes());
+        out
+    }
+
+    /// The first byte of every page of `log`'s newest snapshot.
+    fn image(log: &dyn ReplicationSource) -> Vec<(u32, u8)> {
+        let mut step = log
+            .step_after(0, FullImages::Allowed)
+            .unwrap()
+            .expect("a database");
+        let mut page = vec![0; PAGE_SIZE];
+        let mut out = Vec::new();
+        while let Some(page_no) = step.next_page(&mut page).unwrap() {
+            out.push((page_no, page[0]));
+        }
+        out
+    }
+
+    async fn next_head(stream: &mut StepStream) -> StepHead {
+        assert!(stream.fill(STEP_HEAD_SIZE).await.unwrap());
+        let head = StepHead::decode(&stream.buf[..STEP_HEAD_SIZE]).unwrap();
+        stream.buf.advance(STEP_HEAD_SIZE);
+        head
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn steps_read_ahead_are_applied_as_one_transaction_and_a_bad_one_is_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = WalRegistry::new(
+            StdIo,
+            NoStorage::<std::fs::File>::default(),
+            RegistryConfig {
+                replica: true,
+                ..RegistryConfig::default()
+            },
+        );
+        let db = dir.path().join("ns").join("data");
+        std::fs::create_dir(dir.path().join("ns")).unwrap();
+        let log = registry.open(&db).unwrap();
+        let mut injector: Box<dyn StepInjector> = Box::new(registry.injector(&db).unwrap());
+        let hello = Hello {
+            identity: LogIdentity {
+                log_id: uuid::Uuid::new_v4(),
+                generation: 0,
+                incarnation: uuid::Uuid::new_v4(),
+            },
+            last_committed_frame_no: 30,
+            durable_frame_no: 0,
+        };
+        assert_eq!(injector.resume_from(&hello), 0);
+        let mut bytes = encoded_step(10, 2, &[(1, 0xA1), (2, 0xA2)]);
+        bytes.extend(encoded_step(20, 3, &[(2, 0xB2), (3, 0xB3)]));
+        let mut bad = encoded_step(30, 3, &[(1, 0xC1)]);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        bytes.extend(bad);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(Ok(Bytes::from(bytes))).await.unwrap();
+        drop(tx);
+        let mut stream = StepStream::over(rx, tokio::spawn(async {}));
+        let mut slot = Some(injector);
+        let head = next_head(&mut stream).await;
+        let Ok((steps, at)) = stream.apply_buffered(head, &mut slot).await else {
+            panic!("two whole steps with good checksums are applied");
+        };
+        assert_eq!(
+            steps.iter().map(|h| h.step.frame_no).collect::<Vec<_>>(),
+            [10, 20]
+        );
+        assert_eq!(at, 20);
+        // One commit, page 2 once, as the later step has it.
+        assert_eq!(log.hello().last_committed_frame_no, 3);
+        assert_eq!(image(&*log), [(1, 0xA1), (2, 0xB2), (3, 0xB3)]);
+        let head = next_head(&mut stream).await;
+        match stream.apply_buffered(head, &mut slot).await {
+            Err(Failed::Other(e)) => assert!(e.contains("bad checksum"), "{e}"),
+            _ => panic!("the step with a bad checksum fails"),
+        }
+        assert_eq!(
+            log.hello().last_committed_frame_no,
+            3,
+            "nothing of it applied"
+        );
+    }
 
     #[test]
     fn only_a_plain_http_base_url_names_a_primary() {

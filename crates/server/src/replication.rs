@@ -423,9 +423,10 @@ async fn follow(
 /// Sends the step after `after` of `log`, if there is one; returns the frame_no the replica is
 /// then at. Its pages are read on blocking threads, never on this HTTP worker, which serves
 /// other replicas' streams too: reading a step waits for the segment locks the primary's
-/// writers hold, and one writer preempted while holding one must not stall every stream. The
-/// chunks are sent from here, so a stalled replica holds no thread, and stopping ends a step
-/// mid-way.
+/// writers hold, and one writer preempted while holding one must not stall every stream. A
+/// blocking thread queues the chunks while the replica's channel has room (all of a step, most
+/// often, in one hand-off); a chunk that finds it full is sent from here, so a stalled replica
+/// holds no thread, and stopping ends a step mid-way.
 async fn serve_step(
     log: &Arc<dyn ReplicationSource>,
     after: u64,
@@ -433,9 +434,9 @@ async fn serve_step(
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     stopping: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<u64, Ended> {
-    let step_log = log.clone();
-    // The step and its first chunk (all of a small step) in one hand-off.
+    let (step_log, queue) = (log.clone(), tx.clone());
     let first = web::block(move || {
+        crate::sched::latency_sensitive();
         let Some(step) = step_log
             .step_after(after, full_images)
             .map_err(Ended::Log)?
@@ -443,30 +444,32 @@ async fn serve_step(
             return Ok(None);
         };
         let mut encoder = StepEncoder::new(step);
-        Ok(encoder.next_chunk()?.map(|chunk| (encoder, chunk)))
+        let unsent = encoder.queue_chunks(&queue)?;
+        Ok(Some((encoder, unsent)))
     })
     .await
     .map_err(|_| Ended::Replica)??;
-    let Some((mut encoder, mut chunk)) = first else {
+    let Some((mut encoder, mut unsent)) = first else {
         return Ok(after);
     };
     let frame_no = encoder.frame_no;
     loop {
-        send(tx, chunk, stopping).await?;
+        if let Some(chunk) = unsent {
+            send(tx, chunk, stopping).await?;
+        }
         if encoder.step.is_none() {
             return Ok(frame_no);
         }
+        let queue = tx.clone();
         let (back, next) = web::block(move || {
-            let next = encoder.next_chunk();
+            crate::sched::latency_sensitive();
+            let next = encoder.queue_chunks(&queue);
             (encoder, next)
         })
         .await
         .map_err(|_| Ended::Replica)?;
         encoder = back;
-        match next? {
-            Some(next) => chunk = next,
-            None => return Ok(frame_no),
-        }
+        unsent = next?;
     }
 }
 
@@ -497,6 +500,23 @@ impl StepEncoder {
             head: Some(head.encode()),
             crc: crc32fast::Hasher::new(),
         }
+    }
+
+    /// Queues chunks into `queue` while it has room, until the step's last; returns the chunk
+    /// that found it full, if one did.
+    fn queue_chunks(
+        &mut self,
+        queue: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    ) -> Result<Option<Vec<u8>>, Ended> {
+        use tokio::sync::mpsc::error::TrySendError;
+        while let Some(chunk) = self.next_chunk()? {
+            match queue.try_reserve() {
+                Ok(room) => room.send(Ok(Bytes::from(chunk))),
+                Err(TrySendError::Full(())) => return Ok(Some(chunk)),
+                Err(TrySendError::Closed(())) => return Err(Ended::Replica),
+            }
+        }
+        Ok(None)
     }
 
     /// The next chunk of about `CHUNK_BYTES`; the last ends with the pages' CRC32. None once

@@ -404,6 +404,11 @@ pub trait StepInjector: Send {
     /// Starts applying `step` (of the log `resume_from` was given): takes the replica log's
     /// write lock, held until `commit` or `rollback`.
     fn begin(&mut self, step: &StepHeader) -> Result<()>;
+    /// Continues the step begun with `step`, the one the primary sent after it: the two
+    /// commit as one transaction of the replica's log, at `step`'s frame_no (a page of both
+    /// is written as `step` has it). A replica behind applies the steps queued up for it with
+    /// one commit.
+    fn extend(&mut self, step: &StepHeader) -> Result<()>;
     /// Adds a page of the step begun.
     fn page(&mut self, page_no: u32, page: &[u8]) -> Result<()>;
     /// Commits the step begun, as one transaction of the replica's log; returns the primary's
@@ -441,7 +446,7 @@ pub struct Injector<I: Io, S: Storage<File = I::File>> {
     writer: u64,
     /// The step being applied, and the segment it writes to.
     step: Option<(StepHeader, Arc<CurrentSegment<I::File>>)>,
-    /// Pages of the step not written yet.
+    /// Pages of the step not written yet, each once.
     pending: Vec<(u32, Vec<u8>)>,
 }
 
@@ -611,11 +616,31 @@ impl<I: Io, S: Storage<File = I::File>> StepInjector for Injector<I, S> {
         Ok(())
     }
 
+    fn extend(&mut self, step: &StepHeader) -> Result<()> {
+        let Some((begun, _)) = self.step.as_mut() else {
+            return Err(self.shared.replication_error("no step begun to extend"));
+        };
+        if step.frame_no <= begun.frame_no {
+            let message = format!(
+                "a step to frame {} after the one to frame {}",
+                step.frame_no, begun.frame_no
+            );
+            return Err(self.shared.replication_error(message));
+        }
+        *begun = *step;
+        Ok(())
+    }
+
     fn page(&mut self, page_no: u32, page: &[u8]) -> Result<()> {
         if page_no == 0 || page.len() != PAGE_SIZE {
             return Err(self
                 .shared
                 .replication_error(format!("a step's page {page_no} of {} bytes", page.len())));
+        }
+        // A page of steps applied as one, still pending: the later step's version replaces it.
+        if let Some((_, pending)) = self.pending.iter_mut().find(|(p, _)| *p == page_no) {
+            pending.copy_from_slice(page);
+            return Ok(());
         }
         self.pending.push((page_no, page.to_vec()));
         if self.pending.len() > INJECT_BATCH {
