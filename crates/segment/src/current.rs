@@ -640,16 +640,18 @@ impl<F: FileExt> CurrentSegment<F> {
     /// Recovery and sealing cut the zeros off again; recovery does not count them as dropped.
     pub fn preallocate(&self, ahead: u64) -> Result<()> {
         let _appending = self.appending();
-        let mut state = self.write_state();
-        if state.sealed {
-            return Ok(());
-        }
-        let frames_end = frame_offset(state.frames.len());
+        let (frames_end, written_end) = {
+            let state = self.read_state();
+            if state.sealed {
+                return Ok(());
+            }
+            (frame_offset(state.frames.len()), state.written_end)
+        };
         let wanted = frames_end + ahead;
-        if state.written_end >= wanted {
+        if written_end >= wanted {
             return Ok(());
         }
-        let start = state.written_end.max(frames_end);
+        let start = written_end.max(frames_end);
         let end = wanted.next_multiple_of(PREALLOCATION_STEP);
         let zeros = vec![0; PREALLOCATION_STEP.min(end - start) as usize];
         let mut at = start;
@@ -660,7 +662,7 @@ impl<F: FileExt> CurrentSegment<F> {
                 .map_err(|e| Error::io(&self.path, e))?;
             at += len as u64;
         }
-        state.written_end = end;
+        self.write_state().written_end = end;
         Ok(())
     }
 
@@ -684,8 +686,8 @@ impl<F: FileExt> CurrentSegment<F> {
     /// `synchronous=FULL` commit, or its own seal) if the kernel does not write it back before.
     /// Once sealed, the sealed header replaces it.
     pub fn mark_after_durable_seal(&self) -> Result<()> {
-        // Not held across the write: the writer's frames go on meanwhile (they are after the
-        // header). The caller orders this before this segment's own seal.
+        // A seal writes the sealed header over this one: not both at once.
+        let _appending = self.appending();
         if self.read_state().sealed {
             return Ok(());
         }
@@ -898,10 +900,20 @@ mod tests {
     use super::*;
     use crate::io::StdIo;
 
-    /// A file whose next vectored write, once armed, says it started and waits to be let go.
+    /// A file whose next write, once armed, says it started and waits to be let go.
     struct GatedFile {
         file: std::fs::File,
         gate: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+    }
+
+    impl GatedFile {
+        fn pass(&self) {
+            let gate = self.gate.lock().expect("gate").take();
+            if let Some((started, go)) = gate {
+                started.send(()).expect("the test waits");
+                go.recv().expect("the test lets the write go");
+            }
+        }
     }
 
     impl FileExt for GatedFile {
@@ -912,6 +924,7 @@ mod tests {
             FileExt::set_len(&self.file, len)
         }
         fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            self.pass();
             FileExt::write_all_at(&self.file, buf, offset)
         }
         fn write_all_vectored_at(
@@ -919,11 +932,7 @@ mod tests {
             bufs: &mut [IoSlice<'_>],
             offset: u64,
         ) -> std::io::Result<()> {
-            let gate = self.gate.lock().expect("gate").take();
-            if let Some((started, go)) = gate {
-                started.send(()).expect("the test waits");
-                go.recv().expect("the test lets the write go");
-            }
+            self.pass();
             self.file.write_all_vectored_at(bufs, offset)
         }
         fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -934,8 +943,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn readers_do_not_wait_for_the_write_of_an_append() {
+    /// Runs `write` on a segment holding one commit (page 1, all ones) whose next write waits
+    /// at a gate, and checks that readers take the state lock and read the committed page
+    /// while it waits.
+    fn readers_go_on_during(write: impl FnOnce(&CurrentSegment<GatedFile>) + Send) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("1.seg");
         let first = vec![1; PAGE_SIZE];
@@ -956,25 +967,45 @@ mod tests {
             gate: Mutex::new(Some((started_tx, go_rx))),
         };
         let (segment, _) = CurrentSegment::recover_file(gated, &path).expect("recovered");
-        let second = vec![2; PAGE_SIZE];
         std::thread::scope(|s| {
             // Dropped with a failed assertion, which lets the writer go.
             let go = go;
-            let writer = s.spawn(|| segment.insert_frames([(1, &second[..])], Some(1)));
-            started.recv().expect("the append's write started");
+            let writer = s.spawn(|| write(&segment));
+            started.recv().expect("the write started");
             assert!(
                 segment.state.try_read().is_ok(),
-                "the state is not locked while an append writes"
+                "the state is not locked while the write waits"
             );
             let mut page = vec![0; PAGE_SIZE];
             assert!(segment.read_page(1, 1, &mut page).expect("read"));
             assert_eq!(page, first);
             assert_eq!(segment.last_committed_frame_no(), 1);
             go.send(()).expect("the writer waits");
-            assert_eq!(writer.join().expect("writer").expect("appended"), 2);
+            writer.join().expect("writer");
         });
-        let mut page = vec![0; PAGE_SIZE];
-        assert!(segment.read_page(1, 2, &mut page).expect("read"));
-        assert_eq!(page, second);
+    }
+
+    #[test]
+    fn readers_do_not_wait_for_the_write_of_an_append() {
+        readers_go_on_during(|segment| {
+            let second = vec![2; PAGE_SIZE];
+            let end = segment
+                .insert_frames([(1, &second[..])], Some(1))
+                .expect("appended");
+            assert_eq!(end, 2);
+            let mut page = vec![0; PAGE_SIZE];
+            assert!(segment.read_page(1, 2, &mut page).expect("read"));
+            assert_eq!(page, second);
+        });
+    }
+
+    #[test]
+    fn readers_do_not_wait_for_the_zeros_of_a_preallocation() {
+        readers_go_on_during(|segment| {
+            segment
+                .preallocate(PREALLOCATION_STEP)
+                .expect("preallocated");
+            assert!(segment.read_state().written_end >= PREALLOCATION_STEP);
+        });
     }
 }
