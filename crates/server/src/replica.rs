@@ -4,10 +4,11 @@
 //! Per namespace, one task: hello, then a stream of steps from where the replica is
 //! (`StepInjector::resume_from`); each step is applied as one transaction (readers never see
 //! half of one) after its checksum is checked. The stream is read ahead of the step being
-//! applied; a step of up to `MERGE_BYTES` is read whole before the replica's writer lock is
-//! taken, then applied on a blocking thread together with the whole steps read ahead behind it,
-//! as one transaction (`StepInjector::extend`): a replica behind takes what queued up for it
-//! with one commit. A larger step is applied as its pages come. Any error rolls the step back at once (the
+//! applied (at most `PIECES_AHEAD` pieces of `READ_AHEAD_PIECE`); a step of up to `MERGE_BYTES` is
+//! read whole before the replica's writer lock is taken, then applied on a blocking thread
+//! together with the whole steps read ahead behind it, as one transaction
+//! (`StepInjector::extend`): a replica behind takes what queued up for it with one commit. A
+//! stop waits for such an apply to end. A larger step is applied as its pages come. Any error rolls the step back at once (the
 //! replica's writer lock is not held through the backoff), an error of the replica's own log
 //! drops its injector (the next session opens the log again), and the task reconnects with
 //! backoff (500 ms doubling to 30 s; at once when the primary's log changed, after 100 ms when
@@ -820,42 +821,63 @@ impl From<String> for Failed {
 /// behind it (those that queued up while the replica applied the one before) join its
 /// transaction: a replica behind catches up with one commit rather than one per step. A larger
 /// step is applied as its pages come.
-const MERGE_BYTES: usize = 1 << 20;
-/// Frames of the primary's stream read ahead of the step being applied, at most.
-const FRAMES_AHEAD: usize = 16;
+const MERGE_BYTES: usize = 512 << 10;
+/// Bytes of one piece of the stream read ahead, at most.
+const READ_AHEAD_PIECE: usize = 64 << 10;
+/// Pieces of the stream read ahead of the step being applied, at most: a namespace's stream
+/// holds at most this many pieces read ahead, and a step of up to `MERGE_BYTES` being read.
+const PIECES_AHEAD: usize = 8;
 
-/// The primary's stream of steps: its frames, read ahead by a task of their own (so that what
+/// What the read-ahead task passes on.
+enum ReadAhead {
+    /// Bytes of the stream, at most `READ_AHEAD_PIECE`.
+    Data(Bytes),
+    /// The primary ended the stream.
+    End,
+    /// Reading it failed: why.
+    Failed(String),
+}
+
+/// The primary's stream of steps: its bytes, read ahead by a task of their own (so that what
 /// the primary sends while a step is applied is here for the next), and the bytes not taken yet.
 struct StepStream {
-    frames: tokio::sync::mpsc::Receiver<std::result::Result<Bytes, String>>,
-    /// Reads the body into `frames`; stopped with the stream.
+    pieces: tokio::sync::mpsc::Receiver<ReadAhead>,
+    /// Reads the body into `pieces`; stopped with the stream.
     reader: tokio::task::JoinHandle<()>,
     buf: BytesMut,
     /// How the body ended, once it has: `Ok` at its end, or why reading it failed.
     ended: Option<std::result::Result<(), String>>,
 }
 
-/// Reads `body` into `frames` until it ends or fails (said as the last frame), or the stream
+/// Reads `body` into `pieces` until it ends or fails (said as the last piece), or the stream
 /// is dropped. READ_TIMEOUT with nothing from the primary is a failure.
-async fn read_ahead(
-    mut body: hyper::body::Incoming,
-    frames: tokio::sync::mpsc::Sender<std::result::Result<Bytes, String>>,
-) {
+async fn read_ahead(mut body: hyper::body::Incoming, pieces: tokio::sync::mpsc::Sender<ReadAhead>) {
     loop {
-        let frame = match tokio::time::timeout(READ_TIMEOUT, body.frame()).await {
-            Err(_) => Err(format!(
-                "nothing came from the primary for {READ_TIMEOUT:?}"
-            )),
-            Ok(None) => return,
-            Ok(Some(Err(e))) => Err(format!("reading the primary's stream: {e}")),
+        let mut data = match tokio::time::timeout(READ_TIMEOUT, body.frame()).await {
+            Err(_) => {
+                let why = format!("nothing came from the primary for {READ_TIMEOUT:?}");
+                let _ = pieces.send(ReadAhead::Failed(why)).await;
+                return;
+            }
+            Ok(None) => {
+                let _ = pieces.send(ReadAhead::End).await;
+                return;
+            }
+            Ok(Some(Err(e))) => {
+                let why = format!("reading the primary's stream: {e}");
+                let _ = pieces.send(ReadAhead::Failed(why)).await;
+                return;
+            }
             Ok(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => Ok(data),
+                Ok(data) => data,
                 Err(_) => continue,
             },
         };
-        let failed = frame.is_err();
-        if frames.send(frame).await.is_err() || failed {
-            return;
+        while !data.is_empty() {
+            let piece = data.split_to(data.len().min(READ_AHEAD_PIECE));
+            if pieces.send(ReadAhead::Data(piece)).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -868,29 +890,34 @@ impl Drop for StepStream {
 
 impl StepStream {
     fn new(body: hyper::body::Incoming) -> Self {
-        let (tx, frames) = tokio::sync::mpsc::channel(FRAMES_AHEAD);
-        Self::over(frames, tokio::spawn(read_ahead(body, tx)))
+        let (tx, pieces) = tokio::sync::mpsc::channel(PIECES_AHEAD);
+        Self::over(pieces, tokio::spawn(read_ahead(body, tx)))
     }
 
-    /// A stream of the frames `reader` reads into `frames`.
+    /// A stream of the pieces `reader` reads into `pieces`.
     fn over(
-        frames: tokio::sync::mpsc::Receiver<std::result::Result<Bytes, String>>,
+        pieces: tokio::sync::mpsc::Receiver<ReadAhead>,
         reader: tokio::task::JoinHandle<()>,
     ) -> Self {
         StepStream {
-            frames,
+            pieces,
             reader,
             buf: BytesMut::new(),
             ended: None,
         }
     }
 
-    /// Takes one frame (or the end) into the buffer.
-    fn take(&mut self, frame: Option<std::result::Result<Bytes, String>>) {
-        match frame {
-            None => self.ended = Some(Ok(())),
-            Some(Err(e)) => self.ended = Some(Err(e)),
-            Some(Ok(data)) => self.buf.extend_from_slice(&data),
+    /// Takes one piece into the buffer (`None`: the reader went away without saying why).
+    fn take(&mut self, piece: Option<ReadAhead>) {
+        match piece {
+            Some(ReadAhead::Data(data)) => self.buf.extend_from_slice(&data),
+            Some(ReadAhead::End) => self.ended = Some(Ok(())),
+            Some(ReadAhead::Failed(why)) => self.ended = Some(Err(why)),
+            None => {
+                self.ended = Some(Err(
+                    "the replica stopped reading the primary's stream".into()
+                ))
+            }
         }
     }
 
@@ -900,19 +927,19 @@ impl StepStream {
             if let Some(ended) = &self.ended {
                 return ended.clone().map(|()| false);
             }
-            let frame = self.frames.recv().await;
-            self.take(frame);
+            let piece = self.pieces.recv().await;
+            self.take(piece);
         }
         Ok(true)
     }
 
-    /// Takes the frames read ahead already, without waiting, until the buffer holds
+    /// Takes the pieces read ahead already, without waiting, until the buffer holds
     /// `MERGE_BYTES`.
     fn take_ready(&mut self) {
         use tokio::sync::mpsc::error::TryRecvError;
         while self.ended.is_none() && self.buf.len() < MERGE_BYTES {
-            match self.frames.try_recv() {
-                Ok(frame) => self.take(Some(frame)),
+            match self.pieces.try_recv() {
+                Ok(piece) => self.take(Some(piece)),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => self.take(None),
             }
@@ -920,19 +947,17 @@ impl StepStream {
     }
 
     /// The head of the whole step at `at` in the buffer, and its size there (head, pages and
-    /// checksum), if a whole step with a good checksum is there (a bad one is not merged: it
-    /// comes first next time, and fails there).
-    fn buffered_step(&self, at: usize) -> std::result::Result<Option<(StepHead, usize)>, String> {
-        let Some(rest) = self.buf.get(at..).filter(|r| r.len() >= STEP_HEAD_SIZE) else {
-            return Ok(None);
-        };
-        let head = StepHead::decode(&rest[..STEP_HEAD_SIZE])?;
+    /// checksum), if a whole step with a good head and checksum is there (a bad one is not
+    /// merged: it comes first next time, and fails there).
+    fn buffered_step(&self, at: usize) -> Option<(StepHead, usize)> {
+        let rest = self.buf.get(at..).filter(|r| r.len() >= STEP_HEAD_SIZE)?;
+        let head = StepHead::decode(&rest[..STEP_HEAD_SIZE]).ok()?;
         let size = step_size(&head);
         if head.kind != HeadKind::Step || rest.len() < size {
-            return Ok(None);
+            return None;
         }
         let (pages, crc) = rest[STEP_HEAD_SIZE..size].split_at(size - STEP_HEAD_SIZE - 4);
-        Ok((crc32fast::hash(pages).to_le_bytes() == crc).then_some((head, size)))
+        (crc32fast::hash(pages).to_le_bytes() == crc).then_some((head, size))
     }
 
     /// Applies the whole steps at the front of the buffer, `head`'s (already read) first, as
@@ -955,7 +980,7 @@ impl StepStream {
         let mut end = rest;
         self.take_ready();
         while end < MERGE_BYTES {
-            let Some((next, size)) = self.buffered_step(end)? else {
+            let Some((next, size)) = self.buffered_step(end) else {
                 break;
             };
             steps.push((next, end + STEP_HEAD_SIZE, end + size));
@@ -965,15 +990,17 @@ impl StepStream {
         let Some(mut injector) = slot.take() else {
             return Err(Failed::Other("no injector".into()));
         };
-        let (injector, at, steps) = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let at = apply_steps(&mut *injector, &steps, &taken);
             (injector, at, steps)
-        })
-        .await
-        .map_err(|e| Failed::Replica(format!("applying a step failed: {e}")))?;
-        *slot = Some(injector);
-        let at = at.map_err(Failed::Replica)?;
-        Ok((steps.into_iter().map(|(head, ..)| head).collect(), at))
+        });
+        let (at, steps) = Applying {
+            slot,
+            task: Some(task),
+        }
+        .finish()
+        .await?;
+        Ok((steps.into_iter().map(|(head, ..)| head).collect(), at?))
     }
 
     /// Applies the step `head` (its head already read) as its pages come.
@@ -1007,28 +1034,84 @@ impl StepStream {
     }
 }
 
-/// Applies `steps` (each with where its page records are in `bytes`) as one transaction.
+/// What a blocking apply gives back: the injector, the outcome, the steps applied (with where
+/// their page records were).
+type Applied = (
+    Box<dyn StepInjector>,
+    std::result::Result<u64, Failed>,
+    Vec<(StepHead, usize, usize)>,
+);
+
+/// A blocking apply of steps, holding the injector taken from `slot`. Dropped before it ends
+/// (the session cancelled: the replica is stopping), it waits for the apply, so that the
+/// injector is back in its slot to be rolled back and to record its position before the
+/// follow task ends.
+struct Applying<'a> {
+    slot: &'a mut Option<Box<dyn StepInjector>>,
+    task: Option<tokio::task::JoinHandle<Applied>>,
+}
+
+impl Applying<'_> {
+    /// Waits for the apply; puts the injector back.
+    async fn finish(
+        mut self,
+    ) -> std::result::Result<
+        (
+            std::result::Result<u64, Failed>,
+            Vec<(StepHead, usize, usize)>,
+        ),
+        Failed,
+    > {
+        let Some(task) = self.task.as_mut() else {
+            return Err(Failed::Other("no apply in flight".into()));
+        };
+        let joined = task.await;
+        self.task = None;
+        let (injector, at, steps) =
+            joined.map_err(|e| Failed::Replica(format!("applying a step failed: {e}")))?;
+        *self.slot = Some(injector);
+        Ok((at, steps))
+    }
+}
+
+impl Drop for Applying<'_> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            if let Ok((injector, ..)) =
+                tokio::task::block_in_place(|| futures::executor::block_on(task))
+            {
+                *self.slot = Some(injector);
+            }
+        }
+    }
+}
+
+/// Applies `steps` (each with where its page records are in `bytes`) as one transaction. A
+/// step that does not follow the one before is the primary's error, not the replica's log's.
 fn apply_steps(
     injector: &mut dyn StepInjector,
     steps: &[(StepHead, usize, usize)],
     bytes: &[u8],
-) -> std::result::Result<u64, String> {
+) -> std::result::Result<u64, Failed> {
     for (i, (head, from, to)) in steps.iter().enumerate() {
         if i == 0 {
-            injector.begin(&head.step)
+            injector
+                .begin(&head.step)
+                .map_err(|e| Failed::Replica(format!("cannot begin a step: {e}")))?;
         } else {
-            injector.extend(&head.step)
+            injector
+                .extend(&head.step)
+                .map_err(|e| Failed::Other(format!("cannot merge a step: {e}")))?;
         }
-        .map_err(|e| format!("cannot begin a step: {e}"))?;
         for record in bytes[*from..to - 4].chunks_exact(PAGE_RECORD_SIZE) {
             injector
                 .page(page_no(record), &record[4..])
-                .map_err(|e| format!("cannot apply a step's page: {e}"))?;
+                .map_err(|e| Failed::Replica(format!("cannot apply a step's page: {e}")))?;
         }
     }
     injector
         .commit()
-        .map_err(|e| format!("cannot commit a step: {e}"))
+        .map_err(|e| Failed::Replica(format!("cannot commit a step: {e}")))
 }
 
 /// Bytes of a step on the wire: head, page records, checksum.
@@ -1245,9 +1328,11 @@ mod tests {
         head
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn steps_read_ahead_are_applied_as_one_transaction_and_a_bad_one_is_not_merged() {
-        let dir = tempfile::tempdir().unwrap();
+    type TestRegistry = WalRegistry<StdIo, NoStorage<std::fs::File>>;
+    type TestLog = Arc<libsql_wal::SharedWal<StdIo, NoStorage<std::fs::File>>>;
+
+    /// A replica's log (in `dir`), with its injector following a primary's log.
+    fn replica_log(dir: &std::path::Path) -> (TestRegistry, TestLog, Box<dyn StepInjector>) {
         let registry = WalRegistry::new(
             StdIo,
             NoStorage::<std::fs::File>::default(),
@@ -1256,8 +1341,8 @@ mod tests {
                 ..RegistryConfig::default()
             },
         );
-        let db = dir.path().join("ns").join("data");
-        std::fs::create_dir(dir.path().join("ns")).unwrap();
+        std::fs::create_dir(dir.join("ns")).unwrap();
+        let db = dir.join("ns").join("data");
         let log = registry.open(&db).unwrap();
         let mut injector: Box<dyn StepInjector> = Box::new(registry.injector(&db).unwrap());
         let hello = Hello {
@@ -1270,16 +1355,28 @@ mod tests {
             durable_frame_no: 0,
         };
         assert_eq!(injector.resume_from(&hello), 0);
+        (registry, log, injector)
+    }
+
+    /// A stream of `bytes`, then its end.
+    async fn stream_of(bytes: Vec<u8>) -> StepStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tx.send(ReadAhead::Data(Bytes::from(bytes))).await.unwrap();
+        tx.send(ReadAhead::End).await.unwrap();
+        StepStream::over(rx, tokio::spawn(async {}))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn steps_read_ahead_are_applied_as_one_transaction_and_a_bad_one_is_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_registry, log, injector) = replica_log(dir.path());
         let mut bytes = encoded_step(10, 2, &[(1, 0xA1), (2, 0xA2)]);
         bytes.extend(encoded_step(20, 3, &[(2, 0xB2), (3, 0xB3)]));
         let mut bad = encoded_step(30, 3, &[(1, 0xC1)]);
         let last = bad.len() - 1;
         bad[last] ^= 1;
         bytes.extend(bad);
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tx.send(Ok(Bytes::from(bytes))).await.unwrap();
-        drop(tx);
-        let mut stream = StepStream::over(rx, tokio::spawn(async {}));
+        let mut stream = stream_of(bytes).await;
         let mut slot = Some(injector);
         let head = next_head(&mut stream).await;
         let Ok((steps, at)) = stream.apply_buffered(head, &mut slot).await else {
@@ -1344,5 +1441,73 @@ mod tests {
         assert!(absences
             .listed(names(&["a"]).iter(), &HashSet::new())
             .is_empty());
+    }
+
+    /// Fault injection: an injector whose `begin` says it was called, then waits to be let go.
+    struct HeldInjector {
+        inner: Box<dyn StepInjector>,
+        begun: tokio::sync::mpsc::UnboundedSender<()>,
+        go: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl StepInjector for HeldInjector {
+        fn position(&self) -> Option<libsql_wal::ReplicaPosition> {
+            self.inner.position()
+        }
+        fn resume_from(&mut self, hello: &Hello) -> u64 {
+            self.inner.resume_from(hello)
+        }
+        fn begin(&mut self, step: &StepHeader) -> libsql_wal::Result<()> {
+            let _ = self.begun.send(());
+            let _ = self.go.recv();
+            self.inner.begin(step)
+        }
+        fn extend(&mut self, step: &StepHeader) -> libsql_wal::Result<()> {
+            self.inner.extend(step)
+        }
+        fn page(&mut self, page_no: u32, page: &[u8]) -> libsql_wal::Result<()> {
+            self.inner.page(page_no, page)
+        }
+        fn commit(&mut self) -> libsql_wal::Result<u64> {
+            self.inner.commit()
+        }
+        fn rollback(&mut self) {
+            self.inner.rollback()
+        }
+        fn flush(&mut self) -> libsql_wal::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_applying_when_the_replica_stops_ends_with_its_injector_back_in_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_registry, log, inner) = replica_log(dir.path());
+        let (begun_tx, mut begun) = tokio::sync::mpsc::unbounded_channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let mut slot: Option<Box<dyn StepInjector>> = Some(Box::new(HeldInjector {
+            inner,
+            begun: begun_tx,
+            go: go_rx,
+        }));
+        let mut stream = stream_of(encoded_step(10, 1, &[(1, 0xA1)])).await;
+        let head = next_head(&mut stream).await;
+        let mut apply = Box::pin(stream.apply_buffered(head, &mut slot));
+        tokio::select! {
+            _ = &mut apply => panic!("the apply waits in begin"),
+            _ = begun.recv() => {}
+        }
+        // The replica stops: the session, and this apply with it, is dropped mid-way.
+        go.send(()).unwrap();
+        drop(apply);
+        let Some(injector) = slot.as_mut() else {
+            panic!("the injector is back in its slot, to be rolled back and flushed");
+        };
+        assert_eq!(
+            injector.position().map(|p| p.applied),
+            Some(10),
+            "the apply ran to its end"
+        );
+        assert_eq!(log.hello().last_committed_frame_no, 1);
     }
 }

@@ -460,6 +460,9 @@ async fn serve_step(
         if encoder.step.is_none() {
             return Ok(frame_no);
         }
+        if *stopping.borrow() {
+            return Err(Ended::Replica);
+        }
         let queue = tx.clone();
         let (back, next) = web::block(move || {
             crate::sched::latency_sensitive();
@@ -502,14 +505,18 @@ impl StepEncoder {
         }
     }
 
-    /// Queues chunks into `queue` while it has room, until the step's last; returns the chunk
-    /// that found it full, if one did.
+    /// Queues up to `CHUNKS_IN_FLIGHT` chunks into `queue` while it has room, until the step's
+    /// last (so that one hand-off never holds its thread for a whole large step); returns the
+    /// chunk that found it full, if one did.
     fn queue_chunks(
         &mut self,
         queue: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     ) -> Result<Option<Vec<u8>>, Ended> {
         use tokio::sync::mpsc::error::TrySendError;
-        while let Some(chunk) = self.next_chunk()? {
+        for _ in 0..CHUNKS_IN_FLIGHT {
+            let Some(chunk) = self.next_chunk()? else {
+                break;
+            };
             match queue.try_reserve() {
                 Ok(room) => room.send(Ok(Bytes::from(chunk))),
                 Err(TrySendError::Full(())) => return Ok(Some(chunk)),
