@@ -1443,6 +1443,38 @@ mod tests {
             .is_empty());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_image_merged_with_a_shrinking_step_leaves_the_later_size_and_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_registry, log, injector) = replica_log(dir.path());
+        let mut full = encoded_step(10, 3, &[(1, 0xA1), (2, 0xA2), (3, 0xA3)]);
+        // The full image's flag, and its head's checksum again.
+        let mut head = StepHead::decode(&full[..STEP_HEAD_SIZE]).unwrap();
+        head.step.full_image = true;
+        full[..STEP_HEAD_SIZE].copy_from_slice(&head.encode());
+        let mut bytes = full;
+        bytes.extend(encoded_step(20, 2, &[(1, 0xB1)]));
+        let mut stream = stream_of(bytes).await;
+        let mut slot = Some(injector);
+        let head = next_head(&mut stream).await;
+        let Ok((steps, at)) = stream.apply_buffered(head, &mut slot).await else {
+            panic!("both steps are applied");
+        };
+        assert_eq!(
+            steps
+                .iter()
+                .map(|h| (h.step.frame_no, h.step.full_image))
+                .collect::<Vec<_>>(),
+            [(10, true), (20, false)]
+        );
+        assert_eq!(at, 20);
+        assert_eq!(
+            image(&*log),
+            [(1, 0xB1), (2, 0xA2)],
+            "the later step's size, its page 1, the full image's page 2"
+        );
+    }
+
     /// Fault injection: an injector whose `begin` says it was called, then waits to be let go.
     struct HeldInjector {
         inner: Box<dyn StepInjector>,

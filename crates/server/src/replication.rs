@@ -594,4 +594,87 @@ mod tests {
         buf[9] ^= 1;
         assert!(StepHead::decode(&buf).unwrap_err().contains("checksum"));
     }
+
+    /// A log of `pages` pages (page n filled with n), written through an injector.
+    fn log_of(
+        dir: &std::path::Path,
+        pages: u32,
+    ) -> Arc<
+        libsql_wal::SharedWal<
+            libsql_wal_segment::StdIo,
+            libsql_wal_backend::NoStorage<std::fs::File>,
+        >,
+    > {
+        use libsql_wal::StepInjector;
+        let registry = libsql_wal::WalRegistry::new(
+            libsql_wal_segment::StdIo,
+            libsql_wal_backend::NoStorage::<std::fs::File>::default(),
+            libsql_wal::RegistryConfig::default(),
+        );
+        std::fs::create_dir(dir.join("ns")).unwrap();
+        let db = dir.join("ns").join("data");
+        let log = registry.open(&db).unwrap();
+        let mut injector = registry.injector(&db).unwrap();
+        let identity = log.hello().identity;
+        injector.resume_from(&libsql_wal::Hello {
+            identity,
+            last_committed_frame_no: 1,
+            durable_frame_no: 0,
+        });
+        injector
+            .begin(&StepHeader {
+                frame_no: 1,
+                durable_frame_no: 0,
+                db_size: pages,
+                pages,
+                full_image: true,
+            })
+            .unwrap();
+        for page_no in 1..=pages {
+            injector.page(page_no, &[page_no as u8; PAGE_SIZE]).unwrap();
+        }
+        injector.commit().unwrap();
+        log
+    }
+
+    #[test]
+    fn chunks_are_queued_while_the_channel_has_room_and_make_the_step_on_the_wire() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_of(dir.path(), 40);
+        let step = || StepEncoder::new(log.step_after(0, FullImages::Allowed).unwrap().unwrap());
+        // Room for one chunk: the second is handed back, to be sent when there is room.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let mut encoder = step();
+        let unsent = encoder.queue_chunks(&tx).unwrap();
+        assert!(unsent.is_some() && encoder.step.is_some());
+        assert!(rx.try_recv().is_ok());
+        // The replica went away: the next hand-off says so.
+        drop(rx);
+        assert!(matches!(encoder.queue_chunks(&tx), Err(Ended::Replica)));
+        // Room for every chunk: the whole step goes in one hand-off, in its wire form.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let mut encoder = step();
+        assert!(encoder.queue_chunks(&tx).unwrap().is_none());
+        assert!(encoder.step.is_none(), "the step's snapshot is let go");
+        let mut wire = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            wire.extend_from_slice(&chunk.unwrap());
+        }
+        let head = StepHead::decode(&wire[..STEP_HEAD_SIZE]).unwrap();
+        assert_eq!(
+            (head.step.pages, head.step.db_size, head.step.full_image),
+            (40, 40, true)
+        );
+        let records = &wire[STEP_HEAD_SIZE..wire.len() - 4];
+        assert_eq!(records.len(), 40 * PAGE_RECORD_SIZE);
+        assert_eq!(
+            wire[wire.len() - 4..],
+            crc32fast::hash(records).to_le_bytes()
+        );
+        for (i, record) in records.chunks_exact(PAGE_RECORD_SIZE).enumerate() {
+            let page_no = i as u32 + 1;
+            assert_eq!(record[..4], page_no.to_le_bytes());
+            assert!(record[4..].iter().all(|&b| b == page_no as u8));
+        }
+    }
 }
