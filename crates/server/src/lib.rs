@@ -34,6 +34,8 @@ mod replication;
 mod sched;
 mod sql;
 mod streams;
+#[cfg(test)]
+mod test_log;
 mod user;
 mod watchdog;
 

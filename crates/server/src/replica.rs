@@ -956,8 +956,7 @@ impl StepStream {
         if head.kind != HeadKind::Step || rest.len() < size {
             return None;
         }
-        let (pages, crc) = rest[STEP_HEAD_SIZE..size].split_at(size - STEP_HEAD_SIZE - 4);
-        (crc32fast::hash(pages).to_le_bytes() == crc).then_some((head, size))
+        checksum_ok(&rest[STEP_HEAD_SIZE..size]).then_some((head, size))
     }
 
     /// Applies the whole steps at the front of the buffer, `head`'s (already read) first, as
@@ -972,8 +971,7 @@ impl StepStream {
         if !self.fill(rest).await? {
             return Err(ended_inside_step());
         }
-        let (pages, crc) = self.buf[..rest].split_at(rest - 4);
-        if crc32fast::hash(pages).to_le_bytes() != crc {
+        if !checksum_ok(&self.buf[..rest]) {
             return Err(bad_checksum(&head).into());
         }
         let mut steps = vec![(head, 0, rest)];
@@ -990,17 +988,17 @@ impl StepStream {
         let Some(mut injector) = slot.take() else {
             return Err(Failed::Other("no injector".into()));
         };
+        let heads = steps.iter().map(|(head, ..)| *head).collect();
         let task = tokio::task::spawn_blocking(move || {
             let at = apply_steps(&mut *injector, &steps, &taken);
-            (injector, at, steps)
+            (injector, at)
         });
-        let (at, steps) = Applying {
+        let applying = Applying {
             slot,
-            task: Some(task),
-        }
-        .finish()
-        .await?;
-        Ok((steps.into_iter().map(|(head, ..)| head).collect(), at?))
+            task,
+            joined: false,
+        };
+        Ok((heads, applying.finish().await?))
     }
 
     /// Applies the step `head` (its head already read) as its pages come.
@@ -1034,54 +1032,37 @@ impl StepStream {
     }
 }
 
-/// What a blocking apply gives back: the injector, the outcome, the steps applied (with where
-/// their page records were).
-type Applied = (
-    Box<dyn StepInjector>,
-    std::result::Result<u64, Failed>,
-    Vec<(StepHead, usize, usize)>,
-);
-
-/// A blocking apply of steps, holding the injector taken from `slot`. Dropped before it ends
-/// (the session cancelled: the replica is stopping), it waits for the apply, so that the
-/// injector is back in its slot to be rolled back and to record its position before the
-/// follow task ends.
+/// A blocking apply of steps, holding the injector taken from `slot`: it gives back the
+/// injector and the frame_no the replica is then at. Dropped before it was waited for (the
+/// session cancelled: the replica is stopping), it waits for the apply, so that the injector is
+/// back in its slot to be rolled back and to record its position before the follow task ends.
 struct Applying<'a> {
     slot: &'a mut Option<Box<dyn StepInjector>>,
-    task: Option<tokio::task::JoinHandle<Applied>>,
+    task: tokio::task::JoinHandle<(Box<dyn StepInjector>, std::result::Result<u64, Failed>)>,
+    /// Set once the apply was waited for.
+    joined: bool,
 }
 
 impl Applying<'_> {
-    /// Waits for the apply; puts the injector back.
-    async fn finish(
-        mut self,
-    ) -> std::result::Result<
-        (
-            std::result::Result<u64, Failed>,
-            Vec<(StepHead, usize, usize)>,
-        ),
-        Failed,
-    > {
-        let Some(task) = self.task.as_mut() else {
-            return Err(Failed::Other("no apply in flight".into()));
-        };
-        let joined = task.await;
-        self.task = None;
-        let (injector, at, steps) =
+    /// Waits for the apply and puts the injector back; returns the frame_no the replica is at.
+    async fn finish(mut self) -> std::result::Result<u64, Failed> {
+        let joined = (&mut self.task).await;
+        self.joined = true;
+        let (injector, at) =
             joined.map_err(|e| Failed::Replica(format!("applying a step failed: {e}")))?;
         *self.slot = Some(injector);
-        Ok((at, steps))
+        at
     }
 }
 
 impl Drop for Applying<'_> {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            if let Ok((injector, ..)) =
-                tokio::task::block_in_place(|| futures::executor::block_on(task))
-            {
-                *self.slot = Some(injector);
-            }
+        if self.joined {
+            return;
+        }
+        let joined = tokio::task::block_in_place(|| futures::executor::block_on(&mut self.task));
+        if let Ok((injector, _)) = joined {
+            *self.slot = Some(injector);
         }
     }
 }
@@ -1117,6 +1098,12 @@ fn apply_steps(
 /// Bytes of a step on the wire: head, page records, checksum.
 fn step_size(head: &StepHead) -> usize {
     STEP_HEAD_SIZE + head.step.pages as usize * PAGE_RECORD_SIZE + 4
+}
+
+/// Whether `records` (a step's page records, then their CRC32) hold the checksum of the records.
+fn checksum_ok(records: &[u8]) -> bool {
+    let (pages, crc) = records.split_at(records.len() - 4);
+    crc32fast::hash(pages).to_le_bytes() == crc
 }
 
 /// The page number of a page record.
@@ -1274,14 +1261,11 @@ fn update(shared: &Shared, namespace: &NamespaceName, f: impl FnOnce(&mut Follow
 #[cfg(test)]
 mod tests {
     use libsql_wal::StepHeader;
-    use libsql_wal::{
-        FullImages, Hello, LogIdentity, RegistryConfig, ReplicationSource, WalRegistry,
-    };
-    use libsql_wal_backend::NoStorage;
+    use libsql_wal::{FullImages, Hello, LogIdentity, ReplicationSource};
     use libsql_wal_segment::format::PAGE_SIZE;
-    use libsql_wal_segment::StdIo;
 
     use super::*;
+    use crate::test_log::{log_in, TestLog, TestRegistry};
 
     /// The wire form of a step to `frame_no` of pages `(page_no, every byte)`.
     fn encoded_step(frame_no: u64, db_size: u32, pages: &[(u32, u8)]) -> Vec<u8> {
@@ -1328,23 +1312,10 @@ mod tests {
         head
     }
 
-    type TestRegistry = WalRegistry<StdIo, NoStorage<std::fs::File>>;
-    type TestLog = Arc<libsql_wal::SharedWal<StdIo, NoStorage<std::fs::File>>>;
-
     /// A replica's log (in `dir`), with its injector following a primary's log.
     fn replica_log(dir: &std::path::Path) -> (TestRegistry, TestLog, Box<dyn StepInjector>) {
-        let registry = WalRegistry::new(
-            StdIo,
-            NoStorage::<std::fs::File>::default(),
-            RegistryConfig {
-                replica: true,
-                ..RegistryConfig::default()
-            },
-        );
-        std::fs::create_dir(dir.join("ns")).unwrap();
-        let db = dir.join("ns").join("data");
-        let log = registry.open(&db).unwrap();
-        let mut injector: Box<dyn StepInjector> = Box::new(registry.injector(&db).unwrap());
+        let (registry, log, injector) = log_in(dir, true);
+        let mut injector: Box<dyn StepInjector> = Box::new(injector);
         let hello = Hello {
             identity: LogIdentity {
                 log_id: uuid::Uuid::new_v4(),

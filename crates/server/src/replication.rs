@@ -596,25 +596,9 @@ mod tests {
     }
 
     /// A log of `pages` pages (page n filled with n), written through an injector.
-    fn log_of(
-        dir: &std::path::Path,
-        pages: u32,
-    ) -> Arc<
-        libsql_wal::SharedWal<
-            libsql_wal_segment::StdIo,
-            libsql_wal_backend::NoStorage<std::fs::File>,
-        >,
-    > {
+    fn log_of(dir: &std::path::Path, pages: u32) -> crate::test_log::TestLog {
         use libsql_wal::StepInjector;
-        let registry = libsql_wal::WalRegistry::new(
-            libsql_wal_segment::StdIo,
-            libsql_wal_backend::NoStorage::<std::fs::File>::default(),
-            libsql_wal::RegistryConfig::default(),
-        );
-        std::fs::create_dir(dir.join("ns")).unwrap();
-        let db = dir.join("ns").join("data");
-        let log = registry.open(&db).unwrap();
-        let mut injector = registry.injector(&db).unwrap();
+        let (_registry, log, mut injector) = crate::test_log::log_in(dir, false);
         let identity = log.hello().identity;
         injector.resume_from(&libsql_wal::Hello {
             identity,
