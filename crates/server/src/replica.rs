@@ -1057,7 +1057,14 @@ impl Applying<'_> {
 
 impl Drop for Applying<'_> {
     fn drop(&mut self) {
+        use tokio::runtime::{Handle, RuntimeFlavor};
         if self.joined {
+            return;
+        }
+        // Waiting would stall (and `block_in_place` panic on) a current-thread runtime: there
+        // the injector is dropped with the apply instead, which rolls back and records its
+        // position itself.
+        if Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread) {
             return;
         }
         let joined = tokio::task::block_in_place(|| futures::executor::block_on(&mut self.task));

@@ -596,9 +596,13 @@ mod tests {
     }
 
     /// A log of `pages` pages (page n filled with n), written through an injector.
-    fn log_of(dir: &std::path::Path, pages: u32) -> crate::test_log::TestLog {
+    /// The registry is returned with the log: dropped, it would retire the log.
+    fn log_of(
+        dir: &std::path::Path,
+        pages: u32,
+    ) -> (crate::test_log::TestRegistry, crate::test_log::TestLog) {
         use libsql_wal::StepInjector;
-        let (_registry, log, mut injector) = crate::test_log::log_in(dir, false);
+        let (registry, log, mut injector) = crate::test_log::log_in(dir, false);
         let identity = log.hello().identity;
         injector.resume_from(&libsql_wal::Hello {
             identity,
@@ -618,13 +622,13 @@ mod tests {
             injector.page(page_no, &[page_no as u8; PAGE_SIZE]).unwrap();
         }
         injector.commit().unwrap();
-        log
+        (registry, log)
     }
 
     #[test]
     fn chunks_are_queued_while_the_channel_has_room_and_make_the_step_on_the_wire() {
         let dir = tempfile::tempdir().unwrap();
-        let log = log_of(dir.path(), 40);
+        let (_registry, log) = log_of(dir.path(), 40);
         let step = || StepEncoder::new(log.step_after(0, FullImages::Allowed).unwrap().unwrap());
         // Room for one chunk: the second is handed back, to be sent when there is room.
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);

@@ -55,10 +55,10 @@ mod linux {
         let read = unsafe {
             libc::syscall(
                 libc::SYS_sched_getattr,
-                0,
+                0 as libc::c_long,
                 &mut attr as *mut SchedAttr,
-                size_of::<SchedAttr>() as u32,
-                0,
+                size_of::<SchedAttr>() as libc::c_long,
+                0 as libc::c_long,
             )
         };
         if read != 0 {
@@ -80,8 +80,14 @@ mod linux {
         // SAFETY: the kernel reads `attr.size` bytes of `attr`, a live, initialised `repr(C)`
         // struct of that size; pid 0 is this thread, whose policy and nice value are kept.
         #[allow(unsafe_code)]
-        let set =
-            unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        let set = unsafe {
+            libc::syscall(
+                libc::SYS_sched_setattr,
+                0 as libc::c_long,
+                &attr as *const SchedAttr,
+                0 as libc::c_long,
+            )
+        };
         if set != 0 {
             return Err(std::io::Error::last_os_error());
         }
